@@ -1,0 +1,1 @@
+//! Cordon proxy-wasm adapter.
