@@ -26,7 +26,8 @@ pub fn model_of(body: &[u8]) -> Result<String, Refusal> {
     if !trimmed.starts_with('{') {
         return Err(Refusal::InvalidJson("the body must be a JSON object".into()));
     }
-    let parsed: ModelField = serde_json::from_str(text).map_err(|e| Refusal::InvalidJson(format!("line {} column {}", e.line(), e.column())))?;
+    let parsed: ModelField =
+        serde_json::from_str(text).map_err(|e| Refusal::InvalidJson(format!("line {} column {}", e.line(), e.column())))?;
     match parsed.model {
         Some(serde_json::Value::String(model)) if !model.is_empty() => Ok(model),
         _ => Err(Refusal::MissingModel),

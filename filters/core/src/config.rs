@@ -61,7 +61,10 @@ mod tests {
         let e = FilterConfig::from_json(br#"{"policy":{"routes":[{"name":"r","path_prefix":"/","accept":[["password"]]}]}}"#).unwrap_err();
         assert_eq!(e.path(), "policy.routes[0].accept[0][0]");
         assert!(e.to_string().contains("unknown variant `password`"), "{e}");
-        let e = FilterConfig::from_json(br#"{"policy":{"identity":{"api_keys":[{"id":"k","sha256":"00","principal":{"user":"u"},"colour":1}]}}}"#).unwrap_err();
+        let e = FilterConfig::from_json(
+            br#"{"policy":{"identity":{"api_keys":[{"id":"k","sha256":"00","principal":{"user":"u"},"colour":1}]}}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.path(), "policy.identity.api_keys[0].colour");
     }
 }

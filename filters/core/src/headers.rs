@@ -20,18 +20,23 @@ pub struct HeaderPlan {
 impl std::fmt::Debug for HeaderPlan {
     // Values may hold the injected provider credential: show names only.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeaderPlan").field("remove", &self.remove).field("set", &self.set.iter().map(|(k, _)| k).collect::<Vec<_>>()).finish()
+        f.debug_struct("HeaderPlan")
+            .field("remove", &self.remove)
+            .field("set", &self.set.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish()
     }
 }
 
 /// The plan for an admitted request: strip spoofable and client-credential headers, set the
 /// principal headers and the provider credential.
-pub fn plan(request_headers: &[(String, String)], identity: &Identity, credential: Option<(&UpstreamSecret, &str)>, policy_digest: &str) -> HeaderPlan {
-    let mut remove: Vec<String> = request_headers
-        .iter()
-        .map(|(k, _)| k.to_ascii_lowercase())
-        .filter(|k| k.starts_with(PRINCIPAL_HEADER_PREFIX))
-        .collect();
+pub fn plan(
+    request_headers: &[(String, String)],
+    identity: &Identity,
+    credential: Option<(&UpstreamSecret, &str)>,
+    policy_digest: &str,
+) -> HeaderPlan {
+    let mut remove: Vec<String> =
+        request_headers.iter().map(|(k, _)| k.to_ascii_lowercase()).filter(|k| k.starts_with(PRINCIPAL_HEADER_PREFIX)).collect();
     remove.extend(["authorization".to_owned(), "x-api-key".to_owned()]);
     remove.sort();
     remove.dedup();

@@ -5,7 +5,7 @@ use crate::access;
 use crate::body;
 use crate::encoding;
 use crate::headers::{self, HeaderPlan};
-use crate::identity::{self, jwt::TokenCache, Credentials, Identity};
+use crate::identity::{self, Credentials, Identity, jwt::TokenCache};
 use crate::policy::{CompiledPolicy, RoutePolicy};
 use crate::refusal::Refusal;
 

@@ -82,10 +82,21 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         use Refusal::*;
         match self {
-            MissingCredentials | InvalidApiKey | RevokedApiKey | ExpiredApiKey | MalformedToken
-            | UnsupportedTokenAlgorithm | UnknownSigningKey | InvalidTokenSignature | TokenExpired
-            | TokenNotYetValid | InvalidTokenAudience | InvalidTokenIssuer | MissingTokenClaim(_)
-            | MeshIdentityMissing | UnknownMeshIdentity => 401,
+            MissingCredentials
+            | InvalidApiKey
+            | RevokedApiKey
+            | ExpiredApiKey
+            | MalformedToken
+            | UnsupportedTokenAlgorithm
+            | UnknownSigningKey
+            | InvalidTokenSignature
+            | TokenExpired
+            | TokenNotYetValid
+            | InvalidTokenAudience
+            | InvalidTokenIssuer
+            | MissingTokenClaim(_)
+            | MeshIdentityMissing
+            | UnknownMeshIdentity => 401,
             RouteNotGoverned | ModelNotAllowed { .. } => 403,
             InvalidJson(_) | MissingModel => 400,
             BodyTooLarge { .. } => 413,
@@ -169,24 +180,39 @@ impl Refusal {
 
     /// The JSON body sent to the client.
     pub fn body(&self) -> Vec<u8> {
-        let envelope = Envelope {
-            error: ErrorBody { message: self.message(), kind: self.error_type(), code: self.code(), param: None },
-        };
+        let envelope = Envelope { error: ErrorBody { message: self.message(), kind: self.error_type(), code: self.code(), param: None } };
         // Serialising a struct of strings cannot fail; fall back to a fixed body all the same.
-        serde_json::to_vec(&envelope).unwrap_or_else(|_| br#"{"error":{"message":"refused","type":"server_error","code":"internal_error"}}"#.to_vec())
+        serde_json::to_vec(&envelope)
+            .unwrap_or_else(|_| br#"{"error":{"message":"refused","type":"server_error","code":"internal_error"}}"#.to_vec())
     }
 
     /// Every variant, with placeholder payloads; used to register one metric per code.
     pub fn all_codes() -> &'static [&'static str] {
         &[
-            "missing_credentials", "invalid_api_key", "revoked_api_key", "expired_api_key",
-            "malformed_token", "unsupported_token_algorithm", "unknown_signing_key",
-            "invalid_token_signature", "token_expired", "token_not_yet_valid",
-            "invalid_token_audience", "invalid_token_issuer", "missing_token_claim",
-            "mesh_identity_missing", "unknown_mesh_identity", "route_not_governed",
-            "model_not_allowed", "invalid_json", "missing_model", "request_too_large",
-            "unsupported_content_encoding", "policy_unavailable",
-            "upstream_credential_unavailable", "upstream_response_invalid",
+            "missing_credentials",
+            "invalid_api_key",
+            "revoked_api_key",
+            "expired_api_key",
+            "malformed_token",
+            "unsupported_token_algorithm",
+            "unknown_signing_key",
+            "invalid_token_signature",
+            "token_expired",
+            "token_not_yet_valid",
+            "invalid_token_audience",
+            "invalid_token_issuer",
+            "missing_token_claim",
+            "mesh_identity_missing",
+            "unknown_mesh_identity",
+            "route_not_governed",
+            "model_not_allowed",
+            "invalid_json",
+            "missing_model",
+            "request_too_large",
+            "unsupported_content_encoding",
+            "policy_unavailable",
+            "upstream_credential_unavailable",
+            "upstream_response_invalid",
         ]
     }
 }
@@ -206,14 +232,30 @@ mod tests {
     #[test]
     fn every_code_is_listed_once() {
         let samples = [
-            Refusal::MissingCredentials, Refusal::InvalidApiKey, Refusal::RevokedApiKey, Refusal::ExpiredApiKey,
-            Refusal::MalformedToken, Refusal::UnsupportedTokenAlgorithm, Refusal::UnknownSigningKey,
-            Refusal::InvalidTokenSignature, Refusal::TokenExpired, Refusal::TokenNotYetValid,
-            Refusal::InvalidTokenAudience, Refusal::InvalidTokenIssuer, Refusal::MissingTokenClaim("sub".into()),
-            Refusal::MeshIdentityMissing, Refusal::UnknownMeshIdentity, Refusal::RouteNotGoverned,
-            Refusal::ModelNotAllowed { model: "m".into() }, Refusal::InvalidJson("x".into()), Refusal::MissingModel,
-            Refusal::BodyTooLarge { limit: 1 }, Refusal::UnsupportedContentEncoding("gzip".into()),
-            Refusal::PolicyUnavailable, Refusal::UpstreamCredentialUnavailable, Refusal::UpstreamResponseInvalid,
+            Refusal::MissingCredentials,
+            Refusal::InvalidApiKey,
+            Refusal::RevokedApiKey,
+            Refusal::ExpiredApiKey,
+            Refusal::MalformedToken,
+            Refusal::UnsupportedTokenAlgorithm,
+            Refusal::UnknownSigningKey,
+            Refusal::InvalidTokenSignature,
+            Refusal::TokenExpired,
+            Refusal::TokenNotYetValid,
+            Refusal::InvalidTokenAudience,
+            Refusal::InvalidTokenIssuer,
+            Refusal::MissingTokenClaim("sub".into()),
+            Refusal::MeshIdentityMissing,
+            Refusal::UnknownMeshIdentity,
+            Refusal::RouteNotGoverned,
+            Refusal::ModelNotAllowed { model: "m".into() },
+            Refusal::InvalidJson("x".into()),
+            Refusal::MissingModel,
+            Refusal::BodyTooLarge { limit: 1 },
+            Refusal::UnsupportedContentEncoding("gzip".into()),
+            Refusal::PolicyUnavailable,
+            Refusal::UpstreamCredentialUnavailable,
+            Refusal::UpstreamResponseInvalid,
         ];
         let codes: Vec<_> = samples.iter().map(Refusal::code).collect();
         assert_eq!(codes, Refusal::all_codes());

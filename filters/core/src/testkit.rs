@@ -1,10 +1,10 @@
 //! Test fixtures: signing keys, their JWKS, and token minting.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::Sha256;
 use std::sync::OnceLock;
 
@@ -35,7 +35,9 @@ impl TestKey {
 
     pub fn jwk(&self) -> Value {
         match &self.signer {
-            Signer_::Rs(_, public) => json!({"kty":"RSA","kid":self.kid,"alg":"RS256","n":b64(&public.n().to_bytes_be()),"e":b64(&public.e().to_bytes_be())}),
+            Signer_::Rs(_, public) => {
+                json!({"kty":"RSA","kid":self.kid,"alg":"RS256","n":b64(&public.n().to_bytes_be()),"e":b64(&public.e().to_bytes_be())})
+            }
             Signer_::Es(k) => {
                 let point = k.verifying_key().to_encoded_point(false);
                 json!({"kty":"EC","kid":self.kid,"crv":"P-256","x":b64(point.x().unwrap()),"y":b64(point.y().unwrap())})

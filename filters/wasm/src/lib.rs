@@ -1,1 +1,24 @@
-//! Cordon proxy-wasm adapter.
+//! The Cordon proxy-wasm module: one `wasm32-wasip1` module whose filter roles are selected by
+//! the plugin's `root_id`. This crate is glue: it reads host state (headers, body, connection
+//! properties, the clock, runtime secrets), asks `cordon-core` for a verdict, and applies it.
+//! Decisions never live here; a bug seen in Envoy is reproduced as a `cordon-core` test first.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod host;
+mod identity;
+mod metrics;
+
+use proxy_wasm::traits::RootContext;
+use proxy_wasm::types::LogLevel;
+
+/// Root id of the identity and model-access role.
+pub const ROOT_IDENTITY: &str = "cordon.identity";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    // abort() in wasm says nothing; this leaves the reason in Envoy's log.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("cordon: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_context_id| -> Box<dyn RootContext> { Box::new(host::Root::default()) });
+}}

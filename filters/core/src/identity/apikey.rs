@@ -50,12 +50,21 @@ pub fn authenticate<'p>(keys: &'p HashMap<KeyDigest, ApiKey>, presented: &str, n
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::compile::hex;
     use crate::policy::Principal;
+    use crate::policy::compile::hex;
 
     fn keys() -> HashMap<KeyDigest, ApiKey> {
         let mk = |id: &str, key: &str, status, expires_at| {
-            (digest(key), ApiKey { id: id.into(), sha256: hex(&digest(key)), principal: Principal { user: Some(id.into()), ..Default::default() }, status, expires_at })
+            (
+                digest(key),
+                ApiKey {
+                    id: id.into(),
+                    sha256: hex(&digest(key)),
+                    principal: Principal { user: Some(id.into()), ..Default::default() },
+                    status,
+                    expires_at,
+                },
+            )
         };
         [
             mk("live", "sk-live", KeyStatus::Active, None),

@@ -5,8 +5,8 @@
 
 use crate::policy::{ClaimMapping, Jwk, JwtProvider, PolicyError, Principal};
 use crate::refusal::Refusal;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -87,9 +87,7 @@ pub struct CompiledProvider {
 
 fn b64(field: &Option<String>, path: &str, name: &str) -> Result<Vec<u8>, PolicyError> {
     let text = field.as_deref().ok_or_else(|| PolicyError::invalid(format!("{path}.{name}"), "required for this key type"))?;
-    URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .map_err(|_| PolicyError::invalid(format!("{path}.{name}"), "must be base64url"))
+    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| PolicyError::invalid(format!("{path}.{name}"), "must be base64url"))
 }
 
 fn compile_key(jwk: &Jwk, path: &str) -> Result<VerifyingKey, PolicyError> {
@@ -252,7 +250,10 @@ pub fn verify(providers: &[CompiledProvider], token: &str, now: u64) -> Result<V
     };
     let verified = VerifiedToken {
         principal: Principal {
-            user: Some(header_safe(claim_string(&claims, &provider.claims.user)).ok_or_else(|| Refusal::MissingTokenClaim(provider.claims.user.clone()))?),
+            user: Some(
+                header_safe(claim_string(&claims, &provider.claims.user))
+                    .ok_or_else(|| Refusal::MissingTokenClaim(provider.claims.user.clone()))?,
+            ),
             team: provider.claims.team.as_deref().and_then(|c| header_safe(claim_string(&claims, c))),
             app: provider.claims.app.as_deref().and_then(|c| header_safe(claim_string(&claims, c))),
         },

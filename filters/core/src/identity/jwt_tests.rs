@@ -1,6 +1,6 @@
-use super::jwt::{verify, TokenCache};
+use super::jwt::{TokenCache, verify};
 use crate::refusal::Refusal;
-use crate::testkit::{self, claims, compiled, keys, rogue_keys, NOW};
+use crate::testkit::{self, NOW, claims, compiled, keys, rogue_keys};
 use serde_json::json;
 
 fn token_with(f: impl Fn(&mut serde_json::Value), key: usize) -> String {
@@ -48,7 +48,12 @@ fn time_window_with_skew() {
     assert!(verify(&policy.jwt, &within_skew, NOW).is_ok());
     let future = token_with(|c| c["nbf"] = json!(NOW + 31), 1);
     assert_eq!(verify(&policy.jwt, &future, NOW), Err(Refusal::TokenNotYetValid));
-    let no_exp = token_with(|c| { c.as_object_mut().unwrap().remove("exp"); }, 1);
+    let no_exp = token_with(
+        |c| {
+            c.as_object_mut().unwrap().remove("exp");
+        },
+        1,
+    );
     assert_eq!(verify(&policy.jwt, &no_exp, NOW), Err(Refusal::TokenExpired), "tokens without exp are refused");
 }
 
@@ -57,14 +62,31 @@ fn audience_and_issuer() {
     let policy = compiled();
     assert_eq!(verify(&policy.jwt, &token_with(|c| c["aud"] = json!("other"), 2), NOW), Err(Refusal::InvalidTokenAudience));
     assert!(verify(&policy.jwt, &token_with(|c| c["aud"] = json!(["other", "cordon"]), 2), NOW).is_ok());
-    assert_eq!(verify(&policy.jwt, &token_with(|c| { c.as_object_mut().unwrap().remove("aud"); }, 2), NOW), Err(Refusal::InvalidTokenAudience));
+    assert_eq!(
+        verify(
+            &policy.jwt,
+            &token_with(
+                |c| {
+                    c.as_object_mut().unwrap().remove("aud");
+                },
+                2
+            ),
+            NOW
+        ),
+        Err(Refusal::InvalidTokenAudience)
+    );
     assert_eq!(verify(&policy.jwt, &token_with(|c| c["iss"] = json!("https://evil.example"), 2), NOW), Err(Refusal::InvalidTokenIssuer));
 }
 
 #[test]
 fn missing_user_claim() {
     let policy = compiled();
-    let t = token_with(|c| { c.as_object_mut().unwrap().remove("sub"); }, 2);
+    let t = token_with(
+        |c| {
+            c.as_object_mut().unwrap().remove("sub");
+        },
+        2,
+    );
     assert_eq!(verify(&policy.jwt, &t, NOW), Err(Refusal::MissingTokenClaim("sub".into())));
 }
 
@@ -87,8 +109,14 @@ fn unknown_kid_is_an_unknown_signing_key() {
     let mut c = claims();
     c["sub"] = json!("x");
     let token = keys()[1].sign(&c).replacen(
-        &base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, json!({"alg":"ES256","typ":"JWT","kid":"es"}).to_string()),
-        &base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, json!({"alg":"ES256","typ":"JWT","kid":"zz"}).to_string()),
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            json!({"alg":"ES256","typ":"JWT","kid":"es"}).to_string(),
+        ),
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            json!({"alg":"ES256","typ":"JWT","kid":"zz"}).to_string(),
+        ),
         1,
     );
     assert_eq!(verify(&policy.jwt, &token, NOW), Err(Refusal::UnknownSigningKey));

@@ -1,6 +1,6 @@
 use super::*;
 use crate::identity::jwt::TokenCache;
-use crate::testkit::{claims, compiled, keys, NOW};
+use crate::testkit::{NOW, claims, compiled, keys};
 
 fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -103,7 +103,8 @@ fn specific_failure_beats_missing() {
 #[test]
 fn spoofed_principal_headers_and_client_credentials_are_stripped() {
     let p = compiled();
-    let h = hdrs(&[("authorization", "Bearer sk-alice"), ("x-cordon-user", "root"), ("X-Cordon-Team", "admins"), ("x-cordon-anything", "1")]);
+    let h =
+        hdrs(&[("authorization", "Bearer sk-alice"), ("x-cordon-user", "root"), ("X-Cordon-Team", "admins"), ("x-cordon-anything", "1")]);
     let a = admit(&p, &head("POST", "/v1/chat/completions", &h)).unwrap();
     for name in ["authorization", "x-api-key", "x-cordon-user", "x-cordon-team", "x-cordon-anything"] {
         assert!(a.headers.remove.iter().any(|r| r == name), "{name} removed");

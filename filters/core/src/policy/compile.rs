@@ -1,9 +1,9 @@
 //! Validation and compilation: a `Policy` becomes a `CompiledPolicy` (hash maps, parsed keys)
 //! or a `PolicyError` naming the field. A policy that does not compile is never half-applied.
 
-use super::schema::*;
 use super::PolicyError;
-use crate::identity::apikey::{parse_digest, KeyDigest};
+use super::schema::*;
+use crate::identity::apikey::{KeyDigest, parse_digest};
 use crate::identity::jwt::CompiledProvider;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -151,9 +151,8 @@ fn compile_keys(keys: &[ApiKey]) -> Result<HashMap<KeyDigest, ApiKey>, PolicyErr
         if !ids.insert(key.id.as_str()) {
             return Err(PolicyError::invalid(format!("{path}.id"), format!("duplicate key id '{}'", key.id)));
         }
-        let digest = parse_digest(&key.sha256).ok_or_else(|| {
-            PolicyError::invalid(format!("{path}.sha256"), "must be the 64-character lower-case hex SHA-256 of the key")
-        })?;
+        let digest = parse_digest(&key.sha256)
+            .ok_or_else(|| PolicyError::invalid(format!("{path}.sha256"), "must be the 64-character lower-case hex SHA-256 of the key"))?;
         require_principal(&key.principal, &format!("{path}.principal"))?;
         if out.insert(digest, key.clone()).is_some() {
             return Err(PolicyError::invalid(format!("{path}.sha256"), "the same key digest appears twice"));
@@ -204,10 +203,7 @@ fn validate_routes(routes: &[RoutePolicy]) -> Result<Vec<RoutePolicy>, PolicyErr
     Ok(routes.to_vec())
 }
 
-fn compile_upstreams(
-    upstreams: &[UpstreamCredential],
-    secrets: &dyn SecretSource,
-) -> Result<HashMap<String, UpstreamSecret>, PolicyError> {
+fn compile_upstreams(upstreams: &[UpstreamCredential], secrets: &dyn SecretSource) -> Result<HashMap<String, UpstreamSecret>, PolicyError> {
     let mut out = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {
         let path = format!("upstreams[{i}]");

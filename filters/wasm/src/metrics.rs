@@ -1,0 +1,31 @@
+//! Counters in Envoy's stats (visible in `/stats/prometheus`): one per decision code.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use std::collections::HashMap;
+
+/// Counter ids by decision code; defining a metric twice returns the same id.
+#[derive(Default)]
+pub struct Decisions {
+    ids: HashMap<&'static str, u32>,
+}
+
+impl Decisions {
+    /// Defines `cordon_decision_<code>` for every code plus `allowed`.
+    pub fn define() -> Self {
+        let mut ids = HashMap::new();
+        for code in std::iter::once("allowed").chain(cordon_core::Refusal::all_codes().iter().copied()) {
+            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, &format!("cordon_decision_{code}")) {
+                ids.insert(code, id);
+            }
+        }
+        Self { ids }
+    }
+
+    /// Counts one decision.
+    pub fn count(&self, code: &str) {
+        if let Some(id) = self.ids.get(code) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}

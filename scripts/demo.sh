@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The demo: builds the module, starts Envoy with the filter and the fake model upstream, and
+# shows each request's fate. Set-up included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build-wasm.sh
+exec .venv/bin/python scripts/demo.py "$@"

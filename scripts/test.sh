@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: lints, native unit and property tests, the core crate's tests compiled to
+# wasm32-wasip1 and run under Wasmtime, then end-to-end tests against the real Envoy binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+scripts/setup.sh
+
+step "format and lints (clippy denies unwrap/expect/panic in filter code)"
+cargo fmt --all --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo clippy --quiet -p cordon-filter -p cordon-core --target wasm32-wasip1 -- -D warnings
+
+step "filter module"
+scripts/build-wasm.sh
+
+step "native tests"
+cargo nextest run --workspace --no-fail-fast
+
+step "core tests compiled to wasm32-wasip1 (Wasmtime runner)"
+CARGO_TARGET_WASM32_WASIP1_RUNNER="$PWD/.venv/bin/python $PWD/scripts/wasi-run.py" \
+  cargo test --quiet -p cordon-core --target wasm32-wasip1 --lib --tests
+
+step "end-to-end tests (real Envoy, real module, fake model upstream)"
+.venv/bin/python -m pytest tests -q -n 4 -p no:cacheprovider

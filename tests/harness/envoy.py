@@ -1,0 +1,209 @@
+"""Runs the real Envoy binary with the real Cordon wasm module on loopback.
+
+Every port is bound by Envoy itself (port 0) and read back from its admin API, so tests run in
+parallel without port clashes. Envoy's log is kept in a file and printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+WASM = Path(os.environ.get("CORDON_WASM", REPO / "dist" / "cordon.wasm"))
+ENVOY_BIN = Path(os.environ.get("CORDON_ENVOY", REPO / ".venv" / "bin" / "envoy"))
+
+
+def wasm_filter(root_id: str, configuration: dict | None, env_keys: list[str] | None = None, wasm: Path = WASM) -> dict:
+    """An HTTP filter entry running one Cordon role from the module."""
+    return {
+        "name": root_id,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": root_id,
+                "root_id": root_id,
+                "fail_open": False,
+                # Lets the filter hold the request headers while it reads the body for the model
+                # (Envoy >= 1.35); without it a paused header phase never sees the body.
+                "allow_on_headers_stop_iteration": True,
+                "vm_config": {
+                    "vm_id": "cordon",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                    "environment_variables": {"host_env_keys": env_keys or []},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": json.dumps(configuration) if configuration is not None else "",
+                },
+            },
+        },
+    }
+
+
+def router() -> dict:
+    return {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def cluster(name: str, port: int, http2: bool = False, host: str = "127.0.0.1") -> dict:
+    c: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}],
+        },
+    }
+    if http2:
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return c
+
+
+def listener(name: str, filters: list[dict], cluster_name: str, tls: dict | None = None, stream_idle_timeout: str = "30s") -> dict:
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "stream_idle_timeout": stream_idle_timeout,
+            "route_config": {
+                "name": "local",
+                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster_name, "timeout": "60s"}}]}],
+            },
+            "http_filters": filters + [router()],
+        },
+    }
+    chain: dict[str, Any] = {"filters": [hcm]}
+    if tls:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", **tls},
+        }
+    return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}, "filter_chains": [chain]}
+
+
+def bootstrap(listeners: list[dict], clusters: list[dict], extra: dict | None = None) -> dict:
+    b = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+    b.update(extra or {})
+    return b
+
+
+@dataclass
+class Envoy:
+    """A running Envoy. Use `Envoy.start(...)` and `stop()` (or a `with` block)."""
+
+    config: dict
+    env: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cordon-envoy-")))
+    proc: subprocess.Popen | None = None
+    admin_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, config: dict, env: dict[str, str] | None = None, concurrency: int = 1, timeout: float = 30.0) -> "Envoy":
+        e = cls(config=config, env=env or {}, concurrency=concurrency)
+        e._launch(timeout)
+        return e
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    def _launch(self, timeout: float) -> None:
+        if not WASM.exists():
+            raise RuntimeError(f"{WASM} is missing: build it with scripts/build-wasm.sh")
+        cfg = self.workdir / "envoy.json"
+        cfg.write_text(json.dumps(self.config, indent=1))
+        admin_file = self.workdir / "admin.txt"
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env.update(self.env)
+        self.proc = subprocess.Popen(
+            [str(ENVOY_BIN), "-c", str(cfg), "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
+             "--admin-address-path", str(admin_file), "--log-level", "warning", "--component-log-level", "wasm:debug",
+             "--log-path", str(self.log_path), "--disable-hot-restart"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()}")
+            if admin_file.exists() and admin_file.read_text().strip():
+                self.admin_port = int(admin_file.read_text().strip().rsplit(":", 1)[1])
+                try:
+                    if self.admin_get("/ready").strip() == "LIVE":
+                        self._read_ports()
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"envoy not ready after {timeout}s:\n{self.log()}")
+
+    def _read_ports(self) -> None:
+        listeners = json.loads(self.admin_get("/listeners?format=json"))
+        for l in listeners.get("listener_statuses", []):
+            self.ports[l["name"]] = int(l["local_address"]["socket_address"]["port_value"])
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def url(self, listener: str = "main") -> str:
+        return f"http://127.0.0.1:{self.ports[listener]}"
+
+    def port(self, listener: str = "main") -> int:
+        return self.ports[listener]
+
+    def stat(self, name: str) -> int | None:
+        """A counter from /stats/prometheus by its exact metric name (labels ignored)."""
+        for line in self.admin_get("/stats/prometheus").splitlines():
+            if line.startswith("#"):
+                continue
+            metric, _, value = line.rpartition(" ")
+            if metric.split("{", 1)[0] == name:
+                return int(float(value))
+        return None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no envoy log)"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Envoy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
