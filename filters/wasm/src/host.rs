@@ -48,7 +48,7 @@ impl RootContext for Root {
         let role = match id.as_str() {
             crate::ROOT_IDENTITY | "" => Role::Identity,
             other => {
-                log(LogLevel::Critical, &format!("cordon: unknown root_id '{other}'; expected '{}'", crate::ROOT_IDENTITY));
+                log(LogLevel::Critical, &format!("unknown root_id '{other}'; expected '{}'", crate::ROOT_IDENTITY));
                 return false;
             }
         };
@@ -57,7 +57,7 @@ impl RootContext for Root {
             Ok(c) => c,
             Err(e) => {
                 // Returning false makes Envoy reject this configuration and keep the previous one.
-                log(LogLevel::Critical, &format!("cordon: invalid plugin configuration: {e}"));
+                log(LogLevel::Critical, &format!("invalid plugin configuration: {e}"));
                 return false;
             }
         };
@@ -66,7 +66,7 @@ impl RootContext for Root {
             Some(p) => match CompiledPolicy::compile(p, &|name: &str| std::env::var(name).ok()) {
                 Ok(c) => Some(Rc::new(c)),
                 Err(e) => {
-                    log(LogLevel::Critical, &format!("cordon: invalid policy: {e}"));
+                    log(LogLevel::Critical, &format!("invalid policy: {e}"));
                     return false;
                 }
             },
@@ -77,13 +77,13 @@ impl RootContext for Root {
                     log(
                         LogLevel::Error,
                         &format!(
-                            "cordon: runtime secret '{name}' is not set; requests to its upstream get 503 upstream_credential_unavailable"
+                            "runtime secret '{name}' is not set; requests to its upstream get 503 upstream_credential_unavailable"
                         ),
                     );
                 }
-                log(LogLevel::Info, &format!("cordon: {id} loaded policy {}", &p.digest()[..16]));
+                log(LogLevel::Info, &format!("{id} loaded policy {}", &p.digest()[..16]));
             }
-            None => log(LogLevel::Warn, "cordon: no policy configured; refusing requests with 503 policy_unavailable until one arrives"),
+            None => log(LogLevel::Warn, "no policy configured; refusing requests with 503 policy_unavailable until one arrives"),
         }
         match &self.shared {
             Some(shared) => {

@@ -30,7 +30,7 @@ impl IdentityFilter {
     fn refuse(&mut self, refusal: &Refusal) -> Action {
         self.refused = true;
         self.shared.decisions.count(refusal.code());
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Info, &format!("cordon: refused {} ({})", refusal.status(), refusal.code()));
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Info, &format!("refused {} ({})", refusal.status(), refusal.code()));
         self.send_http_response(
             u32::from(refusal.status()),
             vec![("content-type", "application/json"), ("x-cordon-error", refusal.code())],

@@ -18,7 +18,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     // abort() in wasm says nothing; this leaves the reason in Envoy's log.
     std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("cordon: panic: {info}"));
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_context_id| -> Box<dyn RootContext> { Box::new(host::Root::default()) });
 }}

@@ -1,0 +1,28 @@
+"""The Envoy configuration we ship for operators must load in the real Envoy with the real module."""
+
+import re
+import subprocess
+
+from tests.harness.envoy import ENVOY_BIN, REPO, WASM
+
+
+def validate(config_text: str, tmp_path) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "envoy.yaml"
+    cfg.write_text(config_text.replace("/etc/cordon/cordon.wasm", str(WASM)))
+    return subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(cfg), "--use-dynamic-base-id"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_sidecar_example_validates_with_the_module(tmp_path):
+    r = validate((REPO / "envoy" / "sidecar.yaml").read_text(), tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "loaded policy" in r.stdout + r.stderr
+
+
+def test_sidecar_example_with_a_broken_policy_is_rejected(tmp_path):
+    text = (REPO / "envoy" / "sidecar.yaml").read_text()
+    broken = re.sub(r'"path_prefix": "/v1/"', '"path_prefix": "v1/"', text)
+    assert broken != text
+    r = validate(broken, tmp_path)
+    assert r.returncode != 0
+    assert "policy field `routes[0].path_prefix`: must start with '/'" in r.stdout + r.stderr
