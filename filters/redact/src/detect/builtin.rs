@@ -1,0 +1,225 @@
+//! Built-in detectors: patterns, alphabets, validators.
+//!
+//! | name | matches | validation | max length |
+//! | --- | --- | --- | --- |
+//! | `private_key` | `-----BEGIN ... PRIVATE KEY-----` header, then suppress-until-end | END line | header ≤ 81, body unbounded |
+//! | `anthropic_key` | `sk-ant-` + 20-250 `[A-Za-z0-9_-]` | left boundary | 257 |
+//! | `openai_key` | `sk-` (`proj-`, `svcacct-`, `admin-`) + 20-250 | left boundary | 261 |
+//! | `aws_access_key` | `AKIA`/`ASIA`/`ABIA`/`ACCA` + 16 `[0-9A-Z]` | both boundaries | 20 |
+//! | `aws_secret_key` | 40 `[A-Za-z0-9/+=]` after `aws_secret_access_key =`-like context | the value only | ≈80 |
+//! | `github_token` | `ghp_`/`gho_`/`ghu_`/`ghs_`/`ghr_` + 36, `github_pat_` + 22-255 | left boundary | 266 |
+//! | `gitlab_token` | `glpat-` + 20-64 | left boundary | 70 |
+//! | `slack_token` | `xox[baprs]-` + 10-200 | left boundary | 205 |
+//! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024) | left boundary | 6149 |
+//! | `email` | `local@domain.tld` | boundaries, no leading/trailing dot in local part | 537 |
+//! | `card` | 13-19 digits starting 2-6, spaces/dashes between | Luhn, not inside a longer number | 37 |
+//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces | registry length, mod 97 | 64 |
+//! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
+//! | `phone` | E.164 `+…`, `+CC …` grouped, NANP `(415) 555-2671`, trunk-0 national `020 7946 0958` | digit counts, boundaries | ≈40 |
+//! | `ipv6` | hex/colon groups | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 45 |
+//! | `ipv4` | dotted quad | octets ≤ 255, no leading zeros, not `1.2.3.4.5` / `v1.2.3.4` | 15 |
+
+use regex::bytes::{Regex, RegexBuilder};
+
+use super::{ByteSet, Canon, Scanner, Trigger, Validator, validate};
+
+/// Specification of a built-in detector before configuration is applied.
+pub struct Builtin {
+    /// Name.
+    pub name: &'static str,
+    /// Placeholder label.
+    pub label: &'static str,
+    /// Pattern (bytes regex, Unicode off).
+    pub pattern: &'static str,
+    /// Scanner kind.
+    pub kind: Kind,
+    /// Validator.
+    pub validate: Option<Validator>,
+    /// Canonical form for pseudonyms.
+    pub canon: Canon,
+}
+
+/// How a built-in scans.
+pub enum Kind {
+    /// Run scanner with alphabet (chars + ranges) and trigger.
+    Run(&'static str, &'static [(u8, u8)], Trigger),
+    /// Literal scanner: literals, case-insensitive, left boundary, right boundary.
+    Literal(&'static [&'static str], bool, Option<&'static str>, Option<&'static str>),
+}
+
+const ALNUM: &[(u8, u8)] = &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')];
+const TOKEN_CHARS: &str = "_-";
+
+/// Built-ins in priority order (earlier wins a tie between equal spans).
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "private_key",
+        label: "PRIVATE_KEY",
+        pattern: r"\A-----BEGIN (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----",
+        kind: Kind::Literal(&["-----BEGIN "], false, None, None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "anthropic_key",
+        label: "ANTHROPIC_KEY",
+        pattern: r"\Ask-ant-[A-Za-z0-9_\-]{20,250}",
+        kind: Kind::Literal(&["sk-ant-"], false, Some(TOKEN_CHARS), None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "openai_key",
+        label: "OPENAI_KEY",
+        pattern: r"\Ask-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,250}",
+        kind: Kind::Literal(&["sk-"], false, Some(TOKEN_CHARS), None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "aws_access_key",
+        label: "AWS_ACCESS_KEY",
+        pattern: r"\A(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",
+        kind: Kind::Literal(&["AKIA", "ASIA", "ABIA", "ACCA"], false, Some(""), Some("")),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "aws_secret_key",
+        label: "AWS_SECRET_KEY",
+        pattern: r#"(?i)\A(?:aws[_\-]?)?secret[_\-]?access[_\-]?key["']?[ \t]{0,4}(?:=|:|=>|:=)[ \t]{0,4}["']?[A-Za-z0-9/+=]{40}"#,
+        kind: Kind::Literal(
+            &["aws_secret", "aws-secret", "awssecret", "secret_access", "secret-access", "secretaccess"],
+            true,
+            Some(""),
+            Some("/+="),
+        ),
+        validate: Some(validate::aws_secret),
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "github_token",
+        label: "GITHUB_TOKEN",
+        pattern: r"\A(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})",
+        kind: Kind::Literal(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"], false, Some(TOKEN_CHARS), None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "gitlab_token",
+        label: "GITLAB_TOKEN",
+        pattern: r"\Aglpat-[A-Za-z0-9_\-]{20,64}",
+        kind: Kind::Literal(&["glpat-"], false, Some(TOKEN_CHARS), None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "slack_token",
+        label: "SLACK_TOKEN",
+        pattern: r"\Axox[baprs]-[A-Za-z0-9\-]{10,200}",
+        kind: Kind::Literal(&["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-"], false, Some(TOKEN_CHARS), None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "jwt",
+        label: "JWT",
+        pattern: r"\AeyJ[A-Za-z0-9_\-]{4,1024}\.[A-Za-z0-9_\-]{4,4096}\.[A-Za-z0-9_\-]{0,1024}",
+        kind: Kind::Literal(&["eyJ"], false, Some(TOKEN_CHARS), None),
+        validate: None,
+        canon: Canon::Verbatim,
+    },
+    Builtin {
+        name: "email",
+        label: "EMAIL",
+        pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}",
+        kind: Kind::Run("._%+-@", ALNUM, Trigger::Byte(b'@')),
+        validate: Some(validate::email),
+        canon: Canon::Lower,
+    },
+    Builtin {
+        name: "card",
+        label: "CARD",
+        pattern: r"[2-6][0-9](?:[ \-]?[0-9]){11,17}",
+        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digit),
+        validate: Some(validate::card),
+        canon: Canon::Alnum,
+    },
+    Builtin {
+        name: "iban",
+        label: "IBAN",
+        pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
+        kind: Kind::Run(" ", &[(b'A', b'Z'), (b'0', b'9')], Trigger::Digit),
+        validate: Some(validate::iban),
+        canon: Canon::Alnum,
+    },
+    Builtin {
+        name: "ssn",
+        label: "SSN",
+        pattern: r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}",
+        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digit),
+        validate: Some(validate::ssn),
+        canon: Canon::Alnum,
+    },
+    Builtin {
+        name: "phone",
+        label: "PHONE",
+        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,5}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?:[ \-][0-9]{2,4}){2,4}",
+        kind: Kind::Run(" ()+.-", &[(b'0', b'9')], Trigger::Digit),
+        validate: Some(validate::phone),
+        canon: Canon::Alnum,
+    },
+    Builtin {
+        name: "ipv6",
+        label: "IPV6",
+        pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}",
+        kind: Kind::Run(":.", &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')], Trigger::Byte(b':')),
+        validate: Some(validate::ipv6),
+        canon: Canon::Lower,
+    },
+    Builtin {
+        name: "ipv4",
+        label: "IPV4",
+        pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+        kind: Kind::Run(".", &[(b'0', b'9')], Trigger::Digit),
+        validate: Some(validate::ipv4),
+        canon: Canon::Verbatim,
+    },
+];
+
+/// Pattern of the line that ends a suppressed private-key block.
+pub const PEM_END: &str = r"\A-----END (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----";
+
+/// Compile a built-in pattern (Unicode off: ASCII classes, fast DFA).
+pub fn compile(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern).unicode(false).build().map_err(|e| e.to_string())
+}
+
+/// Maximum match length of a pattern in bytes (`None` if unbounded), and whether it can match
+/// the empty string.
+pub fn max_len(pattern: &str, unicode: bool) -> Result<(Option<usize>, bool), String> {
+    let hir = regex_syntax::ParserBuilder::new().unicode(unicode).utf8(false).build().parse(pattern).map_err(|e| e.to_string())?;
+    let p = hir.properties();
+    Ok((p.maximum_len(), p.minimum_len() == Some(0)))
+}
+
+/// Build the scanner of a built-in.
+pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
+    let re = compile(b.pattern)?;
+    Ok(match &b.kind {
+        Kind::Run(chars, ranges, trigger) => Scanner::Run { re, alphabet: ByteSet::new(chars, ranges), trigger: *trigger },
+        Kind::Literal(lits, ci, left, right) => {
+            let lits: Vec<Vec<u8>> =
+                lits.iter().map(|l| if *ci { l.to_ascii_lowercase().into_bytes() } else { l.as_bytes().to_vec() }).collect();
+            let ac = super::build_ac(&lits, *ci)?;
+            Scanner::Literal {
+                ac,
+                lits,
+                ci: *ci,
+                re: Some(re),
+                left_boundary: left.map(|c| ByteSet::new(c, ALNUM)),
+                right_boundary: right.map(|c| ByteSet::new(c, ALNUM)),
+            }
+        }
+    })
+}

@@ -1,0 +1,579 @@
+//! The engine: compiled detectors, and the streaming redactor with its guarantee.
+//!
+//! # The streaming guarantee
+//!
+//! For any split of an input into chunks, the concatenation of the outputs of
+//! [`StreamRedactor::push`] for each chunk and [`StreamRedactor::finish`] equals the output of
+//! one push of the whole input followed by `finish` (what [`Engine::redact`] does), including
+//! the detections and the block verdict. And no emitted byte can later turn out to be part of a
+//! match: a byte is emitted only once every detector has *determined* every match that could
+//! start at or before it.
+//!
+//! Each detector reports a *determined limit*: the position before which its matches cannot
+//! change whatever input follows (see [`crate::detect`]). The redactor emits up to the smallest
+//! limit over all detectors (or the end of the last accepted match, if later), rounded down to a
+//! UTF-8 boundary, so output chunks of valid UTF-8 input are valid UTF-8 on their own.
+//!
+//! The limit is never below `len - window`, where `window` is the largest maximum match length
+//! of an enabled detector plus [`crate::detect::LOOKAROUND`]; in practice it is the start of the trailing word
+//! or number, so prose streams with a lag of a few bytes. The bound in *original* bytes is
+//! `window * EXPANSION + 3 + 3 * MAX_IGNORABLE_RUN` ([`Engine::holdback_bound`]): normalisation
+//! can make a normalised byte stand for several original bytes (see [`crate::normalize`]).
+//!
+//! Overlapping matches are resolved left to right: the earliest start wins, then the longest,
+//! then the detector listed first in [`crate::detect::builtin::BUILTINS`] (custom regexes, then
+//! keyword lists, come after the built-ins). A match that starts inside an accepted match but
+//! extends beyond it is trimmed to the part beyond it and acted on, so nothing leaks.
+//!
+//! Private-key blocks (`private_key`) have no maximum length: once the `-----BEGIN ... PRIVATE
+//! KEY-----` line is accepted, output is suppressed until the matching `-----END ... PRIVATE
+//! KEY-----` line (or the end of the stream) and replaced by one placeholder. Memory stays
+//! bounded: suppressed bytes are discarded as they arrive. For this detector `mask` and
+//! `pseudonymize` behave as `redact`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::{Action, ConfigError, Direction, RedactConfig, Rule};
+use crate::detect::builtin::{self, BUILTINS};
+use crate::detect::{ByteSet, Cand, Canon, Detector, Scanner, build_ac};
+use crate::normalize::{Buffers, EXPANSION, MAX_IGNORABLE_RUN, Normalizer};
+
+/// Context bytes kept before the earliest scan position (look-behind).
+const CTX: usize = 8;
+/// Smallest accepted `max_holdback_bytes`.
+pub const MIN_HOLDBACK: usize = 64;
+/// Largest accepted `max_holdback_bytes`.
+pub const MAX_HOLDBACK: usize = 1 << 20;
+
+/// One accepted match, reported in an [`Output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Detector name.
+    pub detector: Arc<str>,
+    /// Action taken.
+    pub action: Action,
+}
+
+/// A block verdict: the caller refuses the request or ends the stream with an error event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Detector whose match caused it.
+    pub detector: Arc<str>,
+}
+
+/// What one push (or finish) produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Bytes to forward now.
+    pub bytes: Vec<u8>,
+    /// Matches accepted during this call.
+    pub detections: Vec<Detection>,
+    /// Set once, when a `block` match is reached; nothing is emitted after it.
+    pub block: Option<Block>,
+}
+
+impl Output {
+    /// Append another output (for collecting a whole stream).
+    pub fn extend(&mut self, o: Output) {
+        self.bytes.extend_from_slice(&o.bytes);
+        self.detections.extend(o.detections);
+        if self.block.is_none() {
+            self.block = o.block;
+        }
+    }
+}
+
+/// Compiled detectors and settings; immutable and shared by every stream.
+#[derive(Debug)]
+pub struct Engine {
+    detectors: Vec<Detector>,
+    pem: Option<usize>,
+    pem_end: Detector,
+    window: usize,
+    mac: Hmac<Sha256>,
+}
+
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { Ok(()) } else { Err(ConfigError::BadName(name.to_string())) }
+}
+
+fn make(name: &str, label: &str, scanner: Scanner, max_len: usize, rule: &Rule) -> Detector {
+    Detector {
+        name: Arc::from(name),
+        label: label.to_string(),
+        scanner,
+        max_len,
+        validate: None,
+        canon: Canon::Verbatim,
+        request: rule.request,
+        response: rule.response,
+        mask_keep: rule.mask_keep,
+    }
+}
+
+impl Engine {
+    /// Compile a configuration. `pseudonym_key` keys the HMAC used by `pseudonymize` (take it
+    /// from a runtime secret; the same key gives the same tokens across restarts and replicas).
+    pub fn new(cfg: &RedactConfig, pseudonym_key: &[u8]) -> Result<Engine, ConfigError> {
+        if !(MIN_HOLDBACK..=MAX_HOLDBACK).contains(&cfg.max_holdback_bytes) {
+            return Err(ConfigError::HoldbackRange { got: cfg.max_holdback_bytes, min: MIN_HOLDBACK, max: MAX_HOLDBACK });
+        }
+        for name in cfg.detectors.keys() {
+            if !BUILTINS.iter().any(|b| b.name == name) {
+                let known: Vec<&str> = BUILTINS.iter().map(|b| b.name).collect();
+                return Err(ConfigError::UnknownDetector { name: name.clone(), known: known.join(", ") });
+            }
+        }
+        let internal = |name: &str, e: String| ConfigError::BadRegex { name: name.to_string(), reason: e };
+        let mut detectors = Vec::new();
+        let mut pem = None;
+        for b in BUILTINS {
+            let rule = cfg.detectors.get(b.name).cloned().unwrap_or_default();
+            if !rule.enabled {
+                continue;
+            }
+            let scanner = builtin::scanner(b).map_err(|e| internal(b.name, e))?;
+            let (max, _) = builtin::max_len(b.pattern, false).map_err(|e| internal(b.name, e))?;
+            let max = max.ok_or_else(|| ConfigError::Unbounded { name: b.name.to_string() })?;
+            let mut d = make(b.name, b.label, scanner, max, &rule);
+            d.validate = b.validate;
+            d.canon = b.canon;
+            if b.name == "private_key" {
+                pem = Some(detectors.len());
+            }
+            detectors.push(d);
+        }
+        let mut names: Vec<String> = detectors.iter().map(|d| d.name.to_string()).collect();
+        let mut add_name = |n: &str| -> Result<(), ConfigError> {
+            check_name(n)?;
+            if names.iter().any(|x| x == n) || BUILTINS.iter().any(|b| b.name == n) {
+                return Err(ConfigError::DuplicateName(n.to_string()));
+            }
+            names.push(n.to_string());
+            Ok(())
+        };
+        for c in &cfg.custom_regexes {
+            add_name(&c.name)?;
+            if !c.rule.enabled {
+                continue;
+            }
+            let bad = |reason: String| ConfigError::BadRegex { name: c.name.clone(), reason };
+            let re = regex::bytes::RegexBuilder::new(&c.pattern).build().map_err(|e| bad(e.to_string()))?;
+            let (max, empty) = builtin::max_len(&c.pattern, true).map_err(bad)?;
+            let max = max.ok_or_else(|| ConfigError::Unbounded { name: c.name.clone() })?;
+            if empty {
+                return Err(ConfigError::EmptyMatch { name: c.name.clone() });
+            }
+            detectors.push(make(&c.name, &c.name.to_ascii_uppercase(), Scanner::Full { re }, max, &c.rule));
+        }
+        for k in &cfg.keyword_lists {
+            add_name(&k.name)?;
+            if !k.rule.enabled {
+                continue;
+            }
+            if k.words.is_empty() || k.words.iter().any(|w| w.is_empty()) {
+                return Err(ConfigError::EmptyKeywords { name: k.name.clone() });
+            }
+            // Keywords are matched against normalised text, so normalise them too.
+            let lits: Vec<Vec<u8>> = k
+                .words
+                .iter()
+                .map(|w| {
+                    let n = crate::normalize::normalize_all(w.as_bytes()).norm;
+                    if k.case_insensitive { n.to_ascii_lowercase() } else { n }
+                })
+                .collect();
+            let ac = build_ac(&lits, k.case_insensitive).map_err(|e| ConfigError::BadRegex { name: k.name.clone(), reason: e })?;
+            let max = lits.iter().map(|l| l.len()).max().unwrap_or(0);
+            let word = || ByteSet::new("_", &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')]);
+            let scanner = Scanner::Literal {
+                ac,
+                lits,
+                ci: k.case_insensitive,
+                re: None,
+                left_boundary: k.whole_word.then(word),
+                right_boundary: k.whole_word.then(word),
+            };
+            let mut d = make(&k.name, &k.name.to_ascii_uppercase(), scanner, max, &k.rule);
+            d.canon = if k.case_insensitive { Canon::Lower } else { Canon::Verbatim };
+            detectors.push(d);
+        }
+        for d in &detectors {
+            if d.window() > cfg.max_holdback_bytes {
+                return Err(ConfigError::TooLong { name: d.name.to_string(), needed: d.window(), limit: cfg.max_holdback_bytes });
+            }
+        }
+        let end_lits = vec![b"-----END ".to_vec()];
+        let end_ac = build_ac(&end_lits, false).map_err(|e| internal("private_key", e))?;
+        let end_re = builtin::compile(builtin::PEM_END).map_err(|e| internal("private_key", e))?;
+        let (end_max, _) = builtin::max_len(builtin::PEM_END, false).map_err(|e| internal("private_key", e))?;
+        let pem_end = make(
+            "private_key",
+            "PRIVATE_KEY",
+            Scanner::Literal { ac: end_ac, lits: end_lits, ci: false, re: Some(end_re), left_boundary: None, right_boundary: None },
+            end_max.unwrap_or(128),
+            &Rule::default(),
+        );
+        let window = detectors.iter().map(Detector::window).max().unwrap_or(0).max(pem_end.window());
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(pseudonym_key).map_err(|e| ConfigError::Json(format!("pseudonym key: {e}")))?;
+        Ok(Engine { detectors, pem, pem_end, window, mac })
+    }
+
+    /// The default detector set (every built-in, redact both ways).
+    pub fn default_set(pseudonym_key: &[u8]) -> Result<Engine, ConfigError> {
+        Engine::new(&RedactConfig::default(), pseudonym_key)
+    }
+
+    /// Names of the enabled detectors, in priority order.
+    pub fn detector_names(&self) -> Vec<Arc<str>> {
+        self.detectors.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Detection window in normalised bytes (largest maximum match length plus look-around).
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Worst-case number of original bytes a stream holds back (for metrics and sizing).
+    pub fn holdback_bound(&self) -> usize {
+        self.window * EXPANSION + 3 + 3 * MAX_IGNORABLE_RUN as usize
+    }
+
+    /// Redact a whole text at once (same as one push and finish of a stream).
+    pub fn redact(self: &Arc<Self>, dir: Direction, text: &[u8]) -> Output {
+        let mut s = StreamRedactor::new(self.clone(), dir);
+        let mut o = s.push(text);
+        o.extend(s.finish());
+        o
+    }
+
+    fn replacement(&self, det: &Detector, action: Action, text: &[u8]) -> Option<Vec<u8>> {
+        match action {
+            Action::Allow | Action::Block => None,
+            Action::Redact => Some(format!("[{}]", det.label).into_bytes()),
+            Action::Mask => Some(mask(text, det.mask_keep)),
+            Action::Pseudonymize => {
+                let canon: Vec<u8> = match det.canon {
+                    Canon::Verbatim => text.to_vec(),
+                    Canon::Lower => text.to_ascii_lowercase(),
+                    Canon::Alnum => text.iter().filter(|b| b.is_ascii_alphanumeric()).map(u8::to_ascii_uppercase).collect(),
+                };
+                let mut mac = self.mac.clone();
+                mac.update(det.name.as_bytes());
+                mac.update(&[0]);
+                mac.update(&canon);
+                let tag = mac.finalize().into_bytes();
+                let hex: String = tag.iter().take(4).map(|b| format!("{b:02x}")).collect();
+                Some(format!("[{}_{}]", det.label, hex).into_bytes())
+            }
+        }
+    }
+}
+
+/// Mask: keep the last `keep` letters/digits and every ASCII separator; other characters
+/// become `*` (one per character).
+pub fn mask(text: &[u8], keep: usize) -> Vec<u8> {
+    let s = String::from_utf8_lossy(text);
+    let total = s.chars().filter(|c| c.is_alphanumeric()).count();
+    let mut seen = 0;
+    let mut out = String::with_capacity(text.len());
+    for c in s.chars() {
+        if c.is_alphanumeric() {
+            seen += 1;
+            if seen + keep > total && c.is_ascii() {
+                out.push(c);
+            } else {
+                out.push('*');
+            }
+        } else if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push('*');
+        }
+    }
+    out.into_bytes()
+}
+
+#[derive(Debug)]
+struct Ready {
+    start: usize,
+    end: usize,
+    det: usize,
+    block: bool,
+    repl: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Suppress {
+    start: usize,
+    det: usize,
+    end_pos: usize,
+}
+
+/// A streaming redactor for one direction of one request.
+#[derive(Debug)]
+pub struct StreamRedactor {
+    engine: Arc<Engine>,
+    dir: Direction,
+    normalizer: Normalizer,
+    buf: Buffers,
+    pos: Vec<usize>,
+    pending: Vec<Cand>,
+    ready: VecDeque<Ready>,
+    covered_end: usize,
+    norm_emitted: usize,
+    orig_emitted: usize,
+    suppress: Option<Suppress>,
+    blocking: bool,
+    blocked: bool,
+    finished: bool,
+}
+
+impl StreamRedactor {
+    /// Start a stream.
+    pub fn new(engine: Arc<Engine>, dir: Direction) -> Self {
+        let n = engine.detectors.len();
+        StreamRedactor {
+            engine,
+            dir,
+            normalizer: Normalizer::default(),
+            buf: Buffers::new(),
+            pos: vec![0; n],
+            pending: Vec::new(),
+            ready: VecDeque::new(),
+            covered_end: 0,
+            norm_emitted: 0,
+            orig_emitted: 0,
+            suppress: None,
+            blocking: false,
+            blocked: false,
+            finished: false,
+        }
+    }
+
+    /// Feed the next chunk; returns what can be forwarded now.
+    pub fn push(&mut self, chunk: &[u8]) -> Output {
+        let mut out = Output::default();
+        if self.blocked || self.finished {
+            return out;
+        }
+        self.normalizer.push(chunk, false, &mut self.buf);
+        self.step(false, &mut out);
+        out
+    }
+
+    /// End of stream: flush everything held back.
+    pub fn finish(&mut self) -> Output {
+        let mut out = Output::default();
+        if self.blocked || self.finished {
+            return out;
+        }
+        self.normalizer.push(&[], true, &mut self.buf);
+        self.step(true, &mut out);
+        self.finished = true;
+        out
+    }
+
+    /// Original bytes currently held back (not yet emitted).
+    pub fn held_bytes(&self) -> usize {
+        self.buf.orig.len() - self.orig_emitted + self.normalizer.pending_len()
+    }
+
+    /// Worst-case holdback of this stream's engine, in original bytes.
+    pub fn holdback_bound(&self) -> usize {
+        self.engine.holdback_bound()
+    }
+
+    /// Whether a block verdict was reached.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Direction of this stream.
+    pub fn direction(&self) -> Direction {
+        self.dir
+    }
+
+    fn step(&mut self, last: bool, out: &mut Output) {
+        let engine = self.engine.clone();
+        let hay_len = self.buf.norm.len();
+        // 1. Scan every detector up to its determined limit.
+        let mut d_min = hay_len;
+        for (i, det) in engine.detectors.iter().enumerate() {
+            let limit = if last { hay_len } else { det.determined_limit(&self.buf.norm) };
+            let p = det.scan(i, &self.buf.norm, self.pos[i], limit, &mut self.pending);
+            self.pos[i] = p;
+            d_min = d_min.min(p);
+        }
+        // 2. Resolve candidates that start before every detector's limit.
+        self.resolve(&engine, d_min, last, out);
+        // 3. Emit.
+        self.emit(&engine, d_min, last, out);
+        // 4. Trim.
+        self.trim();
+    }
+
+    fn resolve(&mut self, engine: &Engine, d_min: usize, last: bool, out: &mut Output) {
+        self.pending.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.det.cmp(&b.det)));
+        let mut i = 0;
+        let hay_len = self.buf.norm.len();
+        loop {
+            if self.blocking {
+                self.pending.clear();
+                return;
+            }
+            if let Some(sup) = &mut self.suppress {
+                let limit = if last { hay_len } else { engine.pem_end.determined_limit(&self.buf.norm) };
+                let mut ends = Vec::new();
+                let p = engine.pem_end.scan(0, &self.buf.norm, sup.end_pos, limit, &mut ends);
+                if let Some(e) = ends.first() {
+                    let (start, det) = (sup.start.max(self.norm_emitted), sup.det);
+                    let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
+                    self.ready.push_back(Ready { start, end: e.end, det, block: false, repl });
+                    self.covered_end = e.end;
+                    self.suppress = None;
+                } else if last {
+                    let (start, det) = (sup.start.max(self.norm_emitted), sup.det);
+                    let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
+                    self.ready.push_back(Ready { start, end: hay_len, det, block: false, repl });
+                    self.covered_end = hay_len;
+                    self.suppress = None;
+                } else {
+                    sup.end_pos = p;
+                    // Everything before min(d_min, p) is inside the suppressed block.
+                    let bound = d_min.min(p);
+                    while i < self.pending.len() && self.pending[i].start < bound {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+            let Some(c) = self.pending.get(i).copied() else { break };
+            if c.start >= d_min {
+                break;
+            }
+            i += 1;
+            if c.end <= self.covered_end {
+                continue;
+            }
+            let start = c.start.max(self.covered_end);
+            let det = &engine.detectors[c.det];
+            let action = det.action(self.dir);
+            out.detections.push(Detection { detector: det.name.clone(), action });
+            if action == Action::Block {
+                self.ready.push_back(Ready { start, end: c.end, det: c.det, block: true, repl: None });
+                self.blocking = true;
+                continue;
+            }
+            if Some(c.det) == engine.pem && action != Action::Allow {
+                self.suppress = Some(Suppress { start, det: c.det, end_pos: c.end });
+                self.covered_end = usize::MAX;
+                continue;
+            }
+            let repl = engine.replacement(det, action, &self.buf.norm[start..c.end]);
+            self.ready.push_back(Ready { start, end: c.end, det: c.det, block: false, repl });
+            self.covered_end = c.end;
+        }
+        self.pending.drain(..i);
+    }
+
+    fn emit(&mut self, engine: &Engine, d_min: usize, last: bool, out: &mut Output) {
+        let hay_len = self.buf.norm.len();
+        let mut e = if let Some(s) = &self.suppress {
+            s.start
+        } else if last {
+            hay_len
+        } else {
+            let c = if self.covered_end == usize::MAX { d_min } else { self.covered_end };
+            d_min.max(c).min(hay_len)
+        };
+        if e < hay_len {
+            while e > self.norm_emitted && (self.buf.norm[e] & 0xC0) == 0x80 {
+                e -= 1;
+            }
+        }
+        let e = e.max(self.norm_emitted);
+        while let Some(r) = self.ready.front() {
+            if !r.block && r.end > e {
+                break;
+            }
+            let o_start = self.buf.map(r.start);
+            out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o_start]);
+            if r.block {
+                out.block = Some(Block { detector: engine.detectors[r.det].name.clone() });
+                self.blocked = true;
+                self.ready.clear();
+                self.pending.clear();
+                return;
+            }
+            let o_end = self.buf.map(r.end);
+            match &r.repl {
+                Some(b) => out.bytes.extend_from_slice(b),
+                None => out.bytes.extend_from_slice(&self.buf.orig[o_start..o_end]),
+            }
+            self.orig_emitted = o_end;
+            self.norm_emitted = r.end;
+            self.ready.pop_front();
+        }
+        let upto = match self.ready.front() {
+            Some(r) => r.start.min(e),
+            None => e,
+        };
+        if upto > self.norm_emitted {
+            let o = self.buf.map(upto);
+            out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o]);
+            self.orig_emitted = o;
+            self.norm_emitted = upto;
+        }
+        // Inside a suppressed block: discard what is known to be suppressed.
+        if let Some(s) = &self.suppress
+            && self.norm_emitted >= s.start
+            && self.ready.is_empty()
+        {
+            let x = s.end_pos.min(hay_len).max(self.norm_emitted);
+            self.orig_emitted = self.buf.map(x);
+            self.norm_emitted = x;
+        }
+    }
+
+    fn trim(&mut self) {
+        let mut k = self.norm_emitted;
+        for &p in &self.pos {
+            k = k.min(p);
+        }
+        if let Some(s) = &self.suppress {
+            k = k.min(s.end_pos);
+        }
+        let k = k.saturating_sub(CTX);
+        if k == 0 || (k < 4096 && k < self.buf.norm.len() / 2) {
+            // Trim in batches to keep the per-push cost low.
+            return;
+        }
+        let dropped = self.buf.trim_front(k);
+        self.orig_emitted -= dropped;
+        self.norm_emitted -= k;
+        for p in &mut self.pos {
+            *p -= k;
+        }
+        for c in &mut self.pending {
+            c.start -= k;
+            c.end -= k;
+        }
+        for r in &mut self.ready {
+            r.start -= k;
+            r.end -= k;
+        }
+        if self.covered_end != usize::MAX {
+            self.covered_end = self.covered_end.saturating_sub(k);
+        }
+        if let Some(s) = &mut self.suppress {
+            s.start = s.start.saturating_sub(k);
+            s.end_pos -= k;
+        }
+    }
+}

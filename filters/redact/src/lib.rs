@@ -1,0 +1,19 @@
+//! Cordon streaming redaction engine (host-independent).
+//!
+//! Detectors find sensitive values (e-mail, phone, cards, IBAN, SSN, IPs, credentials, custom
+//! patterns and keywords) in normalised text; actions (allow, mask, redact, pseudonymize, block)
+//! rewrite them per direction. [`StreamRedactor`] guarantees that streamed output equals
+//! one-shot output for any split of the input into chunks, with a bounded holdback.
+//! [`sse`] and [`json`] adapt the engine to the providers' wire formats.
+//!
+//! No host calls, clocks or threads: everything here runs natively and in `wasm32-wasip1`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod detect;
+pub mod engine;
+pub mod normalize;
+
+pub use config::{Action, ConfigError, CustomRegex, Direction, KeywordList, RedactConfig, Rule};
+pub use engine::{Block, Detection, Engine, Output, StreamRedactor};
