@@ -16,7 +16,7 @@ def validate(config_text: str, tmp_path) -> subprocess.CompletedProcess:
 def test_sidecar_example_validates_with_the_module(tmp_path):
     r = validate((REPO / "envoy" / "sidecar.yaml").read_text(), tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "loaded policy" in r.stdout + r.stderr
+    assert "loaded static policy" in r.stdout + r.stderr
 
 
 def test_sidecar_example_with_a_broken_policy_is_rejected(tmp_path):

@@ -1,5 +1,6 @@
 //! The plugin configuration Envoy hands to the filter (`configuration` of the wasm plugin).
 
+use crate::bundle::TrustedKey;
 use crate::policy::{Policy, PolicyError};
 use serde::Deserialize;
 
@@ -25,6 +26,36 @@ pub struct FilterConfig {
     /// How many verified JWTs each worker caches.
     #[serde(default = "default_token_cache")]
     pub token_cache_size: usize,
+    /// The policy stream to the control plane (only the `cordon.policy_stream` singleton uses it).
+    #[serde(default)]
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// Where and how the singleton reaches the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    /// The Envoy cluster (HTTP/2, optionally mTLS) that points at the control plane.
+    pub cluster: String,
+    /// Node id sent to the control plane; defaults to Envoy's own `node.id`.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Public keys whose signatures on policy bundles are accepted.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// First reconnect delay.
+    #[serde(default = "default_initial_backoff")]
+    pub reconnect_initial_ms: u64,
+    /// Largest reconnect delay.
+    #[serde(default = "default_max_backoff")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_initial_backoff() -> u64 {
+    250
+}
+
+fn default_max_backoff() -> u64 {
+    15_000
 }
 
 fn default_token_cache() -> usize {
@@ -35,7 +66,7 @@ impl FilterConfig {
     /// Parses the plugin configuration; errors name the field (e.g. `policy.routes[0].accept`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self { policy: None, cold_start: ColdStart::Deny, token_cache_size: default_token_cache() });
+            return Ok(Self { policy: None, cold_start: ColdStart::Deny, token_cache_size: default_token_cache(), control_plane: None });
         }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {

@@ -8,7 +8,9 @@
 
 pub mod access;
 pub mod body;
+pub mod bundle;
 pub mod config;
+pub mod discovery;
 pub mod encoding;
 pub mod glob;
 pub mod headers;

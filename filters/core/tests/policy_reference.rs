@@ -2,7 +2,7 @@
 //! documented, every JSON example parses and validates, and every refusal code is listed.
 
 use cordon_core::policy::{CompiledPolicy, Policy};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 const DOC: &str = include_str!("../../../docs/policy-reference.md");

@@ -1,11 +1,16 @@
-//! The root context: reads the plugin configuration, compiles the policy once per change and
-//! hands each request a snapshot of it, so a request runs under one policy from start to end.
+//! The root context: picks the role from `root_id`, and for the HTTP roles holds the policy in
+//! force on this worker. The policy comes from the control plane (via the policy-stream singleton
+//! and shared data) when one has been pushed, else from the static plugin configuration.
+//! Each request takes a snapshot, so it runs under one policy from start to end.
 
 use crate::identity::IdentityFilter;
 use crate::metrics::Decisions;
+use crate::policy_stream::PolicyStreamService;
+use crate::shared_policy;
 use cordon_core::CompiledPolicy;
 use cordon_core::config::FilterConfig;
 use cordon_core::identity::jwt::TokenCache;
+use cordon_core::policy::Policy;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::cell::RefCell;
@@ -15,21 +20,63 @@ use std::rc::Rc;
 pub struct Shared {
     /// The active policy; `None` until one is loaded (cold start).
     pub policy: RefCell<Option<Rc<CompiledPolicy>>>,
+    /// The control-plane version in force, if the policy came from the control plane.
+    pub pushed_version: RefCell<Option<String>>,
     /// Verified JWTs, cleared whenever the policy changes.
     pub tokens: RefCell<TokenCache>,
     /// Decision counters.
     pub decisions: Decisions,
 }
 
-#[derive(Default)]
-pub struct Root {
-    shared: Option<Rc<Shared>>,
-    role: Option<Role>,
+impl Shared {
+    /// Adopts a newer control-plane policy if the singleton published one. A per-request check
+    /// of a few bytes: a revoked key is refused on the very next request after the push.
+    fn refresh(&self) {
+        let Some(version) = shared_policy::version() else { return };
+        if self.pushed_version.borrow().as_deref() == Some(version.as_str()) {
+            return;
+        }
+        let Some(published) = shared_policy::bundle() else { return };
+        let compiled =
+            Policy::from_json(&published.policy_json).and_then(|p| CompiledPolicy::compile(&p, &|name: &str| std::env::var(name).ok()));
+        match compiled {
+            Ok(policy) => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "worker adopted control-plane policy version {} ({})",
+                        published.version,
+                        &published.sha256[..16.min(published.sha256.len())]
+                    ),
+                );
+                *self.policy.borrow_mut() = Some(Rc::new(policy));
+                self.tokens.borrow_mut().clear();
+            }
+            // The singleton compiled the same bytes; this only happens if the runtime differs.
+            Err(e) => log(
+                LogLevel::Error,
+                &format!("worker could not compile pushed version {}: {e}; keeping the previous policy", published.version),
+            ),
+        }
+        *self.pushed_version.borrow_mut() = Some(published.version);
+    }
 }
 
-#[derive(Clone, Copy)]
 enum Role {
-    Identity,
+    Unconfigured,
+    Identity(Rc<Shared>),
+    PolicyStream(Box<PolicyStreamService>),
+}
+
+/// The module's root context for every role.
+pub struct Root {
+    role: Role,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Self { role: Role::Unconfigured }
+    }
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -40,18 +87,8 @@ fn root_id() -> String {
     proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default()
 }
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let id = root_id();
-        let role = match id.as_str() {
-            crate::ROOT_IDENTITY | "" => Role::Identity,
-            other => {
-                log(LogLevel::Critical, &format!("unknown root_id '{other}'; expected '{}'", crate::ROOT_IDENTITY));
-                return false;
-            }
-        };
+impl Root {
+    fn configure_identity(&mut self) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         let config = match FilterConfig::from_json(&raw) {
             Ok(c) => c,
@@ -76,40 +113,87 @@ impl RootContext for Root {
                 for name in p.missing_secrets() {
                     log(
                         LogLevel::Error,
-                        &format!(
-                            "runtime secret '{name}' is not set; requests to its upstream get 503 upstream_credential_unavailable"
-                        ),
+                        &format!("runtime secret '{name}' is not set; requests to its upstream get 503 upstream_credential_unavailable"),
                     );
                 }
-                log(LogLevel::Info, &format!("{id} loaded policy {}", &p.digest()[..16]));
+                log(LogLevel::Info, &format!("{} loaded static policy {}", crate::ROOT_IDENTITY, &p.digest()[..16]));
             }
-            None => log(LogLevel::Warn, "no policy configured; refusing requests with 503 policy_unavailable until one arrives"),
+            None => log(LogLevel::Info, "no static policy; waiting for the control plane (requests get 503 policy_unavailable until then)"),
         }
-        match &self.shared {
-            Some(shared) => {
+        match &self.role {
+            Role::Identity(shared) => {
+                // A reconfiguration: the static policy changes, a pushed one still wins below.
                 *shared.policy.borrow_mut() = policy;
+                *shared.pushed_version.borrow_mut() = None;
                 shared.tokens.borrow_mut().clear();
             }
-            None => {
-                self.shared = Some(Rc::new(Shared {
+            _ => {
+                self.role = Role::Identity(Rc::new(Shared {
                     policy: RefCell::new(policy),
+                    pushed_version: RefCell::new(None),
                     tokens: RefCell::new(TokenCache::new(config.token_cache_size)),
                     decisions: Decisions::define(),
                 }))
             }
         }
-        self.role = Some(role);
         true
+    }
+}
+
+impl Context for Root {
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        if let Role::PolicyStream(s) = &mut self.role {
+            s.on_grpc_stream_message(token_id, message_size);
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        if let Role::PolicyStream(s) = &mut self.role {
+            s.on_grpc_stream_close(token_id, status_code);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        match root_id().as_str() {
+            crate::ROOT_IDENTITY | "" => self.configure_identity(),
+            crate::ROOT_POLICY_STREAM => {
+                let mut service = Box::<PolicyStreamService>::default();
+                let ok = service.on_configure(size);
+                self.role = Role::PolicyStream(service);
+                ok
+            }
+            other => {
+                log(
+                    LogLevel::Critical,
+                    &format!("unknown root_id '{other}'; expected '{}' or '{}'", crate::ROOT_IDENTITY, crate::ROOT_POLICY_STREAM),
+                );
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Role::PolicyStream(s) = &mut self.role {
+            s.on_tick();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        match self.role? {
-            Role::Identity => Some(Box::new(IdentityFilter::new(shared))),
+        match &self.role {
+            Role::Identity(shared) => {
+                shared.refresh();
+                Some(Box::new(IdentityFilter::new(shared.clone())))
+            }
+            _ => None,
         }
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        match self.role {
+            Role::PolicyStream(_) => None,
+            _ => Some(ContextType::HttpContext),
+        }
     }
 }

@@ -7,12 +7,16 @@
 mod host;
 mod identity;
 mod metrics;
+mod policy_stream;
+mod shared_policy;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;
 
 /// Root id of the identity and model-access role.
 pub const ROOT_IDENTITY: &str = "cordon.identity";
+/// Root id of the singleton service that holds the policy stream to the control plane.
+pub const ROOT_POLICY_STREAM: &str = "cordon.policy_stream";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

@@ -1,0 +1,193 @@
+//! Signed policy bundles from the control plane: verified before anything is applied.
+//!
+//! The control plane signs `UTF-8(version) || SHA-256(policy_json)` with Ed25519; the filter holds
+//! the public keys in its static configuration. An unsigned, wrongly signed or tampered bundle is
+//! refused (NACKed) and the last good policy stays in force.
+
+use crate::policy::{CompiledPolicy, Policy, PolicyError, SecretSource};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A public key trusted to sign policy bundles, as written in the filter configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    /// `ed25519:` + first 16 hex digits of SHA-256 of the public key bytes.
+    pub key_id: String,
+    /// The 32-byte Ed25519 public key, standard base64.
+    pub public_key: String,
+}
+
+/// The bundle fields as received (decoded from protobuf by the adapter).
+#[derive(Debug, Clone, Copy)]
+pub struct BundleView<'a> {
+    /// Opaque version string.
+    pub version: &'a str,
+    /// Canonical policy JSON.
+    pub policy_json: &'a [u8],
+    /// SHA-256 of `policy_json`, 32 raw bytes.
+    pub sha256: &'a [u8],
+    /// Ed25519 signature, 64 bytes.
+    pub signature: &'a [u8],
+    /// Which trusted key signed it.
+    pub key_id: &'a str,
+}
+
+/// Why a bundle was refused; the message becomes the NACK's `error_detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// The bundle has no version.
+    #[error("bundle has an empty version")]
+    MissingVersion,
+    /// `sha256` does not match the policy bytes.
+    #[error("bundle sha256 does not match its policy content (corrupted or tampered)")]
+    DigestMismatch,
+    /// The bundle is not signed.
+    #[error("bundle is unsigned; this filter only accepts bundles signed by a trusted key")]
+    Unsigned,
+    /// The signing key is not among the filter's trusted keys.
+    #[error("bundle signed by unknown key '{0}'; add its public key to control_plane.trusted_keys")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("bundle signature does not verify with key '{0}'")]
+    BadSignature(String),
+    /// A trusted key in the configuration is malformed.
+    #[error("trusted key '{0}' is not a base64 32-byte Ed25519 public key")]
+    BadTrustedKey(String),
+    /// The policy inside does not validate.
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// A bundle that verified and whose policy compiled.
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    /// The bundle's version.
+    pub version: String,
+    /// Lower-case hex SHA-256 of the policy (stamped into audit records).
+    pub sha256_hex: String,
+    /// The compiled policy.
+    pub policy: CompiledPolicy,
+}
+
+/// The key id for a public key: `ed25519:` + first 16 hex digits of its SHA-256.
+pub fn key_id(public_key: &[u8; 32]) -> String {
+    let digest = Sha256::digest(public_key);
+    format!("ed25519:{}", &crate::policy::compile::hex(&digest)[..16])
+}
+
+/// Verifies a bundle against `trusted` keys and compiles its policy.
+pub fn verify(bundle: &BundleView<'_>, trusted: &[TrustedKey], secrets: &dyn SecretSource) -> Result<VerifiedBundle, BundleError> {
+    if bundle.version.is_empty() {
+        return Err(BundleError::MissingVersion);
+    }
+    let digest = Sha256::digest(bundle.policy_json);
+    if digest[..] != *bundle.sha256 {
+        return Err(BundleError::DigestMismatch);
+    }
+    if bundle.signature.is_empty() || bundle.key_id.is_empty() {
+        return Err(BundleError::Unsigned);
+    }
+    let key = trusted.iter().find(|k| k.key_id == bundle.key_id).ok_or_else(|| BundleError::UnknownKey(bundle.key_id.to_owned()))?;
+    let raw: [u8; 32] = STANDARD
+        .decode(key.public_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| BundleError::BadTrustedKey(key.key_id.clone()))?;
+    let verifying = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| BundleError::BadTrustedKey(key.key_id.clone()))?;
+    let signature = ed25519_dalek::Signature::from_slice(bundle.signature).map_err(|_| BundleError::BadSignature(key.key_id.clone()))?;
+    let mut message = Vec::with_capacity(bundle.version.len() + 32);
+    message.extend_from_slice(bundle.version.as_bytes());
+    message.extend_from_slice(&digest);
+    verifying.verify_strict(&message, &signature).map_err(|_| BundleError::BadSignature(key.key_id.clone()))?;
+    let policy = Policy::from_json(bundle.policy_json)?;
+    let compiled = CompiledPolicy::compile(&policy, secrets)?;
+    Ok(VerifiedBundle { version: bundle.version.to_owned(), sha256_hex: crate::policy::compile::hex(&digest), policy: compiled })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    struct Signed {
+        version: String,
+        json: Vec<u8>,
+        sha: Vec<u8>,
+        sig: Vec<u8>,
+        kid: String,
+    }
+
+    fn sign(key: &SigningKey, version: &str, json: &[u8]) -> Signed {
+        let sha = Sha256::digest(json).to_vec();
+        let mut msg = version.as_bytes().to_vec();
+        msg.extend_from_slice(&sha);
+        Signed {
+            version: version.into(),
+            json: json.to_vec(),
+            sha,
+            sig: key.sign(&msg).to_bytes().to_vec(),
+            kid: key_id(key.verifying_key().as_bytes()),
+        }
+    }
+
+    fn view(s: &Signed) -> BundleView<'_> {
+        BundleView { version: &s.version, policy_json: &s.json, sha256: &s.sha, signature: &s.sig, key_id: &s.kid }
+    }
+
+    fn trusted(key: &SigningKey) -> Vec<TrustedKey> {
+        vec![TrustedKey { key_id: key_id(key.verifying_key().as_bytes()), public_key: STANDARD.encode(key.verifying_key().as_bytes()) }]
+    }
+
+    const POLICY: &[u8] = br#"{"models":[{"allow":["gpt-4o-mini"]}]}"#;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    #[test]
+    fn a_signed_bundle_verifies_and_compiles() {
+        let k = key(1);
+        let s = sign(&k, "7", POLICY);
+        let v = verify(&view(&s), &trusted(&k), &|_: &str| None).unwrap();
+        assert_eq!(v.version, "7");
+        assert_eq!(v.sha256_hex.len(), 64);
+    }
+
+    #[test]
+    fn tampering_unsigned_unknown_and_wrong_keys_are_refused() {
+        let k = key(1);
+        let s = sign(&k, "7", POLICY);
+        let none = |_: &str| None;
+
+        let mut t = sign(&k, "7", POLICY);
+        t.json = br#"{"models":[{"allow":["*"]}]}"#.to_vec();
+        assert_eq!(verify(&view(&t), &trusted(&k), &none).unwrap_err(), BundleError::DigestMismatch);
+
+        let mut t = sign(&k, "7", POLICY);
+        t.version = "8".into(); // replaying a signature under another version
+        assert!(matches!(verify(&view(&t), &trusted(&k), &none).unwrap_err(), BundleError::BadSignature(_)));
+
+        let mut t = sign(&k, "7", POLICY);
+        t.sig.clear();
+        assert_eq!(verify(&view(&t), &trusted(&k), &none).unwrap_err(), BundleError::Unsigned);
+
+        assert!(matches!(verify(&view(&s), &trusted(&key(2)), &none).unwrap_err(), BundleError::UnknownKey(_)));
+
+        // Right key id, wrong key material: a forged bundle.
+        let forged = sign(&key(3), "7", POLICY);
+        let mut f = forged;
+        f.kid = s.kid.clone();
+        assert!(matches!(verify(&view(&f), &trusted(&k), &none).unwrap_err(), BundleError::BadSignature(_)));
+    }
+
+    #[test]
+    fn an_invalid_policy_is_refused_with_the_field() {
+        let k = key(1);
+        let s = sign(&k, "9", br#"{"routes":[{"name":"r","path_prefix":"v1","accept":[["api_key"]]}]}"#);
+        let err = verify(&view(&s), &trusted(&k), &|_: &str| None).unwrap_err();
+        assert_eq!(err.to_string(), "policy field `routes[0].path_prefix`: must start with '/'");
+    }
+}

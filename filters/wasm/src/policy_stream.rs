@@ -1,0 +1,216 @@
+//! The `cordon.policy_stream` singleton (an `envoy.bootstrap.wasm` service with `singleton: true`
+//! and the same `vm_id` as the HTTP filters): it holds the one gRPC stream per Envoy to the
+//! control plane, verifies each pushed bundle, publishes it to the workers through shared data,
+//! and ACKs or NACKs. One stream per Envoy rather than per worker keeps the control plane's fan-out
+//! equal to the number of Envoys and gives one consistent ACK per node.
+
+use crate::shared_policy;
+use cordon_core::config::{ControlPlane, FilterConfig};
+use cordon_core::discovery::{Backoff, Outcome, PolicyStream, RequestFields, ResponseView};
+use cordon_proto::v1 as pb;
+use prost::Message;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const TICK: Duration = Duration::from_millis(100);
+const FILTER_BUILD: &str = concat!("cordon-filter/", env!("CARGO_PKG_VERSION"));
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct PolicyStreamService {
+    config: Option<ControlPlane>,
+    node_id: String,
+    stream: PolicyStream,
+    backoff: Backoff,
+    token: Option<u32>,
+    reconnect_at_ms: u64,
+}
+
+impl Default for PolicyStreamService {
+    fn default() -> Self {
+        Self {
+            config: None,
+            node_id: String::new(),
+            stream: PolicyStream::new(),
+            backoff: Backoff::new(250, 15_000),
+            token: None,
+            reconnect_at_ms: 0,
+        }
+    }
+}
+
+impl PolicyStreamService {
+    fn connect(&mut self) {
+        let Some(cfg) = &self.config else { return };
+        match self.open_grpc_stream(&cfg.cluster, pb::POLICY_SERVICE, pb::POLICY_METHOD, vec![]) {
+            Ok(token) => {
+                self.token = Some(token);
+                let hello = self.stream.hello();
+                self.send(token, &hello);
+                log(LogLevel::Info, &format!("policy stream: connecting to cluster '{}' as node '{}'", cfg.cluster, self.node_id));
+            }
+            Err(status) => {
+                log(LogLevel::Warn, &format!("policy stream: cannot open stream to cluster '{}': {status:?}", cfg.cluster));
+                self.schedule_reconnect();
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self) {
+        self.token = None;
+        // Sub-second clock bits are jitter enough to spread a fleet's reconnects.
+        let random = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()) ^ now_ms().rotate_left(17));
+        let delay = self.backoff.next_delay_ms(random);
+        self.reconnect_at_ms = now_ms().saturating_add(delay);
+    }
+
+    fn send(&self, token: u32, fields: &RequestFields) {
+        let req = pb::DiscoveryRequest {
+            version_info: fields.version_info.clone(),
+            node: fields.include_node.then(|| pb::Node {
+                id: self.node_id.clone(),
+                cluster: String::new(),
+                metadata: Some(prost_types::Struct {
+                    fields: [(
+                        "filter_build".to_string(),
+                        prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(FILTER_BUILD.into())) },
+                    )]
+                    .into_iter()
+                    .collect(),
+                }),
+                user_agent_name: "cordon-filter".into(),
+            }),
+            resource_names: vec![],
+            type_url: pb::POLICY_TYPE_URL.into(),
+            response_nonce: fields.response_nonce.clone(),
+            error_detail: fields.error_detail.as_ref().map(|m| pb::Status { code: 3, message: m.clone(), details: vec![] }),
+        };
+        self.send_grpc_stream_message(token, Some(&req.encode_to_vec()), false);
+    }
+
+    fn handle(&mut self, token: u32, bytes: &[u8]) {
+        let Some(cfg) = self.config.clone() else { return };
+        let resp = match pb::DiscoveryResponse::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                log(LogLevel::Error, &format!("policy stream: undecodable response ({e}); reconnecting"));
+                self.cancel_grpc_stream(token);
+                self.schedule_reconnect();
+                return;
+            }
+        };
+        let bundles: Vec<Option<pb::PolicyBundle>> =
+            resp.resources.iter().map(|any| pb::PolicyBundle::decode(any.value.as_slice()).ok()).collect();
+        let views: Vec<(&str, Option<cordon_core::bundle::BundleView<'_>>)> = resp
+            .resources
+            .iter()
+            .zip(&bundles)
+            .map(|(any, b)| {
+                let view = b.as_ref().map(|b| cordon_core::bundle::BundleView {
+                    version: &b.version,
+                    policy_json: &b.policy_json,
+                    sha256: &b.sha256,
+                    signature: &b.signature,
+                    key_id: &b.key_id,
+                });
+                (any.type_url.as_str(), view)
+            })
+            .collect();
+        let view = ResponseView { version_info: &resp.version_info, nonce: &resp.nonce, resources: &views };
+        match self.stream.on_response(&view, &cfg.trusted_keys, &|name: &str| std::env::var(name).ok()) {
+            Outcome::Apply(verified, ack) => {
+                let json = bundles.first().and_then(|b| b.as_ref()).map(|b| b.policy_json.as_slice()).unwrap_or_default();
+                match shared_policy::publish(&verified.version, &verified.sha256_hex, json) {
+                    Ok(()) => {
+                        log(
+                            LogLevel::Info,
+                            &format!("policy stream: applied version {} ({})", verified.version, &verified.sha256_hex[..16]),
+                        );
+                        self.send(token, &ack);
+                    }
+                    Err(e) => {
+                        log(LogLevel::Error, &format!("policy stream: could not publish version {}: {e}", verified.version));
+                        let nack = RequestFields { error_detail: Some(format!("filter could not publish the policy: {e}")), ..ack };
+                        self.send(token, &nack);
+                    }
+                }
+            }
+            Outcome::Reject(nack) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("policy stream: NACK version '{}': {}", resp.version_info, nack.error_detail.as_deref().unwrap_or("")),
+                );
+                self.send(token, &nack);
+            }
+        }
+        self.backoff.reset();
+    }
+}
+
+impl Context for PolicyStreamService {
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        if self.token != Some(token_id) {
+            return;
+        }
+        let bytes = self.get_grpc_stream_message(0, message_size).unwrap_or_default();
+        self.handle(token_id, &bytes);
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        if self.token != Some(token_id) {
+            return;
+        }
+        log(
+            LogLevel::Warn,
+            &format!("policy stream: closed (grpc status {status_code}); keeping version {:?} and reconnecting", self.stream.applied()),
+        );
+        self.schedule_reconnect();
+    }
+}
+
+impl RootContext for PolicyStreamService {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        let config = match FilterConfig::from_json(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Critical, &format!("invalid policy-stream configuration: {e}"));
+                return false;
+            }
+        };
+        let Some(cp) = config.control_plane else {
+            log(LogLevel::Critical, "the cordon.policy_stream service needs a `control_plane` section (cluster, trusted_keys)");
+            return false;
+        };
+        if cp.trusted_keys.is_empty() {
+            log(LogLevel::Critical, "control_plane.trusted_keys is empty: no bundle could ever be accepted");
+            return false;
+        }
+        let envoy_node =
+            hostcalls::get_property(vec!["node", "id"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty());
+        self.node_id = cp.node_id.clone().or(envoy_node).unwrap_or_else(|| "cordon-node".into());
+        self.backoff = Backoff::new(cp.reconnect_initial_ms, cp.reconnect_max_ms);
+        self.config = Some(cp);
+        self.set_tick_period(TICK);
+        self.connect();
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if self.token.is_none() && now_ms() >= self.reconnect_at_ms {
+            self.connect();
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        None
+    }
+}
