@@ -166,3 +166,14 @@ def test_decisions_are_counted_in_prometheus_stats(gateway):
     post(gateway, {"authorization": f"Bearer {KEYS['bob']}"})
     assert gateway.stat("cordon_decision_revoked_api_key") == before + 1
     assert gateway.stat("cordon_decision_allowed") is not None
+
+
+def test_keys_and_tokens_never_reach_the_log(gateway, upstream, jwt_keys):
+    token = jwt_keys[0].mint()
+    for headers in ({"authorization": f"Bearer {KEYS['alice']}"}, {"x-api-key": KEYS["bob"]}, {"authorization": f"Bearer {token}"},
+                    {"authorization": "Bearer sk-cordon-unknown-secret"}):
+        post(gateway, headers)
+    log = gateway.log()
+    assert "refused 401 (revoked_api_key)" in log, "decisions are logged"
+    for secret in [*KEYS.values(), token, "sk-cordon-unknown-secret", PROVIDER_SECRET]:
+        assert secret not in log

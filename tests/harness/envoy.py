@@ -139,8 +139,10 @@ class Envoy:
         self.proc = subprocess.Popen(
             [str(ENVOY_BIN), "-c", str(cfg), "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
              "--admin-address-path", str(admin_file), "--log-level", "warning", "--component-log-level", "wasm:debug",
-             "--log-path", str(self.log_path), "--disable-hot-restart"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+             "--disable-hot-restart"],
+            # stderr, not --log-path: the file sink flushes lazily and a failing test would
+            # print a log that stops before the interesting part.
+            stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb"), env=env, cwd=self.workdir,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
