@@ -1,4 +1,16 @@
 //! The Cordon control plane: policy store with history, the xDS-style policy stream to the
 //! filters, the admin API (gRPC + JSON over HTTP), metrics, and the `cordonctl` client.
 
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod discovery;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod nodes;
+pub mod policy;
+pub mod server;
+pub mod service;
+pub mod signing;
 pub mod store;

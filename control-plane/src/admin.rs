@@ -1,0 +1,273 @@
+//! The admin operations, shared by the gRPC and the JSON-over-HTTP front ends: authenticate,
+//! authorise by role, perform, and write every call (allowed or not) to the admin log.
+
+use crate::auth::{Caller, Role, Tokens};
+use crate::nodes::{Nodes, now_ms};
+use crate::policy::DocumentError;
+use crate::service::{Outcome, PolicyService, ServiceError, version_string};
+use crate::store::{KeyState, NewLogEntry, StoredKey, StoredVersion};
+use cordon_proto::admin::v1::*;
+use std::sync::Arc;
+
+/// Why an admin call failed; each maps to a gRPC status and an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No or unknown bearer token.
+    #[error("missing or unknown admin token (send `authorization: Bearer <token>`)")]
+    Unauthenticated,
+    /// The token lacks the role.
+    #[error("`{action}` needs the {role} role")]
+    Forbidden {
+        /// The operation.
+        action: &'static str,
+        /// The missing role.
+        role: &'static str,
+    },
+    /// The policy or request is invalid.
+    #[error("{message}")]
+    Invalid {
+        /// Human summary.
+        message: String,
+        /// Structured errors (line/column/path), when about a document.
+        errors: Vec<ValidationError>,
+    },
+    /// Unknown version or key.
+    #[error("{0}")]
+    NotFound(String),
+    /// Duplicate key id and similar.
+    #[error("{0}")]
+    Conflict(String),
+    /// Store or other server-side failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Converts a document error into the structured form.
+pub fn validation_error(e: &DocumentError) -> ValidationError {
+    match e {
+        DocumentError::Yaml { message, line, column } => {
+            ValidationError { message: message.clone(), path: String::new(), line: *line, column: *column }
+        }
+        other => ValidationError { message: other.to_string(), path: other.path(), line: 0, column: 0 },
+    }
+}
+
+impl From<ServiceError> for AdminError {
+    fn from(e: ServiceError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            ServiceError::Document(d) => {
+                AdminError::Invalid { message: format!("policy refused: {d}"), errors: vec![validation_error(&d)] }
+            }
+            ServiceError::NotFound(m) => AdminError::NotFound(m),
+            ServiceError::BadRequest(m) => AdminError::Invalid { message: m, errors: vec![] },
+            ServiceError::Store(StoreError::DuplicateKey(id)) => AdminError::Conflict(StoreError::DuplicateKey(id).to_string()),
+            ServiceError::Store(StoreError::UnknownKey(id)) => AdminError::NotFound(format!("no API key with id `{id}`")),
+            ServiceError::Contention => AdminError::Conflict(ServiceError::Contention.to_string()),
+            ServiceError::Store(s) => AdminError::Internal(s.to_string()),
+        }
+    }
+}
+
+/// The admin API.
+pub struct Admin {
+    service: Arc<PolicyService>,
+    nodes: Arc<Nodes>,
+    tokens: Tokens,
+}
+
+fn version_info(v: &StoredVersion, with_diff: bool) -> PolicyVersion {
+    PolicyVersion {
+        number: v.number,
+        version: version_string(v.number),
+        author: v.version.author.clone(),
+        created_at_unix_ms: v.version.created_at_ms,
+        sha256: v.version.sha256.clone(),
+        reason: v.version.reason.clone(),
+        message: v.version.message.clone(),
+        diff: if with_diff { v.version.diff.clone() } else { String::new() },
+    }
+}
+
+fn key_info(k: &StoredKey) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: k.id.clone(),
+        sha256: k.sha256.clone(),
+        user: k.user.clone(),
+        team: k.team.clone(),
+        app: k.app.clone().unwrap_or_default(),
+        status: k.state.as_str().into(),
+        expires_at: k.expires_at.unwrap_or(0),
+        created_at_unix_ms: k.created_at_ms,
+        created_by: k.created_by.clone(),
+    }
+}
+
+fn apply_response(o: Outcome, dry_run: bool) -> ApplyResponse {
+    ApplyResponse { version: o.version.as_ref().map(|v| version_info(v, false)), changed: o.changed, diff: o.diff, dry_run }
+}
+
+impl Admin {
+    /// The admin API over `service`, accepting `tokens`.
+    pub fn new(service: Arc<PolicyService>, nodes: Arc<Nodes>, tokens: Tokens) -> Self {
+        Self { service, nodes, tokens }
+    }
+
+    /// Authenticates, authorises, runs `op`, and logs the call with its outcome.
+    async fn call<T, F, Fut>(&self, token: Option<&str>, action: &'static str, role: Role, target: String, op: F) -> Result<T, AdminError>
+    where
+        F: FnOnce(Caller) -> Fut,
+        Fut: std::future::Future<Output = Result<(T, String), AdminError>>,
+    {
+        let caller = token.and_then(|t| self.tokens.authenticate(t));
+        let actor = caller.as_ref().map(|c| c.name.clone()).unwrap_or_else(|| "anonymous".into());
+        let (result, target) = match caller {
+            None => (Err(AdminError::Unauthenticated), target),
+            Some(c) if !c.may(role) => (Err(AdminError::Forbidden { action, role: role.as_str() }), target),
+            Some(c) => match op(c).await {
+                Ok((v, t)) => (Ok(v), if t.is_empty() { target } else { t }),
+                Err(e) => (Err(e), target),
+            },
+        };
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(AdminError::Unauthenticated | AdminError::Forbidden { .. }) => "denied".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        let entry = NewLogEntry { at_ms: now_ms(), actor, action: action.into(), target, outcome };
+        // The log is part of the contract: a call whose log entry cannot be written reports
+        // failure, so nobody believes an unaudited change went through silently.
+        self.service.store().append_log(entry).await.map_err(|e| AdminError::Internal(format!("writing the admin log failed: {e}")))?;
+        result
+    }
+
+    /// Apply (or dry-run) a document.
+    pub async fn apply(&self, token: Option<&str>, r: ApplyRequest) -> Result<ApplyResponse, AdminError> {
+        let role = if r.dry_run { Role::Viewer } else { Role::Operator };
+        let action = if r.dry_run { "apply --dry-run" } else { "apply" };
+        self.call(token, action, role, String::new(), |c| async move {
+            let o = self.service.apply(&c.name, &r.source, &r.message, r.dry_run).await?;
+            let target = o.version.as_ref().map(|v| v.number.to_string()).unwrap_or_default();
+            Ok((apply_response(o, r.dry_run), target))
+        })
+        .await
+    }
+
+    /// Validate a document.
+    pub async fn validate(&self, token: Option<&str>, r: ValidateRequest) -> Result<ValidateResponse, AdminError> {
+        self.call(token, "validate", Role::Viewer, String::new(), |_| async move {
+            match self.service.validate(&r.source).await {
+                Ok(()) => Ok((ValidateResponse { valid: true, errors: vec![] }, String::new())),
+                Err(ServiceError::Document(d)) => {
+                    Ok((ValidateResponse { valid: false, errors: vec![validation_error(&d)] }, String::new()))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Diff a document against the current version.
+    pub async fn diff(&self, token: Option<&str>, r: DiffRequest) -> Result<DiffResponse, AdminError> {
+        self.call(token, "diff", Role::Viewer, String::new(), |_| async move {
+            let o = self.service.diff(&r.source).await?;
+            let base = o.version.as_ref().map(|v| v.number).unwrap_or(0);
+            Ok((DiffResponse { base_version: base, diff: o.diff, changed: o.changed }, String::new()))
+        })
+        .await
+    }
+
+    /// History, newest first.
+    pub async fn history(&self, token: Option<&str>, r: HistoryRequest) -> Result<HistoryResponse, AdminError> {
+        self.call(token, "history", Role::Viewer, String::new(), |_| async move {
+            let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) };
+            let versions = self.service.store().history(limit).await.map_err(ServiceError::from)?;
+            let versions = versions.iter().map(|v| version_info(v, r.include_diff)).collect();
+            Ok((HistoryResponse { versions }, String::new()))
+        })
+        .await
+    }
+
+    /// Roll back to a version's document.
+    pub async fn rollback(&self, token: Option<&str>, r: RollbackRequest) -> Result<ApplyResponse, AdminError> {
+        self.call(token, "rollback", Role::Operator, r.to_version.to_string(), |c| async move {
+            let o = self.service.rollback(&c.name, r.to_version, &r.message).await?;
+            Ok((apply_response(o, false), String::new()))
+        })
+        .await
+    }
+
+    /// Per-node status.
+    pub async fn status(&self, token: Option<&str>, _r: StatusRequest) -> Result<StatusResponse, AdminError> {
+        self.call(token, "status", Role::Viewer, String::new(), |_| async move {
+            let current = self.service.current_version();
+            let nodes = self.nodes.status(&current);
+            Ok((StatusResponse { current_version: current, nodes }, String::new()))
+        })
+        .await
+    }
+
+    /// Create an API key.
+    pub async fn create_key(&self, token: Option<&str>, r: CreateKeyRequest) -> Result<CreateKeyResponse, AdminError> {
+        self.call(token, "keys create", Role::Operator, r.id.clone(), |c| async move {
+            let key = StoredKey {
+                id: r.id,
+                sha256: String::new(),
+                user: r.user,
+                team: r.team,
+                app: Some(r.app).filter(|a| !a.is_empty()),
+                state: KeyState::Active,
+                expires_at: Some(r.expires_at).filter(|e| *e != 0),
+                created_at_ms: 0,
+                created_by: String::new(),
+            };
+            let (plaintext, key, o) = self.service.create_key(&c.name, key).await?;
+            let resp =
+                CreateKeyResponse { key: Some(key_info(&key)), plaintext, version: o.version.as_ref().map(|v| version_info(v, false)) };
+            Ok((resp, String::new()))
+        })
+        .await
+    }
+
+    /// Revoke an API key.
+    pub async fn revoke_key(&self, token: Option<&str>, r: RevokeKeyRequest) -> Result<RevokeKeyResponse, AdminError> {
+        self.call(token, "keys revoke", Role::Operator, r.id.clone(), |c| async move {
+            let (key, o) = self.service.revoke_key(&c.name, &r.id).await?;
+            Ok((
+                RevokeKeyResponse { key: Some(key_info(&key)), version: o.version.as_ref().map(|v| version_info(v, false)) },
+                String::new(),
+            ))
+        })
+        .await
+    }
+
+    /// List API keys (digests only).
+    pub async fn list_keys(&self, token: Option<&str>, _r: ListKeysRequest) -> Result<ListKeysResponse, AdminError> {
+        self.call(token, "keys list", Role::Viewer, String::new(), |_| async move {
+            let keys = self.service.store().keys().await.map_err(ServiceError::from)?;
+            Ok((ListKeysResponse { keys: keys.iter().map(key_info).collect() }, String::new()))
+        })
+        .await
+    }
+
+    /// Read the admin log.
+    pub async fn admin_log(&self, token: Option<&str>, r: AdminLogRequest) -> Result<AdminLogResponse, AdminError> {
+        self.call(token, "admin log", Role::Auditor, String::new(), |_| async move {
+            let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
+            let entries = self.service.store().log(r.after_seq, limit).await.map_err(ServiceError::from)?;
+            let entries = entries
+                .into_iter()
+                .map(|e| AdminLogEntry {
+                    seq: e.seq,
+                    at_unix_ms: e.entry.at_ms,
+                    actor: e.entry.actor,
+                    action: e.entry.action,
+                    target: e.entry.target,
+                    outcome: e.entry.outcome,
+                })
+                .collect();
+            Ok((AdminLogResponse { entries }, String::new()))
+        })
+        .await
+    }
+}

@@ -1,0 +1,431 @@
+//! `cordonctl`: the operator's client for the admin API (gRPC).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cordon_proto::admin::v1::policy_admin_client::PolicyAdminClient;
+use cordon_proto::admin::v1::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "cordonctl", version, about = "Manage Cordon policy, API keys and see which Envoy runs which version")]
+struct Cli {
+    /// Control plane address.
+    #[arg(long, global = true, env = "CORDON_SERVER", default_value = "http://127.0.0.1:18000")]
+    server: String,
+    /// Admin bearer token.
+    #[arg(long, global = true, env = "CORDON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the admin bearer token.
+    #[arg(long, global = true, env = "CORDON_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate, store and push a policy document (YAML or JSON; `-` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Show what would change; store and push nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (stored with the version).
+        #[arg(short = 'm', long, default_value = "")]
+        message: String,
+    },
+    /// Check a document without applying it (errors with line and column).
+    Validate {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Show how a document differs from the current policy.
+    Diff {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List policy versions, newest first.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Include each version's diff.
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Make an earlier version's document current again (as a new version).
+    Rollback {
+        version: u64,
+        #[arg(short = 'm', long, default_value = "")]
+        message: String,
+    },
+    /// Which node runs which version (SYNCED / STALE / NACKED / DISCONNECTED).
+    Status,
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read the admin log (auditor role).
+    Log {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key; its plaintext is printed once and never stored.
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        team: String,
+        #[arg(long, default_value = "")]
+        app: String,
+        /// Unix seconds after which the key is refused.
+        #[arg(long)]
+        expires_at: Option<u64>,
+    },
+    /// Revoke a key.
+    Revoke { id: String },
+    /// List keys (digests only).
+    List,
+}
+
+/// Why cordonctl failed.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the control plane at {server}: {source} (check --server / CORDON_SERVER)")]
+    Connect { server: String, source: tonic::transport::Error },
+    #[error("{}", status_text(.0))]
+    Rpc(#[from] tonic::Status),
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// Already printed (e.g. validation errors).
+    #[error("")]
+    Reported,
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    let hint = match s.code() {
+        tonic::Code::Unauthenticated => " (pass --token / CORDON_TOKEN or --token-file)",
+        _ => "",
+    };
+    format!("{}{hint}", s.message())
+}
+
+fn read_source(path: &Path) -> Result<String, CtlError> {
+    let err = |source| CtlError::Read { path: path.display().to_string(), source };
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(err)?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(path).map_err(err)
+}
+
+fn token(cli: &Cli) -> Result<Option<String>, CtlError> {
+    if let Some(t) = &cli.token {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match &cli.token_file {
+        Some(p) => Ok(Some(read_source(p)?.trim().to_string())),
+        None => Ok(None),
+    }
+}
+
+fn request<T>(msg: T, token: &Option<String>) -> Result<tonic::Request<T>, CtlError> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        let v =
+            format!("Bearer {t}").parse().map_err(|_| CtlError::Usage("the token contains characters not allowed in a header".into()))?;
+        r.metadata_mut().insert("authorization", v);
+    }
+    Ok(r)
+}
+
+/// Pads columns; the last column is not padded.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                s.push_str(&c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn time(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    // RFC 3339 in UTC without pulling in a date crate: civil-from-days (H. Hinnant).
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")) + "\n"
+}
+
+fn version_rows(vs: &[PolicyVersion]) -> Vec<Vec<String>> {
+    vs.iter()
+        .map(|v| {
+            vec![
+                v.version.clone(),
+                time(v.created_at_unix_ms),
+                v.author.clone(),
+                v.sha256.chars().take(12).collect(),
+                v.reason.clone(),
+                v.message.clone(),
+            ]
+        })
+        .collect()
+}
+
+const VERSION_HEADER: [&str; 6] = ["VERSION", "CREATED", "AUTHOR", "SHA256", "REASON", "MESSAGE"];
+
+fn print_apply(r: &ApplyResponse, output: Output) -> String {
+    if output == Output::Json {
+        return json(r);
+    }
+    let mut s = r.diff.clone();
+    let v = r.version.as_ref().map(|v| v.version.clone()).unwrap_or_else(|| "(none)".into());
+    s.push_str(&match (r.dry_run, r.changed) {
+        (true, true) => format!("dry run: would create a new version after {v}; nothing stored\n"),
+        (true, false) => format!("dry run: no change against version {v}\n"),
+        (false, true) => format!("applied: version {v} is now current and being pushed\n"),
+        (false, false) => format!("unchanged: version {v} already has this policy\n"),
+    });
+    s
+}
+
+async fn run(cli: Cli) -> Result<String, CtlError> {
+    let token = token(&cli)?;
+    let channel = Channel::from_shared(cli.server.clone())
+        .map_err(|e| CtlError::Usage(format!("bad --server `{}`: {e}", cli.server)))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|source| CtlError::Connect { server: cli.server.clone(), source })?;
+    let mut c = PolicyAdminClient::new(channel);
+    let out = cli.output;
+    Ok(match cli.command {
+        Command::Apply { file, dry_run, message } => {
+            let source = read_source(&file)?;
+            let r = c.apply(request(ApplyRequest { source, dry_run, message }, &token)?).await?.into_inner();
+            print_apply(&r, out)
+        }
+        Command::Validate { file } => {
+            let source = read_source(&file)?;
+            let r = c.validate(request(ValidateRequest { source }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                print!("{}", json(&r));
+                if !r.valid {
+                    return Err(CtlError::Reported);
+                }
+                return Ok(String::new());
+            }
+            if r.valid {
+                format!("{}: valid\n", file.display())
+            } else {
+                for e in &r.errors {
+                    let at = if e.line > 0 { format!(":{}:{}", e.line, e.column) } else { String::new() };
+                    let path = if e.path.is_empty() { String::new() } else { format!(" [{}]", e.path) };
+                    eprintln!("{}{at}: {}{path}", file.display(), e.message);
+                }
+                return Err(CtlError::Reported);
+            }
+        }
+        Command::Diff { file } => {
+            let source = read_source(&file)?;
+            let r = c.diff(request(DiffRequest { source }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else if r.changed {
+                r.diff
+            } else {
+                format!("no change against version {}\n", r.base_version)
+            }
+        }
+        Command::History { limit, diff } => {
+            let r = c.history(request(HistoryRequest { limit, include_diff: diff }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else if diff {
+                r.versions.iter().map(|v| table(&VERSION_HEADER, version_rows(std::slice::from_ref(v))) + &v.diff + "\n").collect()
+            } else {
+                table(&VERSION_HEADER, version_rows(&r.versions))
+            }
+        }
+        Command::Rollback { version, message } => {
+            let r = c.rollback(request(RollbackRequest { to_version: version, message }, &token)?).await?.into_inner();
+            print_apply(&r, out)
+        }
+        Command::Status => {
+            let r = c.status(request(StatusRequest {}, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let detail = if n.state == "NACKED" { n.last_nack_error.clone() } else { String::new() };
+                        vec![
+                            n.node_id.clone(),
+                            n.cluster.clone(),
+                            n.state.clone(),
+                            if n.acked_version.is_empty() { "-".into() } else { n.acked_version.clone() },
+                            if n.pending_version.is_empty() { "-".into() } else { n.pending_version.clone() },
+                            time(n.connected_since_unix_ms),
+                            detail,
+                        ]
+                    })
+                    .collect();
+                let current = if r.current_version.is_empty() { "(none)".to_string() } else { r.current_version.clone() };
+                format!("current version: {current}\n")
+                    + &table(&["NODE", "CLUSTER", "STATE", "ACKED", "PENDING", "CONNECTED SINCE", "LAST NACK"], rows)
+            }
+        }
+        Command::Keys(KeysCommand::Create { id, user, team, app, expires_at }) => {
+            let req = CreateKeyRequest { id, user, team, app, expires_at: expires_at.unwrap_or(0) };
+            let r = c.create_key(request(req, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let v = r.version.as_ref().map(|v| v.version.clone()).unwrap_or_default();
+                let id = r.key.as_ref().map(|k| k.id.clone()).unwrap_or_default();
+                format!("{}\n", r.plaintext)
+                    + &format!("key `{id}` created in policy version {v}; the key above is shown once and not stored\n")
+            }
+        }
+        Command::Keys(KeysCommand::Revoke { id }) => {
+            let r = c.revoke_key(request(RevokeKeyRequest { id }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let v = r.version.as_ref().map(|v| v.version.clone()).unwrap_or_default();
+                format!("key `{}` revoked; policy version {v}\n", r.key.as_ref().map(|k| k.id.as_str()).unwrap_or(""))
+            }
+        }
+        Command::Keys(KeysCommand::List) => {
+            let r = c.list_keys(request(ListKeysRequest {}, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        let exp = if k.expires_at == 0 {
+                            "-".into()
+                        } else {
+                            time(i64::try_from(k.expires_at).unwrap_or(i64::MAX / 1000) * 1000)
+                        };
+                        vec![
+                            k.id.clone(),
+                            k.user.clone(),
+                            k.team.clone(),
+                            k.app.clone(),
+                            k.status.clone(),
+                            exp,
+                            k.sha256.chars().take(12).collect(),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "USER", "TEAM", "APP", "STATUS", "EXPIRES", "SHA256"], rows)
+            }
+        }
+        Command::Log { after, limit } => {
+            let r = c.admin_log(request(AdminLogRequest { after_seq: after, limit }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        vec![e.seq.to_string(), time(e.at_unix_ms), e.actor.clone(), e.action.clone(), e.target.clone(), e.outcome.clone()]
+                    })
+                    .collect();
+                table(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME"], rows)
+            }
+        }
+    })
+}
+
+/// Entry point of the `cordonctl` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cordonctl: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(CtlError::Reported) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("cordonctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_time() {
+        assert_eq!(super::time(0), "-");
+        assert_eq!(super::time(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}

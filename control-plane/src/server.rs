@@ -1,0 +1,172 @@
+//! Assembles the control plane: one port serving gRPC (policy discovery, admin, health,
+//! reflection) and HTTP (admin JSON, /metrics, /healthz), over plain HTTP/1.1 and h2c.
+
+use crate::admin::Admin;
+use crate::auth::Tokens;
+use crate::discovery::{Discovery, DiscoveryGrpc};
+use crate::grpc::AdminGrpc;
+use crate::metrics::Metrics;
+use crate::nodes::Nodes;
+use crate::service::PolicyService;
+use crate::signing::BundleSigner;
+use crate::store::{PolicyStore, StoreError};
+use cordon_proto::admin::v1::policy_admin_server::PolicyAdminServer;
+use cordon_proto::v1::policy_discovery_service_server::PolicyDiscoveryServiceServer;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be read.
+    #[error("reading the policy store at start-up: {0}")]
+    Store(#[from] StoreError),
+    /// Reflection descriptors are broken (a build problem).
+    #[error("gRPC reflection set-up: {0}")]
+    Reflection(String),
+    /// Socket trouble.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the server needs.
+pub struct ServerConfig {
+    /// Where policy, keys and the admin log live.
+    pub store: Arc<dyn PolicyStore>,
+    /// Signs bundles.
+    pub signer: BundleSigner,
+    /// Admin tokens.
+    pub tokens: Tokens,
+    /// How often to look for versions written by other replicas (shared PostgreSQL).
+    pub poll_interval: Duration,
+    /// HTTP/2 keep-alive ping interval: finds dead nodes behind half-open connections.
+    pub keepalive: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but store, signer and tokens.
+    pub fn new(store: Arc<dyn PolicyStore>, signer: BundleSigner, tokens: Tokens) -> Self {
+        Self { store, signer, tokens, poll_interval: Duration::from_secs(1), keepalive: Duration::from_secs(30) }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The policy service (tests and embedding use it directly).
+    pub service: Arc<PolicyService>,
+    /// Node registry.
+    pub nodes: Arc<Nodes>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, ends policy streams, and waits (bounded) for connections to finish.
+    pub async fn shutdown(self) {
+        self.service.close();
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Starts serving on `listener`.
+pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let nodes = Arc::new(Nodes::new(Arc::clone(&metrics)));
+    let service = Arc::new(PolicyService::new(cfg.store, cfg.signer, Arc::clone(&metrics)));
+    service.refresh().await?;
+    let discovery = Arc::new(Discovery::new(Arc::clone(&service), Arc::clone(&nodes), Arc::clone(&metrics)));
+    let admin = Arc::new(Admin::new(Arc::clone(&service), Arc::clone(&nodes), cfg.tokens));
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<PolicyDiscoveryServiceServer<DiscoveryGrpc>>().await;
+    health_reporter.set_serving::<PolicyAdminServer<AdminGrpc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cordon_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+
+    let router = tonic::service::Routes::new(PolicyDiscoveryServiceServer::new(DiscoveryGrpc(discovery)))
+        .add_service(PolicyAdminServer::new(AdminGrpc(Arc::clone(&admin))))
+        .add_service(health)
+        .add_service(reflection)
+        .into_axum_router()
+        .merge(crate::http::router(admin, Arc::clone(&metrics)));
+
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+
+    // Other replicas may append versions to a shared store; pick them up promptly.
+    let poll_service = Arc::clone(&service);
+    let mut poll_stop = stop_rx.clone();
+    let poll_interval = cfg.poll_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = poll_service.refresh().await {
+                        tracing::warn!(error = %e, "polling the store for new versions failed; will retry");
+                    }
+                }
+                _ = poll_stop.changed() => break,
+            }
+        }
+    });
+
+    let keepalive = cfg.keepalive;
+    let task = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(keepalive))
+            .keep_alive_timeout(Duration::from_secs(20))
+            // Many nodes may share one upstream connection (e.g. through a proxy or the bench).
+            .max_concurrent_streams(100_000);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _peer) = match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let svc = TowerToHyperService::new(router.clone());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                _ = stop_rx.changed() => break,
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    });
+
+    Ok(Running { addr, service, nodes, metrics, stop, task })
+}
