@@ -1,0 +1,115 @@
+//! cordonctl and cordon-control-plane as real processes.
+
+mod support;
+
+use std::process::Stdio;
+use support::server::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn ctl(addr: std::net::SocketAddr, token: &str, args: &[&str]) -> Out {
+    let o = Command::new(env!("CARGO_BIN_EXE_cordonctl"))
+        .args(args)
+        .env("CORDON_SERVER", format!("http://{addr}"))
+        .env("CORDON_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+}
+
+#[tokio::test]
+async fn cordonctl_drives_the_policy_lifecycle() {
+    let r = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, policy_yaml("gpt-4o*")).unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "models:\n  - allow: ['a']\n    colour: red\n").unwrap();
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+
+    let o = ctl(r.addr, VIEW_TOKEN, &["validate", "-f", bad]).await;
+    assert!(!o.ok);
+    assert!(o.stderr.contains(&format!("{bad}:3:")), "{}", o.stderr);
+    assert!(ctl(r.addr, VIEW_TOKEN, &["validate", "-f", good]).await.stdout.contains("valid"));
+
+    let o = ctl(r.addr, OPS_TOKEN, &["apply", "-f", good, "--dry-run"]).await;
+    assert!(o.ok && o.stdout.contains("dry run"), "{}{}", o.stdout, o.stderr);
+    let o = ctl(r.addr, OPS_TOKEN, &["apply", "-f", good, "-m", "first"]).await;
+    assert!(o.ok && o.stdout.contains("applied: version 1"), "{}{}", o.stdout, o.stderr);
+    let o = ctl(r.addr, VIEW_TOKEN, &["apply", "-f", good]).await;
+    assert!(!o.ok && o.stderr.contains("operator role"), "{}", o.stderr);
+
+    let o = ctl(r.addr, OPS_TOKEN, &["keys", "create", "--id", "k1", "--user", "alice", "--team", "ml"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let plaintext = o.stdout.lines().next().unwrap().to_string();
+    assert!(plaintext.starts_with("ck_"));
+    let o = ctl(r.addr, VIEW_TOKEN, &["keys", "list", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["keys"][0]["sha256"], cordon_control_plane::policy::sha256_hex(plaintext.as_bytes()));
+    assert!(!o.stdout.contains(&plaintext), "the plaintext is never shown again");
+
+    let mut node = Node::connect(&r, "envoy-1", "").await;
+    let resp = node.recv().await;
+    assert_eq!(resp.version_info, "2");
+    node.nack(&resp, "", "bundle signature does not verify").await;
+    wait_status(&r, "envoy-1", |s| s.state == "NACKED").await;
+    let o = ctl(r.addr, VIEW_TOKEN, &["status"]).await;
+    let line = o.stdout.lines().find(|l| l.starts_with("envoy-1")).unwrap_or_default();
+    assert!(line.contains("NACKED") && line.contains("bundle signature does not verify"), "{}", o.stdout);
+
+    assert!(ctl(r.addr, OPS_TOKEN, &["keys", "revoke", "k1"]).await.stdout.contains("revoked; policy version 3"));
+    let resp = node.recv().await;
+    node.ack(&resp).await;
+    wait_status(&r, "envoy-1", |s| s.state == "SYNCED").await;
+    let o = ctl(r.addr, VIEW_TOKEN, &["status", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!((v["current_version"].as_str(), v["nodes"][0]["state"].as_str()), (Some("3"), Some("SYNCED")));
+
+    let o = ctl(r.addr, VIEW_TOKEN, &["history"]).await;
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines[0].starts_with("VERSION") && lines[1].contains("key revoke k1") && lines[3].contains("first"), "{}", o.stdout);
+    // Rolling back to version 1's document while it is current changes nothing...
+    assert!(ctl(r.addr, OPS_TOKEN, &["rollback", "1"]).await.stdout.contains("unchanged: version 3"));
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&other, policy_yaml("claude-*")).unwrap();
+    assert!(ctl(r.addr, OPS_TOKEN, &["apply", "-f", other.to_str().unwrap()]).await.stdout.contains("applied: version 4"));
+    // ...after another change it restores the document (the revoked key stays revoked).
+    assert!(ctl(r.addr, OPS_TOKEN, &["rollback", "1"]).await.stdout.contains("applied: version 5"));
+    let o = ctl(r.addr, VIEW_TOKEN, &["diff", "-f", good]).await;
+    assert!(o.stdout.contains("no change against version 5"), "{}", o.stdout);
+    let o = ctl(r.addr, AUDIT_TOKEN, &["log"]).await;
+    assert!(o.stdout.contains("keys revoke") && o.stdout.contains("denied"), "{}", o.stdout);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn embedded_server_binary_starts_with_no_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cordon-control-plane"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("CORDON_SIGNING_KEY")
+        .env_remove("CORDON_ADMIN_TOKENS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let addr: std::net::SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(line.contains("trusted_key={\"key_id\":\"ed25519:"), "{line}");
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let o = ctl(addr, token.trim(), &["status"]).await;
+    assert!(o.ok && o.stdout.contains("current version: (none)"), "{}{}", o.stdout, o.stderr);
+    let o = ctl(addr, "wrong-token-wrong-token", &["status"]).await;
+    assert!(!o.ok && o.stderr.contains("--token"), "{}", o.stderr);
+    child.kill().await.unwrap();
+}
