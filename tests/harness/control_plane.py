@@ -1,0 +1,133 @@
+"""Runs the real control plane (`cordon-control-plane`, embedded SQLite mode) and `cordonctl`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.envoy import REPO
+
+BIN_DIR = Path(os.environ.get("CORDON_BIN_DIR", REPO / "target" / "debug"))
+
+
+def free_port() -> int:
+    # The control plane is restarted on the same port in tests, so the port is chosen here.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ControlPlane:
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cordon-cp-")))
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    trusted_key: dict | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "control-plane.log"
+
+    def start(self, timeout: float = 30.0) -> "ControlPlane":
+        binary = BIN_DIR / "cordon-control-plane"
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: cargo build -p cordon-control-plane --bins")
+        out = self.log_path.open("ab")
+        offset = self.log_path.stat().st_size  # a restart appends: only read what this run wrote
+        env = {**os.environ, "CORDON_LOG": "info", "NO_COLOR": "1", **self.env}
+        self.proc = subprocess.Popen([str(binary), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", "--poll-interval-ms", "200"],
+                                     stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"control plane exited {self.proc.returncode}:\n{self.log()}")
+            m = re.search(r"listening on \S+ trusted_key=(\{.*\})", self.log()[offset:])
+            if m:
+                self.trusted_key = json.loads(m.group(1).splitlines()[0])
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"control plane not ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def ctl(self, *args: str, check: bool = True, json_out: bool = True) -> subprocess.CompletedProcess | dict | list:
+        cmd = [str(BIN_DIR / "cordonctl"), "--server", self.url, "--token-file", str(self.data_dir / "admin.token"), *(["-o", "json"] if json_out else []), *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"cordonctl {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+        if json_out and r.returncode == 0 and r.stdout.strip():
+            return json.loads(r.stdout)
+        return r
+
+    def apply(self, yaml_text: str, message: str = "test") -> dict:
+        f = self.data_dir / f"policy-{time.monotonic_ns()}.yaml"
+        f.write_text(yaml_text)
+        return self.ctl("apply", "-f", str(f), "-m", message)
+
+    def node_status(self, node_id: str) -> dict | None:
+        st = self.ctl("status")
+        nodes = st.get("nodes", st) if isinstance(st, dict) else st
+        for n in nodes:
+            if n.get("node_id", n.get("id")) == node_id:
+                return n
+        return None
+
+    def wait_node(self, node_id: str, pred, timeout: float = 15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.node_status(node_id)
+            if last is not None and pred(last):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"node {node_id} never reached the expected state; last status: {last}\n{self.log()[-4000:]}")
+
+
+def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, env_keys: list[str] | None = None) -> dict:
+    """The `cordon.policy_stream` singleton: one stream per Envoy, shared with the HTTP roles."""
+    return {
+        "name": "envoy.bootstrap.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService",
+            "singleton": True,
+            "config": {
+                "name": "cordon.policy_stream",
+                "root_id": "cordon.policy_stream",
+                "vm_config": {
+                    "vm_id": "cordon",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                    "environment_variables": {"host_env_keys": env_keys or []},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": json.dumps({"control_plane": {"cluster": cluster, "trusted_keys": trusted_keys, "reconnect_initial_ms": 200, "reconnect_max_ms": 1000}}),
+                },
+            },
+        },
+    }
