@@ -129,7 +129,10 @@ async fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![1000, 10_000] } else { sizes };
-    println!("fan-out: {} worker threads, {STREAMS_PER_CONNECTION} streams per HTTP/2 connection", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "fan-out: {} worker threads, {STREAMS_PER_CONNECTION} streams per HTTP/2 connection",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     for n in sizes {
         run(n).await?;
     }

@@ -133,10 +133,10 @@ impl PolicyService {
     /// Picks up versions written by other replicas (or at start-up).
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let served = self.current().map(|s| s.number).unwrap_or(0);
-        if self.store.latest_number().await? > served {
-            if let Some(v) = self.store.latest().await? {
-                self.publish(&v);
-            }
+        if self.store.latest_number().await? > served
+            && let Some(v) = self.store.latest().await?
+        {
+            self.publish(&v);
         }
         Ok(())
     }

@@ -70,7 +70,8 @@ async fn invalid_policy_is_refused_with_line_column_or_field() {
     assert_eq!(v.errors[0].line, 3);
     let v = a.validate(authed(ValidateRequest { source: "models:\n  - allow: []\n".into() }, VIEW_TOKEN)).await.unwrap().into_inner();
     assert_eq!(v.errors[0].path, "models[0].allow");
-    let err = a.apply(authed(ApplyRequest { source: "models:\n  - allow: []\n".into(), ..Default::default() }, OPS_TOKEN)).await.unwrap_err();
+    let err =
+        a.apply(authed(ApplyRequest { source: "models:\n  - allow: []\n".into(), ..Default::default() }, OPS_TOKEN)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("models[0].allow"), "{}", err.message());
     assert!(r.service.current().is_none(), "nothing invalid is ever served");
@@ -82,7 +83,9 @@ async fn history_diff_and_rollback() {
     let r = start().await;
     let mut a = admin(&r).await;
     for m in ["a", "b"] {
-        a.apply(authed(ApplyRequest { source: policy_yaml(m), message: format!("to {m}"), ..Default::default() }, OPS_TOKEN)).await.unwrap();
+        a.apply(authed(ApplyRequest { source: policy_yaml(m), message: format!("to {m}"), ..Default::default() }, OPS_TOKEN))
+            .await
+            .unwrap();
     }
     let d = a.diff(authed(DiffRequest { source: policy_yaml("c") }, VIEW_TOKEN)).await.unwrap().into_inner();
     assert_eq!(d.base_version, 2);
@@ -127,7 +130,12 @@ async fn json_over_http_and_metrics_share_the_grpc_port() {
     assert_eq!(v["nodes"][0]["state"], "SYNCED");
     let (code, metrics) = http(r.addr, "GET", "/metrics", None, "").await;
     assert_eq!(code, 200);
-    for needle in ["cordon_cp_connected_nodes 1", "cordon_cp_node_policy_version{node=\"n1\"} 1", "cordon_cp_push_latency_seconds_count 1", "cordon_cp_nacks_total 0"] {
+    for needle in [
+        "cordon_cp_connected_nodes 1",
+        "cordon_cp_node_policy_version{node=\"n1\"} 1",
+        "cordon_cp_push_latency_seconds_count 1",
+        "cordon_cp_nacks_total 0",
+    ] {
         assert!(metrics.contains(needle), "missing `{needle}` in:\n{metrics}");
     }
     r.shutdown().await;
@@ -137,11 +145,8 @@ async fn json_over_http_and_metrics_share_the_grpc_port() {
 async fn grpc_health_is_served() {
     let r = start().await;
     let mut h = tonic_health::pb::health_client::HealthClient::new(channel(&r).await);
-    let resp = h
-        .check(tonic_health::pb::HealthCheckRequest { service: "cordon.v1.PolicyDiscoveryService".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp =
+        h.check(tonic_health::pb::HealthCheckRequest { service: "cordon.v1.PolicyDiscoveryService".into() }).await.unwrap().into_inner();
     assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     r.shutdown().await;
 }

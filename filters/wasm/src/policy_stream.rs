@@ -195,8 +195,11 @@ impl RootContext for PolicyStreamService {
             return false;
         }
         // Envoy's own node id (`xds.node.id`).
-        let envoy_node =
-            hostcalls::get_property(vec!["xds", "node", "id"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty());
+        let envoy_node = hostcalls::get_property(vec!["xds", "node", "id"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty());
         self.node_id = cp.node_id.clone().or(envoy_node).unwrap_or_else(|| "cordon-node".into());
         self.backoff = Backoff::new(cp.reconnect_initial_ms, cp.reconnect_max_ms);
         self.config = Some(cp);
