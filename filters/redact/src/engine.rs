@@ -39,7 +39,7 @@ use sha2::Sha256;
 
 use crate::config::{Action, ConfigError, Direction, RedactConfig, Rule};
 use crate::detect::builtin::{self, BUILTINS};
-use crate::detect::{ByteSet, Cand, Canon, Detector, Scanner, build_ac};
+use crate::detect::{ByteSet, Cand, Canon, Detector, LiteralIndex, Occ, Scanner};
 use crate::normalize::{Buffers, EXPANSION, MAX_IGNORABLE_RUN, Normalizer};
 
 /// Context bytes kept before the earliest scan position (look-behind).
@@ -95,6 +95,7 @@ pub struct Engine {
     pem_end: Detector,
     window: usize,
     mac: Hmac<Sha256>,
+    literals: LiteralIndex,
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -188,11 +189,9 @@ impl Engine {
                     if k.case_insensitive { n.to_ascii_lowercase() } else { n }
                 })
                 .collect();
-            let ac = build_ac(&lits, k.case_insensitive).map_err(|e| ConfigError::BadRegex { name: k.name.clone(), reason: e })?;
             let max = lits.iter().map(|l| l.len()).max().unwrap_or(0);
             let word = || ByteSet::new("_", &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')]);
             let scanner = Scanner::Literal {
-                ac,
                 lits,
                 ci: k.case_insensitive,
                 re: None,
@@ -209,19 +208,25 @@ impl Engine {
             }
         }
         let end_lits = vec![b"-----END ".to_vec()];
-        let end_ac = build_ac(&end_lits, false).map_err(|e| internal("private_key", e))?;
         let end_re = builtin::compile(builtin::PEM_END).map_err(|e| internal("private_key", e))?;
         let (end_max, _) = builtin::max_len(builtin::PEM_END, false).map_err(|e| internal("private_key", e))?;
         let pem_end = make(
             "private_key",
             "PRIVATE_KEY",
-            Scanner::Literal { ac: end_ac, lits: end_lits, ci: false, re: Some(end_re), left_boundary: None, right_boundary: None },
+            Scanner::Literal { lits: end_lits, ci: false, re: Some(end_re), left_boundary: None, right_boundary: None },
             end_max.unwrap_or(128),
             &Rule::default(),
         );
         let window = detectors.iter().map(Detector::window).max().unwrap_or(0).max(pem_end.window());
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(pseudonym_key).map_err(|e| ConfigError::Json(format!("pseudonym key: {e}")))?;
-        Ok(Engine { detectors, pem, pem_end, window, mac })
+        let mut entries: Vec<(usize, &[Vec<u8>], bool)> = Vec::new();
+        for (i, d) in detectors.iter().chain(std::iter::once(&pem_end)).enumerate() {
+            if let Scanner::Literal { lits, ci, .. } = &d.scanner {
+                entries.push((i, lits, *ci));
+            }
+        }
+        let literals = LiteralIndex::new(&entries).map_err(|e| internal("literals", e))?;
+        Ok(Engine { detectors, pem, pem_end, window, mac, literals })
     }
 
     /// The default detector set (every built-in, redact both ways).
@@ -323,6 +328,9 @@ pub struct StreamRedactor {
     normalizer: Normalizer,
     buf: Buffers,
     pos: Vec<usize>,
+    occ: Vec<Occ>,
+    occ_done: usize,
+    dense: Vec<(usize, usize)>,
     pending: Vec<Cand>,
     ready: VecDeque<Ready>,
     covered_end: usize,
@@ -344,6 +352,9 @@ impl StreamRedactor {
             normalizer: Normalizer::default(),
             buf: Buffers::new(),
             pos: vec![0; n],
+            occ: Vec::new(),
+            occ_done: 0,
+            dense: Vec::new(),
             pending: Vec::new(),
             ready: VecDeque::new(),
             covered_end: 0,
@@ -403,10 +414,14 @@ impl StreamRedactor {
         let engine = self.engine.clone();
         let hay_len = self.buf.norm.len();
         // 1. Scan every detector up to its determined limit.
+        engine.literals.collect(&self.buf.norm, self.occ_done, &mut self.occ);
+        self.occ_done = hay_len;
+        let from = self.pos.iter().copied().min().unwrap_or(hay_len);
+        crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
         let mut d_min = hay_len;
         for (i, det) in engine.detectors.iter().enumerate() {
-            let limit = if last { hay_len } else { det.determined_limit(&self.buf.norm) };
-            let p = det.scan(i, &self.buf.norm, self.pos[i], limit, &mut self.pending);
+            let limit = if last { hay_len } else { det.determined_limit(i, &self.buf.norm, &self.occ) };
+            let p = det.scan(i, &self.buf.norm, &self.occ, &self.dense, self.pos[i], limit, &mut self.pending);
             self.pos[i] = p;
             d_min = d_min.min(p);
         }
@@ -428,9 +443,10 @@ impl StreamRedactor {
                 return;
             }
             if let Some(sup) = &mut self.suppress {
-                let limit = if last { hay_len } else { engine.pem_end.determined_limit(&self.buf.norm) };
+                let end_id = engine.detectors.len();
+                let limit = if last { hay_len } else { engine.pem_end.determined_limit(end_id, &self.buf.norm, &self.occ) };
                 let mut ends = Vec::new();
-                let p = engine.pem_end.scan(0, &self.buf.norm, sup.end_pos, limit, &mut ends);
+                let p = engine.pem_end.scan(end_id, &self.buf.norm, &self.occ, &[], sup.end_pos, limit, &mut ends);
                 if let Some(e) = ends.first() {
                     let (start, det) = (sup.start.max(self.norm_emitted), sup.det);
                     let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
@@ -564,6 +580,12 @@ impl StreamRedactor {
             c.start -= k;
             c.end -= k;
         }
+        self.occ.retain(|o| o.start >= k);
+        for o in &mut self.occ {
+            o.start -= k;
+            o.end -= k;
+        }
+        self.occ_done -= k;
         for r in &mut self.ready {
             r.start -= k;
             r.end -= k;

@@ -110,10 +110,7 @@ fn secrets() {
     assert_eq!(red("key AKIAIOSFODNN7EXAMPLE end"), "key [AWS_ACCESS_KEY] end");
     neg("AKIAIOSFODNN7EXAMPLEX", "aws_access_key");
     neg("xAKIAIOSFODNN7EXAMPLE", "aws_access_key");
-    assert_eq!(
-        red("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"),
-        "aws_secret_access_key = [AWS_SECRET_KEY]\n"
-    );
+    assert_eq!(red("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"), "aws_secret_access_key = [AWS_SECRET_KEY]\n");
     neg("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_key");
     pos("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "github_token");
     pos("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "github_token");

@@ -21,7 +21,7 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::{ByteSet, Canon, Scanner, Trigger, Validator, validate};
+use super::{ByteSet, Canon, Matcher, Scanner, Trigger, Validator, validate};
 
 /// Specification of a built-in detector before configuration is applied.
 pub struct Builtin {
@@ -41,8 +41,11 @@ pub struct Builtin {
 
 /// How a built-in scans.
 pub enum Kind {
-    /// Run scanner with alphabet (chars + ranges) and trigger.
-    Run(&'static str, &'static [(u8, u8)], Trigger),
+    /// Run scanner with alphabet (chars + ranges), trigger, minimum run length and minimum
+    /// number of trigger bytes of an accepted match.
+    Run(&'static str, &'static [(u8, u8)], Trigger, usize, usize),
+    /// Like `Run`, with the hand-written e-mail matcher instead of the pattern.
+    Email(&'static str, &'static [(u8, u8)], Trigger, usize, usize),
     /// Literal scanner: literals, case-insensitive, left boundary, right boundary.
     Literal(&'static [&'static str], bool, Option<&'static str>, Option<&'static str>),
 }
@@ -89,8 +92,21 @@ pub const BUILTINS: &[Builtin] = &[
         label: "AWS_SECRET_KEY",
         pattern: r#"(?i)\A(?:aws[_\-]?)?secret[_\-]?access[_\-]?key["']?[ \t]{0,4}(?:=|:|=>|:=)[ \t]{0,4}["']?[A-Za-z0-9/+=]{40}"#,
         kind: Kind::Literal(
-            &["aws_secret", "aws-secret", "awssecret", "secret_access", "secret-access", "secretaccess"],
-            true,
+            &[
+                "aws_secret",
+                "AWS_SECRET",
+                "aws-secret",
+                "AWS-SECRET",
+                "awsSecret",
+                "AwsSecret",
+                "AWSSecret",
+                "secret_access",
+                "SECRET_ACCESS",
+                "secret-access",
+                "secretAccess",
+                "SecretAccess",
+            ],
+            false,
             Some(""),
             Some("/+="),
         ),
@@ -133,7 +149,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "email",
         label: "EMAIL",
         pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}",
-        kind: Kind::Run("._%+-@", ALNUM, Trigger::Byte(b'@')),
+        kind: Kind::Email("._%+-@", ALNUM, Trigger::Byte(b'@'), 6, 1),
         validate: Some(validate::email),
         canon: Canon::Lower,
     },
@@ -141,7 +157,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "card",
         label: "CARD",
         pattern: r"[2-6][0-9](?:[ \-]?[0-9]){11,17}",
-        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digit),
+        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digit, 13, 13),
         validate: Some(validate::card),
         canon: Canon::Alnum,
     },
@@ -149,7 +165,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "iban",
         label: "IBAN",
         pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
-        kind: Kind::Run(" ", &[(b'A', b'Z'), (b'0', b'9')], Trigger::Digit),
+        kind: Kind::Run(" ", &[(b'A', b'Z'), (b'0', b'9')], Trigger::Digit, 15, 4),
         validate: Some(validate::iban),
         canon: Canon::Alnum,
     },
@@ -157,7 +173,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ssn",
         label: "SSN",
         pattern: r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}",
-        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digit),
+        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digit, 11, 9),
         validate: Some(validate::ssn),
         canon: Canon::Alnum,
     },
@@ -165,7 +181,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "phone",
         label: "PHONE",
         pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,5}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?:[ \-][0-9]{2,4}){2,4}",
-        kind: Kind::Run(" ()+.-", &[(b'0', b'9')], Trigger::Digit),
+        kind: Kind::Run(" ()+.-", &[(b'0', b'9')], Trigger::Digit, 8, 8),
         validate: Some(validate::phone),
         canon: Canon::Alnum,
     },
@@ -173,7 +189,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ipv6",
         label: "IPV6",
         pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}",
-        kind: Kind::Run(":.", &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')], Trigger::Byte(b':')),
+        kind: Kind::Run(":.", &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')], Trigger::Byte(b':'), 6, 2),
         validate: Some(validate::ipv6),
         canon: Canon::Lower,
     },
@@ -181,7 +197,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ipv4",
         label: "IPV4",
         pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
-        kind: Kind::Run(".", &[(b'0', b'9')], Trigger::Digit),
+        kind: Kind::Run(".", &[(b'0', b'9')], Trigger::Digit, 7, 4),
         validate: Some(validate::ipv4),
         canon: Canon::Verbatim,
     },
@@ -207,13 +223,24 @@ pub fn max_len(pattern: &str, unicode: bool) -> Result<(Option<usize>, bool), St
 pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
     let re = compile(b.pattern)?;
     Ok(match &b.kind {
-        Kind::Run(chars, ranges, trigger) => Scanner::Run { re, alphabet: ByteSet::new(chars, ranges), trigger: *trigger },
+        Kind::Email(chars, ranges, trigger, min_len, min_triggers) => Scanner::Run {
+            re: Matcher::Email,
+            alphabet: ByteSet::new(chars, ranges),
+            trigger: *trigger,
+            min_len: *min_len,
+            min_triggers: *min_triggers,
+        },
+        Kind::Run(chars, ranges, trigger, min_len, min_triggers) => Scanner::Run {
+            re: Matcher::Regex(re),
+            alphabet: ByteSet::new(chars, ranges),
+            trigger: *trigger,
+            min_len: *min_len,
+            min_triggers: *min_triggers,
+        },
         Kind::Literal(lits, ci, left, right) => {
             let lits: Vec<Vec<u8>> =
                 lits.iter().map(|l| if *ci { l.to_ascii_lowercase().into_bytes() } else { l.as_bytes().to_vec() }).collect();
-            let ac = super::build_ac(&lits, *ci)?;
             Scanner::Literal {
-                ac,
                 lits,
                 ci: *ci,
                 re: Some(re),

@@ -87,20 +87,22 @@ pub enum Scanner {
     /// run over each such run. Determined limit: the start of the trailing alphabet run (it may
     /// still grow), but at least `len - max_len - LOOKAROUND`.
     Run {
-        /// Unanchored regex.
-        re: Regex,
+        /// Finds the leftmost match from a position.
+        re: Matcher,
         /// Bytes a match may consist of.
         alphabet: ByteSet,
         /// A byte every match contains.
         trigger: Trigger,
+        /// Runs shorter than this cannot hold an accepted match and are skipped.
+        min_len: usize,
+        /// Runs with fewer trigger bytes than this cannot hold an accepted match.
+        min_triggers: usize,
     },
     /// Matches start with one of `literals` (found by Aho-Corasick); an optional regex anchored
     /// with `\A` is then matched at the literal. Determined limit: the first position in the
     /// last `max_len + LOOKAROUND` bytes where a literal starts or could start.
     Literal {
-        /// Literal finder.
-        ac: AhoCorasick,
-        /// Lower-cased literals when `ac` is case-insensitive (for the partial-suffix check).
+        /// Literals (lower-cased when case-insensitive); found by the engine's [`LiteralIndex`].
         lits: Vec<Vec<u8>>,
         /// Case-insensitive literals.
         ci: bool,
@@ -183,7 +185,7 @@ pub fn find_digit(h: &[u8], from: usize) -> Option<usize> {
 
 impl Detector {
     /// The determined limit for a buffer `hay` (not at end of stream), never above `hay.len()`.
-    pub fn determined_limit(&self, hay: &[u8]) -> usize {
+    pub fn determined_limit(&self, det: usize, hay: &[u8], occ: &[Occ]) -> usize {
         let l = hay.len();
         let floor = l.saturating_sub(self.window());
         match &self.scanner {
@@ -197,10 +199,11 @@ impl Detector {
                 }
                 r
             }
-            Scanner::Literal { ac, lits, ci, .. } => {
+            Scanner::Literal { lits, ci, .. } => {
                 let mut lim = l;
-                if let Ok(Some(m)) = ac.try_find(Input::new(hay).range(floor..l)) {
-                    lim = m.start();
+                let i = occ.partition_point(|o| o.start < floor);
+                if let Some(o) = occ[i..].iter().find(|o| o.det == det) {
+                    lim = o.start;
                 }
                 let maxlit = lits.iter().map(|x| x.len()).max().unwrap_or(0);
                 let kmax = maxlit.saturating_sub(1).min(l);
@@ -210,7 +213,12 @@ impl Detector {
                         break;
                     }
                     let tail = &hay[p..];
-                    if lits.iter().any(|lit| lit.len() > k && if *ci { lit[..k].eq_ignore_ascii_case(tail) } else { &lit[..k] == tail }) {
+                    let first = tail[0].to_ascii_lowercase();
+                    if lits.iter().any(|lit| {
+                        lit.len() > k
+                            && (lit[0] == tail[0] || (*ci && lit[0] == first))
+                            && if *ci { lit[..k].eq_ignore_ascii_case(tail) } else { &lit[..k] == tail }
+                    }) {
                         lim = p;
                         break;
                     }
@@ -223,17 +231,27 @@ impl Detector {
     /// Scan `hay` from `pos`, pushing determined candidates (start < `limit`) to `out` with this
     /// detector's index `det`. Returns the new scan position (no match of this detector starts
     /// in `[pos, new_pos)` other than those reported).
-    pub fn scan(&self, det: usize, hay: &[u8], pos: usize, limit: usize, out: &mut Vec<Cand>) -> usize {
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan(
+        &self,
+        det: usize,
+        hay: &[u8],
+        occ: &[Occ],
+        dense: &[(usize, usize)],
+        pos: usize,
+        limit: usize,
+        out: &mut Vec<Cand>,
+    ) -> usize {
         match &self.scanner {
             Scanner::Full { re } => {
-                let (_, at) = self.scan_region(det, re, hay, hay.len(), pos, limit, out);
+                let (_, at) = self.scan_region(det, &Matcher::Regex(re.clone()), hay, hay.len(), pos, limit, out);
                 at.max(limit)
             }
-            Scanner::Run { re, alphabet, trigger } => {
+            Scanner::Run { re, alphabet, trigger, min_len, min_triggers } => {
                 let mut p = pos;
                 loop {
                     let t = match trigger {
-                        Trigger::Digit => find_digit(hay, p),
+                        Trigger::Digit => find_dense_digit(hay, dense, p),
                         Trigger::Byte(b) => memchr::memchr(*b, &hay[p.min(hay.len())..]).map(|x| x + p),
                     };
                     let Some(t) = t else { return p.max(limit) };
@@ -247,6 +265,20 @@ impl Detector {
                     let mut run_end = t + 1;
                     while run_end < hay.len() && alphabet.has(hay[run_end]) {
                         run_end += 1;
+                    }
+                    // Cheap prefilter: every accepted match has at least `min_len` bytes and
+                    // `min_triggers` trigger bytes, all inside the run (PikeVM is slow).
+                    let run = &hay[rs..run_end];
+                    let n_trig = match trigger {
+                        Trigger::Digit => run.iter().filter(|b| b.is_ascii_digit()).count(),
+                        Trigger::Byte(b) => memchr::memchr_iter(*b, run).count(),
+                    };
+                    if run.len() < *min_len || n_trig < *min_triggers {
+                        if run_end >= hay.len() {
+                            return p.max(limit);
+                        }
+                        p = run_end + 1;
+                        continue;
                     }
                     if run_end >= hay.len() {
                         // The run touches the end of the buffer: only determined matches count.
@@ -262,17 +294,16 @@ impl Detector {
                     p = (run_end + 1).max(at);
                 }
             }
-            Scanner::Literal { ac, re, left_boundary, right_boundary, .. } => {
+            Scanner::Literal { re, left_boundary, right_boundary, .. } => {
                 let mut p = pos;
+                let mut i = occ.partition_point(|o| o.start < p);
                 loop {
-                    if p >= hay.len() {
-                        return p.max(limit);
+                    let Some(m) = occ.get(i) else { return p.max(limit) };
+                    i += 1;
+                    if m.det != det || m.start < p {
+                        continue;
                     }
-                    let m = match ac.try_find(Input::new(hay).range(p..)) {
-                        Ok(Some(m)) => m,
-                        _ => return p.max(limit),
-                    };
-                    let s = m.start();
+                    let s = m.start;
                     if s >= limit {
                         return p.max(limit);
                     }
@@ -283,7 +314,7 @@ impl Detector {
                     let mut end = None;
                     if left_ok {
                         end = match re {
-                            None => Some(m.end()),
+                            None => Some(m.end),
                             Some(re) => {
                                 let w = (s + self.window()).min(hay.len());
                                 re.find(&hay[s..w]).map(|x| s + x.end())
@@ -324,7 +355,7 @@ impl Detector {
     fn scan_region(
         &self,
         det: usize,
-        re: &Regex,
+        re: &Matcher,
         hay: &[u8],
         hay_end: usize,
         mut at: usize,
@@ -334,6 +365,7 @@ impl Detector {
         let h = &hay[..hay_end];
         while at <= h.len() {
             let Some(m) = re.find_at(h, at) else { return (true, at) };
+            let m = Span { start: m.0, end: m.1 };
             if m.start() >= limit {
                 return (false, at);
             }
@@ -357,7 +389,203 @@ impl Detector {
     }
 }
 
-/// Build an Aho-Corasick automaton for literals.
-pub fn build_ac(lits: &[Vec<u8>], ci: bool) -> Result<AhoCorasick, String> {
-    AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).ascii_case_insensitive(ci).build(lits).map_err(|e| e.to_string())
+/// A match as start and end.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn start(&self) -> usize {
+        self.start
+    }
+    fn end(&self) -> usize {
+        self.end
+    }
+}
+
+/// Finds the leftmost match at or after a position.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// A regex (PikeVM: keep it to small regions).
+    Regex(Regex),
+    /// The hand-written e-mail matcher ([`find_email`]).
+    Email,
+}
+
+impl Matcher {
+    /// Leftmost match in `h` starting at or after `at`.
+    pub fn find_at(&self, h: &[u8], at: usize) -> Option<(usize, usize)> {
+        match self {
+            Matcher::Regex(re) => re.find_at(h, at).map(|m| (m.start(), m.end())),
+            Matcher::Email => find_email(h, at),
+        }
+    }
+}
+
+fn is_local(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// E-mail: `local@label(.label)*.tld` with a local part of 1-64 `[A-Za-z0-9._%+-]`, labels of
+/// 1-63 `[A-Za-z0-9-]` not starting or ending with `-`, 2-8 labels, and a TLD of 2-24 letters
+/// (the longest such domain). The leftmost match starting at or after `at`.
+pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut from = at;
+    while let Some(a) = memchr::memchr(b'@', h.get(from..)?).map(|x| x + from) {
+        from = a + 1;
+        let mut s = a;
+        while s > at && a - s < 64 && is_local(h[s - 1]) {
+            s -= 1;
+        }
+        if s == a {
+            continue;
+        }
+        // Domain labels.
+        let mut i = a + 1;
+        let mut best = None;
+        for n in 0..8 {
+            let ls = i;
+            while i < h.len() && (h[i].is_ascii_alphanumeric() || h[i] == b'-') && i - ls < 63 {
+                i += 1;
+            }
+            let label = &h[ls..i];
+            if label.is_empty() || label[0] == b'-' || label[label.len() - 1] == b'-' {
+                break;
+            }
+            if n >= 1 && (2..=24).contains(&label.len()) && label.iter().all(u8::is_ascii_alphabetic) {
+                best = Some(i);
+            }
+            if i < h.len() && h[i] == b'.' && i + 1 < h.len() && h[i + 1].is_ascii_alphanumeric() {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        if let Some(e) = best {
+            return Some((s, e));
+        }
+    }
+    None
+}
+
+/// Union alphabet of the digit-triggered detectors (card, IBAN, SSN, phone, IPv4).
+fn is_numeric_run(b: u8) -> bool {
+    b.is_ascii_digit() || b.is_ascii_uppercase() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-')
+}
+
+/// Digit-triggered detectors need at least this many digits in a match.
+pub const DENSE_DIGITS: usize = 4;
+
+/// Ranges of `hay[from..]` (maximal runs of the union alphabet of the digit-triggered
+/// detectors) holding at least [`DENSE_DIGITS`] digits, plus the trailing run whatever its
+/// count (it may still grow). Digit-triggered detectors only look inside these.
+pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let mut p = from;
+    while let Some(t) = find_digit(hay, p) {
+        let mut rs = t;
+        while rs > from && is_numeric_run(hay[rs - 1]) {
+            rs -= 1;
+        }
+        let mut re = t;
+        let mut digits = 0;
+        while re < hay.len() && is_numeric_run(hay[re]) {
+            digits += usize::from(hay[re].is_ascii_digit());
+            re += 1;
+        }
+        if digits >= DENSE_DIGITS || re == hay.len() {
+            out.push((rs, re));
+        }
+        p = re;
+    }
+}
+
+fn find_dense_digit(hay: &[u8], dense: &[(usize, usize)], p: usize) -> Option<usize> {
+    let i = dense.partition_point(|r| r.1 <= p);
+    for &(s, e) in &dense[i..] {
+        if let Some(t) = find_digit(&hay[..e], p.max(s)) {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// An occurrence of a detector's literal in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occ {
+    /// Start.
+    pub start: usize,
+    /// End.
+    pub end: usize,
+    /// Detector index.
+    pub det: usize,
+}
+
+/// One Aho-Corasick pass finds the literals of every literal-scanned detector at once.
+#[derive(Debug, Default)]
+pub struct LiteralIndex {
+    sets: Vec<(AhoCorasick, Vec<Vec<usize>>)>,
+    maxlit: usize,
+}
+
+impl LiteralIndex {
+    /// Build from `(detector index, literals, case-insensitive)`.
+    pub fn new(entries: &[(usize, &[Vec<u8>], bool)]) -> Result<Self, String> {
+        let mut sets = Vec::new();
+        let mut maxlit = 0;
+        for ci in [false, true] {
+            let mut pats: Vec<Vec<u8>> = Vec::new();
+            let mut owners: Vec<Vec<usize>> = Vec::new();
+            for (det, lits, c) in entries {
+                if *c != ci {
+                    continue;
+                }
+                for l in lits.iter() {
+                    maxlit = maxlit.max(l.len());
+                    match pats.iter().position(|p| p == l) {
+                        Some(i) => owners[i].push(*det),
+                        None => {
+                            pats.push(l.clone());
+                            owners.push(vec![*det]);
+                        }
+                    }
+                }
+            }
+            if pats.is_empty() {
+                continue;
+            }
+            let ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(ci)
+                .build(&pats)
+                .map_err(|e| e.to_string())?;
+            sets.push((ac, owners));
+        }
+        Ok(LiteralIndex { sets, maxlit })
+    }
+
+    /// Append the occurrences that end after `done` (the buffer length at the previous call),
+    /// keeping `occ` sorted by start, then longest first.
+    pub fn collect(&self, hay: &[u8], done: usize, occ: &mut Vec<Occ>) {
+        let from = done.saturating_sub(self.maxlit.saturating_sub(1));
+        let first_new = occ.len();
+        for (ac, owners) in &self.sets {
+            let Ok(iter) = ac.try_find_overlapping_iter(Input::new(hay).range(from..)) else { continue };
+            for m in iter {
+                if m.end() <= done {
+                    continue;
+                }
+                for &det in &owners[m.pattern().as_usize()] {
+                    occ.push(Occ { start: m.start(), end: m.end(), det });
+                }
+            }
+        }
+        if occ.len() > first_new {
+            // New occurrences start at or after `from`; sort the tail they may interleave with.
+            let i = occ[..first_new].partition_point(|o| o.start < from);
+            occ[i..].sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.det.cmp(&b.det)));
+        }
+    }
 }
