@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
-"""Cordon demo: the real Envoy with the Cordon module in front of a fake model upstream.
+"""Cordon demo: the control plane (embedded SQLite default), the real Envoy with the Cordon
+module (policy-stream singleton + identity filter), and a fake model upstream.
 
-Sends a handful of requests and prints, one line each, what Cordon decided and what crossed the
-boundary. Run through scripts/demo.sh, which does the set-up and builds the module first.
+Policy and API keys go in through `cordonctl`, reach Envoy over the policy stream, and every
+request's fate is printed one line each. Run through scripts/demo.sh (set-up and build first).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests  # noqa: E402
 
 from tests.harness import envoy as E  # noqa: E402
+from tests.harness.control_plane import ControlPlane, policy_stream_extension  # noqa: E402
 from tests.harness.fake_upstream import FakeUpstream, Script  # noqa: E402
 from tests.harness.sse import SSEStream  # noqa: E402
 
@@ -25,44 +25,67 @@ BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\0
 if not sys.stdout.isatty():
     BOLD = DIM = GREEN = RED = RESET = ""
 
-ALICE_KEY = "sk-cordon-demo-alice"  # demo-only keys: policy stores their SHA-256, never the key
-BOB_KEY = "sk-cordon-demo-bob"
+NODE = "demo-sidecar-1"
+POLICY = """\
+# Who may call which models. API keys are added with `cordonctl keys create`.
+routes:
+  - name: openai
+    path_prefix: /v1/
+    accept: [[api_key], [jwt]]
+models:
+  - match: {team: research}
+    allow: ["gpt-4o-mini", "text-embedding-*"]
+  - match: {team: support}
+    allow: ["gpt-4o-mini"]
+upstreams:
+  - cluster: model
+    secret_env: DEMO_PROVIDER_KEY
+"""
 
 
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-POLICY = {
-    "identity": {
-        "api_keys": [
-            {"id": "k-alice", "sha256": digest(ALICE_KEY), "principal": {"user": "alice", "team": "research", "app": "notebook"}},
-            {"id": "k-bob", "sha256": digest(BOB_KEY), "principal": {"user": "bob", "team": "support"}, "status": "revoked"},
-        ]
-    },
-    "routes": [{"name": "openai", "path_prefix": "/v1/", "accept": [["api_key"], ["jwt"]]}],
-    "models": [{"match": {"team": "research"}, "allow": ["gpt-4o-mini", "text-embedding-*"]}],
-    "upstreams": [{"cluster": "model", "secret_env": "DEMO_PROVIDER_KEY"}],
-}
+def heading(text: str) -> None:
+    print(f"\n{BOLD}{text}{RESET}")
 
 
 def row(n: int, who: str, what: str, status: int, outcome: str) -> None:
     colour = GREEN if status < 400 else RED
-    print(f" {n}  {who:<12} {what:<44} {colour}{status}{RESET}  {outcome}")
+    print(f" {n:>2}  {who:<10} {what:<42} {colour}{status}{RESET}  {outcome}")
 
 
 def main() -> int:
+    cp = ControlPlane().start()
     upstream = FakeUpstream(models=["gpt-4o-mini", "gpt-4o", "o1-preview", "text-embedding-3-small"])
-    flt = E.wasm_filter("cordon.identity", {"policy": POLICY}, ["DEMO_PROVIDER_KEY"])
-    cfg = E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", upstream.port)])
-    print(f"{BOLD}Cordon demo{RESET}: Envoy {E.ENVOY_BIN.name} + dist/cordon.wasm (cordon.identity) -> fake model upstream :{upstream.port}")
-    env = E.Envoy.start(cfg, env={"DEMO_PROVIDER_KEY": "sk-provider-from-runtime-secret"})
+    env = None
     try:
+        heading(f"1. Control plane (embedded SQLite in {cp.data_dir}) on {cp.url}")
+        applied = cp.apply(POLICY, "demo: initial policy")
+        print(f"    cordonctl apply -f policy.yaml      -> version {applied['version']['version']}")
+        alice = cp.ctl("keys", "create", "--id", "k-alice", "--user", "alice", "--team", "research")
+        bob = cp.ctl("keys", "create", "--id", "k-bob", "--user", "bob", "--team", "support")
+        print(f"    cordonctl keys create --id k-alice  -> {alice['plaintext'][:10]}... (shown once; the store keeps its SHA-256)")
+        print(f"    cordonctl keys create --id k-bob    -> {bob['plaintext'][:10]}...")
+        version = bob["version"]["version"]
+
+        heading("2. Envoy with dist/cordon.wasm: policy-stream singleton + cordon.identity, no static policy")
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["DEMO_PROVIDER_KEY"])
+        flt = E.wasm_filter("cordon.identity", {}, ["DEMO_PROVIDER_KEY"])
+        cfg = E.bootstrap(
+            [E.listener("main", [flt], "model")],
+            [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+            extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "demo"}},
+        )
+        env = E.Envoy.start(cfg, env={"DEMO_PROVIDER_KEY": "sk-provider-from-runtime-secret"})
+        t0 = time.monotonic()
+        cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == version)
+        print(f"    node {NODE} ACKed version {version} {(time.monotonic() - t0) * 1000:.0f} ms after Envoy was ready; trusted signer {cp.trusted_key['key_id']}")
+        print(f"{DIM}" + cp.ctl("status", json_out=False).stdout.rstrip().replace("\n", f"\n{DIM}") + RESET)
+
+        heading("3. Requests through Envoy")
         url = env.url()
-        print(f"{DIM}envoy listening on {url}, admin on :{env.admin_port}{RESET}\n")
-        print(f" #  {'caller':<12} {'request':<44} status  outcome")
+        print(f" {'#':>2}  {'caller':<10} {'request':<42} status  outcome")
         chat = lambda model: {"model": model, "messages": [{"role": "user", "content": "hello"}]}  # noqa: E731
-        alice = {"authorization": f"Bearer {ALICE_KEY}"}
+        as_alice = {"authorization": f"Bearer {alice['plaintext']}"}
+        as_bob = {"x-api-key": bob["plaintext"]}
 
         def show(n, who, what, r):
             if r.status_code >= 400:
@@ -71,35 +94,46 @@ def main() -> int:
             else:
                 seen = upstream.last().headers
                 row(n, who, what, r.status_code, f"upstream saw user={seen.get('x-cordon-user')} team={seen.get('x-cordon-team')} "
-                    f"auth={seen.get('authorization', '')[:12]}... (provider key injected; app key stripped)")
+                    f"auth={seen.get('authorization', '')[:12]}... (provider key injected, app key stripped)")
 
-        upstream.clear()
-        show(1, "alice", "POST /v1/chat/completions gpt-4o-mini", requests.post(url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers=alice, timeout=10))
-        show(2, "(no key)", "POST /v1/chat/completions gpt-4o-mini", requests.post(url + "/v1/chat/completions", json=chat("gpt-4o-mini"), timeout=10))
-        show(3, "bob", "POST /v1/chat/completions (revoked key)", requests.post(url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers={"x-api-key": BOB_KEY}, timeout=10))
-        show(4, "alice", "POST /v1/chat/completions gpt-4o", requests.post(url + "/v1/chat/completions", json=chat("gpt-4o"), headers=alice, timeout=10))
-        show(5, "mallory", "POST spoofing x-cordon-user: alice", requests.post(url + "/v1/chat/completions", json=chat("gpt-4o-mini"), headers={"x-cordon-user": "alice"}, timeout=10))
-        r = requests.get(url + "/v1/models", headers=alice, timeout=10)
-        row(6, "alice", "GET /v1/models", r.status_code, "sees " + ", ".join(m["id"] for m in r.json()["data"]) + f"  {DIM}(upstream has 4){RESET}")
+        post = lambda body, headers: requests.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=10)  # noqa: E731
+        show(1, "alice", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_alice))
+        show(2, "(no key)", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), {}))
+        show(3, "alice", "POST /v1/chat/completions gpt-4o", post(chat("gpt-4o"), as_alice))
+        show(4, "mallory", "POST with x-cordon-user: alice", post(chat("gpt-4o-mini"), {"x-cordon-user": "alice"}))
+        r = requests.get(url + "/v1/models", headers=as_alice, timeout=10)
+        row(5, "alice", "GET /v1/models", r.status_code, "sees " + ", ".join(m["id"] for m in r.json()["data"]) + f"  {DIM}(upstream has 4){RESET}")
+        show(6, "bob", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_bob))
 
         upstream.push(Script(chunks=["Streams ", "pass ", "through ", "event ", "by ", "event."], delay_s=0.2))
         body = {**chat("gpt-4o-mini"), "stream": True, "stream_options": {"include_usage": True}}
         t0 = time.monotonic()
-        with SSEStream(url + "/v1/chat/completions", body, headers=alice) as s:
+        with SSEStream(url + "/v1/chat/completions", body, headers=as_alice) as s:
             events = list(s)
         text = "".join(e.json()["choices"][0]["delta"].get("content", "") for e in events if e.data != "[DONE]" and e.json()["choices"])
-        gaps = ", ".join(f"{(e.t - t0) * 1000:.0f}" for e in events[:8])
-        row(7, "alice", "POST stream=true gpt-4o-mini", s.status, f"{len(events)} SSE events, '{text}'")
-        print(f"    {DIM}arrival ms: {gaps} ... (each event as the upstream sent it, 200 ms apart){RESET}")
+        row(7, "alice", "POST stream=true gpt-4o-mini", s.status, f"{len(events)} SSE events: '{text}'")
+        print(f"     {DIM}arrival ms: {', '.join(f'{(e.t - t0) * 1000:.0f}' for e in events[:8])} ... (as the upstream sent them, 200 ms apart){RESET}")
+
+        heading("4. Live policy change: revoke bob's key")
+        t0 = time.monotonic()
+        revoked = cp.ctl("keys", "revoke", "k-bob")
+        new_version = revoked["version"]["version"]
+        cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == new_version)
+        print(f"    cordonctl keys revoke k-bob -> version {new_version}, ACKed by {NODE} after {(time.monotonic() - t0) * 1000:.0f} ms")
+        show(8, "bob", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_bob))
+        show(9, "alice", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_alice))
 
         stats = {line.split("{")[0]: line.rsplit(" ", 1)[1] for line in env.admin_get("/stats/prometheus").splitlines()
                  if line.startswith("cordon_decision_") and not line.endswith(" 0")}
-        print(f"\n{BOLD}Envoy /stats/prometheus{RESET}: " + ", ".join(f"{k.removeprefix('cordon_decision_')}={v}" for k, v in sorted(stats.items())))
-        print(f"{DIM}Coming with later work: live policy from the control plane, rate limits, streaming redaction, signed audit.{RESET}")
+        heading("5. Envoy /stats/prometheus")
+        print("    " + ", ".join(f"{k.removeprefix('cordon_decision_')}={v}" for k, v in sorted(stats.items())))
+        print(f"\n{DIM}Coming with later work: rate limits, streaming redaction, signed audit records.{RESET}")
         return 0
     finally:
-        env.cleanup()
+        if env is not None:
+            env.cleanup()
         upstream.stop()
+        cp.stop()
 
 
 if __name__ == "__main__":
