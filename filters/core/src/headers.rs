@@ -56,3 +56,42 @@ pub fn plan(
     }
     HeaderPlan { remove, set }
 }
+
+/// The request's header list after `plan`: removed and replaced names dropped (any case), set
+/// headers appended. The adapter writes it back in one host call instead of one per header,
+/// because each host call crosses the wasm boundary.
+pub fn rewrite(request_headers: &[(String, String)], plan: &HeaderPlan) -> Vec<(String, String)> {
+    let dropped = |name: &str| plan.remove.iter().chain(plan.set.iter().map(|(k, _)| k)).any(|r| r.eq_ignore_ascii_case(name));
+    let mut out: Vec<(String, String)> = request_headers.iter().filter(|(k, _)| !dropped(k)).cloned().collect();
+    out.extend(plan.set.iter().cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_drops_removed_and_replaced_headers_and_keeps_the_rest_in_order() {
+        let headers: Vec<(String, String)> = [
+            (":method", "POST"),
+            (":path", "/v1/x"),
+            ("Authorization", "Bearer k"),
+            ("x-cordon-user", "root"),
+            ("accept", "*/*"),
+            ("x-trace", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let plan = HeaderPlan {
+            remove: vec!["authorization".into(), "x-cordon-user".into()],
+            set: vec![("x-cordon-user".into(), "alice".into()), ("accept".into(), "application/json".into())],
+        };
+        let out = rewrite(&headers, &plan);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, [":method", ":path", "x-trace", "x-cordon-user", "accept"]);
+        assert_eq!(out[3].1, "alice");
+        assert_eq!(out[4].1, "application/json");
+    }
+}

@@ -52,13 +52,13 @@ impl HttpContext for IdentityFilter {
             return self.refuse(&Refusal::PolicyUnavailable);
         };
         let headers = self.get_http_request_headers();
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let peer = self.property(&["connection", "uri_san_peer_certificate"]);
-        let cluster = self.property(&["xds", "cluster_name"]);
+        let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        // Properties cost a host call each: read them only when the policy can use them.
+        let peer = if policy.uses_mesh_identity() { self.property(&["connection", "uri_san_peer_certificate"]) } else { None };
+        let cluster = if policy.injects_credentials() { self.property(&["xds", "cluster_name"]) } else { None };
         let head = RequestHead {
-            method: &method,
-            path: &path,
+            method: pseudo(":method"),
+            path: pseudo(":path"),
             headers: &headers,
             peer_uri_san: peer.as_deref(),
             cluster: cluster.as_deref(),
@@ -69,12 +69,8 @@ impl HttpContext for IdentityFilter {
             HeadVerdict::Refuse(r) => return self.refuse(&r),
             HeadVerdict::Admit(a) => *a,
         };
-        for name in &admitted.headers.remove {
-            self.set_http_request_header(name, None);
-        }
-        for (name, value) in &admitted.headers.set {
-            self.set_http_request_header(name, Some(value));
-        }
+        let rewritten = cordon_core::headers::rewrite(&headers, &admitted.headers);
+        self.set_http_request_headers(rewritten.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
         let needs_body = admitted.body != BodyStage::None;
         self.admitted = Some(admitted);
         if !needs_body {

@@ -108,6 +108,17 @@ impl CompiledPolicy {
         self.upstreams.get(cluster)
     }
 
+    /// Whether any route accepts mesh identity: if not, the adapter need not read the peer
+    /// certificate (a host call per request).
+    pub fn uses_mesh_identity(&self) -> bool {
+        self.routes.iter().flat_map(|r| r.accept.iter().flatten()).any(|m| *m == AuthMethod::Mesh)
+    }
+
+    /// Whether any upstream credential is configured: if not, the route's cluster is not needed.
+    pub fn injects_credentials(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+
     /// The body limits.
     pub fn limits(&self) -> &BodyLimits {
         &self.limits
