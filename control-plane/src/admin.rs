@@ -1,7 +1,7 @@
 //! The admin operations, shared by the gRPC and the JSON-over-HTTP front ends: authenticate,
 //! authorise by role, perform, and write every call (allowed or not) to the admin log.
 
-use crate::auth::{Caller, Role, Tokens};
+use crate::auth::{Caller, Credentials, Role, Tokens};
 use crate::nodes::{Nodes, now_ms};
 use crate::policy::DocumentError;
 use crate::service::{Outcome, PolicyService, ServiceError, version_string};
@@ -12,8 +12,8 @@ use std::sync::Arc;
 /// Why an admin call failed; each maps to a gRPC status and an HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// No or unknown bearer token.
-    #[error("missing or unknown admin token (send `authorization: Bearer <token>`)")]
+    /// No or unknown bearer token (or client certificate).
+    #[error("missing or unknown admin token (send `authorization: Bearer <token>`, or a client certificate the admin tokens name)")]
     Unauthenticated,
     /// The token lacks the role.
     #[error("`{action}` needs the {role} role")]
@@ -114,12 +114,12 @@ impl Admin {
     }
 
     /// Authenticates, authorises, runs `op`, and logs the call with its outcome.
-    async fn call<T, F, Fut>(&self, token: Option<&str>, action: &'static str, role: Role, target: String, op: F) -> Result<T, AdminError>
+    async fn call<T, F, Fut>(&self, who: Credentials<'_>, action: &'static str, role: Role, target: String, op: F) -> Result<T, AdminError>
     where
         F: FnOnce(Caller) -> Fut,
         Fut: std::future::Future<Output = Result<(T, String), AdminError>>,
     {
-        let caller = token.and_then(|t| self.tokens.authenticate(t));
+        let caller = self.tokens.authenticate_credentials(who);
         let actor = caller.as_ref().map(|c| c.name.clone()).unwrap_or_else(|| "anonymous".into());
         let (result, target) = match caller {
             None => (Err(AdminError::Unauthenticated), target),
@@ -142,10 +142,10 @@ impl Admin {
     }
 
     /// Apply (or dry-run) a document.
-    pub async fn apply(&self, token: Option<&str>, r: ApplyRequest) -> Result<ApplyResponse, AdminError> {
+    pub async fn apply(&self, who: Credentials<'_>, r: ApplyRequest) -> Result<ApplyResponse, AdminError> {
         let role = if r.dry_run { Role::Viewer } else { Role::Operator };
         let action = if r.dry_run { "apply --dry-run" } else { "apply" };
-        self.call(token, action, role, String::new(), |c| async move {
+        self.call(who, action, role, String::new(), |c| async move {
             let o = self.service.apply(&c.name, &r.source, &r.message, r.dry_run).await?;
             let target = o.version.as_ref().map(|v| v.number.to_string()).unwrap_or_default();
             Ok((apply_response(o, r.dry_run), target))
@@ -154,8 +154,8 @@ impl Admin {
     }
 
     /// Validate a document.
-    pub async fn validate(&self, token: Option<&str>, r: ValidateRequest) -> Result<ValidateResponse, AdminError> {
-        self.call(token, "validate", Role::Viewer, String::new(), |_| async move {
+    pub async fn validate(&self, who: Credentials<'_>, r: ValidateRequest) -> Result<ValidateResponse, AdminError> {
+        self.call(who, "validate", Role::Viewer, String::new(), |_| async move {
             match self.service.validate(&r.source).await {
                 Ok(()) => Ok((ValidateResponse { valid: true, errors: vec![] }, String::new())),
                 Err(ServiceError::Document(d)) => {
@@ -168,8 +168,8 @@ impl Admin {
     }
 
     /// Diff a document against the current version.
-    pub async fn diff(&self, token: Option<&str>, r: DiffRequest) -> Result<DiffResponse, AdminError> {
-        self.call(token, "diff", Role::Viewer, String::new(), |_| async move {
+    pub async fn diff(&self, who: Credentials<'_>, r: DiffRequest) -> Result<DiffResponse, AdminError> {
+        self.call(who, "diff", Role::Viewer, String::new(), |_| async move {
             let o = self.service.diff(&r.source).await?;
             let base = o.version.as_ref().map(|v| v.number).unwrap_or(0);
             Ok((DiffResponse { base_version: base, diff: o.diff, changed: o.changed }, String::new()))
@@ -178,8 +178,8 @@ impl Admin {
     }
 
     /// History, newest first.
-    pub async fn history(&self, token: Option<&str>, r: HistoryRequest) -> Result<HistoryResponse, AdminError> {
-        self.call(token, "history", Role::Viewer, String::new(), |_| async move {
+    pub async fn history(&self, who: Credentials<'_>, r: HistoryRequest) -> Result<HistoryResponse, AdminError> {
+        self.call(who, "history", Role::Viewer, String::new(), |_| async move {
             let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) };
             let versions = self.service.store().history(limit).await.map_err(ServiceError::from)?;
             let versions = versions.iter().map(|v| version_info(v, r.include_diff)).collect();
@@ -189,8 +189,8 @@ impl Admin {
     }
 
     /// Roll back to a version's document.
-    pub async fn rollback(&self, token: Option<&str>, r: RollbackRequest) -> Result<ApplyResponse, AdminError> {
-        self.call(token, "rollback", Role::Operator, r.to_version.to_string(), |c| async move {
+    pub async fn rollback(&self, who: Credentials<'_>, r: RollbackRequest) -> Result<ApplyResponse, AdminError> {
+        self.call(who, "rollback", Role::Operator, r.to_version.to_string(), |c| async move {
             let o = self.service.rollback(&c.name, r.to_version, &r.message).await?;
             Ok((apply_response(o, false), String::new()))
         })
@@ -198,8 +198,8 @@ impl Admin {
     }
 
     /// Per-node status.
-    pub async fn status(&self, token: Option<&str>, _r: StatusRequest) -> Result<StatusResponse, AdminError> {
-        self.call(token, "status", Role::Viewer, String::new(), |_| async move {
+    pub async fn status(&self, who: Credentials<'_>, _r: StatusRequest) -> Result<StatusResponse, AdminError> {
+        self.call(who, "status", Role::Viewer, String::new(), |_| async move {
             let current = self.service.current_version();
             let nodes = self.nodes.status(&current);
             Ok((StatusResponse { current_version: current, nodes }, String::new()))
@@ -208,8 +208,8 @@ impl Admin {
     }
 
     /// Create an API key.
-    pub async fn create_key(&self, token: Option<&str>, r: CreateKeyRequest) -> Result<CreateKeyResponse, AdminError> {
-        self.call(token, "keys create", Role::Operator, r.id.clone(), |c| async move {
+    pub async fn create_key(&self, who: Credentials<'_>, r: CreateKeyRequest) -> Result<CreateKeyResponse, AdminError> {
+        self.call(who, "keys create", Role::Operator, r.id.clone(), |c| async move {
             let key = StoredKey {
                 id: r.id,
                 sha256: String::new(),
@@ -230,8 +230,8 @@ impl Admin {
     }
 
     /// Revoke an API key.
-    pub async fn revoke_key(&self, token: Option<&str>, r: RevokeKeyRequest) -> Result<RevokeKeyResponse, AdminError> {
-        self.call(token, "keys revoke", Role::Operator, r.id.clone(), |c| async move {
+    pub async fn revoke_key(&self, who: Credentials<'_>, r: RevokeKeyRequest) -> Result<RevokeKeyResponse, AdminError> {
+        self.call(who, "keys revoke", Role::Operator, r.id.clone(), |c| async move {
             let (key, o) = self.service.revoke_key(&c.name, &r.id).await?;
             Ok((
                 RevokeKeyResponse { key: Some(key_info(&key)), version: o.version.as_ref().map(|v| version_info(v, false)) },
@@ -242,8 +242,8 @@ impl Admin {
     }
 
     /// List API keys (digests only).
-    pub async fn list_keys(&self, token: Option<&str>, _r: ListKeysRequest) -> Result<ListKeysResponse, AdminError> {
-        self.call(token, "keys list", Role::Viewer, String::new(), |_| async move {
+    pub async fn list_keys(&self, who: Credentials<'_>, _r: ListKeysRequest) -> Result<ListKeysResponse, AdminError> {
+        self.call(who, "keys list", Role::Viewer, String::new(), |_| async move {
             let keys = self.service.store().keys().await.map_err(ServiceError::from)?;
             Ok((ListKeysResponse { keys: keys.iter().map(key_info).collect() }, String::new()))
         })
@@ -251,8 +251,8 @@ impl Admin {
     }
 
     /// Read the admin log.
-    pub async fn admin_log(&self, token: Option<&str>, r: AdminLogRequest) -> Result<AdminLogResponse, AdminError> {
-        self.call(token, "admin log", Role::Auditor, String::new(), |_| async move {
+    pub async fn admin_log(&self, who: Credentials<'_>, r: AdminLogRequest) -> Result<AdminLogResponse, AdminError> {
+        self.call(who, "admin log", Role::Auditor, String::new(), |_| async move {
             let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
             let entries = self.service.store().log(r.after_seq, limit).await.map_err(ServiceError::from)?;
             let entries = entries

@@ -3,7 +3,12 @@
 //! Token file / `CORDON_ADMIN_TOKENS` format: one token per line, `NAME ROLES TOKEN`, where
 //! ROLES is a comma-separated subset of `viewer,operator,auditor`; `#` starts a comment.
 //! Only SHA-256 digests of the tokens are kept in memory after loading.
+//!
+//! Instead of a token, the third field may be `cert-dns:NAME`: the caller is then whoever
+//! presents a TLS client certificate (verified by the server against `--tls-client-ca`) with
+//! NAME among its DNS subject alternative names. A bearer token, when sent, takes precedence.
 
+use crate::tls::PeerCertificate;
 use sha2::{Digest, Sha256};
 
 /// What a caller may do.
@@ -70,6 +75,12 @@ pub enum TokenConfigError {
         /// What was written.
         role: String,
     },
+    /// `cert-dns:` with an empty or malformed name.
+    #[error("admin tokens, line {line}: `cert-dns:` needs a DNS name, e.g. cert-dns:alice.admin.cordon.internal")]
+    CertName {
+        /// 1-based line.
+        line: usize,
+    },
     /// Tokens shorter than 16 characters are guessable.
     #[error("admin tokens, line {line}: token is shorter than 16 characters")]
     Weak {
@@ -84,14 +95,38 @@ struct Entry {
     digest: [u8; 32],
 }
 
-/// The set of valid admin tokens.
+/// A caller identified by a client certificate.
+struct CertEntry {
+    name: String,
+    roles: Vec<Role>,
+    dns: String,
+}
+
+/// The set of valid admin tokens (and client-certificate identities).
 pub struct Tokens {
     entries: Vec<Entry>,
+    certs: Vec<CertEntry>,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.entries.iter().map(|e| &e.name)).finish()
+        f.debug_list().entries(self.entries.iter().map(|e| &e.name).chain(self.certs.iter().map(|c| &c.name))).finish()
+    }
+}
+
+/// What an admin request presented.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The bearer token, if any.
+    pub token: Option<&'a str>,
+    /// The verified TLS client certificate of the connection, if any.
+    pub cert: Option<&'a PeerCertificate>,
+}
+
+impl<'a> Credentials<'a> {
+    /// Only a bearer token.
+    pub fn token(token: Option<&'a str>) -> Self {
+        Credentials { token, cert: None }
     }
 }
 
@@ -104,6 +139,7 @@ impl Tokens {
     /// Parses the token file format.
     pub fn parse(text: &str) -> Result<Tokens, TokenConfigError> {
         let mut entries = vec![];
+        let mut certs = vec![];
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let l = raw.split('#').next().unwrap_or("").trim();
@@ -118,17 +154,34 @@ impl Tokens {
                 .split(',')
                 .map(|r| Role::parse(r).ok_or_else(|| TokenConfigError::Role { line, role: r.to_string() }))
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some(dns) = token.strip_prefix("cert-dns:") {
+                if rustls_pki_types::DnsName::try_from(dns).is_err() {
+                    return Err(TokenConfigError::CertName { line });
+                }
+                certs.push(CertEntry { name: name.to_string(), roles, dns: dns.to_ascii_lowercase() });
+                continue;
+            }
             if token.len() < 16 {
                 return Err(TokenConfigError::Weak { line });
             }
             entries.push(Entry { name: name.to_string(), roles, digest: Sha256::digest(token.as_bytes()).into() });
         }
-        Ok(Tokens { entries })
+        Ok(Tokens { entries, certs })
     }
 
-    /// Whether no token is configured (then every admin call is refused).
+    /// Whether no token or certificate identity is configured (then every admin call is refused).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.certs.is_empty()
+    }
+
+    /// The caller the credentials stand for: the bearer token if one was sent, else the client
+    /// certificate (first `cert-dns:` entry whose name the certificate carries).
+    pub fn authenticate_credentials(&self, c: Credentials<'_>) -> Option<Caller> {
+        if let Some(t) = c.token {
+            return self.authenticate(t);
+        }
+        let cert = c.cert?;
+        self.certs.iter().find(|e| cert.has_dns_name(&e.dns)).map(|e| Caller { name: e.name.clone(), roles: e.roles.clone() })
     }
 
     /// The caller a presented bearer token stands for.
@@ -170,5 +223,9 @@ mod tests {
         assert!(matches!(Tokens::parse("x viewer"), Err(TokenConfigError::Shape { line: 1 })));
         assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
         assert_eq!(bearer(Some("Basic abc")), None);
+        let c = Tokens::parse("ci operator cert-dns:ci.admin.test\n").unwrap();
+        assert!(!c.is_empty());
+        assert!(c.authenticate_credentials(Credentials::token(None)).is_none());
+        assert!(matches!(Tokens::parse("x viewer cert-dns:"), Err(TokenConfigError::CertName { line: 1 })));
     }
 }

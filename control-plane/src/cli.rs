@@ -6,7 +6,7 @@ use cordon_proto::admin::v1::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 #[derive(Parser)]
 #[command(name = "cordonctl", version, about = "Manage Cordon policy, API keys and see which Envoy runs which version")]
@@ -20,6 +20,15 @@ struct Cli {
     /// File holding the admin bearer token.
     #[arg(long, global = true, env = "CORDON_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM CA certificate that issued the control plane's server certificate (https:// servers).
+    #[arg(long, global = true, env = "CORDON_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate for control planes that require mTLS (with --client-key).
+    #[arg(long, global = true, env = "CORDON_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "CORDON_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -111,8 +120,8 @@ enum KeysCommand {
 enum CtlError {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot reach the control plane at {server}: {source} (check --server / CORDON_SERVER)")]
-    Connect { server: String, source: tonic::transport::Error },
+    #[error("cannot reach the control plane at {server}: {} (check --server / CORDON_SERVER{hint})", source_chain(.source))]
+    Connect { server: String, source: tonic::transport::Error, hint: &'static str },
     #[error("{}", status_text(.0))]
     Rpc(#[from] tonic::Status),
     #[error("reading {path}: {source}")]
@@ -122,12 +131,26 @@ enum CtlError {
     Reported,
 }
 
+/// The error with its causes (tonic's transport error alone says only "transport error").
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 fn status_text(s: &tonic::Status) -> String {
     let hint = match s.code() {
         tonic::Code::Unauthenticated => " (pass --token / CORDON_TOKEN or --token-file)",
         _ => "",
     };
-    format!("{}{hint}", s.message())
+    // Transport failures (e.g. a TLS alert after the handshake) carry the reason in the source.
+    let cause = std::error::Error::source(s).map(|c| format!(": {}", source_chain(c))).unwrap_or_default();
+    format!("{}{cause}{hint}", s.message())
 }
 
 fn read_source(path: &Path) -> Result<String, CtlError> {
@@ -242,15 +265,41 @@ fn print_apply(r: &ApplyResponse, output: Output) -> String {
     s
 }
 
+fn read_file(path: &Path) -> Result<Vec<u8>, CtlError> {
+    std::fs::read(path).map_err(|source| CtlError::Read { path: path.display().to_string(), source })
+}
+
+/// TLS settings for an `https://` server: the CA to trust, and a client certificate for mTLS.
+fn tls_config(cli: &Cli) -> Result<Option<ClientTlsConfig>, CtlError> {
+    let https = cli.server.starts_with("https://");
+    if !https {
+        if cli.ca_cert.is_some() || cli.client_cert.is_some() {
+            return Err(CtlError::Usage(format!("--ca-cert / --client-cert need an https:// server (got `{}`)", cli.server)));
+        }
+        return Ok(None);
+    }
+    let Some(ca) = &cli.ca_cert else {
+        return Err(CtlError::Usage("an https:// server needs --ca-cert (CORDON_CA_CERT): the PEM CA that issued its certificate".into()));
+    };
+    let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_file(ca)?));
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        cfg = cfg.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+    }
+    Ok(Some(cfg))
+}
+
 async fn run(cli: Cli) -> Result<String, CtlError> {
     let token = token(&cli)?;
-    let channel = Channel::from_shared(cli.server.clone())
+    let mut endpoint = Channel::from_shared(cli.server.clone())
         .map_err(|e| CtlError::Usage(format!("bad --server `{}`: {e}", cli.server)))?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(|source| CtlError::Connect { server: cli.server.clone(), source })?;
+        .timeout(std::time::Duration::from_secs(30));
+    let tls = tls_config(&cli)?;
+    let hint = if tls.is_some() { ", --ca-cert, --client-cert/--client-key" } else { "" };
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|source| CtlError::Connect { server: cli.server.clone(), source, hint })?;
+    }
+    let channel = endpoint.connect().await.map_err(|source| CtlError::Connect { server: cli.server.clone(), source, hint })?;
     let mut c = PolicyAdminClient::new(channel);
     let out = cli.output;
     Ok(match cli.command {
@@ -408,6 +457,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls_without_cert = cli.server.starts_with("https://") && cli.client_cert.is_none();
     match rt.block_on(run(cli)) {
         Ok(text) => {
             print!("{text}");
@@ -416,6 +466,12 @@ pub fn main() -> ExitCode {
         Err(CtlError::Reported) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("cordonctl: {e}");
+            let transport = matches!(&e, CtlError::Rpc(s) if std::error::Error::source(s).is_some());
+            if transport && tls_without_cert {
+                eprintln!(
+                    "cordonctl: hint: a control plane started with --tls-client-ca closes connections without a client certificate; pass --client-cert and --client-key (CORDON_CLIENT_CERT, CORDON_CLIENT_KEY)"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,8 @@
 //! The admin API as gRPC (`cordon.admin.v1.PolicyAdmin`).
 
 use crate::admin::{Admin, AdminError};
-use crate::auth::bearer;
+use crate::auth::{Credentials, bearer};
+use crate::tls::PeerCertificate;
 use cordon_proto::admin::v1::policy_admin_server::PolicyAdmin;
 use cordon_proto::admin::v1::*;
 use std::sync::Arc;
@@ -32,42 +33,62 @@ fn token<T>(r: &Request<T>) -> Option<String> {
 impl PolicyAdmin for AdminGrpc {
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.apply(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.apply(who, request.into_inner()).await?))
     }
     async fn validate(&self, request: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.validate(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.validate(who, request.into_inner()).await?))
     }
     async fn diff(&self, request: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.diff(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.diff(who, request.into_inner()).await?))
     }
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.history(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.history(who, request.into_inner()).await?))
     }
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<ApplyResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.rollback(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.rollback(who, request.into_inner()).await?))
     }
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.status(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.status(who, request.into_inner()).await?))
     }
     async fn create_key(&self, request: Request<CreateKeyRequest>) -> Result<Response<CreateKeyResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.create_key(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.create_key(who, request.into_inner()).await?))
     }
     async fn revoke_key(&self, request: Request<RevokeKeyRequest>) -> Result<Response<RevokeKeyResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.revoke_key(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.revoke_key(who, request.into_inner()).await?))
     }
     async fn list_keys(&self, request: Request<ListKeysRequest>) -> Result<Response<ListKeysResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.list_keys(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.list_keys(who, request.into_inner()).await?))
     }
     async fn admin_log(&self, request: Request<AdminLogRequest>) -> Result<Response<AdminLogResponse>, Status> {
         let t = token(&request);
-        Ok(Response::new(self.0.admin_log(t.as_deref(), request.into_inner()).await?))
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.admin_log(who, request.into_inner()).await?))
     }
 }

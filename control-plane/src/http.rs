@@ -2,8 +2,10 @@
 //! `/healthz`, on the same port as gRPC.
 
 use crate::admin::{Admin, AdminError};
-use crate::auth::bearer;
+use crate::auth::{Credentials, bearer};
 use crate::metrics::Metrics;
+use crate::tls::PeerCertificate;
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -73,9 +75,15 @@ fn reply<T: Serialize>(r: Result<T, AdminError>) -> Response {
     }
 }
 
-async fn admin_call(State(s): State<HttpState>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn admin_call(
+    State(s): State<HttpState>,
+    Path(method): Path<String>,
+    cert: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_string);
-    let t = token.as_deref();
+    let t = Credentials { token: token.as_deref(), cert: cert.as_ref().map(|Extension(c)| c) };
     let a = &s.admin;
     macro_rules! dispatch {
         ($($name:literal => $m:ident),* $(,)?) => {

@@ -1,5 +1,6 @@
 //! Assembles the control plane: one port serving gRPC (policy discovery, admin, health,
-//! reflection) and HTTP (admin JSON, /metrics, /healthz), over plain HTTP/1.1 and h2c.
+//! reflection) and HTTP (admin JSON, /metrics, /healthz), over plain HTTP/1.1 and h2c, or over
+//! TLS (ALPN h2 / http/1.1) with optional mandatory client certificates (see [`crate::tls`]).
 
 use crate::admin::Admin;
 use crate::auth::Tokens;
@@ -10,6 +11,7 @@ use crate::nodes::Nodes;
 use crate::service::PolicyService;
 use crate::signing::BundleSigner;
 use crate::store::{PolicyStore, StoreError};
+use crate::tls::PeerCertificate;
 use cordon_proto::admin::v1::policy_admin_server::PolicyAdminServer;
 use cordon_proto::v1::policy_discovery_service_server::PolicyDiscoveryServiceServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -48,12 +50,14 @@ pub struct ServerConfig {
     pub poll_interval: Duration,
     /// HTTP/2 keep-alive ping interval: finds dead nodes behind half-open connections.
     pub keepalive: Duration,
+    /// TLS for every connection on the port (`None`: plaintext, for loopback demos).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
     /// Defaults for everything but store, signer and tokens.
     pub fn new(store: Arc<dyn PolicyStore>, signer: BundleSigner, tokens: Tokens) -> Self {
-        Self { store, signer, tokens, poll_interval: Duration::from_secs(1), keepalive: Duration::from_secs(30) }
+        Self { store, signer, tokens, poll_interval: Duration::from_secs(1), keepalive: Duration::from_secs(30), tls: None }
     }
 }
 
@@ -128,6 +132,7 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
     });
 
     let keepalive = cfg.keepalive;
+    let tls = cfg.tls.map(tokio_rustls::TlsAcceptor::from);
     let task = tokio::spawn(async move {
         let mut stop_rx = stop_rx;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -139,10 +144,11 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
             .keep_alive_timeout(Duration::from_secs(20))
             // Many nodes may share one upstream connection (e.g. through a proxy or the bench).
             .max_concurrent_streams(100_000);
+        let builder = Arc::new(builder);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let (stream, _peer) = match accepted {
+                    let (stream, peer) = match accepted {
                         Ok(s) => s,
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
@@ -152,11 +158,33 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let svc = TowerToHyperService::new(router.clone());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
+                    let (builder, router, watcher, tls) = (Arc::clone(&builder), router.clone(), graceful.watcher(), tls.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let result = match tls {
+                            None => serve_connection(&builder, watcher, stream, router).await,
+                            Some(acceptor) => {
+                                // The handshake runs in the connection's task: a slow or silent
+                                // client cannot hold up accepting others.
+                                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::info!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| PeerCertificate::from_der(c.clone().into_owned()));
+                                let router = match cert {
+                                    Some(cert) => router.layer(axum::Extension(cert)),
+                                    None => router,
+                                };
+                                serve_connection(&builder, watcher, stream, router).await
+                            }
+                        };
+                        if let Err(e) = result {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                     });
@@ -169,4 +197,22 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
     });
 
     Ok(Running { addr, service, nodes, metrics, stop, task })
+}
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection (plain TCP or TLS) until it ends or the server shuts down.
+async fn serve_connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    router: axum::Router,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(router);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
+    watcher.watch(conn).await
 }

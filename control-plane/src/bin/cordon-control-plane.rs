@@ -5,6 +5,7 @@ use cordon_control_plane::auth::Tokens;
 use cordon_control_plane::server::{self, ServerConfig};
 use cordon_control_plane::signing::BundleSigner;
 use cordon_control_plane::store::{PolicyStore, PostgresStore, SqliteStore};
+use cordon_control_plane::tls::TlsFiles;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +44,16 @@ struct ServeArgs {
     /// How often to check the store for versions written by other replicas.
     #[arg(long, env = "CORDON_POLL_INTERVAL_MS", default_value_t = 1000)]
     poll_interval_ms: u64,
+    /// Serve TLS on the port with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "CORDON_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (a runtime secret; never logged).
+    #[arg(long, env = "CORDON_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): every connection (Envoy nodes, cordonctl, HTTP) must then present
+    /// a client certificate issued by one of them (mTLS). Needs --tls-cert.
+    #[arg(long, env = "CORDON_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +80,8 @@ enum StartError {
     Store(#[from] cordon_control_plane::store::StoreError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Tls(#[from] cordon_control_plane::tls::TlsError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -153,7 +166,22 @@ async fn store(args: &ServeArgs) -> Result<Arc<dyn PolicyStore>, StartError> {
     Ok(Arc::new(SqliteStore::open(&dir.join("cordon.db"))?))
 }
 
+fn tls(args: &ServeArgs) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.tls_client_ca.clone() };
+    let cfg = cordon_control_plane::tls::server_config(&files)?;
+    match &files.client_ca {
+        Some(ca) => tracing::info!(cert = %cert.display(), client_ca = %ca.display(), "TLS on; client certificates required"),
+        None => tracing::info!(cert = %cert.display(), "TLS on; no client certificates asked for"),
+    }
+    Ok(Some(cfg))
+}
+
 async fn serve(args: ServeArgs) -> Result<(), StartError> {
+    // TLS files first: a wrong path fails before anything is created or bound.
+    let tls = tls(&args)?;
     if let Some(dir) = &args.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| StartError::Io { what: format!("creating {}", dir.display()), source })?;
     }
@@ -169,6 +197,7 @@ async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let trusted = trusted_key_json(&signer);
     let mut cfg = ServerConfig::new(store, signer, tokens);
     cfg.poll_interval = Duration::from_millis(args.poll_interval_ms.max(50));
+    cfg.tls = tls;
     let running = server::start(listener, cfg).await?;
     // One line a script can wait for and parse.
     println!("cordon-control-plane listening on {} trusted_key={trusted}", running.addr);
