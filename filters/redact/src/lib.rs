@@ -13,7 +13,11 @@
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod json;
 pub mod normalize;
+pub mod sse;
 
 pub use config::{Action, ConfigError, CustomRegex, Direction, KeywordList, RedactConfig, Rule};
 pub use engine::{Block, Detection, Engine, Output, StreamRedactor};
+pub use json::{JsonError, JsonVerdict, redact_request, redact_response};
+pub use sse::{SseError, SseFormat, SseOutput, SseRedactor};

@@ -1,0 +1,684 @@
+//! Server-sent events: an incremental framer and per-provider adapters that redact the text of
+//! each choice, tool call or content block as one continuous stream across events.
+//!
+//! * [`SseFramer`] splits bytes into events: lines end in `\n`, `\r\n` or `\r`, an empty line
+//!   ends an event, a chunk may end anywhere (inside a line ending, between `data:` and its
+//!   payload). Comments (`: ping`), `event:`, `id:` and multi-line `data:` are kept.
+//! * [`SseRedactor`] parses each event's JSON, feeds the delta text to a [`StreamRedactor`] per
+//!   stream key and re-emits the event with the rewritten delta (the other bytes of the event are
+//!   unchanged). Text held back is emitted in later events, or in a synthesized delta event just
+//!   before the event that ends its stream (`finish_reason`, `[DONE]`,
+//!   `response.output_text.done`, `content_block_stop`). Events without text (ping, usage,
+//!   role, finish) pass through byte for byte and in order.
+//!
+//! Formats:
+//! * OpenAI chat completions: `choices[i].delta.content` per choice `index`,
+//!   `choices[i].delta.tool_calls[j].function.arguments` per (choice, tool call `index`).
+//! * OpenAI Responses: `response.output_text.delta` per (`output_index`, `content_index`),
+//!   `response.function_call_arguments.delta` per `output_index`; the full texts repeated by
+//!   `*.done`, `response.output_item.done` and `response.completed` are redacted whole (which
+//!   by the streaming guarantee gives the same text as the deltas).
+//! * Anthropic messages: `content_block_delta` `text_delta.text` and
+//!   `input_json_delta.partial_json` per block `index`. `thinking_delta` is not rewritten (its
+//!   signature would break); documented as not scanned.
+//!
+//! A `block` match ends the stream with the provider's error event. Broken SSE or JSON is an
+//! [`SseError`]; the filter applies its failure action (default: block).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::config::Direction;
+use crate::engine::{Block, Detection, Engine, StreamRedactor};
+use crate::json::{Seg, splice, walk_strings};
+
+/// Default limit on one event's size.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Why an event stream could not be redacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// An event grew beyond the limit without ending.
+    #[error("SSE event exceeds {limit} bytes without a blank line; the stream is not valid SSE")]
+    EventTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// An event's data is not the JSON the provider format requires.
+    #[error("SSE event data is not valid JSON ({reason}): {snippet}")]
+    BadJson {
+        /// Parser message.
+        reason: String,
+        /// Start of the data.
+        snippet: String,
+    },
+    /// The stream ended in the middle of an event.
+    #[error("SSE stream ended inside an event ({0} bytes unterminated)")]
+    Truncated(usize),
+}
+
+/// Wire format of a streamed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseFormat {
+    /// OpenAI `chat.completion.chunk` events.
+    OpenAiChat,
+    /// OpenAI Responses API events.
+    OpenAiResponses,
+    /// Anthropic Messages events.
+    Anthropic,
+}
+
+/// One framed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The raw bytes, terminating blank line included.
+    pub raw: Vec<u8>,
+    /// Lines other than `data:` (comments, `event:`, `id:`, `retry:`), without line endings.
+    pub other_lines: Vec<Vec<u8>>,
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    /// Data lines joined with `\n`; `None` if there were none.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Incremental SSE framer.
+#[derive(Debug, Default)]
+pub struct SseFramer {
+    buf: Vec<u8>,
+    scanned: usize,
+    line_start: usize,
+    max: usize,
+}
+
+impl SseFramer {
+    /// New framer with an event size limit.
+    pub fn new(max_event_bytes: usize) -> Self {
+        SseFramer { buf: Vec::new(), scanned: 0, line_start: 0, max: max_event_bytes }
+    }
+
+    /// Bytes buffered (an incomplete event).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Feed bytes; returns the events completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        self.buf.extend_from_slice(chunk);
+        self.scan(false)
+    }
+
+    fn scan(&mut self, last: bool) -> Result<Vec<SseEvent>, SseError> {
+        let mut events = Vec::new();
+        let mut start = 0;
+        let mut line_start = self.line_start;
+        let mut i = self.scanned;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            if b != b'\n' && b != b'\r' {
+                i += 1;
+                continue;
+            }
+            // A line ends at i. `\r` at the very end may be the first half of `\r\n`.
+            let mut next = i + 1;
+            if b == b'\r' {
+                if next == self.buf.len() && !last {
+                    break;
+                }
+                if self.buf.get(next) == Some(&b'\n') {
+                    next += 1;
+                }
+            }
+            if i == line_start {
+                // Blank line: dispatch the event (if it has any line).
+                if line_start > start {
+                    events.push(parse_event(&self.buf[start..next]));
+                }
+                start = next;
+            }
+            line_start = next;
+            i = next;
+        }
+        self.buf.drain(..start);
+        self.scanned = i - start;
+        self.line_start = line_start - start;
+        if self.buf.len() > self.max {
+            return Err(SseError::EventTooLarge { limit: self.max });
+        }
+        Ok(events)
+    }
+
+    /// End of stream: any unterminated event is an error (empty remainder is fine).
+    pub fn finish(&mut self) -> Result<Vec<SseEvent>, SseError> {
+        let mut events = self.scan(true)?;
+        let rest = std::mem::take(&mut self.buf);
+        self.scanned = 0;
+        self.line_start = 0;
+        if rest.iter().all(|b| matches!(b, b'\n' | b'\r')) {
+            return Ok(events);
+        }
+        // A final event missing only its blank line is accepted.
+        if rest.ends_with(b"\n") || rest.ends_with(b"\r") {
+            let mut raw = rest;
+            raw.extend_from_slice(b"\n");
+            events.push(parse_event(&raw));
+            return Ok(events);
+        }
+        Err(SseError::Truncated(rest.len()))
+    }
+}
+
+fn split_lines(raw: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let mut s = 0;
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\n' => {
+                lines.push(&raw[s..i]);
+                i += 1;
+                s = i;
+            }
+            b'\r' => {
+                lines.push(&raw[s..i]);
+                i += if raw.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                s = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if s < raw.len() {
+        lines.push(&raw[s..]);
+    }
+    lines
+}
+
+fn parse_event(raw: &[u8]) -> SseEvent {
+    let mut other = Vec::new();
+    let mut data: Option<Vec<u8>> = None;
+    let mut event = None;
+    for line in split_lines(raw) {
+        if line.is_empty() {
+            continue;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(0) => (&line[..0], &line[..0]),
+            Some(p) => {
+                let v = &line[p + 1..];
+                (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &line[..0]),
+        };
+        if field == b"data" {
+            match &mut data {
+                None => data = Some(value.to_vec()),
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(value);
+                }
+            }
+            continue;
+        }
+        if field == b"event" {
+            event = Some(String::from_utf8_lossy(value).into_owned());
+        }
+        other.push(line.to_vec());
+    }
+    SseEvent { raw: raw.to_vec(), other_lines: other, event, data }
+}
+
+/// Stream key: which continuous text a delta belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    /// Chat choice content.
+    Content(u64),
+    /// Chat tool call arguments (choice, tool index).
+    Tool(u64, u64),
+    /// Responses output text (output_index, content_index).
+    Text(u64, u64),
+    /// Responses function call arguments (output_index).
+    Args(u64),
+    /// Anthropic block (index), text or JSON.
+    BlockText(u64),
+    /// Anthropic tool input JSON block.
+    BlockJson(u64),
+}
+
+/// What an SSE push produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseOutput {
+    /// Bytes to forward.
+    pub bytes: Vec<u8>,
+    /// Matches accepted.
+    pub detections: Vec<Detection>,
+    /// Set when the stream was ended with an error event by a `block` match.
+    pub block: Option<Block>,
+}
+
+/// Redacts one streamed response.
+#[derive(Debug)]
+pub struct SseRedactor {
+    engine: Arc<Engine>,
+    format: SseFormat,
+    framer: SseFramer,
+    streams: BTreeMap<Key, StreamRedactor>,
+    template: Option<Value>,
+    item_ids: BTreeMap<u64, Value>,
+    pending_block: Option<(Block, String)>,
+    blocked: bool,
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn data_event(event: Option<&str>, v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+impl SseRedactor {
+    /// New redactor for a response stream of `format`.
+    pub fn new(engine: Arc<Engine>, format: SseFormat) -> Self {
+        SseRedactor {
+            engine,
+            format,
+            framer: SseFramer::new(DEFAULT_MAX_EVENT_BYTES),
+            streams: BTreeMap::new(),
+            template: None,
+            item_ids: BTreeMap::new(),
+            pending_block: None,
+            blocked: false,
+        }
+    }
+
+    /// Bytes held back: incomplete event plus text held by every stream.
+    pub fn held_bytes(&self) -> usize {
+        self.framer.buffered() + self.streams.values().map(StreamRedactor::held_bytes).sum::<usize>()
+    }
+
+    /// Feed a chunk of the response body.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<SseOutput, SseError> {
+        let mut out = SseOutput::default();
+        if self.blocked {
+            return Ok(out);
+        }
+        let events = self.framer.push(chunk)?;
+        for ev in events {
+            self.event(ev, &mut out)?;
+            if self.blocked {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// End of the response body: flush held text.
+    pub fn finish(&mut self) -> Result<SseOutput, SseError> {
+        let mut out = SseOutput::default();
+        if self.blocked {
+            return Ok(out);
+        }
+        for ev in self.framer.finish()? {
+            self.event(ev, &mut out)?;
+            if self.blocked {
+                return Ok(out);
+            }
+        }
+        let keys: Vec<Key> = self.streams.keys().copied().collect();
+        for k in keys {
+            self.flush(k, &mut out);
+            if self.blocked {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn block(&mut self, b: Block, out: &mut SseOutput) {
+        let msg = format!("response blocked by Cordon redaction policy (detector `{}`)", b.detector);
+        let ev = match self.format {
+            SseFormat::OpenAiChat => data_event(
+                None,
+                &json!({"error": {"message": msg, "type": "cordon_policy_violation", "param": null, "code": "content_blocked"}}),
+            ),
+            SseFormat::OpenAiResponses => {
+                data_event(Some("error"), &json!({"type": "error", "code": "content_blocked", "message": msg, "param": null}))
+            }
+            SseFormat::Anthropic => {
+                data_event(Some("error"), &json!({"type": "error", "error": {"type": "permission_error", "message": msg}}))
+            }
+        };
+        out.bytes.extend_from_slice(&ev);
+        out.block = Some(b);
+        self.blocked = true;
+    }
+
+    /// Feed text to a stream; returns the text to emit now (None if the stream blocked).
+    fn feed(&mut self, key: Key, text: &str, out: &mut SseOutput) -> Option<String> {
+        let engine = self.engine.clone();
+        let s = self.streams.entry(key).or_insert_with(|| StreamRedactor::new(engine, Direction::Response));
+        let o = s.push(text.as_bytes());
+        out.detections.extend(o.detections);
+        let txt = String::from_utf8_lossy(&o.bytes).into_owned();
+        if let Some(b) = o.block {
+            self.pending_block = Some((b, txt));
+            return None;
+        }
+        Some(txt)
+    }
+
+    /// Finish a stream; returns held text (None if it blocked or had no stream).
+    fn finish_stream(&mut self, key: Key, out: &mut SseOutput) -> Option<String> {
+        let mut s = self.streams.remove(&key)?;
+        let o = s.finish();
+        out.detections.extend(o.detections);
+        let txt = String::from_utf8_lossy(&o.bytes).into_owned();
+        if let Some(b) = o.block {
+            self.pending_block = Some((b, txt));
+            return None;
+        }
+        Some(txt)
+    }
+
+    /// Flush a stream into a synthesized delta event.
+    fn flush(&mut self, key: Key, out: &mut SseOutput) {
+        let Some(txt) = self.finish_stream(key, out) else {
+            self.emit_pending_block(key, out);
+            return;
+        };
+        if !txt.is_empty() {
+            let ev = self.synth(key, &txt);
+            out.bytes.extend_from_slice(&ev);
+        }
+    }
+
+    fn emit_pending_block(&mut self, key: Key, out: &mut SseOutput) {
+        if let Some((b, txt)) = self.pending_block.take() {
+            if !txt.is_empty() {
+                let ev = self.synth(key, &txt);
+                out.bytes.extend_from_slice(&ev);
+            }
+            self.block(b, out);
+        }
+    }
+
+    fn synth(&self, key: Key, text: &str) -> Vec<u8> {
+        match key {
+            Key::Content(c) | Key::Tool(c, _) => {
+                let mut v = self.template.clone().unwrap_or_else(|| json!({"object": "chat.completion.chunk"}));
+                let delta = match key {
+                    Key::Tool(_, t) => json!({"tool_calls": [{"index": t, "function": {"arguments": text}}]}),
+                    _ => json!({"content": text}),
+                };
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("usage");
+                    o.insert("choices".into(), json!([{"index": c, "delta": delta, "finish_reason": null}]));
+                }
+                data_event(None, &v)
+            }
+            Key::Text(o, c) => {
+                let mut v = json!({"type": "response.output_text.delta", "output_index": o, "content_index": c, "delta": text});
+                if let (Some(id), Some(m)) = (self.item_ids.get(&o), v.as_object_mut()) {
+                    m.insert("item_id".into(), id.clone());
+                }
+                data_event(Some("response.output_text.delta"), &v)
+            }
+            Key::Args(o) => {
+                let mut v = json!({"type": "response.function_call_arguments.delta", "output_index": o, "delta": text});
+                if let (Some(id), Some(m)) = (self.item_ids.get(&o), v.as_object_mut()) {
+                    m.insert("item_id".into(), id.clone());
+                }
+                data_event(Some("response.function_call_arguments.delta"), &v)
+            }
+            Key::BlockText(i) => data_event(
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": text}}),
+            ),
+            Key::BlockJson(i) => data_event(
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": text}}),
+            ),
+        }
+    }
+
+    fn event(&mut self, ev: SseEvent, out: &mut SseOutput) -> Result<(), SseError> {
+        let Some(data) = &ev.data else {
+            out.bytes.extend_from_slice(&ev.raw);
+            return Ok(());
+        };
+        if data.trim_ascii() == b"[DONE]" {
+            let keys: Vec<Key> = self.streams.keys().copied().collect();
+            for k in keys {
+                self.flush(k, out);
+                if self.blocked {
+                    return Ok(());
+                }
+            }
+            out.bytes.extend_from_slice(&ev.raw);
+            return Ok(());
+        }
+        let v: Value = serde_json::from_slice(data).map_err(|e| SseError::BadJson {
+            reason: e.to_string(),
+            snippet: String::from_utf8_lossy(&data[..data.len().min(80)]).into_owned(),
+        })?;
+        // Plan: which string fields feed which stream, which streams end here, which fields
+        // are full texts to redact whole.
+        let mut feeds: Vec<(Vec<Seg>, Key)> = Vec::new();
+        let mut ends: Vec<Key> = Vec::new();
+        let mut wholes: Vec<Vec<Seg>> = Vec::new();
+        let key = |s: &str| Seg::Key(s.to_string());
+        match self.format {
+            SseFormat::OpenAiChat => {
+                if v.get("choices").is_some() {
+                    let mut t = v.clone();
+                    if let Some(o) = t.as_object_mut() {
+                        o.remove("choices");
+                        o.remove("usage");
+                    }
+                    self.template = Some(t);
+                }
+                for (ci, ch) in v.get("choices").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                    let idx = ch.get("index").map(u).unwrap_or(ci as u64);
+                    let delta = ch.get("delta");
+                    if delta.and_then(|d| d.get("content")).is_some_and(Value::is_string) {
+                        feeds.push((vec![key("choices"), Seg::Idx(ci), key("delta"), key("content")], Key::Content(idx)));
+                    }
+                    let tcs = delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array);
+                    for (ti, tc) in tcs.into_iter().flatten().enumerate() {
+                        let tix = tc.get("index").map(u).unwrap_or(ti as u64);
+                        if tc.pointer("/function/arguments").is_some_and(Value::is_string) {
+                            feeds.push((
+                                vec![
+                                    key("choices"),
+                                    Seg::Idx(ci),
+                                    key("delta"),
+                                    key("tool_calls"),
+                                    Seg::Idx(ti),
+                                    key("function"),
+                                    key("arguments"),
+                                ],
+                                Key::Tool(idx, tix),
+                            ));
+                        }
+                    }
+                    if ch.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                        for k in self.streams.keys() {
+                            if matches!(k, Key::Content(c) | Key::Tool(c, _) if *c == idx) {
+                                ends.push(*k);
+                            }
+                        }
+                        for (_, k) in &feeds {
+                            if matches!(k, Key::Content(c) | Key::Tool(c, _) if *c == idx) && !ends.contains(k) {
+                                ends.push(*k);
+                            }
+                        }
+                    }
+                }
+            }
+            SseFormat::OpenAiResponses => {
+                let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+                let oi = v.get("output_index").map(u).unwrap_or(0);
+                let ci = v.get("content_index").map(u).unwrap_or(0);
+                if let Some(id) = v.get("item_id") {
+                    self.item_ids.insert(oi, id.clone());
+                }
+                match ty {
+                    "response.output_text.delta" => feeds.push((vec![key("delta")], Key::Text(oi, ci))),
+                    "response.function_call_arguments.delta" => feeds.push((vec![key("delta")], Key::Args(oi))),
+                    "response.output_text.done" => {
+                        ends.push(Key::Text(oi, ci));
+                        wholes.push(vec![key("text")]);
+                    }
+                    "response.function_call_arguments.done" => {
+                        ends.push(Key::Args(oi));
+                        wholes.push(vec![key("arguments")]);
+                    }
+                    _ => {}
+                }
+            }
+            SseFormat::Anthropic => {
+                let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+                let idx = v.get("index").map(u).unwrap_or(0);
+                match ty {
+                    "content_block_start" if v.pointer("/content_block/text").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
+                        feeds.push((vec![key("content_block"), key("text")], Key::BlockText(idx)));
+                    }
+                    "content_block_delta" => match v.pointer("/delta/type").and_then(Value::as_str) {
+                        Some("text_delta") => feeds.push((vec![key("delta"), key("text")], Key::BlockText(idx))),
+                        Some("input_json_delta") => feeds.push((vec![key("delta"), key("partial_json")], Key::BlockJson(idx))),
+                        _ => {}
+                    },
+                    "content_block_stop" => {
+                        ends.push(Key::BlockText(idx));
+                        ends.push(Key::BlockJson(idx));
+                    }
+                    "message_stop" => ends.extend(self.streams.keys().copied()),
+                    _ => {}
+                }
+            }
+        }
+        // Full-text fields repeated by `done`/`completed` events (OpenAI Responses).
+        let mut whole_ranges: Vec<Range<usize>> = Vec::new();
+        let mut feed_ranges: Vec<(Range<usize>, Key)> = Vec::new();
+        let is_resp = self.format == SseFormat::OpenAiResponses;
+        walk_strings(data, |p, r| {
+            if let Some((_, k)) = feeds.iter().find(|(fp, _)| fp.as_slice() == p) {
+                feed_ranges.push((r, *k));
+            } else if wholes.iter().any(|w| w.as_slice() == p) || (is_resp && is_full_text(p)) {
+                whole_ranges.push(r);
+            }
+        })
+        .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
+        if feed_ranges.is_empty() && whole_ranges.is_empty() && ends.is_empty() {
+            out.bytes.extend_from_slice(&ev.raw);
+            return Ok(());
+        }
+        let mut reps: Vec<(Range<usize>, String)> = Vec::new();
+        let mut changed = false;
+        for (r, k) in &feed_ranges {
+            let text: String = serde_json::from_slice(&data[r.clone()])
+                .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
+            let Some(mut txt) = self.feed(*k, &text, out) else {
+                // Block: emit what came before the match in this event, then the error.
+                let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
+                if !before.is_empty() {
+                    reps.push((r.clone(), before));
+                    out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
+                }
+                self.block(b, out);
+                return Ok(());
+            };
+            if ends.contains(k) {
+                ends.retain(|e| e != k);
+                match self.finish_stream(*k, out) {
+                    Some(rest) => txt.push_str(&rest),
+                    None => {
+                        let (b, before) =
+                            self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
+                        txt.push_str(&before);
+                        reps.push((r.clone(), txt));
+                        out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
+                        self.block(b, out);
+                        return Ok(());
+                    }
+                }
+            }
+            changed |= txt != text;
+            reps.push((r.clone(), txt));
+        }
+        for r in &whole_ranges {
+            let text: String = serde_json::from_slice(&data[r.clone()])
+                .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
+            let o = self.engine.redact(Direction::Response, text.as_bytes());
+            if let Some(b) = o.block {
+                self.block(b, out);
+                return Ok(());
+            }
+            let new = String::from_utf8_lossy(&o.bytes).into_owned();
+            if new != text {
+                changed = true;
+                reps.push((r.clone(), new));
+            }
+        }
+        // Streams ending at this event without a delta in it: flush into synthesized events first.
+        for k in ends {
+            if self.streams.contains_key(&k) {
+                self.flush(k, out);
+                if self.blocked {
+                    return Ok(());
+                }
+            }
+        }
+        if changed {
+            reps.sort_by_key(|(r, _)| r.start);
+            out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
+        } else {
+            out.bytes.extend_from_slice(&ev.raw);
+        }
+        Ok(())
+    }
+}
+
+/// Full texts inside Responses API events (`part.text`, `item.content[].text`,
+/// `item.arguments`, `response.output[].content[].text`, `response.output[].arguments`).
+fn is_full_text(p: &[Seg]) -> bool {
+    let ks: Vec<Option<&str>> = p
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Idx(_) => None,
+        })
+        .collect();
+    matches!(
+        ks.as_slice(),
+        [Some("part"), Some("text")]
+            | [Some("item"), Some("content"), None, Some("text")]
+            | [Some("item"), Some("arguments")]
+            | [Some("response"), Some("output"), None, Some("content"), None, Some("text")]
+            | [Some("response"), Some("output"), None, Some("arguments")]
+    )
+}
+
+/// Re-serialize an event with new data: other lines kept, one `data:` line.
+fn rebuild(ev: &SseEvent, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    for l in &ev.other_lines {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    out
+}
