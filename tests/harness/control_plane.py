@@ -31,10 +31,37 @@ class ControlPlane:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     trusted_key: dict | None = None
+    # TLS (all optional; without tls_cert the server is plaintext, as before). With
+    # tls_client_ca every connection needs a client certificate from that CA, cordonctl's too.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    ctl_ca_cert: Path | None = None
+    ctl_client_cert: Path | None = None
+    ctl_client_key: Path | None = None
+    tls_host: str = "127.0.0.1"  # must be a SAN of tls_cert
 
     @property
     def url(self) -> str:
+        if self.tls_cert:
+            return f"https://{self.tls_host}:{self.port}"
         return f"http://127.0.0.1:{self.port}"
+
+    def _tls_args(self) -> list[str]:
+        args: list[str] = []
+        if self.tls_cert:
+            args += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
+        if self.tls_client_ca:
+            args += ["--tls-client-ca", str(self.tls_client_ca)]
+        return args
+
+    def _ctl_tls_args(self) -> list[str]:
+        args: list[str] = []
+        if self.ctl_ca_cert:
+            args += ["--ca-cert", str(self.ctl_ca_cert)]
+        if self.ctl_client_cert:
+            args += ["--client-cert", str(self.ctl_client_cert), "--client-key", str(self.ctl_client_key)]
+        return args
 
     @property
     def log_path(self) -> Path:
@@ -47,7 +74,7 @@ class ControlPlane:
         out = self.log_path.open("ab")
         offset = self.log_path.stat().st_size  # a restart appends: only read what this run wrote
         env = {**os.environ, "CORDON_LOG": "info", "NO_COLOR": "1", **self.env}
-        self.proc = subprocess.Popen([str(binary), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", "--poll-interval-ms", "200"],
+        self.proc = subprocess.Popen([str(binary), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", "--poll-interval-ms", "200", *self._tls_args()],
                                      stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,7 +103,7 @@ class ControlPlane:
             return ""
 
     def ctl(self, *args: str, check: bool = True, json_out: bool = True) -> subprocess.CompletedProcess | dict | list:
-        cmd = [str(BIN_DIR / "cordonctl"), "--server", self.url, "--token-file", str(self.data_dir / "admin.token"), *(["-o", "json"] if json_out else []), *args]
+        cmd = [str(BIN_DIR / "cordonctl"), "--server", self.url, "--token-file", str(self.data_dir / "admin.token"), *self._ctl_tls_args(), *(["-o", "json"] if json_out else []), *args]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         if check and r.returncode != 0:
             raise RuntimeError(f"cordonctl {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
@@ -106,6 +133,26 @@ class ControlPlane:
                 return last
             time.sleep(0.1)
         raise AssertionError(f"node {node_id} never reached the expected state; last status: {last}\n{self.log()[-4000:]}")
+
+
+def control_plane_tls_socket(ca: Path | str, cert: Path | str, key: Path | str, sni: str = "localhost") -> dict:
+    """The `transport_socket` of Envoy's `cordon_control_plane` cluster for mTLS: Envoy's client
+    certificate, the CA that issued the control plane's certificate, SNI, and ALPN h2 (gRPC)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{"certificate_chain": {"filename": str(cert)}, "private_key": {"filename": str(key)}}],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(ca)},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}],
+                },
+            },
+        },
+    }
 
 
 def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, env_keys: list[str] | None = None) -> dict:
