@@ -149,8 +149,13 @@ fn status_text(s: &tonic::Status) -> String {
         _ => "",
     };
     // Transport failures (e.g. a TLS alert after the handshake) carry the reason in the source.
-    let cause = std::error::Error::source(s).map(|c| format!(": {}", source_chain(c))).unwrap_or_default();
-    format!("{}{cause}{hint}", s.message())
+    let text = match std::error::Error::source(s).map(source_chain) {
+        // tonic's message for transport failures repeats the first link of the chain.
+        Some(chain) if chain.starts_with(s.message()) => chain,
+        Some(chain) => format!("{}: {chain}", s.message()),
+        None => s.message().to_string(),
+    };
+    format!("{text}{hint}")
 }
 
 fn read_source(path: &Path) -> Result<String, CtlError> {
