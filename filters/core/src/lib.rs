@@ -17,6 +17,7 @@ pub mod headers;
 pub mod identity;
 pub mod pipeline;
 pub mod policy;
+pub mod redaction;
 pub mod refusal;
 
 #[cfg(test)]

@@ -60,6 +60,22 @@ pub enum Refusal {
     UpstreamCredentialUnavailable,
     /// The upstream response could not be inspected (e.g. a model list that is not JSON).
     UpstreamResponseInvalid,
+    /// The request carries data a `block` redaction rule forbids.
+    SensitiveDataBlocked {
+        /// The detector that matched (never the matched text).
+        detector: String,
+    },
+    /// The request body cannot be scanned for sensitive data (malformed JSON) and policy blocks it.
+    UnscannableRequest(String),
+    /// The upstream response cannot be scanned (broken SSE, an encoding Cordon cannot read).
+    UnscannableResponse(String),
+    /// Redaction needs a runtime secret (the pseudonymisation key) that is missing.
+    RedactionUnavailable,
+    /// The model's (non-streamed) response carries data a `block` rule forbids.
+    ResponseBlocked {
+        /// The detector that matched.
+        detector: String,
+    },
 }
 
 /// The OpenAI-shaped error envelope: `{"error":{"message","type","code"}}`.
@@ -102,7 +118,9 @@ impl Refusal {
             BodyTooLarge { .. } => 413,
             UnsupportedContentEncoding(_) => 415,
             PolicyUnavailable | UpstreamCredentialUnavailable => 503,
-            UpstreamResponseInvalid => 502,
+            UpstreamResponseInvalid | UnscannableResponse(_) | ResponseBlocked { .. } => 502,
+            SensitiveDataBlocked { .. } | UnscannableRequest(_) => 400,
+            RedactionUnavailable => 503,
         }
     }
 
@@ -134,6 +152,11 @@ impl Refusal {
             PolicyUnavailable => "policy_unavailable",
             UpstreamCredentialUnavailable => "upstream_credential_unavailable",
             UpstreamResponseInvalid => "upstream_response_invalid",
+            SensitiveDataBlocked { .. } => "sensitive_data_blocked",
+            UnscannableRequest(_) => "unscannable_request",
+            UnscannableResponse(_) => "unscannable_response",
+            RedactionUnavailable => "redaction_unavailable",
+            ResponseBlocked { .. } => "response_blocked",
         }
     }
 
@@ -175,6 +198,11 @@ impl Refusal {
             PolicyUnavailable => "The gateway has no policy loaded yet; try again shortly.".into(),
             UpstreamCredentialUnavailable => "The gateway has no credential for this upstream; contact the operator.".into(),
             UpstreamResponseInvalid => "The upstream response could not be inspected.".into(),
+            SensitiveDataBlocked { detector } => format!("The request contains data that policy does not allow to leave the boundary ({detector})."),
+            UnscannableRequest(why) => format!("The request body could not be scanned for sensitive data: {why}."),
+            UnscannableResponse(why) => format!("The upstream response could not be scanned for sensitive data: {why}."),
+            RedactionUnavailable => "The gateway's redaction key is not configured; contact the operator.".into(),
+            ResponseBlocked { detector } => format!("The model's response contained data that policy does not allow to leave the boundary ({detector})."),
         }
     }
 
@@ -186,7 +214,7 @@ impl Refusal {
             .unwrap_or_else(|_| br#"{"error":{"message":"refused","type":"server_error","code":"internal_error"}}"#.to_vec())
     }
 
-    /// Every variant, with placeholder payloads; used to register one metric per code.
+    /// Every code, in declaration order; used to register one metric per code.
     pub fn all_codes() -> &'static [&'static str] {
         &[
             "missing_credentials",
@@ -213,6 +241,11 @@ impl Refusal {
             "policy_unavailable",
             "upstream_credential_unavailable",
             "upstream_response_invalid",
+            "sensitive_data_blocked",
+            "unscannable_request",
+            "unscannable_response",
+            "redaction_unavailable",
+            "response_blocked",
         ]
     }
 }
@@ -256,6 +289,11 @@ mod tests {
             Refusal::PolicyUnavailable,
             Refusal::UpstreamCredentialUnavailable,
             Refusal::UpstreamResponseInvalid,
+            Refusal::SensitiveDataBlocked { detector: "card".into() },
+            Refusal::UnscannableRequest("x".into()),
+            Refusal::UnscannableResponse("x".into()),
+            Refusal::RedactionUnavailable,
+            Refusal::ResponseBlocked { detector: "card".into() },
         ];
         let codes: Vec<_> = samples.iter().map(Refusal::code).collect();
         assert_eq!(codes, Refusal::all_codes());

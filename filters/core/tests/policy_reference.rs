@@ -24,7 +24,13 @@ fn fully_populated() -> Policy {
         "routes": [{"name": "r", "path_prefix": "/", "accept": [["api_key"]]}],
         "models": [{"match": {"user": "u", "team": "t", "app": "a"}, "allow": ["m"]}],
         "upstreams": [{"cluster": "c", "secret_env": "E", "header": "h", "prefix": "p"}],
-        "limits": {"max_request_body_bytes": 1, "max_model_list_bytes": 1}
+        "limits": {"max_request_body_bytes": 1, "max_model_list_bytes": 1},
+        "redaction": {
+            "on_unscannable": "pass", "pseudonym_secret_env": "K",
+            "rules": {"max_holdback_bytes": 64, "detectors": {"email": {"enabled": true, "request": "mask", "response": "allow", "mask_keep": 2}},
+                "custom_regexes": [{"name": "n", "pattern": "p", "enabled": true, "request": "redact", "response": "redact", "mask_keep": 4}],
+                "keyword_lists": [{"name": "n", "words": ["w"], "case_insensitive": true, "whole_word": true, "enabled": true, "request": "redact", "response": "redact", "mask_keep": 4}]}
+        }
     });
     serde_json::from_value(doc).unwrap()
 }

@@ -6,6 +6,7 @@
 use crate::identity::IdentityFilter;
 use crate::metrics::Decisions;
 use crate::policy_stream::PolicyStreamService;
+use crate::redact::RedactFilter;
 use crate::shared_policy;
 use cordon_core::CompiledPolicy;
 use cordon_core::config::FilterConfig;
@@ -14,6 +15,7 @@ use cordon_core::policy::Policy;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// State shared by the root context and its requests on one worker.
@@ -26,9 +28,47 @@ pub struct Shared {
     pub tokens: RefCell<TokenCache>,
     /// Decision counters.
     pub decisions: Decisions,
+    /// Redaction outcome counter ids, defined on first use.
+    redaction_metrics: RefCell<HashMap<String, u32>>,
 }
 
 impl Shared {
+    fn new(policy: Option<Rc<CompiledPolicy>>, token_cache_size: usize) -> Self {
+        let shared = Self {
+            policy: RefCell::new(policy),
+            pushed_version: RefCell::new(None),
+            tokens: RefCell::new(TokenCache::new(token_cache_size)),
+            decisions: Decisions::define(),
+            redaction_metrics: RefCell::new(HashMap::new()),
+        };
+        shared.publish_holdback();
+        shared
+    }
+
+    /// Counts one redaction outcome as `cordon_redaction_<direction>_<detector>_<action>`.
+    pub fn count_redaction(&self, direction: &str, detector: &str, action: &str) {
+        let name = format!("cordon_redaction_{direction}_{detector}_{action}");
+        let mut ids = self.redaction_metrics.borrow_mut();
+        let id = match ids.get(&name) {
+            Some(id) => *id,
+            None => match proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, &name) {
+                Ok(id) => *ids.entry(name).or_insert(id),
+                Err(_) => return,
+            },
+        };
+        let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+    }
+
+    /// Exposes the redaction holdback bound of the policy in force as a gauge.
+    fn publish_holdback(&self) {
+        let bound = self.policy.borrow().as_ref().and_then(|p| p.redaction().engine().ok().map(|e| e.holdback_bound()));
+        if let (Some(bound), Ok(id)) =
+            (bound, proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Gauge, "cordon_redaction_holdback_bound_bytes"))
+        {
+            let _ = proxy_wasm::hostcalls::record_metric(id, bound as u64);
+        }
+    }
+
     /// Adopts a newer control-plane policy if the singleton published one. A per-request check
     /// of a few bytes: a revoked key is refused on the very next request after the push.
     fn refresh(&self) {
@@ -51,6 +91,7 @@ impl Shared {
                 );
                 *self.policy.borrow_mut() = Some(Rc::new(policy));
                 self.tokens.borrow_mut().clear();
+                self.publish_holdback();
             }
             // The singleton compiled the same bytes; this only happens if the runtime differs.
             Err(e) => log(
@@ -62,9 +103,15 @@ impl Shared {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HttpRole {
+    Identity,
+    Redact,
+}
+
 enum Role {
     Unconfigured,
-    Identity(Rc<Shared>),
+    Http(HttpRole, Rc<Shared>),
     PolicyStream(Box<PolicyStreamService>),
 }
 
@@ -88,7 +135,7 @@ fn root_id() -> String {
 }
 
 impl Root {
-    fn configure_identity(&mut self) -> bool {
+    fn configure_http(&mut self, role: HttpRole) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         let config = match FilterConfig::from_json(&raw) {
             Ok(c) => c,
@@ -116,25 +163,20 @@ impl Root {
                         &format!("runtime secret '{name}' is not set; requests to its upstream get 503 upstream_credential_unavailable"),
                     );
                 }
-                log(LogLevel::Info, &format!("{} loaded static policy {}", crate::ROOT_IDENTITY, &p.digest()[..16]));
+                log(LogLevel::Info, &format!("{} loaded static policy {}", root_id(), &p.digest()[..16]));
             }
             None => log(LogLevel::Info, "no static policy; waiting for the control plane (requests get 503 policy_unavailable until then)"),
         }
         match &self.role {
-            Role::Identity(shared) => {
+            Role::Http(_, shared) => {
                 // A reconfiguration: the static policy changes, a pushed one still wins below.
                 *shared.policy.borrow_mut() = policy;
                 *shared.pushed_version.borrow_mut() = None;
                 shared.tokens.borrow_mut().clear();
+                shared.publish_holdback();
+                self.role = Role::Http(role, shared.clone());
             }
-            _ => {
-                self.role = Role::Identity(Rc::new(Shared {
-                    policy: RefCell::new(policy),
-                    pushed_version: RefCell::new(None),
-                    tokens: RefCell::new(TokenCache::new(config.token_cache_size)),
-                    decisions: Decisions::define(),
-                }))
-            }
+            _ => self.role = Role::Http(role, Rc::new(Shared::new(policy, config.token_cache_size))),
         }
         true
     }
@@ -157,7 +199,8 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         match root_id().as_str() {
-            crate::ROOT_IDENTITY | "" => self.configure_identity(),
+            crate::ROOT_IDENTITY | "" => self.configure_http(HttpRole::Identity),
+            crate::ROOT_REDACT => self.configure_http(HttpRole::Redact),
             crate::ROOT_POLICY_STREAM => {
                 let mut service = Box::<PolicyStreamService>::default();
                 let ok = service.on_configure(size);
@@ -182,9 +225,12 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.role {
-            Role::Identity(shared) => {
+            Role::Http(role, shared) => {
                 shared.refresh();
-                Some(Box::new(IdentityFilter::new(shared.clone())))
+                match role {
+                    HttpRole::Identity => Some(Box::new(IdentityFilter::new(shared.clone()))),
+                    HttpRole::Redact => Some(Box::new(RedactFilter::new(shared.clone()))),
+                }
             }
             _ => None,
         }

@@ -8,6 +8,7 @@ mod host;
 mod identity;
 mod metrics;
 mod policy_stream;
+mod redact;
 mod shared_policy;
 
 use proxy_wasm::traits::RootContext;
@@ -15,6 +16,8 @@ use proxy_wasm::types::LogLevel;
 
 /// Root id of the identity and model-access role.
 pub const ROOT_IDENTITY: &str = "cordon.identity";
+/// Root id of the streaming redaction role.
+pub const ROOT_REDACT: &str = "cordon.redact";
 /// Root id of the singleton service that holds the policy stream to the control plane.
 pub const ROOT_POLICY_STREAM: &str = "cordon.policy_stream";
 

@@ -5,6 +5,7 @@ use super::PolicyError;
 use super::schema::*;
 use crate::identity::apikey::{KeyDigest, parse_digest};
 use crate::identity::jwt::CompiledProvider;
+use crate::redaction::CompiledRedaction;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -59,6 +60,7 @@ pub struct CompiledPolicy {
     pub(crate) models: Vec<ModelRule>,
     pub(crate) upstreams: HashMap<String, UpstreamSecret>,
     pub(crate) limits: BodyLimits,
+    redaction: CompiledRedaction,
     digest: String,
 }
 
@@ -80,6 +82,7 @@ impl CompiledPolicy {
         if policy.limits.max_request_body_bytes == 0 || policy.limits.max_model_list_bytes == 0 {
             return Err(PolicyError::invalid("limits", "limits must be greater than zero"));
         }
+        let redaction = CompiledRedaction::compile(policy.redaction.as_ref(), secrets)?;
         let canonical = serde_json::to_vec(policy).map_err(|e| PolicyError::invalid("", e.to_string()))?;
         Ok(Self {
             keys,
@@ -89,6 +92,7 @@ impl CompiledPolicy {
             models: policy.models.clone(),
             upstreams,
             limits: policy.limits.clone(),
+            redaction,
             digest: hex(&Sha256::digest(&canonical)),
         })
     }
@@ -98,9 +102,15 @@ impl CompiledPolicy {
         &self.digest
     }
 
-    /// Names of provider secrets the policy needs but the runtime does not have.
+    /// Names of runtime secrets the policy needs but the runtime does not have.
     pub fn missing_secrets(&self) -> Vec<&str> {
-        self.upstreams.values().filter(|u| u.value.is_none()).map(|u| u.secret_env.as_str()).collect()
+        let upstreams = self.upstreams.values().filter(|u| u.value.is_none()).map(|u| u.secret_env.as_str());
+        upstreams.chain(self.redaction.missing_secret()).collect()
+    }
+
+    /// The compiled redaction policy.
+    pub fn redaction(&self) -> &CompiledRedaction {
+        &self.redaction
     }
 
     /// The credential to inject for requests to `cluster`, if policy configures one.

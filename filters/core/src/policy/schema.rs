@@ -23,6 +23,9 @@ pub struct Policy {
     /// Body size limits.
     #[serde(default)]
     pub limits: BodyLimits,
+    /// Streaming redaction (the `cordon.redact` role); absent means the default detector set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<crate::redaction::RedactionPolicy>,
 }
 
 /// The three ways a caller can prove who it is.
