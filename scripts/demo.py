@@ -40,6 +40,13 @@ models:
 upstreams:
   - cluster: model
     secret_env: DEMO_PROVIDER_KEY
+redaction:
+  rules:
+    detectors:
+      card: {request: redact, response: mask}
+      aws_access_key: {request: block, response: redact}
+    keyword_lists:
+      - {name: codename, words: ["Project Zeus"], request: redact, response: block}
 """
 
 
@@ -66,11 +73,11 @@ def main() -> int:
         print(f"    cordonctl keys create --id k-bob    -> {bob['plaintext'][:10]}...")
         version = bob["version"]["version"]
 
-        heading("2. Envoy with dist/cordon.wasm: policy-stream singleton + cordon.identity, no static policy")
+        heading("2. Envoy with dist/cordon.wasm: policy-stream singleton + cordon.identity + cordon.redact, no static policy")
         ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["DEMO_PROVIDER_KEY"])
-        flt = E.wasm_filter("cordon.identity", {}, ["DEMO_PROVIDER_KEY"])
+        filters = [E.wasm_filter("cordon.identity", {}, ["DEMO_PROVIDER_KEY"]), E.wasm_filter("cordon.redact", {}, [])]
         cfg = E.bootstrap(
-            [E.listener("main", [flt], "model")],
+            [E.listener("main", filters, "model")],
             [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
             extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "demo"}},
         )
@@ -114,20 +121,40 @@ def main() -> int:
         row(7, "alice", "POST stream=true gpt-4o-mini", s.status, f"{len(events)} SSE events: '{text}'")
         print(f"     {DIM}arrival ms: {', '.join(f'{(e.t - t0) * 1000:.0f}' for e in events[:8])} ... (as the upstream sent them, 200 ms apart){RESET}")
 
-        heading("4. Live policy change: revoke bob's key")
+        heading("4. Redaction (streamed and not, both directions)")
+        upstream.clear()
+        prompt = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Card 4111 1111 1111 1111, mail jane@example.com, re Project Zeus"}]}
+        r = post(prompt, as_alice)
+        sent = upstream.last().json["messages"][0]["content"]
+        row(8, "alice", "prompt with card, e-mail, codename", r.status_code, f"upstream received: {sent!r}")
+        r = post({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE"}]}, as_alice)
+        row(9, "alice", "prompt with an AWS access key", r.status_code, f"{r.json()['error']['code']} (never left the boundary)")
+        card = "5555 5555 5555 4444"
+        upstream.push(Script(chunks=["Your card ", card[:6], card[6:13], card[13:], " is on file; mail ", "jane@exa", "mple.com", "."], delay_s=0.05))
+        with SSEStream(url + "/v1/chat/completions", body, headers=as_alice) as s:
+            events = list(s)
+        text = "".join(e.json()["choices"][0]["delta"].get("content", "") for e in events if e.data != "[DONE]" and e.json().get("choices"))
+        row(10, "alice", "stream: card over 3 events, e-mail over 2", s.status, f"client read: {text!r}")
+        upstream.push(Script(chunks=["The plan for ", "Project ", "Zeus", " is secret"]))
+        with SSEStream(url + "/v1/chat/completions", body, headers=as_alice) as s:
+            events = list(s)
+        last = events[-1].json()
+        row(11, "alice", "stream that names the codename", s.status, f"stream ended by error event: {last['error']['code']}")
+
+        heading("5. Live policy change: revoke bob's key")
         t0 = time.monotonic()
         revoked = cp.ctl("keys", "revoke", "k-bob")
         new_version = revoked["version"]["version"]
         cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == new_version)
         print(f"    cordonctl keys revoke k-bob -> version {new_version}, ACKed by {NODE} after {(time.monotonic() - t0) * 1000:.0f} ms")
-        show(8, "bob", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_bob))
-        show(9, "alice", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_alice))
+        show(12, "bob", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_bob))
+        show(13, "alice", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_alice))
 
         stats = {line.split("{")[0]: line.rsplit(" ", 1)[1] for line in env.admin_get("/stats/prometheus").splitlines()
-                 if line.startswith("cordon_decision_") and not line.endswith(" 0")}
-        heading("5. Envoy /stats/prometheus")
+                 if line.startswith(("cordon_decision_", "cordon_redaction_")) and not line.endswith(" 0")}
+        heading("6. Envoy /stats/prometheus")
         print("    " + ", ".join(f"{k.removeprefix('cordon_decision_')}={v}" for k, v in sorted(stats.items())))
-        print(f"\n{DIM}Coming with later work: rate limits, streaming redaction, signed audit records.{RESET}")
+        print(f"\n{DIM}Coming with later work: rate limits and signed audit records.{RESET}")
         return 0
     finally:
         if env is not None:
