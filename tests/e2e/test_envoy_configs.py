@@ -26,3 +26,24 @@ def test_sidecar_example_with_a_broken_policy_is_rejected(tmp_path):
     r = validate(broken, tmp_path)
     assert r.returncode != 0
     assert "policy field `routes[0].path_prefix`: must start with '/'" in r.stdout + r.stderr
+
+
+def test_control_plane_example_validates_with_the_module(tmp_path):
+    r = validate((REPO / "envoy" / "sidecar-with-control-plane.yaml").read_text(), tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_policy_stream_without_trusted_keys_is_refused_at_start():
+    """Envoy's validate mode does not configure bootstrap services, so this starts the real thing:
+    a singleton that could never accept a bundle must not start."""
+    import pytest
+
+    from tests.harness import envoy as E
+    from tests.harness.control_plane import free_port, policy_stream_extension
+
+    ext = policy_stream_extension("cp", [], E.WASM)
+    cfg = E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", {})], "cp")], [E.cluster("cp", free_port(), http2=True)],
+                      extra={"bootstrap_extensions": [ext]})
+    with pytest.raises(RuntimeError) as err:
+        E.Envoy.start(cfg).cleanup()
+    assert "control_plane.trusted_keys is empty" in str(err.value)
