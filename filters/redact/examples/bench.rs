@@ -1,7 +1,7 @@
 //! Engine throughput at chunk sizes 16 B..64 KiB with the default detector set, printed as a
 //! ratio to a plain Aho-Corasick + memchr pass over the same bytes, measured in the same run.
 //!
-//! `cargo run -p cordon-redact --release --example bench [-- MiB]`
+//! `cargo run -p cordon-redact --release --example bench [-- MiB]` (`CHUNKS=4096,65536` to pick sizes)
 
 use aho_corasick::AhoCorasick;
 use cordon_redact::{Direction, Engine, StreamRedactor};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Deterministic LLM-like text: prose, some numbers and code, PII about every 2 KiB.
-fn corpus(bytes: usize) -> Vec<u8> {
+pub fn corpus(bytes: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "the",
         "model",
@@ -103,7 +103,11 @@ fn main() {
     let runs = 5;
     println!("corpus {} MiB, default detector set ({} detectors), median of {runs} runs", mib, engine.detector_names().len());
     println!("{:>8} {:>12} {:>12} {:>8}", "chunk", "engine MB/s", "base MB/s", "ratio");
-    for &chunk in &[16usize, 64, 256, 1024, 4096, 16384, 65536] {
+    let sizes: Vec<usize> = match std::env::var("CHUNKS") {
+        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        Err(_) => vec![16, 64, 256, 1024, 4096, 16384, 65536],
+    };
+    for &chunk in &sizes {
         let mut eng = Vec::new();
         let mut base = Vec::new();
         for _ in 0..runs {

@@ -7,9 +7,12 @@ use cordon_redact::{Direction, Engine, RedactConfig, Rule, StreamRedactor};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "bench.rs"]
+#[allow(dead_code)]
+mod bench_corpus;
+
 fn main() {
-    let text = "The model returns 42 items in 2024 (see v1.2.3) and the user john.doe@example.com asked: ok? résumé naïve x = 3; ";
-    let data: Vec<u8> = text.as_bytes().iter().copied().cycle().take(4 << 20).collect();
+    let data = bench_corpus::corpus(8 << 20);
     for only in std::iter::once("none").chain(BUILTINS.iter().map(|b| b.name)) {
         let mut cfg = RedactConfig::default();
         for b in BUILTINS {

@@ -96,6 +96,7 @@ pub struct Engine {
     window: usize,
     mac: Hmac<Sha256>,
     literals: LiteralIndex,
+    digit_detectors: bool,
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -192,6 +193,7 @@ impl Engine {
             let max = lits.iter().map(|l| l.len()).max().unwrap_or(0);
             let word = || ByteSet::new("_", &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')]);
             let scanner = Scanner::Literal {
+                firsts: ByteSet::firsts(&lits, k.case_insensitive),
                 lits,
                 ci: k.case_insensitive,
                 re: None,
@@ -213,20 +215,30 @@ impl Engine {
         let pem_end = make(
             "private_key",
             "PRIVATE_KEY",
-            Scanner::Literal { lits: end_lits, ci: false, re: Some(end_re), left_boundary: None, right_boundary: None },
+            Scanner::Literal {
+                firsts: ByteSet::firsts(&end_lits, false),
+                lits: end_lits,
+                ci: false,
+                re: Some(end_re),
+                left_boundary: None,
+                right_boundary: None,
+            },
             end_max.unwrap_or(128),
             &Rule::default(),
         );
         let window = detectors.iter().map(Detector::window).max().unwrap_or(0).max(pem_end.window());
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(pseudonym_key).map_err(|e| ConfigError::Json(format!("pseudonym key: {e}")))?;
         let mut entries: Vec<(usize, &[Vec<u8>], bool)> = Vec::new();
-        for (i, d) in detectors.iter().chain(std::iter::once(&pem_end)).enumerate() {
+        let end_iter = pem.map(|_| &pem_end);
+        for (i, d) in detectors.iter().chain(end_iter).enumerate() {
             if let Scanner::Literal { lits, ci, .. } = &d.scanner {
                 entries.push((i, lits, *ci));
             }
         }
         let literals = LiteralIndex::new(&entries).map_err(|e| internal("literals", e))?;
-        Ok(Engine { detectors, pem, pem_end, window, mac, literals })
+        let digit_detectors =
+            detectors.iter().any(|d| matches!(d.scanner, Scanner::Run { trigger: crate::detect::Trigger::Digits(_), .. }));
+        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors })
     }
 
     /// The default detector set (every built-in, redact both ways).
@@ -416,8 +428,10 @@ impl StreamRedactor {
         // 1. Scan every detector up to its determined limit.
         engine.literals.collect(&self.buf.norm, self.occ_done, &mut self.occ);
         self.occ_done = hay_len;
-        let from = self.pos.iter().copied().min().unwrap_or(hay_len);
-        crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
+        if engine.digit_detectors {
+            let from = self.pos.iter().copied().min().unwrap_or(hay_len);
+            crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
+        }
         let mut d_min = hay_len;
         for (i, det) in engine.detectors.iter().enumerate() {
             let limit = if last { hay_len } else { det.determined_limit(i, &self.buf.norm, &self.occ) };

@@ -47,6 +47,21 @@ impl std::fmt::Debug for ByteSet {
 }
 
 impl ByteSet {
+    /// First bytes of `lits` (both ASCII cases if `ci`).
+    pub fn firsts(lits: &[Vec<u8>], ci: bool) -> Self {
+        let mut t = [false; 256];
+        for l in lits {
+            if let Some(&b) = l.first() {
+                t[b as usize] = true;
+                if ci {
+                    t[b.to_ascii_lowercase() as usize] = true;
+                    t[b.to_ascii_uppercase() as usize] = true;
+                }
+            }
+        }
+        ByteSet(Box::new(t))
+    }
+
     /// Bytes of the ASCII string plus the given ranges.
     pub fn new(chars: &str, ranges: &[(u8, u8)]) -> Self {
         let mut t = [false; 256];
@@ -74,8 +89,9 @@ impl ByteSet {
 /// What makes a run worth scanning.
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
-    /// An ASCII digit.
-    Digit,
+    /// An ASCII digit; the count is of the longest chain of digits separated by at most this
+    /// many other bytes (every accepted match holds such a chain).
+    Digits(usize),
     /// This byte.
     Byte(u8),
 }
@@ -106,6 +122,8 @@ pub enum Scanner {
         lits: Vec<Vec<u8>>,
         /// Case-insensitive literals.
         ci: bool,
+        /// First bytes of the literals (both cases when case-insensitive).
+        firsts: ByteSet,
         /// Anchored regex run at a literal occurrence; `None` = the literal is the match.
         re: Option<Regex>,
         /// If set, the byte before a match must not be in this set.
@@ -174,9 +192,13 @@ pub struct Cand {
 pub fn find_digit(h: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 32 <= h.len() {
-        let c = &h[i..i + 32];
-        if c.iter().fold(false, |a, &b| a | (b.wrapping_sub(b'0') < 10)) {
-            break;
+        // Branch-free 32-byte mask (vectorised by LLVM into compare + movemask).
+        let mut mask: u32 = 0;
+        for (k, &b) in h[i..i + 32].iter().enumerate() {
+            mask |= u32::from(b.wrapping_sub(b'0') < 10) << k;
+        }
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
         }
         i += 32;
     }
@@ -199,7 +221,7 @@ impl Detector {
                 }
                 r
             }
-            Scanner::Literal { lits, ci, .. } => {
+            Scanner::Literal { lits, ci, firsts, .. } => {
                 let mut lim = l;
                 let i = occ.partition_point(|o| o.start < floor);
                 if let Some(o) = occ[i..].iter().find(|o| o.det == det) {
@@ -213,6 +235,9 @@ impl Detector {
                         break;
                     }
                     let tail = &hay[p..];
+                    if !firsts.has(tail[0]) {
+                        continue;
+                    }
                     let first = tail[0].to_ascii_lowercase();
                     if lits.iter().any(|lit| {
                         lit.len() > k
@@ -251,7 +276,7 @@ impl Detector {
                 let mut p = pos;
                 loop {
                     let t = match trigger {
-                        Trigger::Digit => find_dense_digit(hay, dense, p),
+                        Trigger::Digits(_) => find_dense_digit(hay, dense, p),
                         Trigger::Byte(b) => memchr::memchr(*b, &hay[p.min(hay.len())..]).map(|x| x + p),
                     };
                     let Some(t) = t else { return p.max(limit) };
@@ -270,7 +295,7 @@ impl Detector {
                     // `min_triggers` trigger bytes, all inside the run (PikeVM is slow).
                     let run = &hay[rs..run_end];
                     let n_trig = match trigger {
-                        Trigger::Digit => run.iter().filter(|b| b.is_ascii_digit()).count(),
+                        Trigger::Digits(gap) => digit_chain(run, *gap),
                         Trigger::Byte(b) => memchr::memchr_iter(*b, run).count(),
                     };
                     if run.len() < *min_len || n_trig < *min_triggers {
@@ -470,17 +495,35 @@ pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// Longest chain of digits in `run` whose consecutive digits are at most `gap` bytes apart.
+fn digit_chain(run: &[u8], gap: usize) -> usize {
+    let (mut best, mut cur, mut since) = (0, 0, 0);
+    for &b in run {
+        if b.is_ascii_digit() {
+            cur = if since > gap { 1 } else { cur + 1 };
+            since = 0;
+            best = best.max(cur);
+        } else {
+            since += 1;
+        }
+    }
+    best
+}
+
 /// Union alphabet of the digit-triggered detectors (card, IBAN, SSN, phone, IPv4).
 fn is_numeric_run(b: u8) -> bool {
     b.is_ascii_digit() || b.is_ascii_uppercase() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-')
 }
 
-/// Digit-triggered detectors need at least this many digits in a match.
-pub const DENSE_DIGITS: usize = 4;
+/// Digit-triggered detectors need at least this many digits in a match, except IPv4.
+pub const DENSE_DIGITS: usize = 8;
+/// IPv4 needs at least this many digits and a dot.
+pub const DENSE_DIGITS_DOTTED: usize = 4;
 
 /// Ranges of `hay[from..]` (maximal runs of the union alphabet of the digit-triggered
-/// detectors) holding at least [`DENSE_DIGITS`] digits, plus the trailing run whatever its
-/// count (it may still grow). Digit-triggered detectors only look inside these.
+/// detectors) holding at least [`DENSE_DIGITS`] digits (or [`DENSE_DIGITS_DOTTED`] and a dot),
+/// plus the trailing run whatever its count (it may still grow). Digit-triggered detectors only
+/// look inside these.
 pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
     out.clear();
     let mut p = from;
@@ -490,12 +533,13 @@ pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>
             rs -= 1;
         }
         let mut re = t;
-        let mut digits = 0;
+        let (mut digits, mut dots) = (0, 0);
         while re < hay.len() && is_numeric_run(hay[re]) {
             digits += usize::from(hay[re].is_ascii_digit());
+            dots += usize::from(hay[re] == b'.');
             re += 1;
         }
-        if digits >= DENSE_DIGITS || re == hay.len() {
+        if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
             out.push((rs, re));
         }
         p = re;
