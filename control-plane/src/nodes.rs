@@ -153,6 +153,11 @@ impl Nodes {
         });
     }
 
+    /// How many connected nodes have ACKed `current` (cheap: no per-node copies).
+    pub fn synced(&self, current: &str) -> usize {
+        self.with(|m| m.values().filter(|e| e.connected && e.acked_version == current).count())
+    }
+
     /// Every known node against `current`, sorted by id; forgets long-gone nodes.
     pub fn status(&self, current: &str) -> Vec<NodeStatus> {
         let cutoff = now_ms() - i64::try_from(FORGET_AFTER.as_millis()).unwrap_or(i64::MAX);
