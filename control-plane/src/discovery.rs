@@ -5,18 +5,27 @@
 //! a request from the node or on a new snapshot, and sends only when no response is pending
 //! (xDS flow control), the node does not already run the current version, and the node has not
 //! NACKed that very version (no redundant pushes).
+//!
+//! Fan-out cost: a version's `DiscoveryResponse` is encoded once (see
+//! [`Snapshot::encoded_response`]); each stream's response is those shared bytes plus its own
+//! nonce field, written by [`DiscoveryCodec`]. A stream's node-status updates lock only that
+//! node's entry ([`NodeHandle`]), not the whole registry.
 
 use crate::metrics::Metrics;
-use crate::nodes::Nodes;
+use crate::nodes::{NodeHandle, Nodes};
 use crate::service::{PolicyService, Snapshot};
-use cordon_proto::v1::policy_discovery_service_server::PolicyDiscoveryService;
-use cordon_proto::v1::{DiscoveryRequest, DiscoveryResponse, POLICY_TYPE_URL};
+use cordon_proto::v1::{DiscoveryRequest, POLICY_METHOD, POLICY_SERVICE, POLICY_TYPE_URL};
 use prost::Message;
+use prost::bytes::BufMut;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Responses buffered per stream. One is ever pending under flow control; a little slack lets
@@ -38,16 +47,24 @@ impl Discovery {
     }
 }
 
+/// One response as it goes out: the version's shared encoding and this stream's nonce.
+pub struct Outbound {
+    snap: Arc<Snapshot>,
+    nonce: String,
+}
+
+type Outbox = mpsc::Sender<Result<Outbound, Status>>;
+
 struct Pending {
     nonce: String,
-    version: String,
+    snap: Arc<Snapshot>,
     sent_at: Instant,
-    published_at: Instant,
 }
 
 struct StreamState {
     stream_id: u64,
     node: String,
+    handle: NodeHandle,
     running: String,
     pending: Option<Pending>,
     nacked: Option<String>,
@@ -79,12 +96,7 @@ fn metadata_json(node: &cordon_proto::v1::Node) -> String {
 
 impl Discovery {
     /// Sends the current snapshot if the node should get it now.
-    async fn maybe_push(
-        &self,
-        st: &mut StreamState,
-        snap: Option<Arc<Snapshot>>,
-        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    ) -> bool {
+    async fn maybe_push(&self, st: &mut StreamState, snap: Option<Arc<Snapshot>>, tx: &Outbox) -> bool {
         let Some(snap) = snap else { return true };
         let version = &snap.bundle.version;
         if st.pending.is_some() || &st.running == version || st.nacked.as_ref() == Some(version) {
@@ -92,19 +104,12 @@ impl Discovery {
         }
         st.nonce_counter += 1;
         let nonce = format!("{}-{}", st.stream_id, st.nonce_counter);
-        let resp = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: vec![prost_types::Any { type_url: POLICY_TYPE_URL.into(), value: snap.bundle.encode_to_vec() }],
-            canary: false,
-            type_url: POLICY_TYPE_URL.into(),
-            nonce: nonce.clone(),
-        };
-        if tx.send(Ok(resp)).await.is_err() {
+        if tx.send(Ok(Outbound { snap: Arc::clone(&snap), nonce: nonce.clone() })).await.is_err() {
             return false;
         }
         self.metrics.pushes.inc();
-        self.nodes.sent(&st.node, st.stream_id, version, &nonce);
-        st.pending = Some(Pending { nonce, version: version.clone(), sent_at: Instant::now(), published_at: snap.published_at });
+        st.handle.sent(version, &nonce);
+        st.pending = Some(Pending { nonce, snap, sent_at: Instant::now() });
         true
     }
 
@@ -125,19 +130,20 @@ impl Discovery {
             return Ok(());
         }
         let Some(p) = st.pending.take() else { return Ok(()) };
+        let version = &p.snap.bundle.version;
         match req.error_detail {
             Some(err) => {
                 self.metrics.nacks.inc();
-                tracing::warn!(node = %st.node, version = %p.version, error = %err.message, "policy NACKed; node keeps its previous version");
+                tracing::warn!(node = %st.node, version = %version, error = %err.message, "policy NACKed; node keeps its previous version");
                 st.running = req.version_info;
-                self.nodes.nacked(&st.node, st.stream_id, &p.version, &st.running, &err.message);
-                st.nacked = Some(p.version);
+                st.handle.nacked(version, &st.running, &err.message);
+                st.nacked = Some(version.clone());
             }
             None => {
                 st.running = req.version_info;
-                self.nodes.acked(&st.node, st.stream_id, &st.running);
-                if st.running == p.version {
-                    let from = p.published_at.max(st.started).min(p.sent_at);
+                st.handle.acked(&st.node, &st.running, &self.metrics);
+                if &st.running == version {
+                    let from = p.snap.published_at.max(st.started).min(p.sent_at);
                     self.metrics.push_latency.observe(from.elapsed().as_secs_f64());
                 }
             }
@@ -145,7 +151,7 @@ impl Discovery {
         Ok(())
     }
 
-    async fn run(&self, mut inbound: Streaming<DiscoveryRequest>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) {
+    async fn run(&self, mut inbound: Streaming<DiscoveryRequest>, tx: Outbox) {
         let first = match inbound.message().await {
             Ok(Some(r)) => r,
             Ok(None) | Err(_) => return,
@@ -160,16 +166,17 @@ impl Discovery {
             return;
         }
         let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let handle = self.nodes.connect(&node.id, stream_id, &node.cluster, metadata_json(node), &first.version_info);
         let mut st = StreamState {
             stream_id,
             node: node.id.clone(),
+            handle,
             running: first.version_info.clone(),
             pending: None,
             nacked: None,
             nonce_counter: 0,
             started: Instant::now(),
         };
-        self.nodes.connect(&st.node, stream_id, &node.cluster, metadata_json(node), &st.running);
         tracing::info!(node = %st.node, running = %st.running, "policy stream opened");
         let mut snapshots = self.service.subscribe();
         let snap = snapshots.borrow_and_update().clone();
@@ -200,23 +207,146 @@ impl Discovery {
                 () = tx.closed() => break,
             }
         }
-        self.nodes.disconnect(&st.node, stream_id);
+        self.nodes.disconnect_handle(&st.node, &st.handle);
         tracing::info!(node = %st.node, "policy stream closed");
     }
 }
 
-/// gRPC adapter over [`Discovery`] (one task per stream shares it).
+/// Writes an [`Outbound`] as a `DiscoveryResponse` (the shared bytes, then field 5 `nonce`)
+/// and reads `DiscoveryRequest`s as prost does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscoveryCodec;
+
+/// Encoder half of [`DiscoveryCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboundEncoder;
+
+/// Decoder half of [`DiscoveryCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestDecoder;
+
+/// Field number of `DiscoveryResponse.nonce`, the message's last field.
+const NONCE_FIELD: u32 = 5;
+
+/// Appends `out`'s encoding to `dst`: identical to prost encoding the whole response.
+fn encode_outbound(out: &Outbound, dst: &mut impl BufMut) {
+    dst.put_slice(&out.snap.encoded_response);
+    if !out.nonce.is_empty() {
+        prost::encoding::string::encode(NONCE_FIELD, &out.nonce, dst);
+    }
+}
+
+impl Encoder for OutboundEncoder {
+    type Item = Outbound;
+    type Error = Status;
+
+    fn encode(&mut self, item: Outbound, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.snap.encoded_response.len() + item.nonce.len() + 11);
+        encode_outbound(&item, dst);
+        Ok(())
+    }
+}
+
+impl Decoder for RequestDecoder {
+    type Item = DiscoveryRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DiscoveryRequest>, Status> {
+        DiscoveryRequest::decode(src).map(Some).map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl Codec for DiscoveryCodec {
+    type Encode = Outbound;
+    type Decode = DiscoveryRequest;
+    type Encoder = OutboundEncoder;
+    type Decoder = RequestDecoder;
+
+    fn encoder(&mut self) -> OutboundEncoder {
+        OutboundEncoder
+    }
+    fn decoder(&mut self) -> RequestDecoder {
+        RequestDecoder
+    }
+}
+
+/// The `cordon.v1.PolicyDiscoveryService` gRPC service over [`Discovery`] (one task per
+/// stream shares it). Hand-written instead of tonic's generated server so responses can be
+/// written by [`DiscoveryCodec`] from each version's shared encoding; the wire format is the
+/// generated service's.
+#[derive(Clone)]
 pub struct DiscoveryGrpc(pub Arc<Discovery>);
 
-#[tonic::async_trait]
-impl PolicyDiscoveryService for DiscoveryGrpc {
-    type StreamPoliciesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+struct StreamPolicies(Arc<Discovery>);
 
-    async fn stream_policies(&self, request: Request<Streaming<DiscoveryRequest>>) -> Result<Response<Self::StreamPoliciesStream>, Status> {
+impl tonic::server::StreamingService<DiscoveryRequest> for StreamPolicies {
+    type Response = Outbound;
+    type ResponseStream = ReceiverStream<Result<Outbound, Status>>;
+    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let me = Arc::clone(&self.0);
         tokio::spawn(async move { me.run(inbound, tx).await });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        std::future::ready(Ok(Response::new(ReceiverStream::new(rx))))
+    }
+}
+
+impl tonic::server::NamedService for DiscoveryGrpc {
+    const NAME: &'static str = POLICY_SERVICE;
+}
+
+impl<B> Service<http::Request<B>> for DiscoveryGrpc
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        let ours = path.strip_prefix('/').and_then(|p| p.strip_prefix(POLICY_SERVICE)).and_then(|p| p.strip_prefix('/'));
+        if ours == Some(POLICY_METHOD) {
+            let method = StreamPolicies(Arc::clone(&self.0));
+            return Box::pin(async move { Ok(tonic::server::Grpc::new(DiscoveryCodec).streaming(method, req).await) });
+        }
+        Box::pin(async move { Ok(Status::unimplemented("").into_http()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_proto::v1::{DiscoveryResponse, PolicyBundle};
+    use std::time::Instant;
+
+    #[test]
+    fn shared_encoding_plus_nonce_is_prost_encoding_of_the_response() {
+        let bundle = PolicyBundle { version: "42".into(), policy_json: b"{\"models\":[]}".to_vec(), ..Default::default() };
+        let snap = Arc::new(Snapshot {
+            number: 42,
+            encoded_response: crate::service::encode_response(&bundle),
+            bundle: bundle.clone(),
+            published_at: Instant::now(),
+        });
+        let out = Outbound { snap, nonce: "7-3".into() };
+        let mut ours = vec![];
+        encode_outbound(&out, &mut ours);
+        let expected = DiscoveryResponse {
+            version_info: "42".into(),
+            resources: vec![prost_types::Any { type_url: POLICY_TYPE_URL.into(), value: bundle.encode_to_vec() }],
+            canary: false,
+            type_url: POLICY_TYPE_URL.into(),
+            nonce: "7-3".into(),
+        };
+        assert_eq!(ours, expected.encode_to_vec());
+        assert_eq!(DiscoveryResponse::decode(ours.as_slice()).unwrap(), expected);
     }
 }

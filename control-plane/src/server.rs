@@ -13,7 +13,6 @@ use crate::signing::BundleSigner;
 use crate::store::{PolicyStore, StoreError};
 use crate::tls::PeerCertificate;
 use cordon_proto::admin::v1::policy_admin_server::PolicyAdminServer;
-use cordon_proto::v1::policy_discovery_service_server::PolicyDiscoveryServiceServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -94,7 +93,7 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
     let admin = Arc::new(Admin::new(Arc::clone(&service), Arc::clone(&nodes), cfg.tokens));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<PolicyDiscoveryServiceServer<DiscoveryGrpc>>().await;
+    health_reporter.set_serving::<DiscoveryGrpc>().await;
     health_reporter.set_serving::<PolicyAdminServer<AdminGrpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cordon_proto::FILE_DESCRIPTOR_SET)
@@ -102,7 +101,7 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
         .build_v1()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
 
-    let router = tonic::service::Routes::new(PolicyDiscoveryServiceServer::new(DiscoveryGrpc(discovery)))
+    let router = tonic::service::Routes::new(DiscoveryGrpc(discovery))
         .add_service(PolicyAdminServer::new(AdminGrpc(Arc::clone(&admin))))
         .add_service(health)
         .add_service(reflection)

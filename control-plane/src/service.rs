@@ -9,7 +9,7 @@ use crate::nodes::now_ms;
 use crate::policy::{self, DocumentError};
 use crate::signing::BundleSigner;
 use crate::store::{KeyChange, KeyState, NewVersion, PolicyStore, StoreError, StoredKey, StoredVersion};
-use cordon_proto::v1::PolicyBundle;
+use cordon_proto::v1::{DiscoveryResponse, POLICY_TYPE_URL, PolicyBundle};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -24,6 +24,10 @@ pub struct Snapshot {
     pub number: u64,
     /// The signed bundle (its `version` is the pushed version string).
     pub bundle: PolicyBundle,
+    /// The `DiscoveryResponse` carrying `bundle`, encoded once for every stream, with all
+    /// fields but `nonce`. `nonce` is field 5, the last, so these bytes followed by a stream's
+    /// encoded nonce field are exactly prost's encoding of that stream's whole response.
+    pub encoded_response: Vec<u8>,
     /// When this replica started serving it; push latency is measured from here.
     pub published_at: Instant,
 }
@@ -65,6 +69,19 @@ pub struct PolicyService {
     signer: BundleSigner,
     snapshot: watch::Sender<Option<Arc<Snapshot>>>,
     metrics: Arc<Metrics>,
+}
+
+/// The `DiscoveryResponse` for `bundle` without a nonce, encoded.
+pub fn encode_response(bundle: &PolicyBundle) -> Vec<u8> {
+    use prost::Message;
+    DiscoveryResponse {
+        version_info: bundle.version.clone(),
+        resources: vec![prost_types::Any { type_url: POLICY_TYPE_URL.into(), value: bundle.encode_to_vec() }],
+        canary: false,
+        type_url: POLICY_TYPE_URL.into(),
+        nonce: String::new(),
+    }
+    .encode_to_vec()
 }
 
 /// Pushed version string of a store version number.
@@ -124,7 +141,8 @@ impl PolicyService {
                 return false;
             }
             let bundle = self.signer.bundle(&version_string(v.number), v.version.content.as_bytes());
-            *cur = Some(Arc::new(Snapshot { number: v.number, bundle, published_at: Instant::now() }));
+            let encoded_response = encode_response(&bundle);
+            *cur = Some(Arc::new(Snapshot { number: v.number, bundle, encoded_response, published_at: Instant::now() }));
             self.metrics.current_version.set(i64::try_from(v.number).unwrap_or(i64::MAX));
             true
         });
