@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod corpus;
 pub mod detect;
 pub mod engine;
 pub mod json;

@@ -15,7 +15,7 @@
 //! | `card` | 13-19 digits starting 2-6, spaces/dashes between | Luhn, not inside a longer number | 37 |
 //! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces | registry length, mod 97 | 64 |
 //! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
-//! | `phone` | E.164 `+…`, `+CC …` grouped, NANP `(415) 555-2671`, trunk-0 national `020 7946 0958` | digit counts, boundaries | ≈40 |
+//! | `phone` | E.164 `+…`, `+CC …` grouped, NANP `(415) 555-2671`, trunk-0 national with spaces `020 7946 0958` | digit counts (8-15 international, 10 NANP, 10-11 national), not continuing a number to the left | 50 |
 //! | `ipv6` | hex/colon groups | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 45 |
 //! | `ipv4` | dotted quad | octets ≤ 255, no leading zeros, not `1.2.3.4.5` / `v1.2.3.4` | 15 |
 
@@ -180,7 +180,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "phone",
         label: "PHONE",
-        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,5}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?:[ \-][0-9]{2,4}){2,4}",
+        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,8}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?: [0-9]{2,4}){2,4}",
         kind: Kind::Run(" ()+.-", &[(b'0', b'9')], Trigger::Digits(2), 8, 8),
         validate: Some(validate::phone),
         canon: Canon::Alnum,

@@ -20,7 +20,7 @@ use crate::config::{Action, Direction};
 pub const LOOKAROUND: usize = 4;
 
 /// A candidate validator: given the haystack and a raw match `[start, end)`, return the span to
-/// act on (inside the match) or `None` to reject. Reads at most one byte before `start` and two
+/// act on (inside the match) or `None` to reject. Reads at most two bytes before `start` and two
 /// bytes after `end`.
 pub type Validator = fn(&[u8], usize, usize) -> Option<(usize, usize)>;
 

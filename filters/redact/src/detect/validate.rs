@@ -1,7 +1,7 @@
 //! Validators for built-in detectors (checksums, ranges, boundaries).
 //!
-//! Each validator gets the normalised haystack and a raw regex match `[s, e)`, reads at most one
-//! byte before `s` and two bytes after `e`, and returns the span to act on or `None`.
+//! Each validator gets the normalised haystack and a raw regex match `[s, e)`, reads at most two
+//! bytes before `s` and two bytes after `e`, and returns the span to act on or `None`.
 
 fn before(h: &[u8], s: usize) -> Option<u8> {
     if s == 0 { None } else { h.get(s - 1).copied() }
@@ -245,13 +245,18 @@ pub fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     Some((s, end))
 }
 
-/// Phone number: boundaries (not inside a longer number or word) and digit count (8-15 for
-/// international forms, 10 for NANP, 9-12 for national forms with a trunk `0`).
+/// Phone number: boundaries (not inside a longer number or word, not the tail of a grouped
+/// number) and digit count (8-15 for international forms, 10 for NANP, 10-11 for national forms
+/// with a trunk `0`). Reads two bytes before the match.
 pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b'/' | b')'))
         || continues_number(h, e)
         || after(h, e, 0).is_some_and(|b| is_word(b) || b == b'/')
     {
+        return None;
+    }
+    // Not the tail of a longer grouped number (`5106 0330 8910 4479`).
+    if s >= 2 && matches!(h[s - 1], b' ' | b'-' | b'.') && h[s - 2].is_ascii_digit() {
         return None;
     }
     let m = &h[s..e];
@@ -264,7 +269,7 @@ pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let digits = m.iter().filter(|b| b.is_ascii_digit()).count();
     let ok = match m[0] {
         b'+' => (8..=15).contains(&digits),
-        b'0' => (9..=12).contains(&digits),
+        b'0' => (10..=11).contains(&digits),
         _ => digits == 10,
     };
     ok.then_some((s, e))
