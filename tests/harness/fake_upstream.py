@@ -510,12 +510,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--content", default=DEFAULT_CONTENT, help="assistant text of every response")
     ap.add_argument("--delay-s", type=float, default=0.0, help="sleep between streamed events")
     args = ap.parse_args(argv)
+    # Before the port is printed: a caller may stop us as soon as it has read it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fake = FakeUpstream(models=args.models, default=Script(content=args.content, delay_s=args.delay_s),
                         host=args.host, port=args.port)
     if args.print_port:
         print(fake.port, flush=True)
     print(f"fake upstream listening on http://{args.host}:{fake.port}", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:
             signal.pause()
