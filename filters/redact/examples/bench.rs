@@ -102,6 +102,7 @@ fn main() {
     let ac = AhoCorasick::new(["@", "AKIA", "sk-", "eyJ", "ghp_", "xox", "glpat-", "-----BEGIN"]).expect("ac");
     let runs = 5;
     println!("corpus {} MiB, default detector set ({} detectors), median of {runs} runs", mib, engine.detector_names().len());
+    println!("detection window {} normalised bytes, worst-case holdback bound {} bytes", engine.window(), engine.holdback_bound());
     println!("{:>8} {:>12} {:>12} {:>8}", "chunk", "engine MB/s", "base MB/s", "ratio");
     let sizes: Vec<usize> = match std::env::var("CHUNKS") {
         Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
