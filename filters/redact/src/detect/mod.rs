@@ -437,6 +437,14 @@ pub enum Matcher {
     Regex(Regex),
     /// The hand-written e-mail matcher ([`find_email`]).
     Email,
+    /// Hand-written equivalent of `[2-6][0-9](?:[ \-]?[0-9]){11,17}` ([`find_card`]).
+    Card,
+    /// Hand-written equivalent of `[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}` ([`find_ssn`]).
+    Ssn,
+    /// Hand-written equivalent of `[0-9]{1,3}(?:\.[0-9]{1,3}){3}` ([`find_ipv4`]).
+    Ipv4,
+    /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
+    Iban(Regex),
 }
 
 impl Matcher {
@@ -445,8 +453,79 @@ impl Matcher {
         match self {
             Matcher::Regex(re) => re.find_at(h, at).map(|m| (m.start(), m.end())),
             Matcher::Email => find_email(h, at),
+            Matcher::Card => leftmost(h, at, card_at),
+            Matcher::Ssn => leftmost(h, at, ssn_at),
+            Matcher::Ipv4 => leftmost(h, at, ipv4_at),
+            Matcher::Iban(re) => {
+                let has = h
+                    .get(at..)?
+                    .windows(4)
+                    .any(|w| w[0].is_ascii_uppercase() && w[1].is_ascii_uppercase() && w[2].is_ascii_digit() && w[3].is_ascii_digit());
+                if has { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
+            }
         }
     }
+}
+
+/// Leftmost start `s >= at` where the anchored matcher `f` matches.
+fn leftmost(h: &[u8], at: usize, f: fn(&[u8], usize) -> Option<usize>) -> Option<(usize, usize)> {
+    let mut s = at;
+    while s < h.len() {
+        let t = find_digit(h, s)?;
+        if let Some(e) = f(h, t) {
+            return Some((t, e));
+        }
+        s = t + 1;
+    }
+    None
+}
+
+/// Anchored `[2-6][0-9](?:[ \-]?[0-9]){11,17}` at `s` (greedy; nothing follows, so greedy is final).
+pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
+    if !(b'2'..=b'6').contains(h.get(s)?) {
+        return None;
+    }
+    let mut n = 1;
+    let mut i = s + 1;
+    while n < 19 {
+        match (h.get(i), h.get(i + 1)) {
+            (Some(d), _) if d.is_ascii_digit() => i += 1,
+            (Some(b' ' | b'-'), Some(d)) if d.is_ascii_digit() => i += 2,
+            _ => break,
+        }
+        n += 1;
+    }
+    (n >= 13).then_some(i)
+}
+
+/// Anchored `[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}` at `s`.
+pub fn ssn_at(h: &[u8], s: usize) -> Option<usize> {
+    let m = h.get(s..s + 11)?;
+    let d = |i: usize| m[i].is_ascii_digit();
+    let sep = |i: usize| matches!(m[i], b' ' | b'-');
+    (d(0) && d(1) && d(2) && sep(3) && d(4) && d(5) && sep(6) && d(7) && d(8) && d(9) && d(10)).then_some(s + 11)
+}
+
+/// Anchored `[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}` at `s` (greedy octets; a shorter
+/// octet never helps, since a digit would then follow where a dot is needed).
+pub fn ipv4_at(h: &[u8], s: usize) -> Option<usize> {
+    let mut i = s;
+    for k in 0..4 {
+        let st = i;
+        while i < h.len() && i - st < 3 && h[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == st {
+            return None;
+        }
+        if k < 3 {
+            if h.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    Some(i)
 }
 
 fn is_local(b: u8) -> bool {

@@ -314,3 +314,31 @@ mod tests {
         assert!(!iban_mod97(b"DE89370400440532013001"));
     }
 }
+
+#[cfg(test)]
+mod matcher_equivalence {
+    use crate::detect::builtin::{BUILTINS, compile};
+    use crate::detect::{card_at, ipv4_at, ssn_at};
+    use proptest::prelude::*;
+
+    fn anchored(name: &str) -> regex::bytes::Regex {
+        let b = BUILTINS.iter().find(|b| b.name == name).unwrap();
+        compile(&format!(r"\A(?:{})", b.pattern)).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The hand-written matchers agree with the documented regexes at every start.
+        #[test]
+        fn hand_written_matchers_equal_regexes(s in "[0-9 .\\-a]{0,30}") {
+            let h = s.as_bytes();
+            for (name, f) in [("card", card_at as fn(&[u8], usize) -> Option<usize>), ("ssn", ssn_at), ("ipv4", ipv4_at)] {
+                let re = anchored(name);
+                for st in 0..=h.len() {
+                    let want = re.find(&h[st..]).map(|m| st + m.end());
+                    prop_assert_eq!(f(h, st), want, "{} at {} in {:?}", name, st, s);
+                }
+            }
+        }
+    }
+}
