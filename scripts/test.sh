@@ -18,6 +18,13 @@ scripts/build-wasm.sh
 step "native tests"
 cargo nextest run --workspace --no-fail-fast
 
+step "fuzz targets (SSE parser, JSON rewriter, engine), bounded"
+if cargo +nightly --version >/dev/null 2>&1; then
+  filters/redact/fuzz/run.sh "${CORDON_FUZZ_SECONDS:-20}"
+else
+  echo "WARNING: no nightly toolchain (rustup toolchain install nightly): fuzz targets NOT run" >&2
+fi
+
 step "core tests compiled to wasm32-wasip1 (Wasmtime runner)"
 CARGO_TARGET_WASM32_WASIP1_RUNNER="$PWD/.venv/bin/python $PWD/scripts/wasi-run.py" \
   cargo test --quiet -p cordon-core --target wasm32-wasip1 --lib --tests
