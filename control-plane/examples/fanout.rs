@@ -40,6 +40,21 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, all threads) this process has used, from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 /// Wall-clock nanoseconds: comparable across processes on one host.
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
@@ -174,6 +189,7 @@ async fn run(n: usize, separate: bool) -> Result<(), Error> {
     let rss1 = rss_kib();
 
     let mut all = vec![];
+    let cpu0 = cpu_time();
     for round in 1..=ROUNDS {
         let t0 = now_ns();
         let out = srv.service.apply("bench", &policy(round), "", false).await?;
@@ -196,6 +212,7 @@ async fn run(n: usize, separate: bool) -> Result<(), Error> {
         );
         all.extend(lat);
     }
+    let cpu = cpu_time() - cpu0;
     all.sort();
     let whose = if separate { "server only; clients in a separate process" } else { "server + simulated clients" };
     println!(
@@ -206,6 +223,12 @@ async fn run(n: usize, separate: bool) -> Result<(), Error> {
         (rss1.saturating_sub(rss0)) as f64 / n as f64,
         rss0,
         rss1
+    );
+    println!(
+        "N={n}: CPU of this process over the {ROUNDS} versions {:.0} ms = {:.1} µs per push ({})",
+        cpu.as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e6 / (ROUNDS * n) as f64,
+        if separate { "server only, incl. waiting for ACKs" } else { "server + simulated clients" }
     );
     if let Some(mut c) = child {
         let _ = c.kill().await;
