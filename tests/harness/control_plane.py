@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.envoy import REPO
+from tests.harness.envoy import REPO, read_log, stop_process
 
 BIN_DIR = Path(os.environ.get("CORDON_BIN_DIR", REPO / "target" / "debug"))
 
@@ -88,19 +88,10 @@ class ControlPlane:
         raise RuntimeError(f"control plane not ready:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def ctl(self, *args: str, check: bool = True, json_out: bool = True) -> subprocess.CompletedProcess | dict | list:
         cmd = [str(BIN_DIR / "cordonctl"), "--server", self.url, "--token-file", str(self.data_dir / "admin.token"), *self._ctl_tls_args(), *(["-o", "json"] if json_out else []), *args]

@@ -22,6 +22,24 @@ WASM = Path(os.environ.get("CORDON_WASM", REPO / "dist" / "cordon.wasm"))
 ENVOY_BIN = Path(os.environ.get("CORDON_ENVOY", REPO / ".venv" / "bin" / "envoy"))
 
 
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s: every process a test starts is gone when it ends."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def read_log(path: Path, missing: str = "") -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return missing
+
+
 def wasm_filter(root_id: str, configuration: dict | None, env_keys: list[str] | None = None, wasm: Path = WASM) -> dict:
     """An HTTP filter entry running one Cordon role from the module."""
     return {
@@ -186,19 +204,10 @@ class Envoy:
         return None
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no envoy log)"
+        return read_log(self.log_path, "(no envoy log)")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def cleanup(self) -> None:
         self.stop()

@@ -61,34 +61,28 @@ impl TestKey {
     }
 }
 
-/// Keys are generated once per test binary: RSA generation is slow.
-pub fn keys() -> &'static [TestKey; 3] {
-    static KEYS: OnceLock<[TestKey; 3]> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let mut rng = rand::thread_rng();
-        let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
-        let public = rsa_key.to_public_key();
-        [
-            TestKey { kid: "rs".into(), signer: Signer_::Rs(Box::new(rsa::pkcs1v15::SigningKey::new(rsa_key)), public) },
-            TestKey { kid: "es".into(), signer: Signer_::Es(p256::ecdsa::SigningKey::random(&mut rng)) },
-            TestKey { kid: "ed".into(), signer: Signer_::Ed(ed25519_dalek::SigningKey::generate(&mut rng)) },
-        ]
-    })
+/// One key of each algorithm, with the kids the test JWKS uses.
+fn generate() -> [TestKey; 3] {
+    let mut rng = rand::thread_rng();
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let public = rsa_key.to_public_key();
+    [
+        TestKey { kid: "rs".into(), signer: Signer_::Rs(Box::new(rsa::pkcs1v15::SigningKey::new(rsa_key)), public) },
+        TestKey { kid: "es".into(), signer: Signer_::Es(p256::ecdsa::SigningKey::random(&mut rng)) },
+        TestKey { kid: "ed".into(), signer: Signer_::Ed(ed25519_dalek::SigningKey::generate(&mut rng)) },
+    ]
 }
 
-/// A second, untrusted key of each algorithm (for bad-signature tests).
+/// The trusted keys, generated once per test binary: RSA generation is slow.
+pub fn keys() -> &'static [TestKey; 3] {
+    static KEYS: OnceLock<[TestKey; 3]> = OnceLock::new();
+    KEYS.get_or_init(generate)
+}
+
+/// A second, untrusted key of each algorithm with the same kids (for bad-signature tests).
 pub fn rogue_keys() -> &'static [TestKey; 3] {
     static KEYS: OnceLock<[TestKey; 3]> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let mut rng = rand::thread_rng();
-        let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
-        let public = rsa_key.to_public_key();
-        [
-            TestKey { kid: "rs".into(), signer: Signer_::Rs(Box::new(rsa::pkcs1v15::SigningKey::new(rsa_key)), public) },
-            TestKey { kid: "es".into(), signer: Signer_::Es(p256::ecdsa::SigningKey::random(&mut rng)) },
-            TestKey { kid: "ed".into(), signer: Signer_::Ed(ed25519_dalek::SigningKey::generate(&mut rng)) },
-        ]
-    })
+    KEYS.get_or_init(generate)
 }
 
 pub const NOW: u64 = 1_800_000_000;
