@@ -565,6 +565,13 @@ impl StreamRedactor {
             && self.norm_emitted >= s.start
             && self.ready.is_empty()
         {
+            // Bytes the normaliser dropped just before the block (e.g. a zero-width space) are
+            // outside it: emit them as the one-shot path does, then skip the block.
+            let before = self.buf.map(s.start);
+            if before > self.orig_emitted {
+                out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..before]);
+                self.orig_emitted = before;
+            }
             let x = s.end_pos.min(hay_len).max(self.norm_emitted);
             self.orig_emitted = self.buf.map(x);
             self.norm_emitted = x;
