@@ -208,31 +208,12 @@ class PinnedEnvoy(E.Envoy):
 
     core: str = ENVOY_CORE
 
-    def _launch(self, timeout: float) -> None:
-        cfg = self.workdir / "envoy.json"
-        cfg.write_text(json.dumps(self.config, indent=1))
-        admin_file = self.workdir / "admin.txt"
-        self.proc = subprocess.Popen(
-            [*SCHED, "taskset", "-c", self.core, str(E.ENVOY_BIN), "-c", str(cfg), "--concurrency", str(self.concurrency),
-             "--use-dynamic-base-id", "--admin-address-path", str(admin_file), "--log-level", "warning",
-             "--log-path", str(self.log_path), "--disable-hot-restart"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.workdir,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()}")
-            if admin_file.exists() and admin_file.read_text().strip():
-                self.admin_port = int(admin_file.read_text().strip().rsplit(":", 1)[1])
-                try:
-                    if self.admin_get("/ready").strip() == "LIVE":
-                        self._read_ports()
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"envoy not ready after {timeout}s:\n{self.log()}")
+    def command_prefix(self) -> list[str]:
+        return [*SCHED, "taskset", "-c", self.core]
+
+    def log_args(self) -> list[str]:
+        # Warning level only: debug logging would be part of what is measured.
+        return ["--log-level", "warning"]
 
 
 def start_envoy(config: dict, core: str) -> PinnedEnvoy:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.envoy import REPO, read_log, stop_process
+from tests.harness.envoy import REPO, read_log, stop_process, string_config, vm_config
 
 BIN_DIR = Path(os.environ.get("CORDON_BIN_DIR", REPO / "target" / "debug"))
 
@@ -156,16 +156,10 @@ def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, 
             "config": {
                 "name": "cordon.policy_stream",
                 "root_id": "cordon.policy_stream",
-                "vm_config": {
-                    "vm_id": "cordon",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm)}},
-                    "environment_variables": {"host_env_keys": env_keys or []},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps({"control_plane": {"cluster": cluster, "trusted_keys": trusted_keys, "reconnect_initial_ms": 200, "reconnect_max_ms": 1000}}),
-                },
+                "vm_config": vm_config(wasm, env_keys),
+                "configuration": string_config(
+                    {"control_plane": {"cluster": cluster, "trusted_keys": trusted_keys, "reconnect_initial_ms": 200, "reconnect_max_ms": 1000}}
+                ),
             },
         },
     }

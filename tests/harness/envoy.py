@@ -40,6 +40,25 @@ def read_log(path: Path, missing: str = "") -> str:
         return missing
 
 
+def vm_config(wasm: Path = WASM, env_keys: list[str] | None = None) -> dict:
+    """The one VM every Cordon role shares: HTTP roles and the policy-stream singleton must name
+    the same vm_id to see the same shared data."""
+    return {
+        "vm_id": "cordon",
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": str(wasm)}},
+        "environment_variables": {"host_env_keys": env_keys or []},
+    }
+
+
+def string_config(configuration: dict | None) -> dict:
+    """A plugin configuration as the StringValue the module parses as JSON."""
+    return {
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        "value": json.dumps(configuration) if configuration is not None else "",
+    }
+
+
 def wasm_filter(root_id: str, configuration: dict | None, env_keys: list[str] | None = None, wasm: Path = WASM) -> dict:
     """An HTTP filter entry running one Cordon role from the module."""
     return {
@@ -53,16 +72,8 @@ def wasm_filter(root_id: str, configuration: dict | None, env_keys: list[str] | 
                 # Lets the filter hold the request headers while it reads the body for the model
                 # (Envoy >= 1.35); without it a paused header phase never sees the body.
                 "allow_on_headers_stop_iteration": True,
-                "vm_config": {
-                    "vm_id": "cordon",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm)}},
-                    "environment_variables": {"host_env_keys": env_keys or []},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(configuration) if configuration is not None else "",
-                },
+                "vm_config": vm_config(wasm, env_keys),
+                "configuration": string_config(configuration),
             },
         },
     }
@@ -146,6 +157,14 @@ class Envoy:
     def log_path(self) -> Path:
         return self.workdir / "envoy.log"
 
+    def command_prefix(self) -> list[str]:
+        """What runs Envoy (e.g. `taskset` in benchmarks); nothing by default."""
+        return []
+
+    def log_args(self) -> list[str]:
+        """Wasm logs at debug: tests print them when they fail."""
+        return ["--log-level", "warning", "--component-log-level", "wasm:debug"]
+
     def _launch(self, timeout: float) -> None:
         if not WASM.exists():
             raise RuntimeError(f"{WASM} is missing: build it with scripts/build-wasm.sh")
@@ -155,9 +174,8 @@ class Envoy:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         env.update(self.env)
         self.proc = subprocess.Popen(
-            [str(ENVOY_BIN), "-c", str(cfg), "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
-             "--admin-address-path", str(admin_file), "--log-level", "warning", "--component-log-level", "wasm:debug",
-             "--disable-hot-restart"],
+            [*self.command_prefix(), str(ENVOY_BIN), "-c", str(cfg), "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
+             "--admin-address-path", str(admin_file), *self.log_args(), "--disable-hot-restart"],
             # stderr, not --log-path: the file sink flushes lazily and a failing test would
             # print a log that stops before the interesting part.
             stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb"), env=env, cwd=self.workdir,
