@@ -158,7 +158,9 @@ pub fn walk_strings(json: &[u8], f: impl FnMut(&[Seg], Range<usize>)) -> Result<
     if let Err(e) = std::str::from_utf8(json) {
         return Err(JsonError::Malformed(format!("invalid UTF-8 at byte {}", e.valid_up_to())));
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| JsonError::Malformed(e.to_string()))?;
+    // Strict: skipping with `IgnoredAny` does not decode `\u` escapes, so a lone surrogate in a
+    // field nobody reads let a body that is not JSON be forwarded unchanged (found by fuzzing).
+    serde_json::from_slice::<serde_json::Value>(json).map_err(|e| JsonError::Malformed(e.to_string()))?;
     let mut w = Walker { b: json, i: 0, path: Vec::new(), f };
     w.value();
     Ok(())

@@ -120,3 +120,14 @@ fn escapes_are_decoded_and_output_re_encoded() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["messages"][0]["content"], "\"quote\" [EMAIL]\né");
 }
+
+/// Found by the JSON fuzz target: a lone surrogate escape in a field the response selector does
+/// not read made a body that is not JSON pass through as "unchanged". It must be refused.
+#[test]
+fn lone_surrogate_anywhere_is_malformed() {
+    let e = Arc::new(Engine::default_set(b"k").unwrap());
+    let body = br#"{"choices":[{"message":{"content":"hi"}}],"note":"\udddd"}"#;
+    assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
+    assert!(matches!(redact_response(&e, body), Err(JsonError::Malformed(_))));
+    assert!(matches!(redact_request(&e, body), Err(JsonError::Malformed(_))));
+}
