@@ -13,10 +13,12 @@ Both tools are scored by one rule per entity type: a labelled span is found if a
 type overlaps it (recall = found / labels); a detection that overlaps no labelled span of its type
 is a false positive (precision = detections overlapping a label / all detections of the type).
 
-Throughput: one call per sample (Cordon `Engine::redact`, Presidio `AnalyzerEngine.analyze`), MB/s
-= UTF-8 bytes of all texts / time of one pass. Rounds interleave cordon-default, cordon-compared,
-presidio; Cordon's figure per round is the median of 9 passes inside the example; the ratio is the
-median of the per-round ratios.
+Throughput: one call per sample (Cordon `Engine::redact`, Presidio `AnalyzerEngine.analyze`), and
+again with the samples joined by newlines into ~4 KiB documents (per-call cost amortised); MB/s =
+UTF-8 bytes / time of one pass. Rounds interleave Cordon default set, Cordon compared-types-only,
+Presidio; Cordon's figure per round is the median of 9 passes inside the example; the ratio is the
+median of the per-round ratios. The corpus is PII-dense (a value or near-miss every ~70 bytes), so
+both figures are far below what either tool does on ordinary prose.
 
     python3 bench/presidio/run.py [--n 1000] [--rounds 5]
 
@@ -136,6 +138,20 @@ def presidio_pass(analyzer, texts: list[str], threshold: float, keep: bool):
     return time.perf_counter() - t0, out
 
 
+def join_docs(texts: list[str], size: int) -> list[str]:
+    """The texts joined with newlines into documents of at least `size` bytes (the last may be shorter)."""
+    docs, cur, n = [], [], 0
+    for t in texts:
+        cur.append(t)
+        n += len(t.encode("utf-8")) + 1
+        if n >= size:
+            docs.append("\n".join(cur))
+            cur, n = [], 0
+    if cur:
+        docs.append("\n".join(cur))
+    return docs
+
+
 def presidio_breakdown(analyzer, texts: list[str]) -> list[tuple[str, float]]:
     """Seconds for one pass of each recognizer's own analyze() (no engine around it)."""
     out = []
@@ -213,6 +229,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000, help="positives and hard negatives per detector (default 1000)")
     ap.add_argument("--seed", default="0xC0D0", help="generator seed (default 0xC0D0, as corpus_report)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    ap.add_argument("--doc-bytes", type=int, default=4096, help="also time the samples joined into documents of this size (0: off)")
     ap.add_argument("--threshold", type=float, default=0.0, help="Presidio score_threshold (default 0: every result)")
     ap.add_argument("--examples", type=int, default=3, help="misses / false positives to print per type and tool")
     ap.add_argument("--no-build", action="store_true", help="use the already-built corpus_dump example")
@@ -233,18 +250,35 @@ def main() -> int:
         analyzer = make_analyzer()
         presidio_pass(analyzer, texts[:500], args.threshold, keep=False)  # warm-up (regex compile, suffix list)
 
-        cd, cc, pr, pres_dets = [], [], [], None
+        # Workloads: the samples one call each, and (--doc-bytes) the same samples joined with
+        # "\n" into documents of about that size, which shows the per-call cost apart.
+        loads = [("samples", corpus, texts)]
+        if args.doc_bytes:
+            docs = join_docs(texts, args.doc_bytes)
+            docs_path = Path(tmp) / "docs.jsonl"
+            docs_path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+            loads.append((f"{args.doc_bytes} B documents", docs_path, docs))
+        tput = {
+            name: {"cordon_default": [], "cordon_compared": [], "presidio": [], "calls": len(tx), "bytes": sum(len(x.encode("utf-8")) for x in tx)}
+            for name, _, tx in loads
+        }
+        pres_dets = None
         for r in range(args.rounds):
-            cd.append(cordon_time(exe, corpus, "default"))
-            cc.append(cordon_time(exe, corpus, "compared"))
-            secs, kept = presidio_pass(analyzer, texts, args.threshold, keep=pres_dets is None)
-            if pres_dets is None:
-                pres_dets = kept
-            pr.append(nbytes / secs / 1e6)
-            print(
-                f"round {r + 1}/{args.rounds}: cordon default {cd[-1]['mb_s']:.1f} MB/s, compared {cc[-1]['mb_s']:.1f} MB/s, presidio {pr[-1]:.3f} MB/s",
-                file=sys.stderr,
-            )
+            line = []
+            for name, path, tx in loads:
+                t = tput[name]
+                t["cordon_default"].append(cordon_time(exe, path, "default"))
+                t["cordon_compared"].append(cordon_time(exe, path, "compared"))
+                keep = name == "samples" and pres_dets is None
+                secs, kept = presidio_pass(analyzer, tx, args.threshold, keep=keep)
+                if keep:
+                    pres_dets = kept
+                t["presidio"].append(t["bytes"] / secs / 1e6)
+                line.append(
+                    f"{name}: cordon default {t['cordon_default'][-1]['mb_s']:.1f}, compared {t['cordon_compared'][-1]['mb_s']:.1f}, "
+                    f"presidio {t['presidio'][-1]:.3f} MB/s"
+                )
+            print(f"round {r + 1}/{args.rounds}: " + "; ".join(line), file=sys.stderr)
         breakdown = presidio_breakdown(analyzer, texts)
 
     cordon_dets = [[(CORDON_TYPE[d["detector"]], d["start"], d["end"]) for d in s["cordon"] if d["detector"] in CORDON_TYPE] for s in samples]
@@ -293,22 +327,30 @@ def main() -> int:
         print(f"{'  of which ' + d:<30} {a['tp'] + a['fn']:>6} | {a['tp']:>5} {a['fn']:>5} {'':>5} {ra:>7.4f} {'':>7} | {b['tp']:>5} {b['fn']:>5} {'':>5} {rb:>7.4f}")
 
     med = statistics.median
-    ratio_d = [c["mb_s"] / p for c, p in zip(cd, pr)]
-    ratio_c = [c["mb_s"] / p for c, p in zip(cc, pr)]
     print()
-    print(f"throughput: one call per sample over all {len(samples)} samples ({nbytes / 1e6:.2f} MB, mean {nbytes / len(samples):.0f} B/sample),")
-    print(f"  {args.rounds} interleaved rounds, median (Cordon: median of 9 passes per round)")
-    print(f"{'':<44} {'MB/s':>10} {'µs/sample':>10}")
-    mb = med([c["mb_s"] for c in cd])
-    print(f"{'Cordon, default set (' + str(len(cd[0]['detectors'])) + ' detectors)':<44} {mb:>10.2f} {nbytes / mb / len(samples):>10.2f}")
-    mb = med([c["mb_s"] for c in cc])
-    print(f"{'Cordon, compared types only (' + str(len(cc[0]['detectors'])) + ' detectors)':<44} {mb:>10.2f} {nbytes / mb / len(samples):>10.2f}")
-    mb = med(pr)
-    print(f"{'Presidio, 6 pattern recognizers':<44} {mb:>10.3f} {nbytes / mb / len(samples):>10.1f}")
+    print(f"throughput: {nbytes / 1e6:.2f} MB of samples, {args.rounds} interleaved rounds, median (Cordon: median of 9 passes per round);")
+    print("  MB/s = 10^6 bytes of UTF-8 per second, one thread each; ratio = median of the per-round ratios [range]")
+    print(f"{'workload':<28} {'tool':<44} {'MB/s':>9} {'µs/call':>9} {'Cordon/Presidio':>16}")
+    for name, t in tput.items():
+        calls, nb = t["calls"], t["bytes"]
+        label = f"{name} ({calls} calls)"
+        pres = t["presidio"]
+        for key, tool in (("cordon_default", "Cordon, default set"), ("cordon_compared", "Cordon, compared types only")):
+            runs = [c["mb_s"] for c in t[key]]
+            tool = f"{tool} ({len(t[key][0]['detectors'])} detectors)"
+            ratio = [c / p for c, p in zip(runs, pres)]
+            mb = med(runs)
+            print(
+                f"{label:<28} {tool:<44} {mb:>9.2f} {nb / mb / calls:>9.2f} "
+                f"{med(ratio):>7.0f}x [{min(ratio):.0f}..{max(ratio):.0f}]"
+            )
+            label = ""
+        mb = med(pres)
+        print(f"{'':<28} {'Presidio, 6 pattern recognizers':<44} {mb:>9.3f} {nb / mb / calls:>9.1f}")
     parts = ", ".join(f"{name.removesuffix('Recognizer')} {secs * 1e6 / len(samples):.1f}" for name, secs in breakdown)
-    print(f"Presidio per recognizer alone, µs/sample (one pass after the rounds): {parts}")
+    print(f"Presidio per recognizer alone, µs/sample (one pass over the samples after the rounds): {parts}")
     print(f"load average (1 min) before / after: {load_before} / {Path('/proc/loadavg').read_text().split()[0]} on {os.cpu_count()} cores")
-    print(f"ratio Cordon/Presidio: default set {med(ratio_d):.0f}x [{min(ratio_d):.0f} .. {max(ratio_d):.0f}], compared-only {med(ratio_c):.0f}x [{min(ratio_c):.0f} .. {max(ratio_c):.0f}]")
+    print()
 
     if args.examples:
         print()
@@ -337,7 +379,9 @@ def main() -> int:
                 tool: {t: {k: v for k, v in sc["rows"][t].items()} for t, _, _ in ROWS} for tool, sc in (("cordon", ours), ("presidio", theirs))
             },
             "presidio_recognizer_us_per_sample": {name: secs * 1e6 / len(samples) for name, secs in breakdown},
-            "throughput_mb_s": {"cordon_default": [c["mb_s"] for c in cd], "cordon_compared": [c["mb_s"] for c in cc], "presidio": pr},
+            "throughput_mb_s": {
+                name: {k: ([c["mb_s"] for c in v] if k.startswith("cordon") else v) for k, v in t.items() if k not in ("calls", "bytes")} for name, t in tput.items()
+            },
         }
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
     return 0
