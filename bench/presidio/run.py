@@ -350,7 +350,6 @@ def main() -> int:
     parts = ", ".join(f"{name.removesuffix('Recognizer')} {secs * 1e6 / len(samples):.1f}" for name, secs in breakdown)
     print(f"Presidio per recognizer alone, µs/sample (one pass over the samples after the rounds): {parts}")
     print(f"load average (1 min) before / after: {load_before} / {Path('/proc/loadavg').read_text().split()[0]} on {os.cpu_count()} cores")
-    print()
 
     if args.examples:
         print()
