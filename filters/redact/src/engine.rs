@@ -323,6 +323,9 @@ struct Ready {
     det: usize,
     block: bool,
     repl: Option<Vec<u8>>,
+    /// The rest of a suppressed block whose start was already passed: it begins right after
+    /// the last emitted original byte, so bytes the normaliser dropped since are inside it.
+    cont: bool,
 }
 
 #[derive(Debug)]
@@ -462,15 +465,15 @@ impl StreamRedactor {
                 let mut ends = Vec::new();
                 let p = engine.pem_end.scan(end_id, &self.buf.norm, &self.occ, &[], sup.end_pos, limit, &mut ends);
                 if let Some(e) = ends.first() {
-                    let (start, det) = (sup.start.max(self.norm_emitted), sup.det);
+                    let (start, det, cont) = (sup.start.max(self.norm_emitted), sup.det, sup.start < self.norm_emitted);
                     let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
-                    self.ready.push_back(Ready { start, end: e.end, det, block: false, repl });
+                    self.ready.push_back(Ready { start, end: e.end, det, block: false, repl, cont });
                     self.covered_end = e.end;
                     self.suppress = None;
                 } else if last {
-                    let (start, det) = (sup.start.max(self.norm_emitted), sup.det);
+                    let (start, det, cont) = (sup.start.max(self.norm_emitted), sup.det, sup.start < self.norm_emitted);
                     let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
-                    self.ready.push_back(Ready { start, end: hay_len, det, block: false, repl });
+                    self.ready.push_back(Ready { start, end: hay_len, det, block: false, repl, cont });
                     self.covered_end = hay_len;
                     self.suppress = None;
                 } else {
@@ -496,7 +499,7 @@ impl StreamRedactor {
             let action = det.action(self.dir);
             out.detections.push(Detection { detector: det.name.clone(), action });
             if action == Action::Block {
-                self.ready.push_back(Ready { start, end: c.end, det: c.det, block: true, repl: None });
+                self.ready.push_back(Ready { start, end: c.end, det: c.det, block: true, repl: None, cont: false });
                 self.blocking = true;
                 continue;
             }
@@ -506,7 +509,7 @@ impl StreamRedactor {
                 continue;
             }
             let repl = engine.replacement(det, action, &self.buf.norm[start..c.end]);
-            self.ready.push_back(Ready { start, end: c.end, det: c.det, block: false, repl });
+            self.ready.push_back(Ready { start, end: c.end, det: c.det, block: false, repl, cont: false });
             self.covered_end = c.end;
         }
         self.pending.drain(..i);
@@ -532,7 +535,7 @@ impl StreamRedactor {
             if !r.block && r.end > e {
                 break;
             }
-            let o_start = self.buf.map(r.start);
+            let o_start = if r.cont { self.orig_emitted } else { self.buf.map(r.start) };
             out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o_start]);
             if r.block {
                 out.block = Some(Block { detector: engine.detectors[r.det].name.clone() });
@@ -554,10 +557,15 @@ impl StreamRedactor {
             Some(r) => r.start.min(e),
             None => e,
         };
-        if upto > self.norm_emitted {
+        if upto > self.norm_emitted || (upto == self.norm_emitted && self.suppress.is_none()) {
+            // Also at `==`: bytes the normaliser dropped after the last emitted byte (a trailing
+            // zero-width space) belong before whatever comes next, as in the one-shot output
+            // (unless a suppressed block swallows them).
             let o = self.buf.map(upto);
-            out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o]);
-            self.orig_emitted = o;
+            if o > self.orig_emitted {
+                out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o]);
+                self.orig_emitted = o;
+            }
             self.norm_emitted = upto;
         }
         // Inside a suppressed block: discard what is known to be suppressed.

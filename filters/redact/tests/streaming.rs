@@ -221,3 +221,49 @@ fn zero_width_space_before_a_pem_block_survives_streaming() {
         assert!(!String::from_utf8_lossy(&s.bytes).contains("MIIE"));
     }
 }
+
+/// What a delta releases at once: everything up to a byte that could still start or extend a
+/// match. This is what time-to-first-token through the filter depends on.
+#[test]
+fn settled_text_is_released_at_once() {
+    let e = Arc::new(Engine::default_set(b"k").unwrap());
+    let first = |chunk: &[u8]| {
+        let mut s = StreamRedactor::new(e.clone(), Direction::Response);
+        let o = s.push(chunk);
+        (String::from_utf8(o.bytes).unwrap(), s.held_bytes())
+    };
+    // A word or sentence ended by a space or punctuation cannot grow into anything.
+    assert_eq!(first(b"Hello there. "), ("Hello there. ".into(), 0));
+    assert_eq!(first(b"word1 "), ("word1 ".into(), 0));
+    assert_eq!(first(b"(see below) "), ("(see below) ".into(), 0));
+    // A word without its terminator may become an e-mail address: held.
+    assert_eq!(first(b"Hello"), (String::new(), 5));
+    // Digits that may continue a card number are held, from the first one that can start it.
+    assert_eq!(first(b"pay 4242 4242 4242 "), ("pay ".into(), 15));
+    // The card validator reads past a dot (`4242...4242.5` is not a card): held.
+    assert_eq!(first(b"card 4242 4242 4242 4242."), ("card ".into(), 20));
+    // Once settled, a card is redacted and the rest released.
+    assert_eq!(first(b"card 4242 4242 4242 4242, "), ("card [CARD], ".into(), 0));
+}
+
+/// Found by the byte-at-a-time property once settled text was released at once: a zero-width
+/// space arriving after everything before it was emitted was dropped when streaming (kept
+/// one-shot), and one arriving inside a suppressed private-key block leaked ahead of the
+/// placeholder.
+#[test]
+fn zero_width_space_after_emitted_text_or_inside_a_block() {
+    let inputs: [&[u8]; 2] = [
+        "é日本語\u{200B}".as_bytes(),
+        b"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nworld\xe2\x80\x8b-----END RSA PRIVATE KEY-----\nafter",
+    ];
+    for input in inputs {
+        for e in engines() {
+            let one = e.redact(Direction::Response, input);
+            for cut in 0..=input.len() {
+                assert_eq!(streamed(&e, input, &[cut], &one).bytes, one.bytes, "cut at {cut}");
+            }
+            let byte_cuts: Vec<usize> = (1..input.len()).collect();
+            assert_eq!(streamed(&e, input, &byte_cuts, &one).bytes, one.bytes);
+        }
+    }
+}

@@ -41,16 +41,36 @@ pub struct Builtin {
 
 /// How a built-in scans.
 pub enum Kind {
-    /// Run scanner with alphabet (chars + ranges), trigger, minimum run length and minimum
-    /// number of trigger bytes of an accepted match.
-    Run(&'static str, &'static [(u8, u8)], Trigger, usize, usize),
+    /// Run scanner (see [`RunSpec`]).
+    Run(RunSpec),
     /// Like `Run`, with the hand-written e-mail matcher instead of the pattern.
-    Email(&'static str, &'static [(u8, u8)], Trigger, usize, usize),
+    Email(RunSpec),
     /// Literal scanner: literals, case-insensitive, left boundary, right boundary.
     Literal(&'static [&'static str], bool, Option<&'static str>, Option<&'static str>),
 }
 
+/// A run-scanned built-in: where its matches live and how early a trailing run is settled.
+pub struct RunSpec {
+    /// Alphabet: these characters plus these ranges.
+    pub alphabet: (&'static str, &'static [(u8, u8)]),
+    /// Bytes a match can start with (characters plus ranges).
+    pub starts: (&'static str, &'static [(u8, u8)]),
+    /// Bytes the validator rejects right before a match (characters plus ranges).
+    pub not_after: (&'static str, &'static [(u8, u8)]),
+    /// Run terminators after which the validator reads one more byte (e.g. `.` in
+    /// `4242...4242.5`, where the card validator checks whether a digit follows the dot).
+    pub peek: &'static str,
+    /// What makes a run worth scanning.
+    pub trigger: Trigger,
+    /// Minimum run length of an accepted match.
+    pub min_len: usize,
+    /// Minimum number of trigger bytes in an accepted match.
+    pub min_triggers: usize,
+}
+
+const DIGITS: &[(u8, u8)] = &[(b'0', b'9')];
 const ALNUM: &[(u8, u8)] = &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')];
+const HEX: &[(u8, u8)] = &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')];
 const TOKEN_CHARS: &str = "_-";
 
 /// Built-ins in priority order (earlier wins a tie between equal spans).
@@ -149,7 +169,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "email",
         label: "EMAIL",
         pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}",
-        kind: Kind::Email("._%+-@", ALNUM, Trigger::Byte(b'@'), 6, 1),
+        kind: Kind::Email(RunSpec {
+            alphabet: ("._%+-@", ALNUM),
+            starts: ("._%+-", ALNUM),
+            not_after: ("_.%+-@", ALNUM),
+            peek: "",
+            trigger: Trigger::Byte(b'@'),
+            min_len: 6,
+            min_triggers: 1,
+        }),
         validate: Some(validate::email),
         canon: Canon::Lower,
     },
@@ -157,7 +185,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "card",
         label: "CARD",
         pattern: r"[2-6][0-9](?:[ \-]?[0-9]){11,17}",
-        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digits(1), 13, 13),
+        kind: Kind::Run(RunSpec {
+            alphabet: (" -", DIGITS),
+            starts: ("", &[(b'2', b'6')]),
+            not_after: ("_.", ALNUM),
+            peek: ".",
+            trigger: Trigger::Digits(1),
+            min_len: 13,
+            min_triggers: 13,
+        }),
         validate: Some(validate::card),
         canon: Canon::Alnum,
     },
@@ -165,7 +201,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "iban",
         label: "IBAN",
         pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
-        kind: Kind::Run(" ", &[(b'A', b'Z'), (b'0', b'9')], Trigger::Digits(40), 15, 8),
+        kind: Kind::Run(RunSpec {
+            alphabet: (" ", &[(b'A', b'Z'), (b'0', b'9')]),
+            starts: ("", &[(b'A', b'Z')]),
+            not_after: ("_", ALNUM),
+            peek: "",
+            trigger: Trigger::Digits(40),
+            min_len: 15,
+            min_triggers: 8,
+        }),
         validate: Some(validate::iban),
         canon: Canon::Alnum,
     },
@@ -173,7 +217,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ssn",
         label: "SSN",
         pattern: r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}",
-        kind: Kind::Run(" -", &[(b'0', b'9')], Trigger::Digits(1), 11, 9),
+        kind: Kind::Run(RunSpec {
+            alphabet: (" -", DIGITS),
+            starts: ("", DIGITS),
+            not_after: ("_-.", ALNUM),
+            peek: ".",
+            trigger: Trigger::Digits(1),
+            min_len: 11,
+            min_triggers: 9,
+        }),
         validate: Some(validate::ssn),
         canon: Canon::Alnum,
     },
@@ -181,7 +233,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "phone",
         label: "PHONE",
         pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,8}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?: [0-9]{2,4}){2,4}",
-        kind: Kind::Run(" ()+.-", &[(b'0', b'9')], Trigger::Digits(2), 8, 8),
+        kind: Kind::Run(RunSpec {
+            alphabet: (" ()+.-", DIGITS),
+            starts: ("+(0", &[(b'2', b'9')]),
+            not_after: ("_+-./)", ALNUM),
+            peek: "",
+            trigger: Trigger::Digits(2),
+            min_len: 8,
+            min_triggers: 8,
+        }),
         validate: Some(validate::phone),
         canon: Canon::Alnum,
     },
@@ -189,7 +249,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ipv6",
         label: "IPV6",
         pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}",
-        kind: Kind::Run(":.", &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')], Trigger::Byte(b':'), 6, 2),
+        kind: Kind::Run(RunSpec {
+            alphabet: (":.", HEX),
+            starts: (":", HEX),
+            not_after: ("_:.", ALNUM),
+            peek: "",
+            trigger: Trigger::Byte(b':'),
+            min_len: 6,
+            min_triggers: 2,
+        }),
         validate: Some(validate::ipv6),
         canon: Canon::Lower,
     },
@@ -197,7 +265,15 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ipv4",
         label: "IPV4",
         pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
-        kind: Kind::Run(".", &[(b'0', b'9')], Trigger::Digits(1), 7, 4),
+        kind: Kind::Run(RunSpec {
+            alphabet: (".", DIGITS),
+            starts: ("", DIGITS),
+            not_after: ("_.-", ALNUM),
+            peek: "-",
+            trigger: Trigger::Digits(1),
+            min_len: 7,
+            min_triggers: 4,
+        }),
         validate: Some(validate::ipv4),
         canon: Canon::Verbatim,
     },
@@ -223,28 +299,19 @@ pub fn max_len(pattern: &str, unicode: bool) -> Result<(Option<usize>, bool), St
 pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
     let re = compile(b.pattern)?;
     Ok(match &b.kind {
-        Kind::Email(chars, ranges, trigger, min_len, min_triggers) => Scanner::Run {
-            re: Matcher::Email,
-            alphabet: ByteSet::new(chars, ranges),
-            trigger: *trigger,
-            min_len: *min_len,
-            min_triggers: *min_triggers,
-        },
-        Kind::Run(chars, ranges, trigger, min_len, min_triggers) => Scanner::Run {
-            // Hand-written matchers for the hot digit patterns (the lazy DFA is not compiled in;
-            // PikeVM costs microseconds per candidate). Equivalence is tested against the regex.
-            re: match b.name {
+        Kind::Email(spec) => run_scanner(spec, Matcher::Email),
+        // Hand-written matchers for the hot digit patterns (the lazy DFA is not compiled in;
+        // PikeVM costs microseconds per candidate). Equivalence is tested against the regex.
+        Kind::Run(spec) => run_scanner(
+            spec,
+            match b.name {
                 "card" => Matcher::Card,
                 "ssn" => Matcher::Ssn,
                 "ipv4" => Matcher::Ipv4,
                 "iban" => Matcher::Iban(re),
                 _ => Matcher::Regex(re),
             },
-            alphabet: ByteSet::new(chars, ranges),
-            trigger: *trigger,
-            min_len: *min_len,
-            min_triggers: *min_triggers,
-        },
+        ),
         Kind::Literal(lits, ci, left, right) => {
             let lits: Vec<Vec<u8>> =
                 lits.iter().map(|l| if *ci { l.to_ascii_lowercase().into_bytes() } else { l.as_bytes().to_vec() }).collect();
@@ -258,4 +325,17 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
             }
         }
     })
+}
+
+fn run_scanner(spec: &RunSpec, re: Matcher) -> Scanner {
+    Scanner::Run {
+        re,
+        alphabet: ByteSet::new(spec.alphabet.0, spec.alphabet.1),
+        starts: ByteSet::new(spec.starts.0, spec.starts.1),
+        not_after: ByteSet::new(spec.not_after.0, spec.not_after.1),
+        peek: ByteSet::new(spec.peek, &[]),
+        trigger: spec.trigger,
+        min_len: spec.min_len,
+        min_triggers: spec.min_triggers,
+    }
 }

@@ -100,13 +100,20 @@ pub enum Trigger {
 #[derive(Debug)]
 pub enum Scanner {
     /// Matches lie inside maximal runs of `alphabet` bytes that contain a `trigger`; the regex is
-    /// run over each such run. Determined limit: the start of the trailing alphabet run (it may
-    /// still grow), but at least `len - max_len - LOOKAROUND`.
+    /// run over each such run. Determined limit: the first byte of the trailing alphabet run (it
+    /// may still grow) that can start a match, but at least `len - max_len - LOOKAROUND`. A run
+    /// ended by a `peek` byte still counts as trailing (its validator reads past the end).
     Run {
         /// Finds the leftmost match from a position.
         re: Matcher,
         /// Bytes a match may consist of.
         alphabet: ByteSet,
+        /// Bytes a match may start with: a trailing run with none of these settles at once.
+        starts: ByteSet,
+        /// Bytes after which the validator rejects a match (a word character before a card).
+        not_after: ByteSet,
+        /// Terminators the validator reads one byte past.
+        peek: ByteSet,
         /// A byte every match contains.
         trigger: Trigger,
         /// Runs shorter than this cannot hold an accepted match and are skipped.
@@ -212,14 +219,19 @@ impl Detector {
         let floor = l.saturating_sub(self.window());
         match &self.scanner {
             Scanner::Full { .. } => floor,
-            Scanner::Run { alphabet, .. } => {
-                // The last two bytes count as part of the trailing run whatever they are: a
-                // validator may read two bytes past a match that ends at a run's terminator.
-                let mut r = l.saturating_sub(2).max(floor);
-                while r > floor && alphabet.has(hay[r - 1]) {
+            Scanner::Run { alphabet, starts, not_after, peek, .. } => {
+                let mut r = l;
+                if r > floor && peek.has(hay[r - 1]) {
                     r -= 1;
                 }
-                r
+                let mut q = r;
+                while q > floor && alphabet.has(hay[q - 1]) {
+                    q -= 1;
+                }
+                // An accepted match starts at a `starts` byte that the validator accepts after
+                // its predecessor, inside the trailing run or still to come: `word1 ` ends in
+                // the card-alphabet run `1 `, but no card can start there.
+                (q..r).find(|&i| starts.has(hay[i]) && (i == 0 || !not_after.has(hay[i - 1]))).unwrap_or(l)
             }
             Scanner::Literal { lits, ci, firsts, .. } => {
                 let mut lim = l;
@@ -272,7 +284,7 @@ impl Detector {
                 let (_, at) = self.scan_region(det, &Matcher::Regex(re.clone()), hay, hay.len(), pos, limit, out);
                 at.max(limit)
             }
-            Scanner::Run { re, alphabet, trigger, min_len, min_triggers } => {
+            Scanner::Run { re, alphabet, trigger, min_len, min_triggers, .. } => {
                 let mut p = pos;
                 loop {
                     let t = match trigger {
