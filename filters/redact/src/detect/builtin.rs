@@ -308,6 +308,7 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
                 "card" => Matcher::Card,
                 "ssn" => Matcher::Ssn,
                 "ipv4" => Matcher::Ipv4,
+                "phone" => Matcher::Phone,
                 "iban" => Matcher::Iban(re),
                 _ => Matcher::Regex(re),
             },

@@ -453,8 +453,10 @@ pub enum Matcher {
     Card,
     /// Hand-written equivalent of `[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}` ([`find_ssn`]).
     Ssn,
-    /// Hand-written equivalent of `[0-9]{1,3}(?:\.[0-9]{1,3}){3}` ([`find_ipv4`]).
+    /// Hand-written equivalent of `[0-9]{1,3}(?:\.[0-9]{1,3}){3}` ([`ipv4_at`]).
     Ipv4,
+    /// Hand-written equivalent of the phone pattern ([`phone_at`]).
+    Phone,
     /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
     Iban(Regex),
 }
@@ -468,6 +470,17 @@ impl Matcher {
             Matcher::Card => leftmost(h, at, card_at),
             Matcher::Ssn => leftmost(h, at, ssn_at),
             Matcher::Ipv4 => leftmost(h, at, ipv4_at),
+            Matcher::Phone => {
+                let mut s = at;
+                while s < h.len() {
+                    let t = s + h[s..].iter().position(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')?;
+                    if let Some(e) = phone_at(h, t) {
+                        return Some((t, e));
+                    }
+                    s = t + 1;
+                }
+                None
+            }
             Matcher::Iban(re) => {
                 let has = h
                     .get(at..)?
@@ -538,6 +551,116 @@ pub fn ipv4_at(h: &[u8], s: usize) -> Option<usize> {
         }
     }
     Some(i)
+}
+
+/// Number of ASCII digits at `h[i..]`, at most `max`.
+fn digits_at(h: &[u8], i: usize, max: usize) -> usize {
+    h.get(i..).map_or(0, |t| t.iter().take(max).take_while(|b| b.is_ascii_digit()).count())
+}
+
+fn is_phone_sep(b: Option<&u8>) -> bool {
+    matches!(b, Some(b' ' | b'.' | b'-'))
+}
+
+/// Greedy `(?:[ .\-][0-9]{2,8}){1,4}` at `i` (nothing follows it in the pattern, so the first
+/// way to match is the greedy one); `None` below one group.
+fn phone_groups(h: &[u8], mut i: usize) -> Option<usize> {
+    let mut n = 0;
+    while n < 4 && is_phone_sep(h.get(i)) {
+        let d = digits_at(h, i + 1, 8);
+        if d < 2 {
+            break;
+        }
+        i += 1 + d;
+        n += 1;
+    }
+    (n >= 1).then_some(i)
+}
+
+/// Anchored phone pattern at `s` with the regex's leftmost-first semantics: the alternatives in
+/// order, and inside each the backtracking order (greedy counts first, optional items taken
+/// before skipped). Equivalence with the regex in [`builtin::BUILTINS`] is property-tested.
+pub fn phone_at(h: &[u8], s: usize) -> Option<usize> {
+    let d1_9 = |i: usize| h.get(i).is_some_and(|b| (b'1'..=b'9').contains(b));
+    let d2_9 = |i: usize| h.get(i).is_some_and(|b| (b'2'..=b'9').contains(b));
+    let at = |i: usize, c: u8| h.get(i) == Some(&c);
+    if at(s, b'+') && d1_9(s + 1) {
+        // `\+[1-9][0-9]{6,14}`
+        let n = digits_at(h, s + 2, 14);
+        if n >= 6 {
+            return Some(s + 2 + n);
+        }
+        // `\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,8}){1,4}`
+        for k1 in (0..=digits_at(h, s + 2, 2)).rev() {
+            let a = s + 2 + k1;
+            for sep in [true, false] {
+                if sep && !is_phone_sep(h.get(a)) {
+                    continue;
+                }
+                let b = a + usize::from(sep);
+                for open in [true, false] {
+                    if open && !at(b, b'(') {
+                        continue;
+                    }
+                    let c = b + usize::from(open);
+                    for k2 in (1..=digits_at(h, c, 4)).rev() {
+                        let d = c + k2;
+                        for close in [true, false] {
+                            if close && !at(d, b')') {
+                                continue;
+                            }
+                            if let Some(e) = phone_groups(h, d + usize::from(close)) {
+                                return Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // `\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}`
+    for open in [true, false] {
+        if open && !at(s, b'(') {
+            continue;
+        }
+        let a = s + usize::from(open);
+        if !(d2_9(a) && digits_at(h, a + 1, 2) == 2) {
+            continue;
+        }
+        for close in [true, false] {
+            if close && !at(a + 3, b')') {
+                continue;
+            }
+            let b = a + 3 + usize::from(close);
+            for sep in [true, false] {
+                if sep && !is_phone_sep(h.get(b)) {
+                    continue;
+                }
+                let c = b + usize::from(sep);
+                if d2_9(c) && digits_at(h, c + 1, 2) == 2 && is_phone_sep(h.get(c + 3)) && digits_at(h, c + 4, 4) == 4 {
+                    return Some(c + 8);
+                }
+            }
+        }
+    }
+    // `0[1-9][0-9]{0,4}(?: [0-9]{2,4}){2,4}`: a shorter prefix never helps (a digit would then
+    // stand where a space is needed), so the greedy prefix is the only one to try.
+    if at(s, b'0') && d1_9(s + 1) {
+        let mut i = s + 2 + digits_at(h, s + 2, 4);
+        let mut n = 0;
+        while n < 4 && at(i, b' ') {
+            let d = digits_at(h, i + 1, 4);
+            if d < 2 {
+                break;
+            }
+            i += 1 + d;
+            n += 1;
+        }
+        if n >= 2 {
+            return Some(i);
+        }
+    }
+    None
 }
 
 fn is_local(b: u8) -> bool {
@@ -658,16 +781,44 @@ pub struct Occ {
     pub det: usize,
 }
 
-/// One Aho-Corasick pass finds the literals of every literal-scanned detector at once.
+/// How one set of literals is searched.
+#[derive(Debug)]
+enum LiteralSearch {
+    /// Teddy (SIMD) finds the next position where some literal starts; the literals starting
+    /// there are then checked one by one. Much faster than the automaton's own prefilter on
+    /// prose, where the literals' first bytes (`s`, `a`, `e`) are common.
+    Packed {
+        /// Leftmost-first searcher over the literals.
+        searcher: aho_corasick::packed::Searcher,
+        /// Literal indexes by first byte.
+        by_first: Box<[Vec<u32>; 256]>,
+    },
+    /// Overlapping Aho-Corasick (case-insensitive sets, targets without Teddy, large sets).
+    Automaton(AhoCorasick),
+}
+
+/// One literal set: its search, its literals and which detectors own each.
+#[derive(Debug)]
+struct LiteralSet {
+    search: LiteralSearch,
+    pats: Vec<Vec<u8>>,
+    owners: Vec<Vec<usize>>,
+}
+
+/// One search pass finds the literals of every literal-scanned detector at once.
 #[derive(Debug, Default)]
 pub struct LiteralIndex {
-    sets: Vec<(AhoCorasick, Vec<Vec<usize>>)>,
+    sets: Vec<LiteralSet>,
     maxlit: usize,
 }
 
 impl LiteralIndex {
     /// Build from `(detector index, literals, case-insensitive)`.
     pub fn new(entries: &[(usize, &[Vec<u8>], bool)]) -> Result<Self, String> {
+        Self::build(entries, true)
+    }
+
+    fn build(entries: &[(usize, &[Vec<u8>], bool)], allow_packed: bool) -> Result<Self, String> {
         let mut sets = Vec::new();
         let mut maxlit = 0;
         for ci in [false, true] {
@@ -691,12 +842,28 @@ impl LiteralIndex {
             if pats.is_empty() {
                 continue;
             }
-            let ac = AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(ci)
-                .build(&pats)
-                .map_err(|e| e.to_string())?;
-            sets.push((ac, owners));
+            let packed = if ci || !allow_packed || pats.iter().any(|p| p.is_empty()) {
+                None
+            } else {
+                aho_corasick::packed::Config::new().only_teddy(true).builder().extend(&pats).build()
+            };
+            let search = match packed {
+                Some(searcher) => {
+                    let mut by_first: Box<[Vec<u32>; 256]> = Box::new(std::array::from_fn(|_| Vec::new()));
+                    for (i, p) in pats.iter().enumerate() {
+                        by_first[usize::from(p[0])].push(i as u32);
+                    }
+                    LiteralSearch::Packed { searcher, by_first }
+                }
+                None => LiteralSearch::Automaton(
+                    AhoCorasickBuilder::new()
+                        .match_kind(MatchKind::Standard)
+                        .ascii_case_insensitive(ci)
+                        .build(&pats)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            sets.push(LiteralSet { search, pats, owners });
         }
         Ok(LiteralIndex { sets, maxlit })
     }
@@ -706,14 +873,37 @@ impl LiteralIndex {
     pub fn collect(&self, hay: &[u8], done: usize, occ: &mut Vec<Occ>) {
         let from = done.saturating_sub(self.maxlit.saturating_sub(1));
         let first_new = occ.len();
-        for (ac, owners) in &self.sets {
-            let Ok(iter) = ac.try_find_overlapping_iter(Input::new(hay).range(from..)) else { continue };
-            for m in iter {
-                if m.end() <= done {
-                    continue;
+        for set in &self.sets {
+            let mut push = |start: usize, end: usize, pat: usize| {
+                if end > done {
+                    for &det in &set.owners[pat] {
+                        occ.push(Occ { start, end, det });
+                    }
                 }
-                for &det in &owners[m.pattern().as_usize()] {
-                    occ.push(Occ { start: m.start(), end: m.end(), det });
+            };
+            match &set.search {
+                LiteralSearch::Packed { searcher, by_first } => {
+                    // Every start position with some literal, and every literal there: the
+                    // overlapping set (`sk-` inside `sk-ant-`, `secret_access` inside
+                    // `aws_secret_access`).
+                    let mut at = from;
+                    while at < hay.len() {
+                        let Some(m) = searcher.find_in(hay, aho_corasick::Span::from(at..hay.len())) else { break };
+                        let st = m.start();
+                        for &i in &by_first[usize::from(hay[st])] {
+                            let p = &set.pats[i as usize];
+                            if hay[st..].starts_with(p) {
+                                push(st, st + p.len(), i as usize);
+                            }
+                        }
+                        at = st + 1;
+                    }
+                }
+                LiteralSearch::Automaton(ac) => {
+                    let Ok(iter) = ac.try_find_overlapping_iter(Input::new(hay).range(from..)) else { continue };
+                    for m in iter {
+                        push(m.start(), m.end(), m.pattern().as_usize());
+                    }
                 }
             }
         }
@@ -721,6 +911,39 @@ impl LiteralIndex {
             // New occurrences start at or after `from`; sort the tail they may interleave with.
             let i = occ[..first_new].partition_point(|o| o.start < from);
             occ[i..].sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.det.cmp(&b.det)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LITS: &[&str] = &["sk-", "sk-ant-", "aws_secret", "secret_access", "AKIA", "eyJ", "-----BEGIN ", "xoxb-"];
+
+    proptest! {
+        /// The Teddy path finds exactly the overlapping occurrences the automaton finds, also
+        /// when collected incrementally.
+        #[test]
+        fn packed_and_automaton_find_the_same(parts in prop::collection::vec(prop::sample::select(
+            &["sk-", "ant-", "aws_", "secret", "_access", "AKIA", "eyJ", "-----BEGIN ", "xoxb-", "x", " ", "s", "k"][..]), 0..30),
+            cut in any::<usize>()) {
+            let hay = parts.concat().into_bytes();
+            let lits: Vec<Vec<u8>> = LITS.iter().map(|l| l.as_bytes().to_vec()).collect();
+            let entries = [(0, &lits[..3], false), (1, &lits[3..], false)];
+            let cut = cut % (hay.len() + 1);
+            let mut found = Vec::new();
+            for allow_packed in [true, false] {
+                let idx = LiteralIndex::build(&entries, allow_packed).unwrap();
+                let mut occ = Vec::new();
+                idx.collect(&hay[..cut], 0, &mut occ);
+                idx.collect(&hay, cut, &mut occ);
+                found.push(occ);
+            }
+            let packed = matches!(LiteralIndex::build(&entries, true).unwrap().sets[0].search, LiteralSearch::Packed { .. });
+            prop_assert!(packed || !cfg!(target_arch = "x86_64"), "Teddy is used on x86_64");
+            prop_assert_eq!(&found[0], &found[1]);
         }
     }
 }

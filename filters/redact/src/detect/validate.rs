@@ -318,8 +318,37 @@ mod tests {
 #[cfg(test)]
 mod matcher_equivalence {
     use crate::detect::builtin::{BUILTINS, compile};
-    use crate::detect::{card_at, ipv4_at, ssn_at};
+    use crate::detect::{card_at, ipv4_at, phone_at, ssn_at};
     use proptest::prelude::*;
+
+    /// Pieces of phone numbers and near misses: dense enough that most strings hold a match.
+    const PHONE_PARTS: &[&str] = &[
+        "+",
+        "(",
+        ")",
+        " ",
+        "-",
+        ".",
+        "a",
+        "0",
+        "1",
+        "2",
+        "5",
+        "9",
+        "12",
+        "44",
+        "415",
+        "555",
+        "2671",
+        "7946",
+        "0958",
+        "020",
+        "+44",
+        "+1",
+        "(415)",
+        "12345678",
+        "123456789012345",
+    ];
 
     fn anchored(name: &str) -> regex::bytes::Regex {
         let b = BUILTINS.iter().find(|b| b.name == name).unwrap();
@@ -338,6 +367,19 @@ mod matcher_equivalence {
                     let want = re.find(&h[st..]).map(|m| st + m.end());
                     prop_assert_eq!(f(h, st), want, "{} at {} in {:?}", name, st, s);
                 }
+            }
+        }
+
+        /// The phone matcher agrees with the phone regex (backtracking order included) at
+        /// every start, on strings made of the bytes its pattern cares about.
+        #[test]
+        fn phone_matcher_equals_regex(parts in prop::collection::vec(prop::sample::select(PHONE_PARTS), 0..16)) {
+            let s = parts.concat();
+            let h = s.as_bytes();
+            let re = anchored("phone");
+            for st in 0..=h.len() {
+                let want = re.find(&h[st..]).map(|m| st + m.end());
+                prop_assert_eq!(phone_at(h, st), want, "phone at {} in {:?}", st, s);
             }
         }
     }
