@@ -125,7 +125,8 @@ def test_block_mid_stream_ends_with_a_provider_error_event(redacting, upstream):
     assert "Zeus" not in "".join(e.data for e in events)
     assert text.startswith("All about")
     last = events[-1].json()
-    assert "error" in last, events[-1].data
+    assert last["error"]["code"] == "response_blocked", events[-1].data
+    assert "codename" in last["error"]["message"] and "Zeus" not in last["error"]["message"]
     assert all(e.data != "[DONE]" for e in events), "a blocked stream does not pretend to finish"
 
 

@@ -22,7 +22,8 @@
 //!   `input_json_delta.partial_json` per block `index`. `thinking_delta` is not rewritten (its
 //!   signature would break); documented as not scanned.
 //!
-//! A `block` match ends the stream with the provider's error event. Broken SSE or JSON is an
+//! A `block` match ends the stream: [`SseOutput::block`] is set, and the caller appends the
+//! provider's error event. Broken SSE or JSON is an
 //! [`SseError`]; the filter applies its failure action (default: block).
 
 use std::collections::BTreeMap;
@@ -253,7 +254,8 @@ pub struct SseOutput {
     pub bytes: Vec<u8>,
     /// Matches accepted.
     pub detections: Vec<Detection>,
-    /// Set when the stream was ended with an error event by a `block` match.
+    /// Set when a `block` match ended the stream: nothing after it is emitted, and the caller
+    /// must end the response with the provider's error event.
     pub block: Option<Block>,
 }
 
@@ -345,21 +347,9 @@ impl SseRedactor {
         Ok(out)
     }
 
+    /// Stop at a `block` match. The caller appends the provider-format error event (one source
+    /// for every way Cordon ends a stream: `cordon_core::redaction::stream_error_event`).
     fn block(&mut self, b: Block, out: &mut SseOutput) {
-        let msg = format!("response blocked by Cordon redaction policy (detector `{}`)", b.detector);
-        let ev = match self.format {
-            SseFormat::OpenAiChat => data_event(
-                None,
-                &json!({"error": {"message": msg, "type": "cordon_policy_violation", "param": null, "code": "content_blocked"}}),
-            ),
-            SseFormat::OpenAiResponses => {
-                data_event(Some("error"), &json!({"type": "error", "code": "content_blocked", "message": msg, "param": null}))
-            }
-            SseFormat::Anthropic => {
-                data_event(Some("error"), &json!({"type": "error", "error": {"type": "permission_error", "message": msg}}))
-            }
-        };
-        out.bytes.extend_from_slice(&ev);
         out.block = Some(b);
         self.blocked = true;
     }

@@ -222,12 +222,11 @@ impl HttpContext for RedactFilter {
                 match result {
                     Ok(out) => {
                         self.record(Direction::Response, &out.detections);
-                        self.set_http_response_body(0, body_size, &out.bytes);
                         if let Some(block) = &out.block {
-                            // The redactor already wrote the provider-format error event.
-                            self.shared.decisions.count(Refusal::ResponseBlocked { detector: block.detector.to_string() }.code());
-                            self.response = Response::Ended;
+                            let refusal = Refusal::ResponseBlocked { detector: block.detector.to_string() };
+                            self.end_stream_with(body_size, out.bytes, &refusal);
                         } else {
+                            self.set_http_response_body(0, body_size, &out.bytes);
                             self.response = Response::Stream(redactor);
                         }
                     }
