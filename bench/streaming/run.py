@@ -3,8 +3,11 @@
 
 (a) Envoy with no filter and (b) Envoy with `cordon.redact` (default detector set) in front of the
 same fake upstream streaming 64 chat deltas 20 ms apart. Measured at the client, interleaved
-a, b, a, b, ...: time to first token (TTFT, from sending the request to the first content delta)
-and the gap between consecutive deltas. Prints p50/p99 of each and b−a. Loopback only.
+a, b, a, b, ...: time to first token (TTFT, from sending the request to the first content delta),
+the gap between consecutive deltas, and each delta's transit time (from the fake upstream writing
+it to the client reading it; both in this process, on one monotonic clock). Transit isolates what
+streaming redaction adds per event (holdback included) from the request path, which TTFT also
+contains. Prints p50/p99 of each and b−a. Loopback only.
 
     .venv/bin/python bench/streaming/run.py [--streams 40]
 """
@@ -32,7 +35,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def one_stream(env: E.Envoy, upstream: FakeUpstream) -> tuple[float, list[float]]:
+def one_stream(env: E.Envoy, upstream: FakeUpstream) -> tuple[float, list[float], list[float]]:
     # Ordinary prose with an e-mail address now and then, as real completions have.
     words = [f"word{i} " if i % 16 else f"mail{i}@example.com " for i in range(DELTAS)]
     upstream.push(Script(chunks=words, delay_s=GAP_S))
@@ -45,7 +48,10 @@ def one_stream(env: E.Envoy, upstream: FakeUpstream) -> tuple[float, list[float]
                 doc = e.json()
                 if doc.get("choices") and doc["choices"][0]["delta"].get("content"):
                     times.append(e.t)
-    return (times[0] - t0) * 1000, [(b - a) * 1000 for a, b in zip(times, times[1:])]
+    sent = upstream.sent_times[1:1 + DELTAS]  # event 0 is the role-only delta; then one per word
+    assert len(times) == len(sent) == DELTAS, (len(times), len(sent))  # nothing merged or lost
+    transit = [(r - w) * 1000 for w, r in zip(sent, times)]
+    return (times[0] - t0) * 1000, [(b - a) * 1000 for a, b in zip(times, times[1:])], transit
 
 
 def main() -> int:
@@ -57,20 +63,24 @@ def main() -> int:
     redact_cfg = {"policy": {"routes": [{"name": "all", "path_prefix": "/", "accept": [["api_key"]]}]}}
     redacting = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.redact", redact_cfg)], "model")], [E.cluster("model", upstream.port)]))
     try:
-        results = {"a": ([], []), "b": ([], [])}
+        results = {"a": ([], [], [], []), "b": ([], [], [], [])}
         for i in range(args.streams):
             for name, env in (("a", plain), ("b", redacting)):
-                ttft, gaps = one_stream(env, upstream)
-                results[name][0].append(ttft)
-                results[name][1].extend(gaps)
+                ttft, gaps, transit = one_stream(env, upstream)
+                r = results[name]
+                r[0].append(ttft)
+                r[1].extend(gaps)
+                r[2].append(transit[0])
+                r[3].extend(transit)
         print(f"{args.streams} streams per variant, {DELTAS} deltas {GAP_S * 1000:.0f} ms apart (fake upstream), interleaved")
-        print(f"{'':32}{'TTFT p50':>10}{'TTFT p99':>10}{'gap p50':>10}{'gap p99':>10}   (ms)")
+        cols = ["TTFT", "gap", "transit1", "transit"]
+        print(f"{'':24}" + "".join(f"{c + ' p50':>15}{c + ' p99':>15}" for c in cols) + "   (ms)")
+        print(f"{'':24}(transit1: the first content delta; transit: every delta)")
+        stats = {}
         for name, label in (("a", "a  envoy, no filter"), ("b", "b  cordon.redact")):
-            ttft, gaps = results[name]
-            print(f"{label:32}{statistics.median(ttft):10.2f}{pct(ttft, 99):10.2f}{statistics.median(gaps):10.2f}{pct(gaps, 99):10.2f}")
-        (ta, ga), (tb, gb) = results["a"], results["b"]
-        print(f"{'b − a (added)':32}{statistics.median(tb) - statistics.median(ta):10.2f}{pct(tb, 99) - pct(ta, 99):10.2f}"
-              f"{statistics.median(gb) - statistics.median(ga):10.2f}{pct(gb, 99) - pct(ga, 99):10.2f}")
+            stats[name] = [f(v) for v in results[name] for f in (statistics.median, lambda v: pct(v, 99))]
+            print(f"{label:24}" + "".join(f"{x:15.3f}" for x in stats[name]))
+        print(f"{'b − a (added)':24}" + "".join(f"{b - a:15.3f}" for a, b in zip(stats["a"], stats["b"])))
         print("goal: <= 0.1 ms added TTFT at p99; no event held longer than the holdback bound requires")
         return 0
     finally:
