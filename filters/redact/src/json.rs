@@ -18,17 +18,18 @@
 //! `choices[].text`, `output[].content[].text`, `output[].arguments`, `content[].text`, and every
 //! string inside `content[].input` (Anthropic `tool_use`).
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine};
 
-/// A step in a JSON path.
+/// A step in a JSON path (keys borrowed from the document unless they hold escapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
+pub enum Seg<'a> {
     /// Object member.
-    Key(String),
+    Key(Cow<'a, str>),
     /// Array element.
     Idx(usize),
 }
@@ -62,14 +63,14 @@ pub enum JsonVerdict {
     },
 }
 
-struct Walker<'a, F: FnMut(&[Seg], Range<usize>)> {
+struct Walker<'a, F: FnMut(&[Seg<'a>], Range<usize>)> {
     b: &'a [u8],
     i: usize,
-    path: Vec<Seg>,
+    path: Vec<Seg<'a>>,
     f: F,
 }
 
-impl<F: FnMut(&[Seg], Range<usize>)> Walker<'_, F> {
+impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> Walker<'a, F> {
     fn ws(&mut self) {
         while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
             self.i += 1;
@@ -107,7 +108,13 @@ impl<F: FnMut(&[Seg], Range<usize>)> Walker<'_, F> {
                         Some(b',') => self.i += 1,
                         Some(b'"') => {
                             let r = self.string();
-                            let key = serde_json::from_slice::<String>(&self.b[r]).unwrap_or_default();
+                            let raw = &self.b[r.start + 1..r.end.saturating_sub(1).max(r.start + 1)];
+                            // The document is valid UTF-8 (checked first): a key without
+                            // escapes is borrowed as it is.
+                            let key = match std::str::from_utf8(raw) {
+                                Ok(k) if !raw.contains(&b'\\') => Cow::Borrowed(k),
+                                _ => Cow::Owned(serde_json::from_slice::<String>(&self.b[r]).unwrap_or_default()),
+                            };
                             self.ws();
                             self.i += 1; // ':'
                             self.path.push(Seg::Key(key));
@@ -152,15 +159,59 @@ impl<F: FnMut(&[Seg], Range<usize>)> Walker<'_, F> {
     }
 }
 
+/// Accepts any JSON value and checks all of it, strings (escapes, surrogates) included, without
+/// building a tree: strings are decoded into serde_json's scratch buffer and dropped.
+struct Strict;
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
+        while a.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
+        while a.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+}
+
 /// Validate `json` and call `f` with the path and raw byte range (quotes included) of every
 /// string value (not keys).
-pub fn walk_strings(json: &[u8], f: impl FnMut(&[Seg], Range<usize>)) -> Result<(), JsonError> {
+pub fn walk_strings<'a>(json: &'a [u8], f: impl FnMut(&[Seg<'a>], Range<usize>)) -> Result<(), JsonError> {
     if let Err(e) = std::str::from_utf8(json) {
         return Err(JsonError::Malformed(format!("invalid UTF-8 at byte {}", e.valid_up_to())));
     }
     // Strict: skipping with `IgnoredAny` does not decode `\u` escapes, so a lone surrogate in a
     // field nobody reads let a body that is not JSON be forwarded unchanged (found by fuzzing).
-    serde_json::from_slice::<serde_json::Value>(json).map_err(|e| JsonError::Malformed(e.to_string()))?;
+    serde_json::from_slice::<Strict>(json).map_err(|e| JsonError::Malformed(e.to_string()))?;
     let mut w = Walker { b: json, i: 0, path: Vec::new(), f };
     w.value();
     Ok(())
@@ -179,7 +230,7 @@ pub fn splice(json: &[u8], reps: &[(Range<usize>, String)]) -> Vec<u8> {
     out
 }
 
-fn k(s: &Seg) -> Option<&str> {
+fn k<'a>(s: &'a Seg<'_>) -> Option<&'a str> {
     match s {
         Seg::Key(k) => Some(k),
         Seg::Idx(_) => None,

@@ -26,6 +26,7 @@
 //! provider's error event. Broken SSE or JSON is an
 //! [`SseError`]; the filter applies its failure action (default: block).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, StreamRedactor};
+use crate::event_shape as shape;
 use crate::json::{Seg, splice, walk_strings};
 
 /// Default limit on one event's size.
@@ -266,14 +268,11 @@ pub struct SseRedactor {
     format: SseFormat,
     framer: SseFramer,
     streams: BTreeMap<Key, StreamRedactor>,
-    template: Option<Value>,
+    /// The first chat chunk with `choices`, as sent (parsed only to synthesize a delta).
+    template: Option<Vec<u8>>,
     item_ids: BTreeMap<u64, Value>,
     pending_block: Option<(Block, String)>,
     blocked: bool,
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
 }
 
 fn data_event(event: Option<&str>, v: &Value) -> Vec<u8> {
@@ -406,13 +405,15 @@ impl SseRedactor {
     fn synth(&self, key: Key, text: &str) -> Vec<u8> {
         match key {
             Key::Content(c) | Key::Tool(c, _) => {
-                let mut v = self.template.clone().unwrap_or_else(|| json!({"object": "chat.completion.chunk"}));
+                let template = self.template.as_deref().and_then(|t| serde_json::from_slice::<Value>(t).ok());
+                let mut v = template.unwrap_or_else(|| json!({"object": "chat.completion.chunk"}));
                 let delta = match key {
                     Key::Tool(_, t) => json!({"tool_calls": [{"index": t, "function": {"arguments": text}}]}),
                     _ => json!({"content": text}),
                 };
                 if let Some(o) = v.as_object_mut() {
                     o.remove("usage");
+                    o.remove("choices");
                     o.insert("choices".into(), json!([{"index": c, "delta": delta, "finish_reason": null}]));
                 }
                 data_event(None, &v)
@@ -458,36 +459,33 @@ impl SseRedactor {
             out.bytes.extend_from_slice(&ev.raw);
             return Ok(());
         }
-        let v: Value = serde_json::from_slice(data).map_err(|e| SseError::BadJson {
+        let bad = |e: serde_json::Error| SseError::BadJson {
             reason: e.to_string(),
             snippet: String::from_utf8_lossy(&data[..data.len().min(80)]).into_owned(),
-        })?;
+        };
         // Plan: which string fields feed which stream, which streams end here, which fields
         // are full texts to redact whole.
         let mut feeds: Vec<(Vec<Seg>, Key)> = Vec::new();
         let mut ends: Vec<Key> = Vec::new();
         let mut wholes: Vec<Vec<Seg>> = Vec::new();
-        let key = |s: &str| Seg::Key(s.to_string());
+        let key = |s: &'static str| Seg::Key(Cow::Borrowed(s));
         match self.format {
             SseFormat::OpenAiChat => {
-                if v.get("choices").is_some() {
-                    let mut t = v.clone();
-                    if let Some(o) = t.as_object_mut() {
-                        o.remove("choices");
-                        o.remove("usage");
-                    }
-                    self.template = Some(t);
+                let v: shape::ChatChunk = serde_json::from_slice(data).map_err(bad)?;
+                if v.choices.is_some() && self.template.is_none() {
+                    // Synthesized deltas copy the stream's id, model, created, ... from here.
+                    self.template = Some(data.to_vec());
                 }
-                for (ci, ch) in v.get("choices").and_then(Value::as_array).into_iter().flatten().enumerate() {
-                    let idx = ch.get("index").map(u).unwrap_or(ci as u64);
-                    let delta = ch.get("delta");
-                    if delta.and_then(|d| d.get("content")).is_some_and(Value::is_string) {
+                for (ci, ch) in v.choices.iter().flatten().enumerate() {
+                    let idx = ch.index.or(ci as u64);
+                    let delta = ch.delta.as_ref();
+                    if delta.is_some_and(|d| shape::Probe::is_str(&d.content)) {
                         feeds.push((vec![key("choices"), Seg::Idx(ci), key("delta"), key("content")], Key::Content(idx)));
                     }
-                    let tcs = delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array);
+                    let tcs = delta.and_then(|d| d.tool_calls.as_ref());
                     for (ti, tc) in tcs.into_iter().flatten().enumerate() {
-                        let tix = tc.get("index").map(u).unwrap_or(ti as u64);
-                        if tc.pointer("/function/arguments").is_some_and(Value::is_string) {
+                        let tix = tc.index.or(ti as u64);
+                        if tc.function.as_ref().is_some_and(|f| shape::Probe::is_str(&f.arguments)) {
                             feeds.push((
                                 vec![
                                     key("choices"),
@@ -502,7 +500,7 @@ impl SseRedactor {
                             ));
                         }
                     }
-                    if ch.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                    if ch.finish_reason.is_some() {
                         for k in self.streams.keys() {
                             if matches!(k, Key::Content(c) | Key::Tool(c, _) if *c == idx) {
                                 ends.push(*k);
@@ -517,13 +515,13 @@ impl SseRedactor {
                 }
             }
             SseFormat::OpenAiResponses => {
-                let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-                let oi = v.get("output_index").map(u).unwrap_or(0);
-                let ci = v.get("content_index").map(u).unwrap_or(0);
-                if let Some(id) = v.get("item_id") {
-                    self.item_ids.insert(oi, id.clone());
+                let v: shape::ResponsesEvent = serde_json::from_slice(data).map_err(bad)?;
+                let oi = v.output_index.or(0);
+                let ci = v.content_index.or(0);
+                if let Some(id) = v.item_id {
+                    self.item_ids.insert(oi, id);
                 }
-                match ty {
+                match v.ty.0.as_ref() {
                     "response.output_text.delta" => feeds.push((vec![key("delta")], Key::Text(oi, ci))),
                     "response.function_call_arguments.delta" => feeds.push((vec![key("delta")], Key::Args(oi))),
                     "response.output_text.done" => {
@@ -538,13 +536,13 @@ impl SseRedactor {
                 }
             }
             SseFormat::Anthropic => {
-                let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-                let idx = v.get("index").map(u).unwrap_or(0);
-                match ty {
-                    "content_block_start" if v.pointer("/content_block/text").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
+                let v: shape::AnthropicEvent = serde_json::from_slice(data).map_err(bad)?;
+                let idx = v.index.or(0);
+                match v.ty.0.as_ref() {
+                    "content_block_start" if v.content_block.as_ref().is_some_and(|b| shape::Probe::is_nonempty_str(&b.text)) => {
                         feeds.push((vec![key("content_block"), key("text")], Key::BlockText(idx)));
                     }
-                    "content_block_delta" => match v.pointer("/delta/type").and_then(Value::as_str) {
+                    "content_block_delta" => match v.delta.as_ref().map(|d| d.ty.0.as_ref()) {
                         Some("text_delta") => feeds.push((vec![key("delta"), key("text")], Key::BlockText(idx))),
                         Some("input_json_delta") => feeds.push((vec![key("delta"), key("partial_json")], Key::BlockJson(idx))),
                         _ => {}
@@ -646,7 +644,7 @@ fn is_full_text(p: &[Seg]) -> bool {
     let ks: Vec<Option<&str>> = p
         .iter()
         .map(|s| match s {
-            Seg::Key(k) => Some(k.as_str()),
+            Seg::Key(k) => Some(k.as_ref()),
             Seg::Idx(_) => None,
         })
         .collect();
