@@ -144,10 +144,15 @@ def set_log_level(env: E.Envoy, level: str) -> None:
                            timeout=5).read()
 
 
+FLOOR_HEADERS: dict[str, str] = {}
+
+
 def one_stream(env: E.Envoy, conn: RawConnection, upstream: FakeUpstream, pieces: list[str], delay_s: float,
                check_deltas: bool = False) -> dict:
     """Streams `pieces` through `env`; returns the Envoy's CPU, chunk counts, and checks the content."""
-    upstream.push(Script(chunks=pieces, delay_s=delay_s))
+    # --floor: the same events labelled text/plain, which cordon.redact lets through unscanned,
+    # so b measures only the wasm body callback itself.
+    upstream.push(Script(chunks=pieces, delay_s=delay_s, headers=FLOOR_HEADERS))
     pid = env.proc.pid
     own0, busy1_0 = time.process_time(), core_busy(str(CLIENT_CORE))
     busy0, t0, ticks0, cpu0 = core_busy(ENVOY_CORE), time.monotonic(), stat_ticks(pid), cpu_ns(pid)
@@ -249,12 +254,16 @@ def main() -> int:
     ap.add_argument("--sizes", default="8,1024,8192", help="content bytes per delta, comma-separated (default 8,1024,8192)")
     ap.add_argument("--delay-ms", type=float, default=1.0, help="gap between upstream events (default 1 ms)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 500 deltas")
+    ap.add_argument("--floor", action="store_true",
+                    help="label the stream text/plain: cordon.redact passes it unscanned, so b − a is the wasm callback floor")
     ap.add_argument("--no-rt", action="store_true", help="normal scheduler instead of SCHED_FIFO")
     ap.add_argument("--no-trace-check", action="store_true", help="skip counting the filter's body callbacks at trace level")
     ap.add_argument("--profile", action="store_true",
                     help="also sample one stream of each variant (smallest size) with perf: kernel vs Envoy vs the module's wasm")
     ap.add_argument("--out", type=Path, help="write every stream's numbers and the summary as JSON")
     args = ap.parse_args()
+    if args.floor:
+        FLOOR_HEADERS["content-type"] = "text/plain; charset=utf-8"
     rounds = args.rounds or (2 if args.quick else 9)
     n = args.deltas or (500 if args.quick else 2000)
     sizes = [int(s) for s in args.sizes.split(",")]
