@@ -108,6 +108,23 @@ def test_prompt_pii_is_redacted_before_the_upstream_sees_it(redacting, upstream)
     assert int(got.headers["content-length"]) == len(got.body)
 
 
+@pytest.mark.parametrize("first,released", [("Hello there. ", True), ("word1 ", True), ("Hello", False)])
+def test_settled_text_is_not_held_for_the_next_event(redacting, upstream, first, released):
+    """A delta that ends in a space or punctuation reaches the client before the upstream sends
+    the next one (time to first token is not held hostage by redaction); a delta ending inside a
+    word waits for the next one, because `Hello` may still become `Hello@example.com`."""
+    upstream.push(Script(chunks=[first, "General Kenobi."], delay_s=0.5))
+    events = stream_text(redacting)
+    arrivals = [(e.t, chat_text([e])) for e in events if e.data != "[DONE]" and chat_text([e])]
+    second_sent = upstream.sent_times[2]  # role delta, first delta, second delta, ...
+    assert "".join(text for _, text in arrivals) == first + "General Kenobi."
+    at, text = arrivals[0]
+    if released:
+        assert text == first and at < second_sent, (arrivals, second_sent)
+    else:
+        assert at >= second_sent and text.startswith(first), (arrivals, second_sent)
+
+
 def test_block_on_request(redacting, upstream):
     upstream.clear()
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"use key {AWS}"}]}
