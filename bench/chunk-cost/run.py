@@ -72,6 +72,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.perf_split import dso_shares  # noqa: E402
 from tests.harness import envoy as E  # noqa: E402
 from tests.harness import fake_upstream  # noqa: E402
 from tests.harness.fake_upstream import FakeUpstream, Script  # noqa: E402
@@ -220,17 +221,7 @@ def profile(env: E.Envoy, conn: RawConnection, upstream: FakeUpstream, pieces: l
     if rec.wait(timeout=30) not in (0, -signal.SIGINT, 128 + signal.SIGINT) or not data.exists():
         print(f"--profile: perf record failed: {rec.stderr.read()[-500:]}", file=sys.stderr)
         return None
-    rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "--stdio", "-g", "none"],
-                         capture_output=True, text=True).stdout
-    buckets = {"kernel": 0.0, "envoy": 0.0, "wasm_jit": 0.0, "other": 0.0}
-    for line in rep.splitlines():
-        parts = line.split(None, 1)
-        if len(parts) != 2 or not parts[0].endswith("%"):
-            continue
-        share, dso = float(parts[0][:-1]) / 100, parts[1].strip()
-        key = ("kernel" if dso.startswith("[kernel") else "envoy" if dso == "envoy" else
-               "wasm_jit" if dso.startswith("[JIT]") else "other")
-        buckets[key] += share
+    buckets = dso_shares(data)
     per_chunk = r["cpu_ns"] / r["sent"] / 1000
     return {"us_per_chunk": per_chunk, "share": buckets, "split_us": {k: v * per_chunk for k, v in buckets.items()}}
 

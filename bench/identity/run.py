@@ -55,6 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.perf_split import dso_shares  # noqa: E402
 from tests.harness import envoy as E  # noqa: E402
 
 ENVOY_CORE = "0"
@@ -415,17 +416,7 @@ def profile(bench: Bench, rate: float, duration: float, workdir: Path) -> dict |
         if rec.wait() != 0:
             print(f"--profile: perf record failed: {rec.stderr.read()[-500:]}", file=sys.stderr)
             return None
-        rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "--stdio", "-g", "none"],
-                             capture_output=True, text=True).stdout
-        buckets = {"kernel": 0.0, "envoy": 0.0, "wasm_jit": 0.0, "other": 0.0}
-        for line in rep.splitlines():
-            parts = line.split(None, 1)
-            if len(parts) != 2 or not parts[0].endswith("%"):
-                continue
-            share, dso = float(parts[0][:-1]) / 100, parts[1].strip()
-            key = ("kernel" if dso.startswith("[kernel") else "envoy" if dso == "envoy" else
-                   "wasm_jit" if dso.startswith("[JIT]") else "other")
-            buckets[key] += share
+        buckets = dso_shares(data)
         result[v] = {"cpu_us_per_req": r["cpu_us_per_req"], "share": buckets,
                      "us_per_req": {k: share * r["cpu_us_per_req"] for k, share in buckets.items()}}
     result["added_us_per_req_b_minus_a"] = {k: result["b"]["us_per_req"][k] - result["a"]["us_per_req"][k] for k in result["a"]["us_per_req"]}

@@ -25,28 +25,13 @@
 //! sample (one call per sample, as the filter does per string), after one warm-up pass; prints
 //! one JSON object on stdout. `--set compared` enables only `email card iban ssn phone ipv4 ipv6`.
 
-use cordon_redact::corpus::generate;
+use cordon_redact::corpus::{CONTEXTS, generate};
 use cordon_redact::{Direction, Engine, RedactConfig};
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::io::{BufRead, BufWriter, Write};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Must equal `CONTEXTS` in `src/corpus.rs` (private there): each positive's label is the text
-/// between a template's prefix and suffix (the longest template that fits).
-const CONTEXTS: &[&str] = &[
-    "{}",
-    "Please contact {} for details.",
-    "value: {}\n",
-    "({})",
-    "\"{}\"",
-    "The field was set to {}, then saved.",
-    "- {}\n- next item",
-    "résumé: {} — merci",
-    "{}.",
-    "log line 42 user={} status=ok",
-];
 
 /// The built-ins that have a Presidio counterpart (`--set compared`).
 const COMPARED: &[&str] = &["email", "card", "iban", "ssn", "phone", "ipv4", "ipv6"];

@@ -69,7 +69,9 @@ const ALNUM: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 const B64: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const B64URL: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-const CONTEXTS: &[&str] = &[
+/// Sentences each generated value is placed in (`{}` is the value); a positive's label is the
+/// text between a template's prefix and suffix.
+pub const CONTEXTS: &[&str] = &[
     "{}",
     "Please contact {} for details.",
     "value: {}\n",
