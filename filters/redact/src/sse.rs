@@ -34,7 +34,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::config::Direction;
-use crate::engine::{Block, Detection, Engine, StreamRedactor};
+use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
 use crate::event_shape as shape;
 use crate::json::{Seg, splice, walk_strings};
 
@@ -358,19 +358,18 @@ impl SseRedactor {
         let engine = self.engine.clone();
         let s = self.streams.entry(key).or_insert_with(|| StreamRedactor::new(engine, Direction::Response));
         let o = s.push(text.as_bytes());
-        out.detections.extend(o.detections);
-        let txt = String::from_utf8_lossy(&o.bytes).into_owned();
-        if let Some(b) = o.block {
-            self.pending_block = Some((b, txt));
-            return None;
-        }
-        Some(txt)
+        self.take(o, out)
     }
 
     /// Finish a stream; returns held text (None if it blocked or had no stream).
     fn finish_stream(&mut self, key: Key, out: &mut SseOutput) -> Option<String> {
-        let mut s = self.streams.remove(&key)?;
-        let o = s.finish();
+        let o = self.streams.remove(&key)?.finish();
+        self.take(o, out)
+    }
+
+    /// Records a stream's detections; returns its text, or None after parking a block verdict
+    /// (with the text before the match) for the caller to emit.
+    fn take(&mut self, o: Output, out: &mut SseOutput) -> Option<String> {
         out.detections.extend(o.detections);
         let txt = String::from_utf8_lossy(&o.bytes).into_owned();
         if let Some(b) = o.block {
