@@ -1,8 +1,14 @@
 //! Generates prost messages for every .proto here, and tonic clients/servers only when the
 //! `grpc` feature is on, so the wasm filter can build with `default-features = false` and link
-//! nothing from tonic. Needs `protoc` (Debian package `protobuf-compiler`).
+//! nothing from tonic.
+//!
+//! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust that carries
+//! the well-known types (`google/protobuf/*.proto`): building needs no system `protoc` and no
+//! Debian package, so a fresh machine builds with nothing installed by hand.
 
 use std::path::PathBuf;
+
+use prost::Message as _;
 
 const PROTOS: &[&str] = &["cordon/v1/discovery.proto", "cordon/admin/v1/admin.proto"];
 
@@ -12,15 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
     }
+    let fds = protox::compile(PROTOS, ["."]).map_err(|e| format!("proto/ does not compile: {e}"))?;
+    // The reflection service (control plane) serves this descriptor set.
+    std::fs::write(out.join("cordon_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_server(grpc)
         .build_client(grpc)
-        .file_descriptor_set_path(out.join("cordon_descriptor.bin"))
         .type_attribute(
             ".cordon.admin.v1",
             "#[cfg_attr(feature = \"serde\", derive(serde::Serialize, serde::Deserialize), serde(default))]",
         )
-        .compile_protos(PROTOS, &["."])
-        .map_err(|e| format!("protoc failed (install Debian package `protobuf-compiler`): {e}"))?;
+        .compile_fds(fds)?;
     Ok(())
 }
