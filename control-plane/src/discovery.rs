@@ -14,7 +14,8 @@
 use crate::metrics::Metrics;
 use crate::nodes::{NodeHandle, Nodes};
 use crate::service::{PolicyService, Snapshot};
-use cordon_proto::v1::{DiscoveryRequest, POLICY_METHOD, POLICY_SERVICE, POLICY_TYPE_URL};
+use cordon_core::bundle::POLICY_TYPE_URL;
+use cordon_proto::v1::{DiscoveryRequest, POLICY_METHOD, POLICY_SERVICE};
 use prost::Message;
 use prost::bytes::BufMut;
 use std::convert::Infallible;

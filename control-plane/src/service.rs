@@ -9,7 +9,8 @@ use crate::nodes::now_ms;
 use crate::policy::{self, DocumentError};
 use crate::signing::BundleSigner;
 use crate::store::{KeyChange, KeyState, NewVersion, PolicyStore, StoreError, StoredKey, StoredVersion};
-use cordon_proto::v1::{DiscoveryResponse, POLICY_TYPE_URL, PolicyBundle};
+use cordon_core::bundle::POLICY_TYPE_URL;
+use cordon_proto::v1::{DiscoveryResponse, PolicyBundle};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -140,7 +141,7 @@ impl PolicyService {
             if cur.as_ref().is_some_and(|c| c.number >= v.number) {
                 return false;
             }
-            let bundle = self.signer.bundle(&version_string(v.number), v.version.content.as_bytes());
+            let bundle = self.signer.bundle(&version_string(v.number), v.number, v.version.content.as_bytes());
             let encoded_response = encode_response(&bundle);
             *cur = Some(Arc::new(Snapshot { number: v.number, bundle, encoded_response, published_at: Instant::now() }));
             self.metrics.current_version.set(i64::try_from(v.number).unwrap_or(i64::MAX));

@@ -3,7 +3,8 @@
 //! one in the data directory.
 
 use base64::Engine;
-use cordon_proto::v1::{PolicyBundle, signed_message};
+use cordon_core::bundle::{BundleView, signed_message};
+use cordon_proto::v1::PolicyBundle;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use std::path::Path;
 
@@ -43,10 +44,10 @@ impl std::fmt::Debug for BundleSigner {
     }
 }
 
-/// `ed25519:` + first 16 hex digits of SHA-256(public key): names the key in bundles.
+/// `ed25519:` + first 16 hex digits of SHA-256(public key): names the key in bundles (the
+/// filter's own definition, `cordon_core::bundle::key_id`).
 pub fn key_id(public: &VerifyingKey) -> String {
-    let digest = crate::policy::sha256_hex(public.as_bytes());
-    format!("ed25519:{}", &digest[..16])
+    cordon_core::bundle::key_id(public.as_bytes())
 }
 
 fn decode_seed(text: &str, origin: &str) -> Result<[u8; 32], SigningKeyError> {
@@ -125,60 +126,62 @@ impl BundleSigner {
         self.key.verifying_key()
     }
 
-    /// A signed bundle for `version` carrying `policy_json`.
-    pub fn bundle(&self, version: &str, policy_json: &[u8]) -> PolicyBundle {
+    /// A signed bundle for `version` with the strictly increasing `serial`, carrying `policy_json`.
+    pub fn bundle(&self, version: &str, serial: u64, policy_json: &[u8]) -> PolicyBundle {
         use sha2::Digest;
         let sha256 = sha2::Sha256::digest(policy_json).to_vec();
-        let signature = self.key.sign(&signed_message(version, &sha256)).to_bytes().to_vec();
-        PolicyBundle { version: version.to_string(), policy_json: policy_json.to_vec(), sha256, signature, key_id: self.key_id.clone() }
+        let signature = self.key.sign(&signed_message(serial, version, &sha256)).to_bytes().to_vec();
+        PolicyBundle {
+            version: version.to_string(),
+            policy_json: policy_json.to_vec(),
+            sha256,
+            signature,
+            key_id: self.key_id.clone(),
+            serial,
+        }
     }
 }
 
-/// Why a bundle failed verification (what a filter would NACK with).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    /// sha256 does not match the policy bytes.
-    #[error("bundle sha256 does not match its policy_json")]
-    HashMismatch,
-    /// Signed by a key the verifier does not know.
-    #[error("bundle signed by unknown key `{0}`")]
-    UnknownKey(String),
-    /// Signature wrong or malformed.
-    #[error("bundle signature is invalid")]
-    BadSignature,
-}
-
-/// The check a filter runs before applying a bundle (reference implementation for the filter
-/// side and for tests).
-pub fn verify_bundle(bundle: &PolicyBundle, key_id_expected: &str, public: &VerifyingKey) -> Result<(), VerifyError> {
-    use sha2::Digest;
-    if sha2::Sha256::digest(&bundle.policy_json)[..] != bundle.sha256[..] {
-        return Err(VerifyError::HashMismatch);
+/// The filter's view of a bundle, for `cordon_core::bundle::verify` (the one verifier: the
+/// control plane's tests check bundles exactly as a filter does).
+pub fn view(bundle: &PolicyBundle) -> BundleView<'_> {
+    BundleView {
+        version: &bundle.version,
+        serial: bundle.serial,
+        policy_json: &bundle.policy_json,
+        sha256: &bundle.sha256,
+        signature: &bundle.signature,
+        key_id: &bundle.key_id,
     }
-    if bundle.key_id != key_id_expected {
-        return Err(VerifyError::UnknownKey(bundle.key_id.clone()));
-    }
-    let sig = ed25519_dalek::Signature::from_slice(&bundle.signature).map_err(|_| VerifyError::BadSignature)?;
-    public.verify_strict(&bundle.signed_message(), &sig).map_err(|_| VerifyError::BadSignature)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn trusted(s: &BundleSigner) -> Vec<cordon_core::bundle::TrustedKey> {
+        vec![cordon_core::bundle::TrustedKey { key_id: s.key_id().to_owned(), public_key: s.public_key_base64() }]
+    }
+
     #[test]
-    fn bundles_verify_and_tampering_is_caught() {
+    fn bundles_verify_with_the_filters_verifier_and_tampering_is_caught() {
+        use cordon_core::bundle::{BundleError, verify};
+        let none = |_: &str| None;
         let s = BundleSigner::from_seed([9; 32]);
-        let b = s.bundle("7", b"{\"models\":[]}");
-        verify_bundle(&b, s.key_id(), &s.verifying_key()).unwrap();
+        let b = s.bundle("7", 7, b"{\"models\":[]}");
+        let v = verify(&view(&b), &trusted(&s), &none).unwrap();
+        assert_eq!((v.version.as_str(), v.serial), ("7", 7));
         let mut t = b.clone();
         t.version = "8".into();
-        assert_eq!(verify_bundle(&t, s.key_id(), &s.verifying_key()), Err(VerifyError::BadSignature));
+        assert!(matches!(verify(&view(&t), &trusted(&s), &none), Err(BundleError::BadSignature(_))));
+        let mut t = b.clone();
+        t.serial = 8;
+        assert!(matches!(verify(&view(&t), &trusted(&s), &none), Err(BundleError::BadSignature(_))));
         let mut t = b.clone();
         t.policy_json = b"{}".to_vec();
-        assert_eq!(verify_bundle(&t, s.key_id(), &s.verifying_key()), Err(VerifyError::HashMismatch));
+        assert_eq!(verify(&view(&t), &trusted(&s), &none).unwrap_err(), BundleError::DigestMismatch);
         let other = BundleSigner::from_seed([1; 32]);
-        assert!(verify_bundle(&b, other.key_id(), &other.verifying_key()).is_err());
+        assert!(matches!(verify(&view(&b), &trusted(&other), &none), Err(BundleError::UnknownKey(_))));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 mod support;
 
-use cordon_control_plane::signing::{BundleSigner, verify_bundle};
+use cordon_control_plane::signing::{BundleSigner, view};
+use cordon_core::bundle::{TrustedKey, verify};
 use cordon_proto::admin::v1::{ApplyRequest, CreateKeyRequest, RevokeKeyRequest};
 use support::server::*;
 
@@ -23,7 +24,10 @@ async fn first_push_is_signed_and_ack_makes_the_node_synced() {
     let b = bundle(&resp);
     assert_eq!(b.version, v1);
     let signer = BundleSigner::from_seed(SEED);
-    verify_bundle(&b, signer.key_id(), &signer.verifying_key()).unwrap();
+    let trusted = [TrustedKey { key_id: signer.key_id().to_owned(), public_key: signer.public_key_base64() }];
+    // Verified exactly as the filter verifies it (the one verifier).
+    let verified = verify(&view(&b), &trusted, &|_: &str| None).unwrap();
+    assert_eq!(verified.serial.to_string(), v1, "the serial is the store's version number");
     let policy = cordon_core::policy::Policy::from_json(&b.policy_json).unwrap();
     assert_eq!(policy.models[0].allow[0].as_str(), "gpt-4o*");
     let pending = wait_status(&r, "n1", |s| s.state == "STALE").await;

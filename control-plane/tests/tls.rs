@@ -8,6 +8,7 @@ use cordon_control_plane::auth::Tokens;
 use cordon_control_plane::server::{self, Running, ServerConfig};
 use cordon_control_plane::signing::BundleSigner;
 use cordon_control_plane::store::SqliteStore;
+use cordon_core::bundle::POLICY_TYPE_URL;
 use cordon_control_plane::tls::{TlsError, TlsFiles, server_config};
 use cordon_proto::admin::v1::StatusRequest;
 use cordon_proto::admin::v1::policy_admin_client::PolicyAdminClient;

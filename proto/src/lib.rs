@@ -2,7 +2,8 @@
 //! truth; read them for the protocol's semantics).
 //!
 //! * [`v1`]: policy discovery — the xDS-shaped stream between each Envoy's filter and the
-//!   control plane, and the signed [`v1::PolicyBundle`].
+//!   control plane, and the signed [`v1::PolicyBundle`] (its contract, signed message, key id and
+//!   type URL, is defined once in `cordon_core::bundle`).
 //! * [`admin::v1`]: the admin API used by `cordonctl`.
 //!
 //! With `default-features = false` only the prost messages are built (what the wasm filter
@@ -14,28 +15,11 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/cordon.v1.rs"));
 
-    /// The type URL of a [`PolicyBundle`] inside `DiscoveryResponse.resources`.
-    pub const POLICY_TYPE_URL: &str = "type.googleapis.com/cordon.v1.PolicyBundle";
-
     /// The gRPC path a node opens (`:path` of the stream), for proxy-wasm's `open_grpc_stream`.
     pub const POLICY_SERVICE: &str = "cordon.v1.PolicyDiscoveryService";
     /// The method name within [`POLICY_SERVICE`].
     pub const POLICY_METHOD: &str = "StreamPolicies";
 
-    impl PolicyBundle {
-        /// The bytes the Ed25519 signature covers: UTF-8(version) || sha256 (32 raw bytes).
-        pub fn signed_message(&self) -> Vec<u8> {
-            signed_message(&self.version, &self.sha256)
-        }
-    }
-
-    /// The bytes an Ed25519 bundle signature covers: UTF-8(version) || sha256.
-    pub fn signed_message(version: &str, sha256: &[u8]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(version.len() + sha256.len());
-        m.extend_from_slice(version.as_bytes());
-        m.extend_from_slice(sha256);
-        m
-    }
 }
 
 /// Admin API.
@@ -63,13 +47,13 @@ mod tests {
             sha256: vec![7; 32],
             signature: vec![1; 64],
             key_id: "ed25519:0011223344556677".into(),
+            serial: 3,
         };
-        let any = prost_types::Any { type_url: POLICY_TYPE_URL.into(), value: bundle.encode_to_vec() };
+        let any = prost_types::Any { type_url: "type.googleapis.com/cordon.v1.PolicyBundle".into(), value: bundle.encode_to_vec() };
         let resp = DiscoveryResponse { version_info: "3".into(), resources: vec![any], nonce: "n1".into(), ..Default::default() };
         let decoded = DiscoveryResponse::decode(resp.encode_to_vec().as_slice()).unwrap();
         let back = PolicyBundle::decode(decoded.resources[0].value.as_slice()).unwrap();
         assert_eq!(back, bundle);
-        assert_eq!(back.signed_message(), [b"3".as_slice(), &[7; 32]].concat());
     }
 
     /// Field numbers must match envoy.service.discovery.v3 so xDS tooling decodes our streams:

@@ -7,6 +7,7 @@ use cordon_control_plane::store::{PolicyStore, SqliteStore};
 use cordon_proto::admin::v1::policy_admin_client::PolicyAdminClient;
 use cordon_proto::v1::policy_discovery_service_client::PolicyDiscoveryServiceClient;
 use cordon_proto::v1::*;
+use cordon_core::bundle::POLICY_TYPE_URL;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,14 +1,36 @@
 //! Signed policy bundles from the control plane: verified before anything is applied.
 //!
-//! The control plane signs `UTF-8(version) || SHA-256(policy_json)` with Ed25519; the filter holds
-//! the public keys in its static configuration. An unsigned, wrongly signed or tampered bundle is
-//! refused (NACKed) and the last good policy stays in force.
+//! This module is the one definition of the bundle contract, used by the filter, the control
+//! plane (which signs) and its tests alike: the type URL, the key id, and the signed message
+//! [`signed_message`]. The filter holds the public keys in its static configuration. An unsigned,
+//! wrongly signed or tampered bundle is refused (NACKed) and the last good policy stays in force.
+//! The signed `serial` only grows, so the filter can refuse an old bundle replayed to it (see
+//! [`crate::discovery::PolicyStream`]).
 
 use crate::policy::{CompiledPolicy, Policy, PolicyError, SecretSource};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+/// Type URL of a policy bundle inside a discovery response.
+pub const POLICY_TYPE_URL: &str = "type.googleapis.com/cordon.v1.PolicyBundle";
+
+/// Domain-separation prefix of the signed message; names the format version, so a signature over
+/// another message format can never verify as this one.
+const SIGNED_MESSAGE_PREFIX: &[u8] = b"cordon.policy-bundle.v2\n";
+
+/// The exact bytes a bundle signature covers:
+/// `"cordon.policy-bundle.v2\n" || serial (u64 big-endian) || sha256 (32 bytes) || UTF-8(version)`.
+/// Every field before the version has a fixed length, so the encoding is unambiguous.
+pub fn signed_message(serial: u64, version: &str, sha256: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNED_MESSAGE_PREFIX.len() + 8 + sha256.len() + version.len());
+    m.extend_from_slice(SIGNED_MESSAGE_PREFIX);
+    m.extend_from_slice(&serial.to_be_bytes());
+    m.extend_from_slice(sha256);
+    m.extend_from_slice(version.as_bytes());
+    m
+}
 
 /// A public key trusted to sign policy bundles, as written in the filter configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -25,6 +47,9 @@ pub struct TrustedKey {
 pub struct BundleView<'a> {
     /// Opaque version string.
     pub version: &'a str,
+    /// Signed, strictly increasing per control plane: the filter refuses one at or below the
+    /// serial it runs (replay of an older, validly signed bundle).
+    pub serial: u64,
     /// Canonical policy JSON.
     pub policy_json: &'a [u8],
     /// SHA-256 of `policy_json`, 32 raw bytes.
@@ -66,6 +91,8 @@ pub enum BundleError {
 pub struct VerifiedBundle {
     /// The bundle's version.
     pub version: String,
+    /// The bundle's signed serial.
+    pub serial: u64,
     /// Lower-case hex SHA-256 of the policy (stamped into audit records).
     pub sha256_hex: String,
     /// The compiled policy.
@@ -98,13 +125,11 @@ pub fn verify(bundle: &BundleView<'_>, trusted: &[TrustedKey], secrets: &dyn Sec
         .ok_or_else(|| BundleError::BadTrustedKey(key.key_id.clone()))?;
     let verifying = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| BundleError::BadTrustedKey(key.key_id.clone()))?;
     let signature = ed25519_dalek::Signature::from_slice(bundle.signature).map_err(|_| BundleError::BadSignature(key.key_id.clone()))?;
-    let mut message = Vec::with_capacity(bundle.version.len() + 32);
-    message.extend_from_slice(bundle.version.as_bytes());
-    message.extend_from_slice(&digest);
+    let message = signed_message(bundle.serial, bundle.version, &digest);
     verifying.verify_strict(&message, &signature).map_err(|_| BundleError::BadSignature(key.key_id.clone()))?;
     let policy = Policy::from_json(bundle.policy_json)?;
     let compiled = CompiledPolicy::compile(&policy, secrets)?;
-    Ok(VerifiedBundle { version: bundle.version.to_owned(), sha256_hex: crate::policy::compile::hex(&digest), policy: compiled })
+    Ok(VerifiedBundle { version: bundle.version.to_owned(), serial: bundle.serial, sha256_hex: crate::policy::compile::hex(&digest), policy: compiled })
 }
 
 #[cfg(test)]
@@ -114,6 +139,7 @@ mod tests {
 
     struct Signed {
         version: String,
+        serial: u64,
         json: Vec<u8>,
         sha: Vec<u8>,
         sig: Vec<u8>,
@@ -122,10 +148,11 @@ mod tests {
 
     fn sign(key: &SigningKey, version: &str, json: &[u8]) -> Signed {
         let sha = Sha256::digest(json).to_vec();
-        let mut msg = version.as_bytes().to_vec();
-        msg.extend_from_slice(&sha);
+        let serial = version.parse().unwrap_or(0);
+        let msg = signed_message(serial, version, &sha);
         Signed {
             version: version.into(),
+            serial,
             json: json.to_vec(),
             sha,
             sig: key.sign(&msg).to_bytes().to_vec(),
@@ -134,7 +161,7 @@ mod tests {
     }
 
     fn view(s: &Signed) -> BundleView<'_> {
-        BundleView { version: &s.version, policy_json: &s.json, sha256: &s.sha, signature: &s.sig, key_id: &s.kid }
+        BundleView { version: &s.version, serial: s.serial, policy_json: &s.json, sha256: &s.sha, signature: &s.sig, key_id: &s.kid }
     }
 
     fn trusted(key: &SigningKey) -> Vec<TrustedKey> {
@@ -168,6 +195,10 @@ mod tests {
 
         let mut t = sign(&k, "7", POLICY);
         t.version = "8".into(); // replaying a signature under another version
+        assert!(matches!(verify(&view(&t), &trusted(&k), &none).unwrap_err(), BundleError::BadSignature(_)));
+
+        let mut t = sign(&k, "7", POLICY);
+        t.serial = 8; // an old bundle dressed up as newer than the one in force
         assert!(matches!(verify(&view(&t), &trusted(&k), &none).unwrap_err(), BundleError::BadSignature(_)));
 
         let mut t = sign(&k, "7", POLICY);

@@ -5,6 +5,7 @@
 //! equal to the number of Envoys and gives one consistent ACK per node.
 
 use crate::shared_policy;
+use cordon_core::bundle::{POLICY_TYPE_URL, VerifiedBundle};
 use cordon_core::config::{ControlPlane, FilterConfig};
 use cordon_core::discovery::{Backoff, Outcome, PolicyStream, RequestFields, ResponseView};
 use cordon_proto::v1 as pb;
@@ -89,7 +90,7 @@ impl PolicyStreamService {
                 user_agent_name: "cordon-filter".into(),
             }),
             resource_names: vec![],
-            type_url: pb::POLICY_TYPE_URL.into(),
+            type_url: POLICY_TYPE_URL.into(),
             response_nonce: fields.response_nonce.clone(),
             error_detail: fields.error_detail.as_ref().map(|m| pb::Status { code: 3, message: m.clone(), details: vec![] }),
         };
@@ -116,6 +117,7 @@ impl PolicyStreamService {
             .map(|(any, b)| {
                 let view = b.as_ref().map(|b| cordon_core::bundle::BundleView {
                     version: &b.version,
+                    serial: b.serial,
                     policy_json: &b.policy_json,
                     sha256: &b.sha256,
                     signature: &b.signature,
@@ -125,32 +127,26 @@ impl PolicyStreamService {
             })
             .collect();
         let view = ResponseView { version_info: &resp.version_info, nonce: &resp.nonce, resources: &views };
-        match self.stream.on_response(&view, &cfg.trusted_keys, &|name: &str| std::env::var(name).ok()) {
-            Outcome::Apply(verified, ack) => {
-                let json = bundles.first().and_then(|b| b.as_ref()).map(|b| b.policy_json.as_slice()).unwrap_or_default();
-                match shared_policy::publish(&verified.version, &verified.sha256_hex, json) {
-                    Ok(()) => {
-                        log(
-                            LogLevel::Info,
-                            &format!("policy stream: applied version {} ({})", verified.version, &verified.sha256_hex[..16]),
-                        );
-                        self.send(token, &ack);
-                    }
-                    Err(e) => {
-                        log(LogLevel::Error, &format!("policy stream: could not publish version {}: {e}", verified.version));
-                        let nack = RequestFields { error_detail: Some(format!("filter could not publish the policy: {e}")), ..ack };
-                        self.send(token, &nack);
-                    }
-                }
-            }
-            Outcome::Reject(nack) => {
-                log(
-                    LogLevel::Warn,
-                    &format!("policy stream: NACK version '{}': {}", resp.version_info, nack.error_detail.as_deref().unwrap_or("")),
-                );
-                self.send(token, &nack);
-            }
+        let json = bundles.first().and_then(|b| b.as_ref()).map(|b| b.policy_json.as_slice()).unwrap_or_default();
+        let mut publish = |v: &VerifiedBundle| shared_policy::publish(&v.version, &v.sha256_hex, json);
+        let outcome = self.stream.on_response(&view, &cfg.trusted_keys, &|name: &str| std::env::var(name).ok(), &mut publish);
+        match &outcome {
+            Outcome::Applied(ack) => log(
+                LogLevel::Info,
+                &format!("policy stream: applied version {} (serial {:?})", ack.version_info, self.stream.applied_serial()),
+            ),
+            Outcome::Unchanged(ack) => log(LogLevel::Info, &format!("policy stream: version {} re-sent, already in force", ack.version_info)),
+            Outcome::Reject(nack) => log(
+                LogLevel::Warn,
+                &format!(
+                    "policy stream: NACK version '{}' (keeping '{}'): {}",
+                    resp.version_info,
+                    nack.version_info,
+                    nack.error_detail.as_deref().unwrap_or("")
+                ),
+            ),
         }
+        self.send(token, outcome.fields());
         self.backoff.reset();
     }
 }
