@@ -12,8 +12,8 @@ cargo fmt --all --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo clippy --quiet -p cordon-filter -p cordon-core --target wasm32-wasip1 -- -D warnings
 
-step "filter module"
-scripts/build-wasm.sh
+step "filter module (and the test-only fault-injection build)"
+scripts/build-wasm.sh --test-faults
 
 step "native tests"
 cargo nextest run --workspace --no-fail-fast

@@ -19,7 +19,6 @@ pub mod v1 {
     pub const POLICY_SERVICE: &str = "cordon.v1.PolicyDiscoveryService";
     /// The method name within [`POLICY_SERVICE`].
     pub const POLICY_METHOD: &str = "StreamPolicies";
-
 }
 
 /// Admin API.

@@ -2,6 +2,7 @@
 module (policy-stream singleton + identity filter), cordonctl, and the fake model upstream."""
 
 import json
+import shutil
 import time
 
 import pytest
@@ -35,9 +36,9 @@ def stack(request):
     up = FakeUpstream()
     started = []
 
-    def envoy(trusted=None):
-        ext = policy_stream_extension("cordon_control_plane", [trusted or cp.trusted_key], E.WASM)
-        flt = E.wasm_filter("cordon.identity", {}, [])
+    def envoy(trusted=None, wasm=E.WASM):
+        ext = policy_stream_extension("cordon_control_plane", [trusted or cp.trusted_key], wasm)
+        flt = E.wasm_filter("cordon.identity", {}, [], wasm=wasm)
         cfg = E.bootstrap(
             [E.listener("main", [flt], "model")],
             [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
@@ -143,3 +144,86 @@ def test_control_plane_down_traffic_flows_and_nodes_resync(stack):
     cp.apply(POLICY_V1.replace('"gpt-4o-mini"', '"gpt-4o-mini", "gpt-4o"'))
     cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] != key["version"]["version"])
     assert requests.post(env.url() + "/v1/chat/completions", json=chat("gpt-4o"), headers=hdr, timeout=10).status_code == 200
+
+
+def test_a_policy_the_filter_cannot_publish_is_nacked_with_the_version_it_runs(stack):
+    """Regression: the NACK for a bundle that verified but could not be handed to the workers
+    carried the *new* version, so the control plane showed the node running a policy it did not."""
+    cp, up, envoy = stack
+    assert E.FAULTS_WASM.exists(), "build it with scripts/build-wasm.sh --test-faults"
+    cp.apply(POLICY_V1)
+    key = cp.ctl("keys", "create", "--id", "k-pub", "--user", "pia", "--team", "research")
+    v1 = key["version"]["version"]
+    env = envoy(wasm=E.FAULTS_WASM)
+    cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == v1)
+    hdr = {"authorization": f"Bearer {key['plaintext']}"}
+
+    v2 = cp.apply(POLICY_V1.replace('"gpt-4o-mini"', '"gpt-4o-mini", "cordon-test-fault-publish"'))["version"]["version"]
+    status = cp.wait_node(NODE, lambda n: n["state"] == "NACKED")
+    assert status["acked_version"] == v1, f"the node runs {v1}, not {v2}"
+    assert "could not publish" in status["last_nack_error"]
+    # After a reconnect the node still reports the version it runs.
+    cp.stop()
+    cp.start()
+    status = cp.wait_node(NODE, lambda n: n["connected"] and n["state"] == "NACKED")
+    assert status["acked_version"] == v1
+    # And traffic runs under v1: the model only v2 allows is refused.
+    r = requests.post(env.url() + "/v1/chat/completions", json=chat("cordon-test-fault-publish"), headers=hdr, timeout=10)
+    assert r.status_code == 403
+
+
+def test_a_replayed_older_bundle_is_nacked_and_the_revoked_key_stays_refused(stack):
+    """An older, validly signed bundle (here: a control plane restored from a backup taken before
+    a key was revoked) must not roll the node back."""
+    cp, up, envoy = stack
+    cp.apply(POLICY_V1)
+    key = cp.ctl("keys", "create", "--id", "k-replay", "--user", "rex", "--team", "research")
+    v_before = key["version"]["version"]
+    env = envoy()
+    cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == v_before)
+    assert wait_status(env, key["plaintext"], 200).status_code == 200
+
+    cp.stop()
+    backup = cp.data_dir.parent / (cp.data_dir.name + "-backup")
+    shutil.copytree(cp.data_dir, backup)
+    cp.start()
+    v_after = cp.ctl("keys", "revoke", "k-replay")["version"]["version"]
+    cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == v_after)
+    assert wait_status(env, key["plaintext"], 401).status_code == 401
+
+    # The backup comes back on the same address and serves the pre-revocation bundle.
+    cp.stop()
+    old = ControlPlane(data_dir=backup, port=cp.port).start()
+    try:
+        status = old.wait_node(NODE, lambda n: n["connected"] and n["state"] == "NACKED")
+        assert f"serial {v_before} is not newer than serial {v_after}" in status["last_nack_error"]
+        table = old.ctl("status", json_out=False).stdout
+        assert "NACKED" in table
+        r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={"authorization": f"Bearer {key['plaintext']}"}, timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"
+    finally:
+        old.stop()
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def test_a_trapped_vm_is_reloaded_and_keeps_the_pushed_policy(stack):
+    """failure_policy FAIL_RELOAD: the request that trapped is refused, the VM is recreated, and
+    the new VM runs the policy the control plane pushed (not a cold start that refuses all)."""
+    cp, up, envoy = stack
+    cp.apply(POLICY_V1)
+    key = cp.ctl("keys", "create", "--id", "k-trap", "--user", "tia", "--team", "research")
+    env = envoy(wasm=E.FAULTS_WASM)
+    cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == key["version"]["version"])
+    hdr = {"authorization": f"Bearer {key['plaintext']}"}
+    assert wait_status(env, key["plaintext"], 200).status_code == 200
+
+    r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={**hdr, "x-cordon-test-trap": "1"}, timeout=10)
+    assert r.status_code >= 500, "the request that trapped the VM is refused, never passed through"
+    assert "test fault: trapping the VM" in env.log()
+    # After the reload backoff the same worker serves again, under the pushed policy.
+    r = wait_status(env, key["plaintext"], 200)
+    assert r.status_code == 200, r.text
+    r = requests.post(env.url() + "/v1/chat/completions", json=chat("gpt-4o"), headers=hdr, timeout=10)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={"authorization": "Bearer nope"}, timeout=10)
+    assert r.status_code == 401

@@ -19,6 +19,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 WASM = Path(os.environ.get("CORDON_WASM", REPO / "dist" / "cordon.wasm"))
+# The same module with test-only fault injection (`--features test-faults`, see
+# filters/wasm/src/faults.rs): a request header traps the VM; a marked policy fails to publish.
+FAULTS_WASM = REPO / "dist" / "cordon-test-faults.wasm"
 ENVOY_BIN = Path(os.environ.get("CORDON_ENVOY", REPO / ".venv" / "bin" / "envoy"))
 
 
@@ -68,7 +71,10 @@ def wasm_filter(root_id: str, configuration: dict | None, env_keys: list[str] | 
             "config": {
                 "name": root_id,
                 "root_id": root_id,
-                "fail_open": False,
+                # A trapped VM is recreated (the request that hit the trap is refused), as in
+                # every shipped config; never fail open.
+                "failure_policy": "FAIL_RELOAD",
+                "reload_config": {"backoff": {"base_interval": "0.2s", "max_interval": "1s"}},
                 # Lets the filter hold the request headers while it reads the body for the model
                 # (Envoy >= 1.35); without it a paused header phase never sees the body.
                 "allow_on_headers_stop_iteration": True,

@@ -129,7 +129,12 @@ pub fn verify(bundle: &BundleView<'_>, trusted: &[TrustedKey], secrets: &dyn Sec
     verifying.verify_strict(&message, &signature).map_err(|_| BundleError::BadSignature(key.key_id.clone()))?;
     let policy = Policy::from_json(bundle.policy_json)?;
     let compiled = CompiledPolicy::compile(&policy, secrets)?;
-    Ok(VerifiedBundle { version: bundle.version.to_owned(), serial: bundle.serial, sha256_hex: crate::policy::compile::hex(&digest), policy: compiled })
+    Ok(VerifiedBundle {
+        version: bundle.version.to_owned(),
+        serial: bundle.serial,
+        sha256_hex: crate::policy::compile::hex(&digest),
+        policy: compiled,
+    })
 }
 
 #[cfg(test)]

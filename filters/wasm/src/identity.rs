@@ -52,6 +52,7 @@ impl HttpContext for IdentityFilter {
             return self.refuse(&Refusal::PolicyUnavailable);
         };
         let headers = self.get_http_request_headers();
+        crate::faults::maybe_trap(&headers);
         let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
         // Properties cost a host call each: read them only when the policy can use them.
         let peer = if policy.uses_mesh_identity() { self.property(&["connection", "uri_san_peer_certificate"]) } else { None };

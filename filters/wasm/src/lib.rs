@@ -4,6 +4,7 @@
 //! Decisions never live here; a bug seen in Envoy is reproduced as a `cordon-core` test first.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod faults;
 mod host;
 mod identity;
 mod metrics;

@@ -135,7 +135,9 @@ impl PolicyStreamService {
                 LogLevel::Info,
                 &format!("policy stream: applied version {} (serial {:?})", ack.version_info, self.stream.applied_serial()),
             ),
-            Outcome::Unchanged(ack) => log(LogLevel::Info, &format!("policy stream: version {} re-sent, already in force", ack.version_info)),
+            Outcome::Unchanged(ack) => {
+                log(LogLevel::Info, &format!("policy stream: version {} re-sent, already in force", ack.version_info))
+            }
             Outcome::Reject(nack) => log(
                 LogLevel::Warn,
                 &format!(

@@ -18,6 +18,9 @@ pub struct Published {
 
 /// Publishes a verified policy to every worker.
 pub fn publish(version: &str, sha256_hex: &str, policy_json: &[u8]) -> Result<(), String> {
+    if let Some(e) = crate::faults::publish_refused(policy_json) {
+        return Err(e);
+    }
     let mut bundle = Vec::with_capacity(version.len() + sha256_hex.len() + policy_json.len() + 2);
     bundle.extend_from_slice(version.as_bytes());
     bundle.push(b'\n');
