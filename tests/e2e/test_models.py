@@ -42,6 +42,8 @@ def test_model_list_is_filtered_per_caller(gateway, upstream):
     assert research.headers.get("content-length") in (None, str(len(research.content))), "no stale length"
     r = requests.get(gateway.url() + "/v1/models/o1-preview", headers=ALICE, timeout=10)
     assert r.status_code == 403 and code(r) == "model_not_allowed"
+    r = requests.get(gateway.url() + "/v1/models/gpt-4o%00admin", headers=ALICE, timeout=10)
+    assert r.status_code == 400 and code(r) == "invalid_model_name"
 
 
 def test_model_list_that_is_not_json_is_not_passed_unfiltered(gateway, upstream):
@@ -66,8 +68,14 @@ def test_upstream_errors_on_model_list_pass_through(gateway, upstream):
         (b"", 400, "missing_model"),
         (b'{"model": "gpt-4o", "messages": [{"role":"user","content":"\xff\xfe"}]}', 400, "invalid_json"),
         (b'["gpt-4o"]', 400, "invalid_json"),
+        # gpt-4o* would match: a control character must not ride along to the upstream.
+        (b'{"model": "gpt-4o-mini\\u0000admin", "messages": []}', 400, "invalid_model_name"),
+        (b'{"model": "gpt-4o\\nX-Injected: 1", "messages": []}', 400, "invalid_model_name"),
+        (b'{"model": "gpt-4o\\u202e", "messages": []}', 400, "invalid_model_name"),
+        (b'{"model": "gpt-4o' + b"x" * 300 + b'", "messages": []}', 400, "invalid_model_name"),
     ],
-    ids=["truncated", "no-model", "model-not-string", "empty", "invalid-utf8", "not-an-object"],
+    ids=["truncated", "no-model", "model-not-string", "empty", "invalid-utf8", "not-an-object",
+         "model-nul", "model-newline", "model-bidi", "model-too-long"],
 )
 def test_bad_bodies_get_400_and_never_reach_upstream(gateway, upstream, body, status, expected):
     upstream.clear()

@@ -17,8 +17,31 @@ pub fn is_allowed(policy: &CompiledPolicy, principal: &Principal, model: &str) -
     policy.models.iter().filter(|r| selects(&r.selector, principal)).any(|r| r.allow.iter().any(|g| g.matches(model)))
 }
 
-/// Refuses with `model_not_allowed` unless the principal may use `model`.
+/// Longest model name accepted, in bytes; real model ids (with provider prefixes, ARNs,
+/// deployment names) are far shorter.
+pub const MAX_MODEL_NAME_BYTES: usize = 256;
+
+/// A model name comes from the caller and ends up in headers, logs, metric labels and audit
+/// records: it must be 1..=[`MAX_MODEL_NAME_BYTES`] bytes of printable ASCII without spaces.
+/// Anything else (a control character, a NUL that a glob would skip over, a bidi override) is
+/// refused rather than matched against the allowlist.
+pub fn check_model_name(model: &str) -> Result<(), Refusal> {
+    let why = if model.is_empty() {
+        "it is empty".to_owned()
+    } else if model.len() > MAX_MODEL_NAME_BYTES {
+        format!("it is {} bytes long, the limit is {MAX_MODEL_NAME_BYTES}", model.len())
+    } else if let Some((i, c)) = model.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        format!("character U+{:04X} at byte {i} is not printable ASCII", u32::from(c))
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::InvalidModelName(why))
+}
+
+/// Refuses with `invalid_model_name` for a name [`check_model_name`] rejects, and with
+/// `model_not_allowed` unless the principal may use `model`.
 pub fn authorize(policy: &CompiledPolicy, principal: &Principal, model: &str) -> Result<(), Refusal> {
+    check_model_name(model)?;
     if is_allowed(policy, principal, model) { Ok(()) } else { Err(Refusal::ModelNotAllowed { model: model.to_owned() }) }
 }
 
@@ -62,6 +85,24 @@ mod tests {
 
     fn who(team: &str, app: Option<&str>) -> Principal {
         Principal { user: Some("u".into()), team: Some(team.into()), app: app.map(Into::into) }
+    }
+
+    #[test]
+    fn model_names_with_control_characters_or_unbounded_length_are_refused() {
+        let p = policy();
+        let research = who("research", None);
+        // Matches `gpt-4o*` as a string; must never reach the allowlist.
+        for bad in ["gpt-4o-mini\u{0}admin", "gpt-4o\nX-Injected: 1", "gpt-4o\u{202e}", "gpt-4o mini", "gpt-4o\t", ""] {
+            let err = authorize(&p, &research, bad).unwrap_err();
+            assert_eq!((err.code(), err.status()), ("invalid_model_name", 400), "{bad:?}");
+            assert!(!err.message().contains(bad) || bad.is_empty(), "the name is not echoed back");
+        }
+        let long = format!("gpt-4o{}", "x".repeat(MAX_MODEL_NAME_BYTES));
+        assert!(authorize(&p, &research, &long).unwrap_err().message().contains("bytes long"));
+        assert!(authorize(&p, &research, &long[..MAX_MODEL_NAME_BYTES]).is_ok());
+        for good in ["gpt-4o-2024-08-06", "gpt-4o/ft:org:x:abc", "gpt-4o@latest"] {
+            assert!(authorize(&p, &research, good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -116,7 +116,8 @@ fn admit_head(policy: &CompiledPolicy, cache: &mut TokenCache, head: &RequestHea
         plan.set.push(("accept-encoding".into(), "identity".into()));
         (BodyStage::None, ResponseStage::FilterModelList { limit: limits.max_model_list_bytes })
     } else if let Some(model) = path.strip_prefix("/v1/models/").filter(|_| head.method.eq_ignore_ascii_case("GET")) {
-        access::authorize(policy, &identity.principal, model)?;
+        // The upstream decodes `%XX`: judge the name it will see.
+        access::authorize(policy, &identity.principal, &percent_decode(model)?)?;
         (BodyStage::None, ResponseStage::PassThrough)
     } else if head.method.eq_ignore_ascii_case("POST") {
         encoding::require_identity(head.header("content-encoding"))?;
@@ -128,6 +129,27 @@ fn admit_head(policy: &CompiledPolicy, cache: &mut TokenCache, head: &RequestHea
         (BodyStage::None, ResponseStage::PassThrough)
     };
     Ok(Admitted { identity, route: route.name.clone(), headers: plan, body, response })
+}
+
+/// Decodes `%XX` escapes of a path segment; a malformed escape or invalid UTF-8 is an invalid
+/// model name (refused, never passed on for the upstream to interpret).
+fn percent_decode(segment: &str) -> Result<String, Refusal> {
+    let bad = |why: &str| Refusal::InvalidModelName(why.to_owned());
+    let mut out = Vec::with_capacity(segment.len());
+    let mut bytes = segment.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next(), bytes.next()];
+            let digit = |c: Option<u8>| c.and_then(|c| char::from(c).to_digit(16));
+            match (digit(hex[0]), digit(hex[1])) {
+                (Some(h), Some(l)) => out.push(((h << 4) | l) as u8),
+                _ => return Err(bad("a malformed percent-escape in the path")),
+            }
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad("the decoded path segment is not UTF-8"))
 }
 
 /// Judges the complete request body of an admitted request: the model it names must be allowed.

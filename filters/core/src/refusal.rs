@@ -43,6 +43,8 @@ pub enum Refusal {
         /// The model the request named.
         model: String,
     },
+    /// The requested model name is not printable ASCII of a bounded length (why, without the name).
+    InvalidModelName(String),
     /// The request body is not valid JSON (or not UTF-8).
     InvalidJson(String),
     /// The JSON body has no string `model` field.
@@ -119,7 +121,7 @@ impl Refusal {
             UnsupportedContentEncoding(_) => 415,
             PolicyUnavailable | UpstreamCredentialUnavailable => 503,
             UpstreamResponseInvalid | UnscannableResponse(_) | ResponseBlocked { .. } => 502,
-            SensitiveDataBlocked { .. } | UnscannableRequest(_) => 400,
+            SensitiveDataBlocked { .. } | UnscannableRequest(_) | InvalidModelName(_) => 400,
             RedactionUnavailable => 503,
         }
     }
@@ -145,6 +147,7 @@ impl Refusal {
             UnknownMeshIdentity => "unknown_mesh_identity",
             RouteNotGoverned => "route_not_governed",
             ModelNotAllowed { .. } => "model_not_allowed",
+            InvalidModelName(_) => "invalid_model_name",
             InvalidJson(_) => "invalid_json",
             MissingModel => "missing_model",
             BodyTooLarge { .. } => "request_too_large",
@@ -191,6 +194,9 @@ impl Refusal {
             UnknownMeshIdentity => "The mesh identity of the caller is not allowed.".into(),
             RouteNotGoverned => "This path is not covered by the gateway policy.".into(),
             ModelNotAllowed { model } => format!("The model '{model}' does not exist or you do not have access to it."),
+            InvalidModelName(why) => {
+                format!("The model name must be 1 to 256 printable ASCII characters without spaces: {why}.")
+            }
             InvalidJson(why) => format!("The request body is not valid JSON: {why}."),
             MissingModel => "The request body must be a JSON object with a string 'model' field.".into(),
             BodyTooLarge { limit } => format!("The request body exceeds the limit of {limit} bytes."),
@@ -234,6 +240,7 @@ impl Refusal {
             "unknown_mesh_identity",
             "route_not_governed",
             "model_not_allowed",
+            "invalid_model_name",
             "invalid_json",
             "missing_model",
             "request_too_large",
@@ -282,6 +289,7 @@ mod tests {
             Refusal::UnknownMeshIdentity,
             Refusal::RouteNotGoverned,
             Refusal::ModelNotAllowed { model: "m".into() },
+            Refusal::InvalidModelName("x".into()),
             Refusal::InvalidJson("x".into()),
             Refusal::MissingModel,
             Refusal::BodyTooLarge { limit: 1 },

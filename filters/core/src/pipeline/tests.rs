@@ -142,6 +142,7 @@ fn body_stage_model_access() {
     assert_eq!(evaluate_body(&p, &a, br#"{"model":"o1","messages":[]}"#).unwrap_err().status(), 403);
     assert_eq!(evaluate_body(&p, &a, br#"{"model":"#).unwrap_err().status(), 400);
     assert_eq!(evaluate_body(&p, &a, br#"{}"#).unwrap_err().code(), "missing_model");
+    assert_eq!(evaluate_body(&p, &a, br#"{"model":"gpt-4o-mini\u0000admin"}"#).unwrap_err().code(), "invalid_model_name");
     let big = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(1024 * 1024));
     assert_eq!(evaluate_body(&p, &a, big.as_bytes()).unwrap_err().status(), 413);
 }
@@ -164,4 +165,5 @@ fn model_list_and_retrieve() {
     assert_eq!(set(&a, "accept-encoding"), Some("identity"));
     assert!(admit(&p, &head("GET", "/v1/models/gpt-4o", &h)).is_ok());
     assert_eq!(admit(&p, &head("GET", "/v1/models/o1", &h)).unwrap_err().code(), "model_not_allowed");
+    assert_eq!(admit(&p, &head("GET", "/v1/models/gpt-4o%00admin", &h)).unwrap_err().code(), "invalid_model_name");
 }
