@@ -18,9 +18,10 @@ scripts/build-wasm.sh --test-faults
 step "native tests"
 cargo nextest run --workspace --no-fail-fast
 
-step "fuzz targets (SSE parser, JSON rewriter, engine), bounded"
+step "fuzz targets (SSE parser, JSON rewriter, engine; policy decoder and compiler), bounded"
 if cargo +nightly --version >/dev/null 2>&1; then
-  filters/redact/fuzz/run.sh "${CORDON_FUZZ_SECONDS:-20}"
+  scripts/fuzz.sh filters/redact/fuzz "${CORDON_FUZZ_SECONDS:-20}" engine sse json
+  scripts/fuzz.sh filters/core/fuzz "${CORDON_FUZZ_SECONDS:-20}" policy
 else
   echo "WARNING: no nightly toolchain (rustup toolchain install nightly): fuzz targets NOT run" >&2
 fi

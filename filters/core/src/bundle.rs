@@ -102,7 +102,7 @@ pub struct VerifiedBundle {
 /// The key id for a public key: `ed25519:` + first 16 hex digits of its SHA-256.
 pub fn key_id(public_key: &[u8; 32]) -> String {
     let digest = Sha256::digest(public_key);
-    format!("ed25519:{}", &crate::policy::compile::hex(&digest)[..16])
+    format!("ed25519:{}", crate::policy::compile::hex(digest.get(..8).unwrap_or_default()))
 }
 
 /// Verifies a bundle against `trusted` keys and compiles its policy.

@@ -50,8 +50,8 @@ impl Glob {
             None => return false,
         };
         for part in middle {
-            match remaining.find(part.as_str()) {
-                Some(at) => remaining = &remaining[at + part.len()..],
+            match remaining.split_once(part.as_str()) {
+                Some((_, after)) => remaining = after,
                 None => return false,
             }
         }

@@ -4,7 +4,7 @@
 //! in seconds, a secret lookup), so it is tested natively and compiled to wasm unchanged. The
 //! proxy-wasm adapter (`cordon-filter`) only reads host state, calls into this crate and applies
 //! the verdict.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
 pub mod access;
 pub mod body;

@@ -86,7 +86,7 @@ impl Shared {
                     &format!(
                         "worker adopted control-plane policy version {} ({})",
                         published.version,
-                        &published.sha256[..16.min(published.sha256.len())]
+                        published.sha256.get(..16).unwrap_or(&published.sha256)
                     ),
                 );
                 *self.policy.borrow_mut() = Some(Rc::new(policy));
@@ -163,7 +163,7 @@ impl Root {
                         &format!("runtime secret '{name}' is not set; requests to its upstream get 503 upstream_credential_unavailable"),
                     );
                 }
-                log(LogLevel::Info, &format!("{} loaded static policy {}", root_id(), &p.digest()[..16]));
+                log(LogLevel::Info, &format!("{} loaded static policy {}", root_id(), p.digest().get(..16).unwrap_or_default()));
             }
             None => log(LogLevel::Info, "no static policy; waiting for the control plane (requests get 503 policy_unavailable until then)"),
         }

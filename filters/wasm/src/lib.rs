@@ -2,7 +2,7 @@
 //! the plugin's `root_id`. This crate is glue: it reads host state (headers, body, connection
 //! properties, the clock, runtime secrets), asks `cordon-core` for a verdict, and applies it.
 //! Decisions never live here; a bug seen in Envoy is reproduced as a `cordon-core` test first.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
 mod faults;
 mod host;

@@ -14,10 +14,9 @@ pub fn parse_digest(hex: &str) -> Option<KeyDigest> {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let hi = nibble(pair[0])?;
-        let lo = nibble(pair[1])?;
-        out[i] = hi << 4 | lo;
+    for (slot, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        let [hi, lo] = *pair else { return None };
+        *slot = nibble(hi)? << 4 | nibble(lo)?;
     }
     Some(out)
 }

@@ -227,7 +227,8 @@ pub fn verify(providers: &[CompiledProvider], token: &str, now: u64) -> Result<V
     let provider = providers.iter().find(|p| p.issuer == issuer).ok_or(Refusal::InvalidTokenIssuer)?;
 
     let kid = header.get("kid").and_then(Value::as_str);
-    let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
+    // The signing input `header.payload` is the token up to the second dot.
+    let signed = token.as_bytes().get(..h.len() + 1 + p.len()).ok_or(Refusal::MalformedToken)?;
     let mut candidates = provider
         .keys
         .iter()

@@ -90,14 +90,11 @@ pub fn resolve(
         let mut failed = false;
         for &method in alternative {
             // Each method is tried once per request even if several alternatives name it.
-            let idx = match outcomes.iter().position(|(m, _)| *m == method) {
-                Some(i) => i,
-                None => {
-                    outcomes.push((method, try_method(policy, cache, method, creds, now)));
-                    outcomes.len() - 1
-                }
-            };
-            match &outcomes[idx].1 {
+            if !outcomes.iter().any(|(m, _)| *m == method) {
+                outcomes.push((method, try_method(policy, cache, method, creds, now)));
+            }
+            let Some((_, outcome)) = outcomes.iter().find(|(m, _)| *m == method) else { continue };
+            match outcome {
                 Ok(est) => {
                     merge(&mut identity.principal, est.principal.clone());
                     identity.key_id = identity.key_id.or(est.key_id.clone());
