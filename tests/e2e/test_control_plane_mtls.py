@@ -122,8 +122,14 @@ def test_plaintext_envoy_cluster_is_refused_by_a_tls_control_plane(stack):
         extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e-plain"}},
     )
     with E.Envoy.start(cfg) as env:
-        time.sleep(2.0)
-        assert cp.node_status(NODE) is None
+        # Positively: the stream was attempted, and it was closed on the filter with a gRPC error.
+        deadline = time.monotonic() + 15
+        while "policy stream: closed (grpc status" not in env.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "policy stream: closed (grpc status" in env.log(), env.log()[-3000:]
+        stats = env.admin_get("/stats?filter=^cluster\\.cordon_control_plane\\.upstream_cx_total$")
+        assert int(stats.split(":")[-1]) >= 1, f"a connection to the control plane was attempted: {stats!r}"
+        assert cp.node_status(NODE) is None, "the control plane never accepted this node"
         r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={"authorization": "Bearer x"}, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["code"] == "policy_unavailable"
     up.stop()

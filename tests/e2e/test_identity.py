@@ -162,10 +162,16 @@ def test_mesh_and_api_key_combination(gateway, upstream, pki):
 
 
 def test_decisions_are_counted_in_prometheus_stats(gateway):
-    before = gateway.stat("cordon_decision_revoked_api_key") or 0
-    post(gateway, {"authorization": f"Bearer {KEYS['bob']}"})
-    assert gateway.stat("cordon_decision_revoked_api_key") == before + 1
-    assert gateway.stat("cordon_decision_allowed") is not None
+    names = ["cordon_decision_allowed", "cordon_decision_revoked_api_key", "cordon_decision_invalid_api_key"]
+    before = {n: gateway.stat(n) or 0 for n in names}
+    for _ in range(3):
+        assert post(gateway, {"authorization": f"Bearer {KEYS['bob']}"}).status_code == 401
+    for _ in range(2):
+        assert post(gateway, {"authorization": f"Bearer {KEYS['alice']}"}).status_code == 200
+    after = {n: gateway.stat(n) or 0 for n in names}
+    moved = {n: after[n] - before[n] for n in names}
+    # Exactly one count per request, under its own code, and none elsewhere.
+    assert moved == {"cordon_decision_allowed": 2, "cordon_decision_revoked_api_key": 3, "cordon_decision_invalid_api_key": 0}
 
 
 def test_keys_and_tokens_never_reach_the_log(gateway, upstream, jwt_keys):
