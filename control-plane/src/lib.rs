@@ -1,9 +1,9 @@
 //! The Cordon control plane: policy store with history, the xDS-style policy stream to the
-//! filters, the admin API (gRPC + JSON over HTTP), metrics, and the `cordonctl` client.
+//! filters, the admin API (gRPC + JSON over HTTP), metrics. The client, `cordonctl`, is its own crate (`control-plane/cordonctl`) so it links
+//! no store and no server.
 
 pub mod admin;
 pub mod auth;
-pub mod cli;
 pub mod discovery;
 pub mod grpc;
 pub mod http;

@@ -1,86 +1,24 @@
 //! TLS and mTLS on the control plane's one port, with certificates generated here (rcgen):
 //! nodes and admins with a certificate from the client CA get in; no certificate, or one from
-//! another CA, is refused at the handshake; cordonctl over https; admin by client certificate.
+//! another CA, is refused at the handshake; admin by client certificate. (cordonctl over
+//! https is tested in its own crate, `control-plane/cordonctl`.)
 
 mod support;
 
 use cordon_control_plane::auth::Tokens;
-use cordon_control_plane::server::{self, Running, ServerConfig};
-use cordon_control_plane::signing::BundleSigner;
-use cordon_control_plane::store::SqliteStore;
+use cordon_control_plane::server::Running;
 use cordon_control_plane::tls::{TlsError, TlsFiles, server_config};
 use cordon_core::bundle::POLICY_TYPE_URL;
 use cordon_proto::admin::v1::StatusRequest;
 use cordon_proto::admin::v1::policy_admin_client::PolicyAdminClient;
 use cordon_proto::v1::policy_discovery_service_client::PolicyDiscoveryServiceClient;
 use cordon_proto::v1::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
+use support::pki::*;
 use support::server::*;
 use tokio::process::Command;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// A CA and the PEM files it issued, in a temporary directory.
-struct Pki {
-    dir: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-    ca: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("{name} CA"));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let ca = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&ca, cert.pem()).unwrap();
-        Pki { dir: dir.to_path_buf(), issuer: Issuer::new(params, key), ca }
-    }
-
-    /// (cert, key) files for a leaf with these SANs.
-    fn leaf(&self, file: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, file);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (self.dir.join(format!("{file}.pem")), self.dir.join(format!("{file}.key")));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-
-    fn client(&self, file: &str, dns: &str) -> (PathBuf, PathBuf) {
-        self.leaf(file, &[dns], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    pki: Pki,
-    other: Pki,
-    server: (PathBuf, PathBuf),
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), "cordon");
-    let other = Pki::new(dir.path(), "other");
-    let server = pki.leaf("server", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
-    Setup { _dir: dir, pki, other, server }
-}
-
-async fn start_tls(s: &Setup, client_ca: bool, tokens: Tokens) -> Running {
-    let files = TlsFiles { cert: s.server.0.clone(), key: s.server.1.clone(), client_ca: client_ca.then(|| s.pki.ca.clone()) };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut cfg = ServerConfig::new(Arc::new(SqliteStore::open_in_memory().unwrap()), BundleSigner::from_seed(SEED), tokens);
-    cfg.tls = Some(server_config(&files).unwrap());
-    server::start(listener, cfg).await.unwrap()
-}
 
 /// A channel to the TLS server trusting `ca`, with an optional client identity.
 async fn tls_channel(r: &Running, ca: &Path, identity: Option<&(PathBuf, PathBuf)>) -> Result<Channel, tonic::transport::Error> {
@@ -205,57 +143,6 @@ async fn admin_by_client_certificate() {
     let entries = r.service.store().log(0, 100).await.unwrap();
     assert!(entries.iter().any(|e| e.entry.actor == "ci" && e.entry.action == "apply" && e.entry.outcome == "ok"), "{entries:?}");
     assert!(entries.iter().any(|e| e.entry.actor == "watcher" && e.entry.action == "apply" && e.entry.outcome == "denied"));
-    r.shutdown().await;
-}
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn ctl(args: &[&str], envs: &[(&str, &Path)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cordonctl"));
-    cmd.args(args).env_remove("CORDON_TOKEN").env_remove("CORDON_SERVER");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().await.unwrap();
-    Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
-}
-
-#[tokio::test]
-async fn cordonctl_over_mtls() {
-    let s = setup();
-    let r = start_tls(&s, true, tokens()).await;
-    let (cert, key) = s.pki.client("operator", "operator.admin.test");
-    let server = format!("https://localhost:{}", r.addr.port());
-    let (ca, cert, key) = (s.pki.ca.to_str().unwrap(), cert.to_str().unwrap(), key.to_str().unwrap());
-    let flags = ["--server", &server, "--token", OPS_TOKEN, "--ca-cert", ca, "--client-cert", cert, "--client-key", key];
-
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.yaml");
-    std::fs::write(&policy, policy_yaml("gpt-4o*")).unwrap();
-    let o = ctl(&[&flags[..], &["apply", "-f", policy.to_str().unwrap()]].concat(), &[]).await;
-    assert!(o.ok && o.stdout.contains("applied: version 1"), "{}{}", o.stdout, o.stderr);
-    let o = ctl(&[&flags[..], &["keys", "create", "--id", "k1", "--user", "u", "--team", "t"]].concat(), &[]).await;
-    assert!(o.ok && o.stdout.starts_with("ck_"), "{}{}", o.stdout, o.stderr);
-
-    // The same through the environment.
-    let o = ctl(
-        &["--server", &server, "--token", VIEW_TOKEN, "status"],
-        &[("CORDON_CA_CERT", Path::new(ca)), ("CORDON_CLIENT_CERT", Path::new(cert)), ("CORDON_CLIENT_KEY", Path::new(key))],
-    )
-    .await;
-    assert!(o.ok && o.stdout.contains("current version: 2"), "{}{}", o.stdout, o.stderr);
-
-    // Without the client certificate the server refuses; without --ca-cert cordonctl says so.
-    let o = ctl(&["--server", &server, "--token", VIEW_TOKEN, "--ca-cert", ca, "status"], &[]).await;
-    assert!(!o.ok && o.stderr.contains("--client-cert"), "{}{}", o.stdout, o.stderr);
-    let o = ctl(&["--server", &server, "--token", VIEW_TOKEN, "status"], &[]).await;
-    assert!(!o.ok && o.stderr.contains("--ca-cert"), "{}", o.stderr);
-    let o = ctl(&["--server", &format!("http://{}", r.addr), "--ca-cert", ca, "status"], &[]).await;
-    assert!(!o.ok && o.stderr.contains("https://"), "{}", o.stderr);
     r.shutdown().await;
 }
 

@@ -70,7 +70,7 @@ class ControlPlane:
     def start(self, timeout: float = 30.0) -> "ControlPlane":
         binary = BIN_DIR / "cordon-control-plane"
         if not binary.exists():
-            raise RuntimeError(f"{binary} is missing: cargo build -p cordon-control-plane --bins")
+            raise RuntimeError(f"{binary} is missing: cargo build -p cordon-control-plane -p cordonctl --bins")
         out = self.log_path.open("ab")
         offset = self.log_path.stat().st_size  # a restart appends: only read what this run wrote
         env = {**os.environ, "CORDON_LOG": "info", "NO_COLOR": "1", **self.env}

@@ -1,3 +1,4 @@
 #![allow(dead_code)]
 pub mod pg;
+pub mod pki;
 pub mod server;

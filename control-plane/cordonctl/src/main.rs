@@ -453,7 +453,7 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
 }
 
 /// Entry point of the `cordonctl` binary.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

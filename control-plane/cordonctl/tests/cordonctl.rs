@@ -1,9 +1,26 @@
 //! cordonctl and cordon-control-plane as real processes.
 
-mod support;
+// The control plane's own test support: a real server (and TLS PKI) on a free loopback port.
+#[allow(dead_code)]
+#[path = "../../tests/support/pki.rs"]
+mod pki;
+#[allow(dead_code)]
+#[path = "../../tests/support/server.rs"]
+mod server;
 
+/// A binary of the workspace, beside this test's own executable (`target/<profile>/`).
+fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: cargo build -p cordon-control-plane -p cordonctl --bins", bin.display());
+    bin
+}
+
+use pki::*;
+use server::*;
+use std::path::Path;
 use std::process::Stdio;
-use support::server::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -92,7 +109,7 @@ async fn cordonctl_drives_the_policy_lifecycle() {
 #[tokio::test]
 async fn embedded_server_binary_starts_with_no_setup() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cordon-control-plane"))
+    let mut child = Command::new(workspace_bin("cordon-control-plane"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env_remove("CORDON_SIGNING_KEY")
@@ -112,4 +129,55 @@ async fn embedded_server_binary_starts_with_no_setup() {
     let o = ctl(addr, "wrong-token-wrong-token", &["status"]).await;
     assert!(!o.ok && o.stderr.contains("--token"), "{}", o.stderr);
     child.kill().await.unwrap();
+}
+
+struct TlsOut {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn ctl_env(args: &[&str], envs: &[(&str, &Path)]) -> TlsOut {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cordonctl"));
+    cmd.args(args).env_remove("CORDON_TOKEN").env_remove("CORDON_SERVER");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().await.unwrap();
+    TlsOut { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+}
+
+#[tokio::test]
+async fn cordonctl_over_mtls() {
+    let s = setup();
+    let r = start_tls(&s, true, tokens()).await;
+    let (cert, key) = s.pki.client("operator", "operator.admin.test");
+    let server = format!("https://localhost:{}", r.addr.port());
+    let (ca, cert, key) = (s.pki.ca.to_str().unwrap(), cert.to_str().unwrap(), key.to_str().unwrap());
+    let flags = ["--server", &server, "--token", OPS_TOKEN, "--ca-cert", ca, "--client-cert", cert, "--client-key", key];
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, policy_yaml("gpt-4o*")).unwrap();
+    let o = ctl_env(&[&flags[..], &["apply", "-f", policy.to_str().unwrap()]].concat(), &[]).await;
+    assert!(o.ok && o.stdout.contains("applied: version 1"), "{}{}", o.stdout, o.stderr);
+    let o = ctl_env(&[&flags[..], &["keys", "create", "--id", "k1", "--user", "u", "--team", "t"]].concat(), &[]).await;
+    assert!(o.ok && o.stdout.starts_with("ck_"), "{}{}", o.stdout, o.stderr);
+
+    // The same through the environment.
+    let o = ctl_env(
+        &["--server", &server, "--token", VIEW_TOKEN, "status"],
+        &[("CORDON_CA_CERT", Path::new(ca)), ("CORDON_CLIENT_CERT", Path::new(cert)), ("CORDON_CLIENT_KEY", Path::new(key))],
+    )
+    .await;
+    assert!(o.ok && o.stdout.contains("current version: 2"), "{}{}", o.stdout, o.stderr);
+
+    // Without the client certificate the server refuses; without --ca-cert cordonctl says so.
+    let o = ctl_env(&["--server", &server, "--token", VIEW_TOKEN, "--ca-cert", ca, "status"], &[]).await;
+    assert!(!o.ok && o.stderr.contains("--client-cert"), "{}{}", o.stdout, o.stderr);
+    let o = ctl_env(&["--server", &server, "--token", VIEW_TOKEN, "status"], &[]).await;
+    assert!(!o.ok && o.stderr.contains("--ca-cert"), "{}", o.stderr);
+    let o = ctl_env(&["--server", &format!("http://{}", r.addr), "--ca-cert", ca, "status"], &[]).await;
+    assert!(!o.ok && o.stderr.contains("https://"), "{}", o.stderr);
+    r.shutdown().await;
 }

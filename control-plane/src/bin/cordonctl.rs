@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    cordon_control_plane::cli::main()
-}
