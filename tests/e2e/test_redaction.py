@@ -213,3 +213,40 @@ def test_redaction_outcomes_and_holdback_bound_are_metrics(redacting, upstream):
     stream_text(redacting)
     assert (redacting.stat("cordon_redaction_response_email_redact") or 0) >= 1
     assert (redacting.stat("cordon_redaction_holdback_bound_bytes") or 0) > 0
+
+
+@pytest.fixture(scope="module")
+def failing_open(gateways, upstream):
+    """The same chain with `on_unscannable: pass` (an explicit, counted fail-open) and a small
+    JSON response cap."""
+    policy = json.loads(json.dumps(POLICY))
+    policy["redaction"]["on_unscannable"] = "pass"
+    policy["limits"] = {"max_response_body_bytes": 2048}
+    cfg = {"policy": policy}
+    filters = [E.wasm_filter("cordon.identity", cfg), E.wasm_filter("cordon.redact", cfg)]
+    env = E.Envoy.start(E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream.port)]))
+    gateways.running.append(env)
+    return env
+
+
+def test_on_unscannable_pass_forwards_unscanned_and_counts_it(failing_open, upstream):
+    before = failing_open.stat("cordon_redaction_response_unscannable_pass") or 0
+    payload = gzip.compress(json.dumps({"choices": [{"message": {"content": "fine"}}]}).encode())
+    upstream.push(Script(body=payload, headers={"content-type": "application/json", "content-encoding": "gzip"}))
+    r = requests.post(failing_open.url() + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+                      headers={**ALICE, "accept-encoding": "gzip"}, timeout=10)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine", "forwarded as it came"
+    assert failing_open.stat("cordon_redaction_response_unscannable_pass") == before + 1
+    assert "passed unscanned by policy (on_unscannable: pass)" in failing_open.log()
+
+    # (The request-side pass paths are tested natively in core: with cordon.identity in front,
+    # a compressed or malformed request is that role's 415/400 before redaction runs.)
+
+
+def test_an_oversized_json_response_is_a_clear_error_not_a_truncated_body(failing_open, upstream):
+    upstream.push(Script(content="x" * 4096))
+    r = requests.post(failing_open.url() + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+                      headers=ALICE, timeout=10)
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "response_too_large"
+    assert "2048 bytes" in r.json()["error"]["message"]

@@ -3,12 +3,18 @@
 
 use crate::refusal::Refusal;
 
+/// Whether a body with this `content-encoding` is readable as it is (absent, empty or
+/// `identity`).
+pub fn is_identity(content_encoding: Option<&str>) -> bool {
+    content_encoding.map(str::trim).is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"))
+}
+
 /// Accepts an absent or `identity` content-encoding; anything else is refused.
 pub fn require_identity(content_encoding: Option<&str>) -> Result<(), Refusal> {
-    match content_encoding.map(str::trim) {
-        None | Some("") => Ok(()),
-        Some(enc) if enc.eq_ignore_ascii_case("identity") => Ok(()),
-        Some(enc) => Err(Refusal::UnsupportedContentEncoding(enc.chars().take(32).collect())),
+    match content_encoding {
+        enc if is_identity(enc) => Ok(()),
+        Some(enc) => Err(Refusal::UnsupportedContentEncoding(enc.trim().chars().take(32).collect())),
+        None => Ok(()),
     }
 }
 

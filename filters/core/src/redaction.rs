@@ -2,6 +2,8 @@
 //! configuration), what to do with a body that cannot be scanned, and where the pseudonymisation
 //! key comes from. Compiled once per policy into a shared engine.
 
+pub mod session;
+
 use crate::policy::{PolicyError, SecretSource};
 use crate::refusal::Refusal;
 use cordon_redact::{Action, Engine, RedactConfig, SseFormat};

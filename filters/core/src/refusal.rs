@@ -73,6 +73,11 @@ pub enum Refusal {
     UnscannableResponse(String),
     /// Redaction needs a runtime secret (the pseudonymisation key) that is missing.
     RedactionUnavailable,
+    /// The model's non-streamed response is larger than Cordon buffers to scan.
+    ResponseTooLarge {
+        /// The limit in bytes (`limits.max_response_body_bytes`).
+        limit: u64,
+    },
     /// The model's (non-streamed) response carries data a `block` rule forbids.
     ResponseBlocked {
         /// The detector that matched.
@@ -120,7 +125,7 @@ impl Refusal {
             BodyTooLarge { .. } => 413,
             UnsupportedContentEncoding(_) => 415,
             PolicyUnavailable | UpstreamCredentialUnavailable => 503,
-            UpstreamResponseInvalid | UnscannableResponse(_) | ResponseBlocked { .. } => 502,
+            UpstreamResponseInvalid | UnscannableResponse(_) | ResponseBlocked { .. } | ResponseTooLarge { .. } => 502,
             SensitiveDataBlocked { .. } | UnscannableRequest(_) | InvalidModelName(_) => 400,
             RedactionUnavailable => 503,
         }
@@ -159,6 +164,7 @@ impl Refusal {
             UnscannableRequest(_) => "unscannable_request",
             UnscannableResponse(_) => "unscannable_response",
             RedactionUnavailable => "redaction_unavailable",
+            ResponseTooLarge { .. } => "response_too_large",
             ResponseBlocked { .. } => "response_blocked",
         }
     }
@@ -208,6 +214,9 @@ impl Refusal {
             UnscannableRequest(why) => format!("The request body could not be scanned for sensitive data: {why}."),
             UnscannableResponse(why) => format!("The upstream response could not be scanned for sensitive data: {why}."),
             RedactionUnavailable => "The gateway's redaction key is not configured; contact the operator.".into(),
+            ResponseTooLarge { limit } => {
+                format!("The model's response exceeds the {limit} bytes the gateway scans; ask for a shorter response or stream it.")
+            }
             ResponseBlocked { detector } => format!("The model's response contained data that policy does not allow to leave the boundary ({detector})."),
         }
     }
@@ -252,6 +261,7 @@ impl Refusal {
             "unscannable_request",
             "unscannable_response",
             "redaction_unavailable",
+            "response_too_large",
             "response_blocked",
         ]
     }
@@ -301,6 +311,7 @@ mod tests {
             Refusal::UnscannableRequest("x".into()),
             Refusal::UnscannableResponse("x".into()),
             Refusal::RedactionUnavailable,
+            Refusal::ResponseTooLarge { limit: 1 },
             Refusal::ResponseBlocked { detector: "card".into() },
         ];
         let codes: Vec<_> = samples.iter().map(Refusal::code).collect();

@@ -79,7 +79,8 @@ impl CompiledPolicy {
             }
         }
         let upstreams = compile_upstreams(&policy.upstreams, secrets)?;
-        if policy.limits.max_request_body_bytes == 0 || policy.limits.max_model_list_bytes == 0 {
+        let l = &policy.limits;
+        if l.max_request_body_bytes == 0 || l.max_model_list_bytes == 0 || l.max_response_body_bytes == 0 {
             return Err(PolicyError::invalid("limits", "limits must be greater than zero"));
         }
         let redaction = CompiledRedaction::compile(policy.redaction.as_ref(), secrets)?;

@@ -278,6 +278,14 @@ pub struct BodyLimits {
     /// Largest `/v1/models` response the filter will filter; larger ones get 502.
     #[serde(default = "default_response_limit")]
     pub max_model_list_bytes: u64,
+    /// Largest non-streamed (JSON) model response `cordon.redact` buffers to scan; larger ones
+    /// get 502 `response_too_large`, never a truncated or unscanned body. Streams are not capped.
+    #[serde(default = "default_json_response_limit")]
+    pub max_response_body_bytes: u64,
+}
+
+fn default_json_response_limit() -> u64 {
+    4 * 1024 * 1024
 }
 
 fn default_request_limit() -> u64 {
@@ -290,6 +298,10 @@ fn default_response_limit() -> u64 {
 
 impl Default for BodyLimits {
     fn default() -> Self {
-        Self { max_request_body_bytes: default_request_limit(), max_model_list_bytes: default_response_limit() }
+        Self {
+            max_request_body_bytes: default_request_limit(),
+            max_model_list_bytes: default_response_limit(),
+            max_response_body_bytes: default_json_response_limit(),
+        }
     }
 }

@@ -1,0 +1,363 @@
+//! One request's redaction, host-free: the `cordon.redact` role's every decision. The adapter
+//! hands in what Envoy shows it (request head, body sizes, response head, chunks) and applies
+//! the step it gets back (continue, hold, replace the bytes, refuse); it decides nothing.
+//!
+//! Decisions made here: which requests are scanned (POST with a body), which encodings are
+//! readable (`identity` only), which responses are scanned (SSE and JSON; anything else passes),
+//! which stream format an unknown path gets (OpenAI chat), the JSON response cap
+//! (`limits.max_response_body_bytes`), and every `on_unscannable` fork. A fail-open path taken
+//! (`on_unscannable: pass`) is counted as an event and kept in [`Session::failed_open`] for the
+//! audit record.
+
+use super::{OnUnscannable, sse_format, stream_error_event};
+use crate::CompiledPolicy;
+use crate::encoding::is_identity;
+use crate::refusal::Refusal;
+use cordon_redact::{Detection, Direction, Engine, JsonVerdict, SseFormat, SseRedactor};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Request headers the adapter sets on every request the session governs: responses must
+/// arrive in a form Cordon can scan.
+pub const FORCED_REQUEST_HEADERS: &[(&str, &str)] = &[("accept-encoding", "identity")];
+
+/// The request head, as the adapter reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`.
+    pub path: &'a str,
+    /// `content-encoding`, if present.
+    pub content_encoding: Option<&'a str>,
+    /// Whether the request ends with its headers (no body).
+    pub end_of_stream: bool,
+}
+
+/// The response head, as the adapter reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseHead<'a> {
+    /// `content-type`, if present.
+    pub content_type: Option<&'a str>,
+    /// `content-encoding`, if present.
+    pub content_encoding: Option<&'a str>,
+    /// Whether the response ends with its headers (no body).
+    pub end_of_stream: bool,
+}
+
+/// What the adapter does after a header hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadStep {
+    /// Let the headers go on.
+    Continue,
+    /// Hold the headers until the body has been judged (nothing reaches the peer yet).
+    Hold,
+    /// Let the headers go on without `content-length` (redaction may change the length).
+    ContinueUnsized,
+    /// Hold the headers, without `content-length`, until the whole body has been judged.
+    HoldUnsized,
+    /// Send this refusal as the local reply.
+    Refuse(Refusal),
+}
+
+/// What the adapter does after a body hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyStep {
+    /// Let the bytes go on as they are.
+    Continue,
+    /// Keep buffering (the body is judged whole at its end).
+    Hold,
+    /// Replace the bytes seen in this hook by these and go on (for a request body, fix
+    /// `content-length` to the new length).
+    Replace(Vec<u8>),
+    /// Send this refusal as the local reply.
+    Refuse(Refusal),
+}
+
+/// Something the adapter counts or logs (never content: detector names and reasons only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A detector matched and its action was applied.
+    Detected {
+        /// Request or response.
+        direction: Direction,
+        /// Detector name.
+        detector: Arc<str>,
+        /// `mask`, `redact`, `pseudonymize`, `block`, `allow`.
+        action: &'static str,
+    },
+    /// A body was let through unscanned under `on_unscannable: pass`.
+    PassedUnscanned(FailOpen),
+    /// A stream already under way was ended with an error event for this refusal.
+    StreamEnded(Refusal),
+}
+
+/// A fail-open path taken: which direction went through unscanned, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailOpen {
+    /// Request or response.
+    pub direction: Direction,
+    /// Why it could not be scanned (no content).
+    pub why: String,
+}
+
+enum Response {
+    /// Not scanned (not text, our own local reply, or already ended).
+    Pass,
+    /// A streamed response, scanned as it flows.
+    Stream(Box<SseRedactor>),
+    /// A JSON response, buffered and scanned whole.
+    Json,
+    /// The stream was ended early (blocked or unscannable): whatever else arrives is dropped.
+    Ended,
+}
+
+/// One request's redaction state.
+pub struct Session {
+    engine: Arc<Engine>,
+    on_unscannable: OnUnscannable,
+    format: Option<SseFormat>,
+    request_limit: u64,
+    response_limit: u64,
+    scan_request: bool,
+    response: Response,
+    events: Vec<Event>,
+    outcomes: BTreeMap<(Direction, Arc<str>, &'static str), u64>,
+    failed_open: Vec<FailOpen>,
+    /// A local reply was sent: it flows back through the response hooks untouched.
+    refused: bool,
+}
+
+impl Session {
+    /// Starts redaction for a request under `policy`: 503 without a policy (cold start) or
+    /// without the pseudonymisation key the policy needs; otherwise the session and what to do
+    /// with the request headers (set [`FORCED_REQUEST_HEADERS`] in every case).
+    pub fn start(policy: Option<&CompiledPolicy>, head: &Head<'_>) -> Result<(Session, HeadStep), Refusal> {
+        let policy = policy.ok_or(Refusal::PolicyUnavailable)?;
+        let redaction = policy.redaction();
+        let limits = policy.limits();
+        let mut session = Session {
+            engine: redaction.engine()?.clone(),
+            on_unscannable: redaction.on_unscannable,
+            format: sse_format(head.path),
+            request_limit: limits.max_request_body_bytes,
+            response_limit: limits.max_response_body_bytes,
+            scan_request: false,
+            response: Response::Pass,
+            events: Vec::new(),
+            outcomes: BTreeMap::new(),
+            failed_open: Vec::new(),
+            refused: false,
+        };
+        if head.end_of_stream || !head.method.eq_ignore_ascii_case("POST") {
+            return Ok((session, HeadStep::Continue));
+        }
+        if !is_identity(head.content_encoding) {
+            let step = match session.unscannable(Direction::Request, "the body is compressed") {
+                Some(refusal) => session.refuse_head(refusal),
+                None => HeadStep::Continue,
+            };
+            return Ok((session, step));
+        }
+        session.scan_request = true;
+        Ok((session, HeadStep::Hold))
+    }
+
+    /// A request body hook: `size` bytes buffered so far, `read` returns them (called only when
+    /// the body is judged, at its end).
+    pub fn request_body(&mut self, size: usize, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
+        if !self.scan_request {
+            return BodyStep::Continue;
+        }
+        if size as u64 > self.request_limit {
+            return self.refuse(Refusal::BodyTooLarge { limit: self.request_limit });
+        }
+        if !end_of_stream {
+            return BodyStep::Hold;
+        }
+        self.scan_request = false;
+        let body = read();
+        match cordon_redact::redact_request(&self.engine, &body) {
+            Ok(JsonVerdict::Forward { body: new, changed, detections }) => {
+                self.record(Direction::Request, &detections);
+                if changed { BodyStep::Replace(new) } else { BodyStep::Continue }
+            }
+            Ok(JsonVerdict::Block { block, detections }) => {
+                self.record(Direction::Request, &detections);
+                self.refuse(Refusal::SensitiveDataBlocked { detector: block.detector.to_string() })
+            }
+            Err(e) => match self.unscannable(Direction::Request, &e.to_string()) {
+                Some(refusal) => self.refuse(refusal),
+                None => BodyStep::Continue,
+            },
+        }
+    }
+
+    /// The response head: SSE is scanned as it flows, JSON whole; anything else passes.
+    pub fn response_head(&mut self, head: &ResponseHead<'_>) -> HeadStep {
+        if head.end_of_stream || self.refused {
+            return HeadStep::Continue;
+        }
+        let content_type = head.content_type.unwrap_or_default().trim().to_ascii_lowercase();
+        let is_sse = content_type.starts_with("text/event-stream");
+        let is_json = content_type.starts_with("application/json") || content_type.contains("+json");
+        if !is_sse && !is_json {
+            return HeadStep::Continue;
+        }
+        if !is_identity(head.content_encoding) {
+            return match self.unscannable(Direction::Response, "the response is compressed") {
+                Some(refusal) => self.refuse_head(refusal),
+                None => HeadStep::Continue,
+            };
+        }
+        if is_sse {
+            // An unknown path streams in the most common format; a stream of another shape is
+            // then unscannable (and handled by `on_unscannable`), never passed unread.
+            let format = self.format.unwrap_or(SseFormat::OpenAiChat);
+            self.response = Response::Stream(Box::new(SseRedactor::new(self.engine.clone(), format)));
+            HeadStep::ContinueUnsized
+        } else {
+            self.response = Response::Json;
+            HeadStep::HoldUnsized
+        }
+    }
+
+    /// A response body hook: for a stream, `size` bytes of this chunk; for JSON, `size` bytes
+    /// buffered so far. `read` returns those bytes (called only when they are scanned).
+    pub fn response_body(&mut self, size: usize, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
+        match std::mem::replace(&mut self.response, Response::Pass) {
+            Response::Pass => BodyStep::Continue,
+            Response::Ended => {
+                self.response = Response::Ended;
+                if size > 0 { BodyStep::Replace(Vec::new()) } else { BodyStep::Continue }
+            }
+            Response::Stream(redactor) => self.stream_chunk(redactor, end_of_stream, read),
+            Response::Json => {
+                self.response = Response::Json;
+                if size as u64 > self.response_limit {
+                    self.response = Response::Pass;
+                    return self.refuse(Refusal::ResponseTooLarge { limit: self.response_limit });
+                }
+                if !end_of_stream {
+                    return BodyStep::Hold;
+                }
+                self.response = Response::Pass;
+                self.json_response(&read())
+            }
+        }
+    }
+
+    fn stream_chunk(&mut self, mut redactor: Box<SseRedactor>, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
+        let chunk = read();
+        let mut result = redactor.push(&chunk);
+        if end_of_stream && let Ok(out) = &mut result {
+            match redactor.finish() {
+                Ok(tail) => {
+                    out.bytes.extend_from_slice(&tail.bytes);
+                    out.detections.extend(tail.detections);
+                    out.block = out.block.take().or(tail.block);
+                }
+                Err(e) => result = Err(e),
+            }
+        }
+        match result {
+            Ok(out) => {
+                self.record(Direction::Response, &out.detections);
+                if let Some(block) = out.block {
+                    return self.end_stream(out.bytes, Refusal::ResponseBlocked { detector: block.detector.to_string() });
+                }
+                self.response = Response::Stream(redactor);
+                // Most chunks are whole events that pass unchanged: no copy back into the host.
+                if out.bytes == chunk { BodyStep::Continue } else { BodyStep::Replace(out.bytes) }
+            }
+            Err(e) => match self.unscannable(Direction::Response, &e.to_string()) {
+                Some(refusal) => self.end_stream(Vec::new(), refusal),
+                // Already-scanned text was emitted; from here on the raw stream flows.
+                None => BodyStep::Continue,
+            },
+        }
+    }
+
+    fn json_response(&mut self, body: &[u8]) -> BodyStep {
+        match cordon_redact::redact_response(&self.engine, body) {
+            Ok(JsonVerdict::Forward { body: new, changed, detections }) => {
+                self.record(Direction::Response, &detections);
+                if changed { BodyStep::Replace(new) } else { BodyStep::Continue }
+            }
+            Ok(JsonVerdict::Block { block, detections }) => {
+                self.record(Direction::Response, &detections);
+                self.refuse(Refusal::ResponseBlocked { detector: block.detector.to_string() })
+            }
+            Err(e) => match self.unscannable(Direction::Response, &e.to_string()) {
+                Some(refusal) => self.refuse(refusal),
+                None => BodyStep::Continue,
+            },
+        }
+    }
+
+    /// The stream is under way (headers sent): end it with the provider's error event.
+    fn end_stream(&mut self, mut prefix: Vec<u8>, refusal: Refusal) -> BodyStep {
+        prefix.extend_from_slice(&stream_error_event(self.format, &refusal));
+        self.events.push(Event::StreamEnded(refusal));
+        self.response = Response::Ended;
+        BodyStep::Replace(prefix)
+    }
+
+    /// A local reply: it flows back through the response hooks, which must let it pass.
+    fn refuse(&mut self, refusal: Refusal) -> BodyStep {
+        self.response = Response::Pass;
+        self.scan_request = false;
+        self.refused = true;
+        BodyStep::Refuse(refusal)
+    }
+
+    fn refuse_head(&mut self, refusal: Refusal) -> HeadStep {
+        self.response = Response::Pass;
+        self.scan_request = false;
+        self.refused = true;
+        HeadStep::Refuse(refusal)
+    }
+
+    /// The one `on_unscannable` fork: the refusal to send, or `None` after recording the
+    /// fail-open path taken.
+    fn unscannable(&mut self, direction: Direction, why: &str) -> Option<Refusal> {
+        match self.on_unscannable {
+            OnUnscannable::Block => Some(match direction {
+                Direction::Request => Refusal::UnscannableRequest(why.to_owned()),
+                Direction::Response => Refusal::UnscannableResponse(why.to_owned()),
+            }),
+            OnUnscannable::Pass => {
+                let open = FailOpen { direction, why: why.to_owned() };
+                self.failed_open.push(open.clone());
+                self.events.push(Event::PassedUnscanned(open));
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, direction: Direction, detections: &[Detection]) {
+        for d in detections {
+            let action = d.action.as_str();
+            *self.outcomes.entry((direction, d.detector.clone(), action)).or_default() += 1;
+            self.events.push(Event::Detected { direction, detector: d.detector.clone(), action });
+        }
+    }
+
+    /// Events since the last call, for the adapter's counters and logs.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// Outcome counts so far (direction, detector, action) → matches: for the audit record.
+    pub fn outcomes(&self) -> &BTreeMap<(Direction, Arc<str>, &'static str), u64> {
+        &self.outcomes
+    }
+
+    /// Every fail-open path taken, in order: the audit record marks the request failed-open.
+    pub fn failed_open(&self) -> &[FailOpen] {
+        &self.failed_open
+    }
+}
+
+#[cfg(test)]
+mod tests;
