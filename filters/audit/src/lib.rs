@@ -5,7 +5,11 @@
 //! as bytes. See `docs/audit.md` for the byte-level reference.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
+pub mod digest;
+pub mod encoding;
+pub mod entry;
 pub mod merkle;
+pub mod record;
 
 use sha2::{Digest, Sha256};
 
