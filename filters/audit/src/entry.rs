@@ -20,6 +20,8 @@ pub struct Entry {
 }
 
 /// What an entry says.
+// Nearly every entry is a record, so boxing it would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     /// One request's audit record.

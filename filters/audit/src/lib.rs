@@ -5,9 +5,13 @@
 //! as bytes. See `docs/audit.md` for the byte-level reference.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
+pub mod batch;
+pub mod chain;
 pub mod digest;
 pub mod encoding;
 pub mod entry;
+pub mod head;
+pub mod keys;
 pub mod merkle;
 pub mod record;
 
@@ -20,22 +24,16 @@ pub type Hash = [u8; 32];
 /// (the scheme of `cordon_core::bundle::key_id`).
 pub fn key_id(public_key: &[u8; 32]) -> String {
     let digest = Sha256::digest(public_key);
-    let mut out = String::from("ed25519:");
-    for b in digest.iter().take(8) {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
+    format!("ed25519:{}", hex(digest.get(..8).unwrap_or_default()))
 }
-
-const HEX: [u8; 16] = *b"0123456789abcdef";
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
     }
     out
 }

@@ -182,7 +182,7 @@ impl Tree {
         if size == 0 {
             return None;
         }
-        if size.is_power_of_two() && start % size == 0 {
+        if size.is_power_of_two() && start.is_multiple_of(size) {
             let level = size.trailing_zeros() as usize;
             return self.levels.get(level)?.get(usize::try_from(start >> level).ok()?).copied();
         }
