@@ -103,6 +103,34 @@ pub struct Batch {
     pub signature: [u8; 64],
 }
 
+/// A batch's signature without its entries, as stored and exported beside the entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSignature {
+    /// The node.
+    pub node: Ident,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The seq of the first entry.
+    pub first_seq: u64,
+    /// How many consecutive entries it covers.
+    pub count: u32,
+    /// Ed25519 signature of [`batch_message`].
+    pub signature: [u8; 64],
+}
+
+impl Batch {
+    /// The signature part, to keep once the entries are stored.
+    pub fn signature_part(&self) -> BatchSignature {
+        BatchSignature {
+            node: self.node.clone(),
+            key_id: self.key_id.clone(),
+            first_seq: self.first_seq,
+            count: u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
+            signature: self.signature,
+        }
+    }
+}
+
 /// The exact bytes a batch signature covers.
 pub fn batch_message(node: &Ident, key_id: &str, first_seq: u64, entry_hashes: &[Hash]) -> Vec<u8> {
     let mut m = Vec::with_capacity(DOMAIN.len() + 64 + 32 * entry_hashes.len());

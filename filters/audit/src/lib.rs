@@ -10,6 +10,8 @@ pub mod chain;
 pub mod digest;
 pub mod encoding;
 pub mod entry;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod head;
 pub mod keys;
 pub mod merkle;

@@ -97,3 +97,49 @@ pub fn entry() -> impl Strategy<Value = Entry> {
         Entry { node, seq, prev, time_ms, body }
     })
 }
+
+/// An honest export: two nodes interleaved, a gap on one, three batches, three heads.
+pub struct Fixture {
+    pub text: String,
+    pub trust: cordon_audit::export::Trust,
+    pub heads: Vec<cordon_audit::head::SignedTreeHead>,
+}
+
+pub fn fixture() -> Fixture {
+    use cordon_audit::batch::NodeKeys;
+    use cordon_audit::chain::Chain;
+    use cordon_audit::head::TreeHead;
+    use cordon_audit::keys::{PublicKey, Signer};
+    use cordon_audit::merkle::Tree;
+
+    let (sa, sb, cp) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]), Signer::from_seed(&[9; 32]));
+    let (mut a, mut b) = (Chain::genesis(id("envoy-a")), Chain::genesis(id("envoy-b")));
+    let a1: Vec<Vec<u8>> = (0..3).map(|t| a.seal_record(t, example_record()).unwrap().bytes).collect();
+    let b1: Vec<Vec<u8>> = (0..2).map(|t| b.seal_record(t, example_record()).unwrap().bytes).collect();
+    a.drop_record(GapReason::BufferFull);
+    a.drop_record(GapReason::BufferFull);
+    let mut a2 = vec![a.seal_gap(10).unwrap().bytes];
+    a2.push(a.seal_record(11, example_record()).unwrap().bytes);
+    let batches = vec![
+        sa.sign_batch(&id("envoy-a"), 0, a1.clone()).signature_part(),
+        sb.sign_batch(&id("envoy-b"), 0, b1.clone()).signature_part(),
+        sa.sign_batch(&id("envoy-a"), 5, a2.clone()).signature_part(),
+    ];
+    // Ingest order interleaves the nodes.
+    let entries: Vec<Vec<u8>> =
+        vec![a1[0].clone(), b1[0].clone(), a1[1].clone(), a1[2].clone(), b1[1].clone(), a2[0].clone(), a2[1].clone()];
+    let mut tree = Tree::new();
+    let mut heads = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        tree.append(e);
+        if [2, 5, 7].contains(&(i + 1)) {
+            heads.push(cp.sign_head(TreeHead { size: tree.len(), root: tree.root(), time_ms: 100 + i as u64 }));
+        }
+    }
+    let text = cordon_audit::export::write_export(&entries, &batches, &heads).unwrap();
+    let mut nodes = NodeKeys::default();
+    nodes.add(id("envoy-a"), &sa.public_key()).unwrap();
+    nodes.add(id("envoy-b"), &sb.public_key()).unwrap();
+    let trust = cordon_audit::export::Trust { nodes, control_plane: PublicKey::from_bytes(&cp.public_key()).unwrap(), pinned: vec![] };
+    Fixture { text, trust, heads }
+}
