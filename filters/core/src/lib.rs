@@ -17,6 +17,7 @@ pub mod headers;
 pub mod identity;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod redaction;
 pub mod refusal;
 

@@ -73,6 +73,17 @@ pub enum Refusal {
     UnscannableResponse(String),
     /// Redaction needs a runtime secret (the pseudonymisation key) that is missing.
     RedactionUnavailable,
+    /// A rate limit or token limit refused the request (429).
+    RateLimited {
+        /// The limit's name.
+        limit: String,
+        /// Requests or tokens.
+        kind: crate::ratelimit::LimitKind,
+        /// Seconds until the same request fits (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// The shared counters could not be read or written (fail closed).
+    RateLimitUnavailable(String),
     /// The model's non-streamed response is larger than Cordon buffers to scan.
     ResponseTooLarge {
         /// The limit in bytes (`limits.max_response_body_bytes`).
@@ -127,7 +138,8 @@ impl Refusal {
             PolicyUnavailable | UpstreamCredentialUnavailable => 503,
             UpstreamResponseInvalid | UnscannableResponse(_) | ResponseBlocked { .. } | ResponseTooLarge { .. } => 502,
             SensitiveDataBlocked { .. } | UnscannableRequest(_) | InvalidModelName(_) => 400,
-            RedactionUnavailable => 503,
+            RedactionUnavailable | RateLimitUnavailable(_) => 503,
+            RateLimited { .. } => 429,
         }
     }
 
@@ -164,6 +176,9 @@ impl Refusal {
             UnscannableRequest(_) => "unscannable_request",
             UnscannableResponse(_) => "unscannable_response",
             RedactionUnavailable => "redaction_unavailable",
+            RateLimited { kind: crate::ratelimit::LimitKind::Requests, .. } => "rate_limit_exceeded",
+            RateLimited { kind: crate::ratelimit::LimitKind::Tokens, .. } => "token_limit_exceeded",
+            RateLimitUnavailable(_) => "rate_limit_unavailable",
             ResponseTooLarge { .. } => "response_too_large",
             ResponseBlocked { .. } => "response_blocked",
         }
@@ -214,10 +229,29 @@ impl Refusal {
             UnscannableRequest(why) => format!("The request body could not be scanned for sensitive data: {why}."),
             UnscannableResponse(why) => format!("The upstream response could not be scanned for sensitive data: {why}."),
             RedactionUnavailable => "The gateway's redaction key is not configured; contact the operator.".into(),
+            RateLimited { limit, kind, retry_after_secs } => {
+                let what = match kind {
+                    crate::ratelimit::LimitKind::Requests => "requests",
+                    crate::ratelimit::LimitKind::Tokens => "tokens",
+                };
+                format!("Rate limit '{limit}' on {what} reached; retry in {retry_after_secs} s.")
+            }
+            RateLimitUnavailable(why) => format!("The gateway's rate-limit state is unavailable ({why}); try again shortly."),
             ResponseTooLarge { limit } => {
                 format!("The model's response exceeds the {limit} bytes the gateway scans; ask for a shorter response or stream it.")
             }
             ResponseBlocked { detector } => format!("The model's response contained data that policy does not allow to leave the boundary ({detector})."),
+        }
+    }
+
+    /// Response headers that go with the refusal besides `content-type` and `x-cordon-error`:
+    /// `retry-after` and the limit's name for a 429.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Refusal::RateLimited { limit, retry_after_secs, .. } => {
+                vec![("retry-after", retry_after_secs.to_string()), ("x-cordon-limit", limit.clone())]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -261,6 +295,9 @@ impl Refusal {
             "unscannable_request",
             "unscannable_response",
             "redaction_unavailable",
+            "rate_limit_exceeded",
+            "token_limit_exceeded",
+            "rate_limit_unavailable",
             "response_too_large",
             "response_blocked",
         ]
@@ -311,6 +348,9 @@ mod tests {
             Refusal::UnscannableRequest("x".into()),
             Refusal::UnscannableResponse("x".into()),
             Refusal::RedactionUnavailable,
+            Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Requests, retry_after_secs: 1 },
+            Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Tokens, retry_after_secs: 1 },
+            Refusal::RateLimitUnavailable("x".into()),
             Refusal::ResponseTooLarge { limit: 1 },
             Refusal::ResponseBlocked { detector: "card".into() },
         ];

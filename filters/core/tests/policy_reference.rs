@@ -24,7 +24,13 @@ fn fully_populated() -> Policy {
         "routes": [{"name": "r", "path_prefix": "/", "accept": [["api_key"]]}],
         "models": [{"match": {"user": "u", "team": "t", "app": "a"}, "allow": ["m"]}],
         "upstreams": [{"cluster": "c", "secret_env": "E", "header": "h", "prefix": "p"}],
-        "limits": {"max_request_body_bytes": 1, "max_model_list_bytes": 1},
+        "limits": {"max_request_body_bytes": 1, "max_model_list_bytes": 1, "max_response_body_bytes": 1},
+        "rate_limits": [
+            {"name": "r", "match": {"user": "u", "team": "t", "app": "a", "key": "k", "model": "m"}, "by": ["key", "user", "team", "app", "model"],
+             "requests": {"limit": 1, "per": "second"}, "slots": 8},
+            {"name": "t", "tokens": {"limit": 1, "per": "day", "count": "completion"}, "on_exceed": "cut"}
+        ],
+        "token_estimate": {"bytes_per_token": 4.0, "default_completion_tokens": 8, "families": [{"model": "m", "bytes_per_token": 3.0}]},
         "redaction": {
             "on_unscannable": "pass", "pseudonym_secret_env": "K",
             "rules": {"max_holdback_bytes": 64, "detectors": {"email": {"enabled": true, "request": "mask", "response": "allow", "mask_keep": 2}},

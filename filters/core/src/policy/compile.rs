@@ -61,6 +61,7 @@ pub struct CompiledPolicy {
     pub(crate) upstreams: HashMap<String, UpstreamSecret>,
     pub(crate) limits: BodyLimits,
     redaction: CompiledRedaction,
+    rate_limits: crate::ratelimit::CompiledLimits,
     digest: String,
 }
 
@@ -84,6 +85,7 @@ impl CompiledPolicy {
             return Err(PolicyError::invalid("limits", "limits must be greater than zero"));
         }
         let redaction = CompiledRedaction::compile(policy.redaction.as_ref(), secrets)?;
+        let rate_limits = crate::ratelimit::CompiledLimits::compile(&policy.rate_limits, policy.token_estimate.as_ref())?;
         let canonical = serde_json::to_vec(policy).map_err(|e| PolicyError::invalid("", e.to_string()))?;
         Ok(Self {
             keys,
@@ -94,6 +96,7 @@ impl CompiledPolicy {
             upstreams,
             limits: policy.limits.clone(),
             redaction,
+            rate_limits,
             digest: hex(&Sha256::digest(&canonical)),
         })
     }
@@ -107,6 +110,11 @@ impl CompiledPolicy {
     pub fn missing_secrets(&self) -> Vec<&str> {
         let upstreams = self.upstreams.values().filter(|u| u.value.is_none()).map(|u| u.secret_env.as_str());
         upstreams.chain(self.redaction.missing_secret()).collect()
+    }
+
+    /// The compiled rate limits and token estimation.
+    pub fn rate_limits(&self) -> &crate::ratelimit::CompiledLimits {
+        &self.rate_limits
     }
 
     /// The compiled redaction policy.

@@ -23,6 +23,12 @@ pub struct Policy {
     /// Body size limits.
     #[serde(default)]
     pub limits: BodyLimits,
+    /// Rate limits and token limits (every matching limit applies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<crate::ratelimit::schema::RateLimit>,
+    /// How tokens are estimated before the model reports usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_estimate: Option<crate::ratelimit::schema::TokenEstimate>,
     /// Streaming redaction (the `cordon.redact` role); absent means the default detector set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redaction: Option<crate::redaction::RedactionPolicy>,

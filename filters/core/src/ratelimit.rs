@@ -1,0 +1,387 @@
+//! Rate limits and token budgets, local mode: every matching limit applies, each a GCRA
+//! counter per key in a shared compare-and-swap store, on a clock the caller passes in.
+//!
+//! A request is admitted only if every limit that matches it admits it; a refusal names the
+//! limit. Token limits reserve an estimate before the request goes upstream and are reconciled
+//! with the usage the model reports (or counted from the streamed text when it reports none).
+
+pub mod gcra;
+pub mod schema;
+pub mod store;
+pub mod usage;
+
+use crate::glob::Glob;
+use crate::policy::{PolicyError, Principal};
+use crate::refusal::Refusal;
+use gcra::{Gcra, Verdict};
+use schema::{KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
+use store::{CasStore, StoreError};
+
+/// What a compiled limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counts {
+    /// Requests.
+    Requests,
+    /// Tokens of this kind; streams past the limit are cut when `cut`.
+    Tokens {
+        /// Prompt, completion or total.
+        count: TokenCount,
+        /// Whether a stream is ended once the limit is reached.
+        cut: bool,
+    },
+}
+
+/// A validated limit.
+#[derive(Debug, Clone)]
+pub struct CompiledLimit {
+    name: String,
+    selector: LimitMatch,
+    by: Vec<KeyField>,
+    counts: Counts,
+    gcra: Gcra,
+    slots: u32,
+}
+
+/// Validated limits and token estimation of one policy.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledLimits {
+    limits: Vec<CompiledLimit>,
+    estimate: TokenEstimate,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl CompiledLimits {
+    /// Validates `rate_limits` and `token_estimate`, naming the field on error.
+    pub fn compile(limits: &[RateLimit], estimate: Option<&TokenEstimate>) -> Result<Self, PolicyError> {
+        let mut out = Vec::with_capacity(limits.len());
+        for (i, l) in limits.iter().enumerate() {
+            let at = |f: &str| format!("rate_limits[{i}].{f}");
+            if !valid_name(&l.name) {
+                return Err(PolicyError::invalid(at("name"), "must be 1-64 characters of a-z, 0-9, '-' or '_'"));
+            }
+            if limits.iter().take(i).any(|o| o.name == l.name) {
+                return Err(PolicyError::invalid(at("name"), format!("'{}' is used by an earlier limit", l.name)));
+            }
+            let (counts, quota) = match (&l.requests, &l.tokens) {
+                (Some(q), None) => (Counts::Requests, (q.limit, q.per)),
+                (None, Some(t)) => (Counts::Tokens { count: t.count, cut: l.on_exceed == OnExceed::Cut }, (t.limit, t.per)),
+                _ => return Err(PolicyError::invalid(at("requests"), "set exactly one of `requests` or `tokens`")),
+            };
+            if quota.0 == 0 {
+                let f = if matches!(counts, Counts::Requests) { "requests.limit" } else { "tokens.limit" };
+                return Err(PolicyError::invalid(at(f), "must be greater than zero"));
+            }
+            if l.on_exceed == OnExceed::Cut && matches!(counts, Counts::Requests) {
+                return Err(PolicyError::invalid(at("on_exceed"), "`cut` applies to token limits only"));
+            }
+            if l.slots == 0 || l.slots > 1_000_000 {
+                return Err(PolicyError::invalid(at("slots"), "must be between 1 and 1000000"));
+            }
+            let mut by = l.by.clone();
+            by.sort();
+            by.dedup();
+            out.push(CompiledLimit {
+                name: l.name.clone(),
+                selector: l.selector.clone(),
+                by,
+                counts,
+                gcra: Gcra::new(quota.0, quota.1.nanos()),
+                slots: l.slots,
+            });
+        }
+        let estimate = estimate.cloned().unwrap_or_default();
+        let ok = |b: f64| b.is_finite() && (0.5..=64.0).contains(&b);
+        if !ok(estimate.bytes_per_token) {
+            return Err(PolicyError::invalid("token_estimate.bytes_per_token", "must be between 0.5 and 64"));
+        }
+        for (i, f) in estimate.families.iter().enumerate() {
+            if !ok(f.bytes_per_token) {
+                return Err(PolicyError::invalid(format!("token_estimate.families[{i}].bytes_per_token"), "must be between 0.5 and 64"));
+            }
+        }
+        Ok(Self { limits: out, estimate })
+    }
+
+    /// Whether the policy has any limit (none: the limiter costs nothing).
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+
+    /// Whether any limit counting tokens matches this request (its response must be watched).
+    pub fn counts_tokens(&self, who: &Caller<'_>) -> bool {
+        self.matching(who).any(|l| matches!(l.counts, Counts::Tokens { .. }))
+    }
+
+    fn matching<'a>(&'a self, who: &'a Caller<'_>) -> impl Iterator<Item = &'a CompiledLimit> + 'a {
+        self.limits.iter().filter(move |l| l.matches(who))
+    }
+
+    /// Estimated tokens of a request body for `model`: prompt from its size, completion from
+    /// `max_tokens` / `max_output_tokens` / `max_completion_tokens` (else the policy default).
+    pub fn estimate(&self, model: &str, body: &[u8]) -> Reservation {
+        let bpt =
+            self.estimate.families.iter().find(|f| f.model.matches(model)).map_or(self.estimate.bytes_per_token, |f| f.bytes_per_token);
+        let prompt = (body.len() as f64 / bpt).ceil() as u64;
+        let completion = usage::max_output_tokens(body).unwrap_or(self.estimate.default_completion_tokens);
+        Reservation { prompt, completion, bytes_per_token: bpt }
+    }
+
+    /// Admits the request if every matching limit admits it, reserving `reserve` tokens on each
+    /// token limit; otherwise refuses with the first limit that did not, and undoes what the
+    /// earlier ones took.
+    pub fn admit(&self, who: &Caller<'_>, reserve: &Reservation, store: &dyn CasStore, now: u64) -> Result<Admission, Refusal> {
+        let mut admission = Admission { taken: Vec::new(), headers: Headers::default(), evictions: 0 };
+        for limit in self.matching(who) {
+            let cost = limit.cost(reserve.prompt, reserve.completion, 1);
+            let key = limit.key(who);
+            let gcra = limit.gcra;
+            let judged = store::update(store, &limit.name, limit.slots, key, now, |tat| match gcra.check(tat, now, cost) {
+                Verdict::Admit { tat, remaining, reset_ns } => (Some(tat), Ok((remaining, reset_ns))),
+                Verdict::Deny { retry_after_ns, reset_ns } => (None, Err((retry_after_ns, reset_ns))),
+            });
+            let (verdict, updated) = match judged {
+                Ok(v) => v,
+                Err(e) => {
+                    admission.release(self, store, now);
+                    return Err(unavailable(&e));
+                }
+            };
+            admission.evictions += usize::from(updated.evicted);
+            match verdict {
+                Ok((remaining, reset_ns)) => {
+                    admission.headers.note(limit, remaining, reset_ns);
+                    admission.taken.push(Taken { limit: limit_index(self, limit), key, reserved: cost, remaining });
+                }
+                Err((retry_after_ns, _)) => {
+                    admission.release(self, store, now);
+                    let retry_after_secs = retry_after_ns.unwrap_or(gcra.period_ns()).div_ceil(1_000_000_000).max(1);
+                    let code = match limit.counts {
+                        Counts::Requests => LimitKind::Requests,
+                        Counts::Tokens { .. } => LimitKind::Tokens,
+                    };
+                    return Err(Refusal::RateLimited { limit: limit.name.clone(), kind: code, retry_after_secs });
+                }
+            }
+        }
+        Ok(admission)
+    }
+}
+
+fn limit_index(all: &CompiledLimits, l: &CompiledLimit) -> usize {
+    all.limits.iter().position(|x| std::ptr::eq(x, l)).unwrap_or(usize::MAX)
+}
+
+fn unavailable(e: &StoreError) -> Refusal {
+    Refusal::RateLimitUnavailable(e.to_string())
+}
+
+impl CompiledLimit {
+    fn matches(&self, who: &Caller<'_>) -> bool {
+        let field = |pat: &Option<Glob>, val: Option<&str>| pat.as_ref().is_none_or(|g| val.is_some_and(|v| g.matches(v)));
+        let s = &self.selector;
+        field(&s.user, who.principal.user.as_deref())
+            && field(&s.team, who.principal.team.as_deref())
+            && field(&s.app, who.principal.app.as_deref())
+            && field(&s.key, who.key_id)
+            && field(&s.model, Some(who.model))
+    }
+
+    fn key(&self, who: &Caller<'_>) -> u64 {
+        let values: Vec<&str> = self
+            .by
+            .iter()
+            .map(|f| match f {
+                KeyField::Key => who.key_id.unwrap_or_default(),
+                KeyField::User => who.principal.user.as_deref().unwrap_or_default(),
+                KeyField::Team => who.principal.team.as_deref().unwrap_or_default(),
+                KeyField::App => who.principal.app.as_deref().unwrap_or_default(),
+                KeyField::Model => who.model,
+            })
+            .collect();
+        store::key_hash(&self.name, &values)
+    }
+
+    /// Units this limit counts for a request of these token figures.
+    fn cost(&self, prompt: u64, completion: u64, requests: u64) -> u64 {
+        match self.counts {
+            Counts::Requests => requests,
+            Counts::Tokens { count: TokenCount::Prompt, .. } => prompt,
+            Counts::Tokens { count: TokenCount::Completion, .. } => completion,
+            Counts::Tokens { count: TokenCount::Total, .. } => prompt.saturating_add(completion),
+        }
+    }
+}
+
+/// Who is asking for what: the inputs every limit matches and keys on.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The resolved principal.
+    pub principal: &'a Principal,
+    /// The API key id, if an API key was used.
+    pub key_id: Option<&'a str>,
+    /// The requested model.
+    pub model: &'a str,
+}
+
+/// Tokens reserved for a request before it goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reservation {
+    /// Estimated prompt tokens.
+    pub prompt: u64,
+    /// Completion tokens reserved.
+    pub completion: u64,
+    /// The estimation ratio used (for counting streamed text).
+    pub bytes_per_token: f64,
+}
+
+/// Which kind of limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// A request-rate limit (`rate_limit_exceeded`).
+    Requests,
+    /// A token limit (`token_limit_exceeded`).
+    Tokens,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    limit: usize,
+    key: u64,
+    reserved: u64,
+    /// Units this limit had left right after admitting.
+    remaining: u64,
+}
+
+/// The `x-ratelimit-*` values for the response: per kind, the most restrictive matching limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    requests: Option<(u64, u64, u64)>,
+    tokens: Option<(u64, u64, u64)>,
+}
+
+impl Headers {
+    fn note(&mut self, limit: &CompiledLimit, remaining: u64, reset_ns: u64) {
+        let slot = match limit.counts {
+            Counts::Requests => &mut self.requests,
+            Counts::Tokens { .. } => &mut self.tokens,
+        };
+        let candidate = (limit.gcra.limit(), remaining, reset_ns);
+        if slot.is_none_or(|(_, r, _)| remaining < r) {
+            *slot = Some(candidate);
+        }
+    }
+
+    /// Header name/value pairs in OpenAI's names (`x-ratelimit-limit-requests`, ...); resets
+    /// as durations like `6s` or `1m30s`.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (kind, v) in [("requests", self.requests), ("tokens", self.tokens)] {
+            if let Some((limit, remaining, reset_ns)) = v {
+                out.push((format!("x-ratelimit-limit-{kind}"), limit.to_string()));
+                out.push((format!("x-ratelimit-remaining-{kind}"), remaining.to_string()));
+                out.push((format!("x-ratelimit-reset-{kind}"), duration(reset_ns)));
+            }
+        }
+        out
+    }
+}
+
+/// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `0s`, `850ms`, `6s`, `1m30s`, `2h0m0s`.
+pub fn duration(ns: u64) -> String {
+    let ms = ns.div_ceil(1_000_000);
+    if ms < 1_000 {
+        return if ms == 0 { "0s".into() } else { format!("{ms}ms") };
+    }
+    let s = ms.div_ceil(1_000);
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
+/// What an admitted request holds: the reservations to reconcile and the headers to send.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    taken: Vec<Taken>,
+    headers: Headers,
+    /// Busy counters evicted to admit this request (bounded state at its limit).
+    pub evictions: usize,
+}
+
+/// Token usage of one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt: u64,
+    /// Completion (output) tokens.
+    pub completion: u64,
+    /// True when the model reported it; false when Cordon counted it from the text.
+    pub reported: bool,
+}
+
+impl Admission {
+    /// The rate-limit headers for the response.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// Whether anything was reserved (nothing to reconcile otherwise).
+    pub fn holds_tokens(&self, limits: &CompiledLimits) -> bool {
+        self.taken.iter().any(|t| limits.limits.get(t.limit).is_some_and(|l| matches!(l.counts, Counts::Tokens { .. })))
+    }
+
+    /// Completion tokens a stream may still produce before a `cut` limit is reached: the
+    /// completion reserved plus what each cut limit had left when admitted (the smallest).
+    /// `None` when no matching limit cuts.
+    pub fn stream_budget(&self, limits: &CompiledLimits, reserve: &Reservation) -> Option<u64> {
+        self.taken
+            .iter()
+            .filter_map(|t| {
+                let l = limits.limits.get(t.limit)?;
+                let Counts::Tokens { count, cut: true } = l.counts else { return None };
+                if count == TokenCount::Prompt {
+                    return None;
+                }
+                Some(reserve.completion.saturating_add(t.remaining))
+            })
+            .min()
+    }
+
+    /// Reconciles each token reservation with the usage: refunds what was not used, debits what
+    /// was used beyond it. Idempotent per admission (reservations are consumed).
+    pub fn reconcile(&mut self, limits: &CompiledLimits, usage: &Usage, store: &dyn CasStore, now: u64) -> Result<(), Refusal> {
+        for t in std::mem::take(&mut self.taken) {
+            let Some(l) = limits.limits.get(t.limit) else { continue };
+            if !matches!(l.counts, Counts::Tokens { .. }) {
+                continue;
+            }
+            let actual = l.cost(usage.prompt, usage.completion, 1);
+            let delta = i64::try_from(actual).unwrap_or(i64::MAX).saturating_sub(i64::try_from(t.reserved).unwrap_or(i64::MAX));
+            if delta == 0 {
+                continue;
+            }
+            let gcra = l.gcra;
+            store::update(store, &l.name, l.slots, t.key, now, |tat| (Some(gcra.adjust(tat, now, delta)), ()))
+                .map_err(|e| unavailable(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Gives every reservation back (the request never reached the model).
+    pub fn release(&mut self, limits: &CompiledLimits, store: &dyn CasStore, now: u64) {
+        for t in std::mem::take(&mut self.taken) {
+            let Some(l) = limits.limits.get(t.limit) else { continue };
+            let gcra = l.gcra;
+            let delta = -i64::try_from(t.reserved).unwrap_or(i64::MAX);
+            // Best effort: a failed refund only errs towards refusing.
+            let _ = store::update(store, &l.name, l.slots, t.key, now, |tat| (Some(gcra.adjust(tat, now, delta)), ()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! The `rate_limits` and `token_estimate` sections of a policy, as written.
+
+use crate::glob::Glob;
+use serde::{Deserialize, Serialize};
+
+/// One limit: whom it applies to, what it counts per which key, and how much.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Unique name: shown in refusals (`x-cordon-limit`) and metrics; `[a-z0-9_-]`, ≤ 64 bytes.
+    pub name: String,
+    /// Which requests the limit applies to; unset fields match anything.
+    #[serde(default, rename = "match")]
+    pub selector: LimitMatch,
+    /// The fields whose values key the counters (one counter per distinct combination).
+    #[serde(default = "default_by")]
+    pub by: Vec<KeyField>,
+    /// Requests per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Quota>,
+    /// LLM tokens per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenQuota>,
+    /// What a token limit does when a streamed completion runs past it.
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+    /// Counters kept for this limit (bounded state); see the limits reference for eviction.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+}
+
+fn default_by() -> Vec<KeyField> {
+    vec![KeyField::Key]
+}
+
+fn default_slots() -> u32 {
+    4096
+}
+
+/// Selects requests by principal fields, API key id and model; globs as in model allowlists.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitMatch {
+    /// User pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Glob>,
+    /// Team pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Glob>,
+    /// App pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<Glob>,
+    /// API key id pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Glob>,
+    /// Model pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Glob>,
+}
+
+/// A field a counter is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyField {
+    /// The API key id (requests without one share the empty key).
+    Key,
+    /// The principal's user.
+    User,
+    /// The principal's team.
+    Team,
+    /// The principal's app.
+    App,
+    /// The requested model.
+    Model,
+}
+
+impl KeyField {
+    /// The name used in policy and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyField::Key => "key",
+            KeyField::User => "user",
+            KeyField::Team => "team",
+            KeyField::App => "app",
+            KeyField::Model => "model",
+        }
+    }
+}
+
+/// A window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// One second.
+    Second,
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One day.
+    Day,
+}
+
+impl Per {
+    /// The window in nanoseconds.
+    pub fn nanos(self) -> u64 {
+        const S: u64 = 1_000_000_000;
+        match self {
+            Per::Second => S,
+            Per::Minute => 60 * S,
+            Per::Hour => 3_600 * S,
+            Per::Day => 86_400 * S,
+        }
+    }
+}
+
+/// `limit` requests per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Units per window (> 0).
+    pub limit: u64,
+    /// The window.
+    pub per: Per,
+}
+
+/// Which tokens a token limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenCount {
+    /// Prompt (input) tokens.
+    Prompt,
+    /// Completion (output) tokens.
+    Completion,
+    /// Both.
+    #[default]
+    Total,
+}
+
+/// `limit` tokens per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuota {
+    /// Tokens per window (> 0).
+    pub limit: u64,
+    /// The window.
+    pub per: Per,
+    /// Which tokens count.
+    #[serde(default)]
+    pub count: TokenCount,
+}
+
+/// What a token limit does to a stream that runs past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceed {
+    /// Let the stream finish; the overshoot is debited and refuses the next requests.
+    #[default]
+    Refuse,
+    /// End the stream cleanly once the limit is reached: the text so far, one error event in
+    /// the provider's format, end of stream.
+    Cut,
+}
+
+/// How prompt and completion tokens are estimated before the model reports usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEstimate {
+    /// Bytes of request body per prompt token (conservative: JSON syntax counts as text).
+    #[serde(default = "default_bytes_per_token")]
+    pub bytes_per_token: f64,
+    /// Per model family overrides, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<FamilyEstimate>,
+    /// Completion tokens reserved when the request sets no `max_tokens`/`max_output_tokens`.
+    #[serde(default = "default_completion")]
+    pub default_completion_tokens: u64,
+}
+
+/// An override for models matching `model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyEstimate {
+    /// Model pattern.
+    pub model: Glob,
+    /// Bytes per token for these models.
+    pub bytes_per_token: f64,
+}
+
+fn default_bytes_per_token() -> f64 {
+    4.0
+}
+
+fn default_completion() -> u64 {
+    1024
+}
+
+impl Default for TokenEstimate {
+    fn default() -> Self {
+        Self { bytes_per_token: default_bytes_per_token(), families: Vec::new(), default_completion_tokens: default_completion() }
+    }
+}
