@@ -5,6 +5,7 @@
 //! limit. Token limits reserve an estimate before the request goes upstream and are reconciled
 //! with the usage the model reports (or counted from the streamed text when it reports none).
 
+pub mod exchange;
 pub mod gcra;
 pub mod schema;
 pub mod store;
@@ -103,6 +104,12 @@ impl CompiledLimits {
             }
         }
         Ok(Self { limits: out, estimate })
+    }
+
+    /// Creates the counter tables of every limit in `store` (see [`store::prepare`]); returns
+    /// how many counters were created.
+    pub fn prepare(&self, store: &dyn CasStore) -> Result<usize, StoreError> {
+        self.limits.iter().try_fold(0, |n, l| Ok(n + store::prepare(store, &l.name, l.slots)?))
     }
 
     /// Whether the policy has any limit (none: the limiter costs nothing).
@@ -338,6 +345,11 @@ impl Admission {
     /// completion reserved plus what each cut limit had left when admitted (the smallest).
     /// `None` when no matching limit cuts.
     pub fn stream_budget(&self, limits: &CompiledLimits, reserve: &Reservation) -> Option<u64> {
+        self.cut_budget(limits, reserve).map(|(budget, _)| budget)
+    }
+
+    /// The smallest stream budget and the name of the `cut` limit that sets it.
+    pub fn cut_budget(&self, limits: &CompiledLimits, reserve: &Reservation) -> Option<(u64, String)> {
         self.taken
             .iter()
             .filter_map(|t| {
@@ -346,9 +358,9 @@ impl Admission {
                 if count == TokenCount::Prompt {
                     return None;
                 }
-                Some(reserve.completion.saturating_add(t.remaining))
+                Some((reserve.completion.saturating_add(t.remaining), l.name.clone()))
             })
-            .min()
+            .min_by_key(|(budget, _)| *budget)
     }
 
     /// Reconciles each token reservation with the usage: refunds what was not used, debits what

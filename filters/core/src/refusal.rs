@@ -190,6 +190,7 @@ impl Refusal {
             401 => "authentication_error",
             403 => "permission_error",
             400 | 413 | 415 => "invalid_request_error",
+            429 => "rate_limit_error",
             _ => "server_error",
         }
     }

@@ -8,10 +8,10 @@ use crate::metrics::Decisions;
 use crate::policy_stream::PolicyStreamService;
 use crate::redact::RedactFilter;
 use crate::shared_policy;
-use cordon_core::CompiledPolicy;
 use cordon_core::config::FilterConfig;
 use cordon_core::identity::jwt::TokenCache;
 use cordon_core::policy::Policy;
+use cordon_core::{CompiledPolicy, Refusal};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::cell::RefCell;
@@ -89,6 +89,7 @@ impl Shared {
                         published.sha256.get(..16).unwrap_or(&published.sha256)
                     ),
                 );
+                prepare_counters(&policy);
                 *self.policy.borrow_mut() = Some(Rc::new(policy));
                 self.tokens.borrow_mut().clear();
                 self.publish_holdback();
@@ -126,6 +127,22 @@ impl Default for Root {
     }
 }
 
+/// Sends `refusal` as the local reply: its status, the OpenAI-shaped body, `x-cordon-error`
+/// and any headers of its own (`retry-after`, `x-cordon-limit`). Counted by the caller.
+pub fn send_refusal(refusal: &Refusal) {
+    let own = refusal.headers();
+    let mut headers = vec![("content-type", "application/json"), ("x-cordon-error", refusal.code())];
+    headers.extend(own.iter().map(|(k, v)| (*k, v.as_str())));
+    let _ = proxy_wasm::hostcalls::send_http_response(u32::from(refusal.status()), headers, Some(&refusal.body()));
+}
+
+/// Creates the rate limiter's counter tables in shared data when a worker adopts a policy.
+fn prepare_counters(policy: &CompiledPolicy) {
+    if let Err(e) = policy.rate_limits().prepare(&crate::shared_counters::SharedData) {
+        log(LogLevel::Error, &format!("rate limits: could not create counters: {e}"));
+    }
+}
+
 fn log(level: LogLevel, msg: &str) {
     let _ = proxy_wasm::hostcalls::log(level, msg);
 }
@@ -157,6 +174,7 @@ impl Root {
         };
         match &policy {
             Some(p) => {
+                prepare_counters(p);
                 for name in p.missing_secrets() {
                     log(
                         LogLevel::Error,

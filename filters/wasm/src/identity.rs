@@ -1,8 +1,15 @@
-//! The `cordon.identity` HTTP filter: identity, header hygiene, credential injection and model
-//! access, applied as `cordon-core` decides.
+//! The `cordon.identity` HTTP filter: identity, header hygiene, credential injection, model
+//! access, and rate and token limits, applied as `cordon-core` decides.
+//!
+//! Limits run in this role rather than a third one: the principal and the model are already in
+//! hand here (no second body parse, no hand-over through headers a misordered chain could
+//! spoof), and each role costs a fixed price per request in Envoy.
 
 use crate::host::Shared;
+use crate::shared_counters::SharedData;
 use cordon_core::pipeline::{self, BodyStage, ResponseStage};
+use cordon_core::ratelimit::Caller;
+use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
 use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
@@ -15,12 +22,17 @@ pub struct IdentityFilter {
     policy: Option<Rc<CompiledPolicy>>,
     admitted: Option<Admitted>,
     refused: bool,
+    /// The request's metering under the rate and token limits, if any limit matched.
+    exchange: Option<Exchange>,
+    /// Whether the response body is read (token usage) or rewritten (cut, usage chunk).
+    watch_response: bool,
+    path: String,
 }
 
 impl IdentityFilter {
     pub fn new(shared: Rc<Shared>) -> Self {
         let policy = shared.policy.borrow().clone();
-        Self { shared, policy, admitted: None, refused: false }
+        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new() }
     }
 
     fn property(&self, path: &[&str]) -> Option<String> {
@@ -31,22 +43,36 @@ impl IdentityFilter {
         self.refused = true;
         self.shared.decisions.count(refusal.code());
         let _ = proxy_wasm::hostcalls::log(LogLevel::Info, &format!("refused {} ({})", refusal.status(), refusal.code()));
-        self.send_http_response(
-            u32::from(refusal.status()),
-            vec![("content-type", "application/json"), ("x-cordon-error", refusal.code())],
-            Some(&refusal.body()),
-        );
+        crate::host::send_refusal(refusal);
         Action::Pause
     }
 
     fn now(&self) -> u64 {
         self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
+
+    fn now_ns(&self) -> u64 {
+        self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Ends the metering once (response end, or the exchange aborted): reconcile reservations.
+    fn finish_exchange(&mut self) {
+        let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return };
+        if let Err(e) = x.finish(policy.rate_limits(), &SharedData, self.now_ns()) {
+            let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
+        }
+    }
 }
 
 impl Context for IdentityFilter {}
 
 impl HttpContext for IdentityFilter {
+    /// The exchange ended: a client abort or a reset never reached the end of the response, so
+    /// its reservation is reconciled here (counted from what was streamed, else kept).
+    fn on_log(&mut self) {
+        self.finish_exchange();
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(policy) = self.policy.clone() else {
             return self.refuse(&Refusal::PolicyUnavailable);
@@ -54,6 +80,7 @@ impl HttpContext for IdentityFilter {
         let headers = self.get_http_request_headers();
         crate::faults::maybe_trap(&headers);
         let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        self.path = pseudo(":path").to_owned();
         // Properties cost a host call each: read them only when the policy can use them.
         let peer = if policy.uses_mesh_identity() { self.property(&["connection", "uri_san_peer_certificate"]) } else { None };
         let cluster = if policy.injects_credentials() { self.property(&["xds", "cluster_name"]) } else { None };
@@ -104,7 +131,26 @@ impl HttpContext for IdentityFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.refused || end_of_stream || !self.filters_model_list() {
+        if self.refused {
+            return Action::Continue;
+        }
+        if let Some(mut x) = self.exchange.take() {
+            let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let content_type = self.get_http_response_header("content-type");
+            self.watch_response = x.response_head(status, content_type.as_deref()) && !end_of_stream;
+            let rewrites = x.rewrites_stream();
+            for (name, value) in x.response_headers() {
+                self.set_http_response_header(&name, Some(&value));
+            }
+            self.exchange = Some(x);
+            if rewrites {
+                self.set_http_response_header("content-length", None);
+            }
+            if !self.watch_response {
+                self.finish_exchange();
+            }
+        }
+        if end_of_stream || !self.filters_model_list() {
             return Action::Continue;
         }
         if self.get_http_response_header(":status").as_deref() != Some("200") {
@@ -118,6 +164,18 @@ impl HttpContext for IdentityFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.watch_response {
+            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let step = self.exchange.as_mut().map_or(ChunkStep::Continue, |x| x.response_chunk(&chunk, end_of_stream));
+            if let ChunkStep::Replace(bytes) = step {
+                self.set_http_response_body(0, body_size, &bytes);
+            }
+            if end_of_stream {
+                self.watch_response = false;
+                self.finish_exchange();
+            }
+            return Action::Continue;
+        }
         let ResponseStage::FilterModelList { limit } = self.admitted.as_ref().map_or(ResponseStage::PassThrough, |a| a.response) else {
             return Action::Continue;
         };
@@ -148,12 +206,23 @@ impl IdentityFilter {
 
     fn judge_body(&mut self, policy: &CompiledPolicy, body: &[u8]) -> Action {
         let Some(admitted) = self.admitted.as_ref() else { return Action::Continue };
-        match pipeline::evaluate_body(policy, admitted, body) {
-            Ok(_model) => {
-                self.shared.decisions.count("allowed");
-                Action::Continue
+        let model = match pipeline::evaluate_body(policy, admitted, body) {
+            Ok(model) => model,
+            Err(r) => return self.refuse(&r),
+        };
+        let who = Caller { principal: &admitted.identity.principal, key_id: admitted.identity.key_id.as_deref(), model: &model };
+        match Exchange::begin(policy.rate_limits(), &who, &self.path, body, &SharedData, self.now_ns()) {
+            Err(r) => return self.refuse(&r),
+            Ok(None) => {}
+            Ok(Some((x, rewritten))) => {
+                if let Some(new) = rewritten {
+                    self.set_http_request_body(0, body.len(), &new);
+                    self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                }
+                self.exchange = Some(x);
             }
-            Err(r) => self.refuse(&r),
         }
+        self.shared.decisions.count("allowed");
+        Action::Continue
     }
 }

@@ -10,6 +10,7 @@ mod identity;
 mod metrics;
 mod policy_stream;
 mod redact;
+mod shared_counters;
 mod shared_policy;
 
 use proxy_wasm::traits::RootContext;

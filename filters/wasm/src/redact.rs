@@ -26,11 +26,7 @@ impl RedactFilter {
     fn refuse(&mut self, refusal: &Refusal) -> Action {
         self.shared.decisions.count(refusal.code());
         log(LogLevel::Info, &format!("redact: refused {} ({})", refusal.status(), refusal.code()));
-        self.send_http_response(
-            u32::from(refusal.status()),
-            vec![("content-type", "application/json"), ("x-cordon-error", refusal.code())],
-            Some(&refusal.body()),
-        );
+        crate::host::send_refusal(refusal);
         Action::Pause
     }
 

@@ -64,6 +64,23 @@ fn decode(v: &[u8]) -> Option<(u64, u64)> {
     Some((u64::from_be_bytes(k), u64::from_be_bytes(t)))
 }
 
+/// Creates every missing slot of a limit's table as an empty counter, so that later updates
+/// are all compare-and-swap. Envoy's shared data ignores the version when it creates a key: two
+/// workers creating the same counter under traffic could lose one update. Creating the table
+/// when a worker adopts the policy closes that window for all but the instant two workers adopt
+/// it at once. Returns the number of slots created.
+pub fn prepare(store: &dyn CasStore, limit: &str, slots: u32) -> Result<usize, StoreError> {
+    let mut created = 0;
+    for idx in 0..u64::from(slots.max(1)) {
+        let name = format!("cordon.rl.{limit}.{idx}");
+        if store.get(&name)?.is_none() {
+            store.set(&name, &encode(0, 0), None)?;
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
 /// What an update found and did, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Updated {
@@ -226,6 +243,19 @@ mod tests {
         store.contend(1_000);
         let err = update(&store, "l", 8, k, 1, |t| (Some(t + 1), ())).unwrap_err();
         assert!(err.to_string().contains("contended"), "{err}");
+    }
+
+    #[test]
+    fn prepared_tables_are_updated_by_compare_and_swap_only() {
+        let store = MemoryStore::new();
+        assert_eq!(prepare(&store, "l", 16).unwrap(), 16);
+        assert_eq!(prepare(&store, "l", 16).unwrap(), 0, "idempotent: a second worker creates nothing");
+        let k = key_hash("l", &["a"]);
+        // Every write now carries a version: contention is seen, not lost.
+        store.contend(2);
+        assert_eq!(bump(&store, 16, k, 50).retries, 2);
+        assert_eq!(tat_of(&store, 16, k), 60);
+        assert_eq!(store.len(), 16);
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! One request's metering, host-free: admission under every matching limit with a token
+//! reservation, the `x-ratelimit-*` headers, usage read from the response (JSON or stream),
+//! the mid-stream cut-off, and reconciliation when the exchange ends (or is aborted).
+//!
+//! A stream is rewritten only when it must be: to cut it at a budget, or to remove the usage
+//! chunk Cordon asked an OpenAI chat stream for (`stream_options.include_usage`) when the client
+//! did not. Otherwise every chunk passes untouched and is only read. The role sits before
+//! `cordon.redact` in the chain, so on the response path it sees redaction's output: a cut can
+//! never release text redaction still holds back.
+
+use super::usage::{self, EventKind, StreamUsage};
+use super::{Admission, Caller, CompiledLimits, LimitKind, Reservation, Usage};
+use crate::redaction::{sse_format, stream_error_event};
+use crate::refusal::Refusal;
+use cordon_redact::SseFormat;
+use cordon_redact::sse::SseFramer;
+use serde_json::Value;
+
+use super::store::CasStore;
+
+/// Largest non-streamed response copied to read its usage; a larger one is counted by estimate.
+const MAX_JSON_USAGE_BYTES: usize = 4 << 20;
+/// Largest single SSE event followed; a larger one stops the following (the stream passes on).
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// What the adapter does with a response chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// Pass the chunk as it is.
+    Continue,
+    /// Replace the chunk with these bytes.
+    Replace(Vec<u8>),
+}
+
+enum Watch {
+    /// Nothing to read (no token limit, an error status, not a body we understand).
+    Nothing,
+    /// A JSON body, copied as it passes, for its `usage`.
+    Json(Vec<u8>),
+    /// An SSE stream, followed event by event.
+    Stream(Box<Follow>),
+    /// The stream was cut: whatever else arrives is dropped.
+    Cut,
+}
+
+struct Follow {
+    framer: SseFramer,
+    usage: StreamUsage,
+    /// Bytes read but not yet emitted (only while rewriting).
+    unemitted: Vec<u8>,
+}
+
+/// An admitted exchange and, if Cordon changed it, the request body to send instead.
+pub type Begun = (Exchange, Option<Vec<u8>>);
+
+/// The metering of one admitted request.
+pub struct Exchange {
+    admission: Admission,
+    reservation: Reservation,
+    format: Option<SseFormat>,
+    budget: Option<u64>,
+    cut_limit: String,
+    strip_usage_chunk: bool,
+    watch: Watch,
+    settled: Option<Usage>,
+    tokens: bool,
+}
+
+impl Exchange {
+    /// Admits a request whose `model` is allowed, reserving its estimated tokens. `Ok(None)`
+    /// when no limit matches (nothing to meter). The second value is a rewritten body when
+    /// Cordon asks an OpenAI chat stream for its usage chunk (fix `content-length`).
+    pub fn begin(
+        limits: &CompiledLimits,
+        who: &Caller<'_>,
+        path: &str,
+        body: &[u8],
+        store: &dyn CasStore,
+        now: u64,
+    ) -> Result<Option<Begun>, Refusal> {
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let reservation = limits.estimate(who.model, body);
+        let tokens = limits.counts_tokens(who);
+        let admission = limits.admit(who, &reservation, store, now)?;
+        if admission.taken.is_empty() {
+            return Ok(None);
+        }
+        let format = sse_format(path);
+        let (budget, cut_limit) = match admission.cut_budget(limits, &reservation) {
+            Some((b, name)) => (Some(b), name),
+            None => (None, String::new()),
+        };
+        let mut rewritten = None;
+        let mut strip_usage_chunk = false;
+        if tokens && format == Some(SseFormat::OpenAiChat) {
+            rewritten = ask_for_usage(body);
+            strip_usage_chunk = rewritten.is_some();
+        }
+        let exchange =
+            Exchange { admission, reservation, format, budget, cut_limit, strip_usage_chunk, watch: Watch::Nothing, settled: None, tokens };
+        Ok(Some((exchange, rewritten)))
+    }
+
+    /// Headers for the response: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
+    pub fn response_headers(&self) -> Vec<(String, String)> {
+        self.admission.headers().pairs()
+    }
+
+    /// The response head: whether its body must be read (token limits and a 2xx JSON or SSE
+    /// body). An error status refunds the token reservation at the end: nothing was generated.
+    pub fn response_head(&mut self, status: u16, content_type: Option<&str>) -> bool {
+        if !self.tokens {
+            return false;
+        }
+        if !(200..300).contains(&status) {
+            self.settled = Some(Usage { prompt: 0, completion: 0, reported: false });
+            return false;
+        }
+        let ct = content_type.unwrap_or_default().trim().to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            let format = self.format.unwrap_or(SseFormat::OpenAiChat);
+            let usage = StreamUsage::new(format, self.reservation.bytes_per_token);
+            self.watch = Watch::Stream(Box::new(Follow { framer: SseFramer::new(MAX_EVENT_BYTES), usage, unemitted: Vec::new() }));
+        } else if ct.starts_with("application/json") || ct.contains("+json") {
+            self.watch = Watch::Json(Vec::new());
+        }
+        !matches!(self.watch, Watch::Nothing)
+    }
+
+    /// Whether chunks may be rewritten (the adapter must then expect a different length).
+    pub fn rewrites_stream(&self) -> bool {
+        matches!(self.watch, Watch::Stream(_)) && (self.budget.is_some() || self.strip_usage_chunk)
+    }
+
+    /// A response body chunk.
+    pub fn response_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkStep {
+        let rewriting = self.rewrites_stream();
+        match std::mem::replace(&mut self.watch, Watch::Nothing) {
+            Watch::Nothing => ChunkStep::Continue,
+            Watch::Cut => {
+                self.watch = Watch::Cut;
+                if chunk.is_empty() { ChunkStep::Continue } else { ChunkStep::Replace(Vec::new()) }
+            }
+            Watch::Json(mut buf) => {
+                if buf.len() + chunk.len() <= MAX_JSON_USAGE_BYTES {
+                    buf.extend_from_slice(chunk);
+                    if end_of_stream {
+                        self.settled = usage::from_json_response(&buf);
+                    } else {
+                        self.watch = Watch::Json(buf);
+                    }
+                }
+                ChunkStep::Continue
+            }
+            Watch::Stream(mut follow) => {
+                let (step, keep) = self.follow(&mut follow, chunk, end_of_stream, rewriting);
+                if keep {
+                    self.watch = Watch::Stream(follow);
+                }
+                step
+            }
+        }
+    }
+
+    /// Reads one chunk of a followed stream; the flag says whether to keep following it.
+    fn follow(&mut self, f: &mut Follow, chunk: &[u8], end_of_stream: bool, rewriting: bool) -> (ChunkStep, bool) {
+        if rewriting {
+            f.unemitted.extend_from_slice(chunk);
+        }
+        let mut events = match f.framer.push(chunk) {
+            Ok(e) => e,
+            Err(_) => return (self.stop_following(f, rewriting), false),
+        };
+        if end_of_stream {
+            match f.framer.finish() {
+                Ok(tail) => events.extend(tail),
+                Err(_) => return (self.stop_following(f, rewriting), false),
+            }
+        }
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for ev in &events {
+            consumed += ev.raw.len();
+            let kind = ev.data.as_deref().map_or(EventKind::Other, |d| f.usage.event(ev.event.as_deref(), d));
+            if kind == EventKind::UsageOnly && self.strip_usage_chunk {
+                continue;
+            }
+            if kind == EventKind::Text && self.budget.is_some_and(|b| f.usage.completion_so_far() > b) {
+                // This event would take the caller past its budget: it is not sent.
+                let refusal = Refusal::RateLimited { limit: self.cut_limit.clone(), kind: LimitKind::Tokens, retry_after_secs: 0 };
+                out.extend_from_slice(&stream_error_event(self.format, &refusal));
+                if self.format != Some(SseFormat::Anthropic) && self.format != Some(SseFormat::OpenAiResponses) {
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                }
+                self.settled = Some(f.usage.usage(self.reservation.prompt));
+                self.watch = Watch::Cut;
+                return (ChunkStep::Replace(out), false);
+            }
+            if rewriting {
+                out.extend_from_slice(&ev.raw);
+            }
+        }
+        if end_of_stream {
+            self.settled = Some(f.usage.usage(self.reservation.prompt));
+        }
+        if !rewriting {
+            return (ChunkStep::Continue, !end_of_stream);
+        }
+        f.unemitted.drain(..consumed.min(f.unemitted.len()));
+        if end_of_stream {
+            out.append(&mut f.unemitted);
+        }
+        let step = if out == chunk { ChunkStep::Continue } else { ChunkStep::Replace(out) };
+        (step, !end_of_stream)
+    }
+
+    /// A stream Cordon cannot frame: stop reading it, emit what was held, count the estimate.
+    fn stop_following(&mut self, f: &mut Follow, rewriting: bool) -> ChunkStep {
+        self.settled = Some(f.usage.usage(self.reservation.prompt));
+        self.budget = None;
+        if rewriting { ChunkStep::Replace(std::mem::take(&mut f.unemitted)) } else { ChunkStep::Continue }
+    }
+
+    /// Whether the stream was cut at the budget.
+    pub fn was_cut(&self) -> bool {
+        matches!(self.watch, Watch::Cut)
+    }
+
+    /// Ends the exchange: reconciles reservations with the usage (reported, counted from the
+    /// stream, or — for an aborted exchange — the reservation itself, which is then kept).
+    /// Idempotent; returns the usage settled on.
+    pub fn finish(&mut self, limits: &CompiledLimits, store: &dyn CasStore, now: u64) -> Result<Usage, Refusal> {
+        let usage = match (&self.settled, &self.watch) {
+            (Some(u), _) => *u,
+            (None, Watch::Stream(f)) => f.usage.usage(self.reservation.prompt),
+            (None, _) => Usage { prompt: self.reservation.prompt, completion: self.reservation.completion, reported: false },
+        };
+        self.admission.reconcile(limits, &usage, store, now)?;
+        Ok(usage)
+    }
+}
+
+/// Adds `stream_options.include_usage: true` to a streamed OpenAI chat request that did not ask
+/// for it, so the model reports exact usage; `None` when nothing needs to change.
+fn ask_for_usage(body: &[u8]) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    if !v.get("stream").and_then(Value::as_bool).unwrap_or(false) || usage::asks_for_stream_usage(&v) {
+        return None;
+    }
+    let obj = v.as_object_mut()?;
+    let opts = obj.entry("stream_options").or_insert_with(|| Value::Object(serde_json::Map::new()));
+    opts.as_object_mut()?.insert("include_usage".into(), Value::Bool(true));
+    serde_json::to_vec(&v).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+"""Rate and token limits through the real Envoy with two worker threads sharing counters:
+concurrent requests never admit more than the limit, 429s name the limit, the x-ratelimit-*
+headers count down, token reservations are reconciled with reported usage, and a streamed
+completion is cut cleanly at its budget (seen as an error by the real openai SDK)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+
+import pytest
+import requests
+
+from tests.e2e.conftest import KEYS
+from tests.harness import envoy as E
+from tests.harness.fake_upstream import Script
+from tests.harness.identity import key_digest
+from tests.harness.sse import SSEStream
+
+ALICE = {"authorization": f"Bearer {KEYS['alice']}"}
+BOB = {"authorization": f"Bearer {KEYS['svc']}"}
+
+POLICY = {
+    "identity": {"api_keys": [
+        {"id": "k-alice", "sha256": key_digest(KEYS["alice"]), "principal": {"user": "alice", "team": "research"}},
+        {"id": "k-svc", "sha256": key_digest(KEYS["svc"]), "principal": {"user": "svc", "team": "support"}},
+    ]},
+    "models": [{"allow": ["gpt-4o*", "claude-*", "o1*"]}],
+    "rate_limits": [
+        # Strict limit on one model family; a looser one for everything must not hide it.
+        {"name": "o1-per-key", "match": {"model": "o1*"}, "requests": {"limit": 5, "per": "minute"}},
+        {"name": "everyone", "by": ["team"], "requests": {"limit": 1000, "per": "hour"}},
+        {"name": "support-tokens", "match": {"team": "support"}, "by": ["team"],
+         "tokens": {"limit": 400, "per": "hour", "count": "completion"}, "on_exceed": "cut"},
+    ],
+    "token_estimate": {"default_completion_tokens": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def limited(gateways, upstream):
+    cfg = {"policy": POLICY}
+    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", cfg)], "model")],
+                                    [E.cluster("model", upstream.port)]), concurrency=2)
+    gateways.running.append(env)
+    return env
+
+
+def post(env, body, headers, **kw):
+    return requests.post(env.url() + "/v1/chat/completions", json=body, headers=headers, timeout=15, **kw)
+
+
+def test_concurrent_requests_on_two_workers_never_exceed_the_limit(limited, upstream):
+    upstream.clear()
+    body = {"model": "o1-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with cf.ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda _: post(limited, body, ALICE).status_code, range(24)))
+    # Counters live in shared data and are updated by compare-and-swap: exactly the limit.
+    assert statuses.count(200) == 5, statuses
+    assert statuses.count(429) == 19, statuses
+    assert len(upstream.received) == 5, "refused requests never reach the model"
+
+
+def test_a_refusal_names_the_limit_and_says_when_to_retry(limited, upstream):
+    body = {"model": "o1-preview", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(6):
+        r = post(limited, body, BOB)
+    assert r.status_code == 429
+    err = r.json()["error"]
+    assert (err["code"], err["type"]) == ("rate_limit_exceeded", "rate_limit_error")
+    assert "'o1-per-key'" in err["message"]
+    assert r.headers["x-cordon-limit"] == "o1-per-key"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # Another model is only under the loose limit.
+    assert post(limited, {"model": "gpt-4o", "messages": []}, BOB).status_code == 200
+
+
+def test_ratelimit_headers_count_down(limited, upstream):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    seen = [int(post(limited, body, ALICE).headers["x-ratelimit-remaining-requests"]) for _ in range(3)]
+    assert seen[0] > seen[1] > seen[2], seen
+    r = post(limited, body, ALICE)
+    assert r.headers["x-ratelimit-limit-requests"] == "1000"
+    assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_a_stream_is_cut_at_the_token_budget_and_the_sdk_sees_an_error(limited, upstream):
+    from openai import APIError, OpenAI
+
+    # 400 completion tokens an hour for team support; each delta is ~25 tokens (100 bytes).
+    upstream.push(Script(chunks=["x" * 100] * 30))
+    client = OpenAI(base_url=limited.url() + "/v1", api_key=KEYS["svc"], max_retries=0, timeout=15)
+    text = ""
+    with pytest.raises(APIError) as err:
+        stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "go"}], stream=True)
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+    assert "support-tokens" in str(err.value)
+    assert 0 < len(text) < 30 * 100, "some text, then the cut"
+    # The usage chunk Cordon asked for on the client's behalf never reached it; the upstream got the ask.
+    assert upstream.last().json["stream_options"]["include_usage"] is True
+    # The budget is spent: the next call is refused up front with the token code.
+    r = post(limited, {"model": "gpt-4o", "messages": []}, BOB)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "token_limit_exceeded"
+
+
+def test_reported_usage_is_reconciled_and_the_stream_is_untouched_when_the_client_asked(limited, upstream):
+    upstream.push(Script(chunks=["Hello", " there"]))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    with SSEStream(limited.url() + "/v1/chat/completions", body, headers=ALICE) as s:
+        assert s.status == 200
+        events = list(s)
+    datas = [e.data for e in events]
+    assert datas[-1] == "[DONE]"
+    usage = json.loads(datas[-2])
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] >= 1, "the client asked: it gets its usage chunk"
