@@ -40,6 +40,15 @@ models:
 upstreams:
   - cluster: model
     secret_env: DEMO_PROVIDER_KEY
+rate_limits:
+  - name: research-embeddings
+    match: {team: research, model: "text-embedding-*"}
+    requests: {limit: 3, per: minute}
+  - name: research-tokens
+    match: {team: research}
+    by: [team]
+    tokens: {limit: 2000, per: hour, count: completion}
+    on_exceed: cut
 redaction:
   rules:
     detectors:
@@ -141,20 +150,38 @@ def main() -> int:
         last = events[-1].json()
         row(11, "alice", "stream that names the codename", s.status, f"stream ended by error event: {last['error']['code']}")
 
-        heading("5. Live policy change: revoke bob's key")
+        heading("5. Rate and token limits (every matching limit applies; counters shared by Envoy's workers)")
+        emb = {"model": "text-embedding-3-small", "input": "hello"}
+        for n in range(4):
+            r = requests.post(url + "/v1/embeddings", json=emb, headers=as_alice, timeout=10)
+            if r.status_code == 200:
+                row(14 + n, "alice", "POST /v1/embeddings", r.status_code, f"x-ratelimit-remaining-requests={r.headers.get('x-ratelimit-remaining-requests')}")
+            else:
+                row(14 + n, "alice", "POST /v1/embeddings", r.status_code,
+                    f"{r.json()['error']['code']} by '{r.headers.get('x-cordon-limit')}', Retry-After {r.headers.get('retry-after')} s")
+        upstream.push(Script(chunks=["lorem ipsum " * 33] * 30))
+        with SSEStream(url + "/v1/chat/completions", {**chat("gpt-4o-mini"), "stream": True}, headers=as_alice) as s:
+            events = list(s)
+        chars = sum(len(e.json()["choices"][0]["delta"].get("content", "")) for e in events if e.data != "[DONE]" and e.json().get("choices"))
+        last = next(e.json() for e in reversed(events) if e.data != "[DONE]")
+        row(18, "alice", "stream of ~3000 tokens, 2000/h budget (cut)", s.status,
+            f"{chars} chars, then error event {last['error']['code']} and [DONE]")
+
+        heading("6. Live policy change: revoke bob's key")
         t0 = time.monotonic()
         revoked = cp.ctl("keys", "revoke", "k-bob")
         new_version = revoked["version"]["version"]
         cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == new_version)
         print(f"    cordonctl keys revoke k-bob -> version {new_version}, ACKed by {NODE} after {(time.monotonic() - t0) * 1000:.0f} ms")
-        show(12, "bob", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_bob))
-        show(13, "alice", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_alice))
+        show(19, "bob", "POST /v1/chat/completions gpt-4o-mini", post(chat("gpt-4o-mini"), as_bob))
+        show(20, "alice", "POST gpt-4o-mini (budget spent by #18)", post(chat("gpt-4o-mini"), as_alice))
 
         stats = {line.split("{")[0]: line.rsplit(" ", 1)[1] for line in env.admin_get("/stats/prometheus").splitlines()
                  if line.startswith(("cordon_decision_", "cordon_redaction_")) and not line.endswith(" 0")}
-        heading("6. Envoy /stats/prometheus")
+        heading("7. Envoy /stats/prometheus")
         print("    " + ", ".join(f"{k.removeprefix('cordon_decision_')}={v}" for k, v in sorted(stats.items())))
-        print(f"\n{DIM}Coming with later work: rate limits and signed audit records.{RESET}")
+        print(f"\n{DIM}Coming with later work: fleet-wide limits and budgets; signed audit records shipped from Envoy "
+              f"(the audit crate and the offline verifier exist: docs/audit.md).{RESET}")
         return 0
     finally:
         if env is not None:
