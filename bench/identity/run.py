@@ -7,6 +7,10 @@ Runs the same load against three Envoys on one pinned worker:
   b  Envoy with the Cordon module, role `cordon.identity` (API key by `Authorization: Bearer`,
      a policy with a few keys and a model allowlist; the filter buffers the ~400-byte JSON body
      and checks its `model`),
+  d  (half-load phase only) `cordon.identity` with rate limits: a request limit per key and a
+     token limit per team that match every request but never refuse, so each request reads and
+     compare-and-swaps two counters in shared data, reserves tokens, reads the JSON response's
+     `usage` as it passes, and reconciles. d-b is what local-mode limits add per request.
   c  Envoy's own native filters doing comparable work: `envoy.filters.http.api_key_auth` with the
      same keys (client id forwarded upstream, key stripped) plus `envoy.filters.http.rbac`
      allowing POST /v1/ for those clients. Neither reads the body.
@@ -97,6 +101,16 @@ POLICY = {
         {"match": {"team": "support"}, "allow": ["gpt-4o-mini"]},
     ],
     "limits": {"max_request_body_bytes": 64 * 1024},
+}
+
+
+# The same policy with limits that match every request and never refuse (d).
+POLICY_LIMITS = {
+    **POLICY,
+    "rate_limits": [
+        {"name": "per-key", "requests": {"limit": 1_000_000_000, "per": "second"}},
+        {"name": "team-tokens", "by": ["team"], "tokens": {"limit": 1_000_000_000_000, "per": "minute"}},
+    ],
 }
 
 
@@ -200,6 +214,7 @@ def under_test_config(variant: str, upstream_port: int) -> dict:
         "a": [],
         "b": [E.wasm_filter("cordon.identity", {"policy": POLICY})],
         "c": native_filters(),
+        "d": [E.wasm_filter("cordon.identity", {"policy": POLICY_LIMITS})],
     }[variant]
     return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
 
@@ -474,6 +489,8 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
         "cpu_b_over_c": paired(lat_runs, "b", "c", "cpu_us_per_req", div, name="cpu_b_over_c"),
         "cpu_b_over_a": paired(lat_runs, "b", "a", "cpu_us_per_req", div, name="cpu_b_over_a"),
         "cpu_us_added_b_minus_a": paired(lat_runs, "b", "a", "cpu_us_per_req", sub, name="cpu_us_added_b_minus_a"),
+        "cpu_us_added_d_minus_b": paired(lat_runs, "d", "b", "cpu_us_per_req", sub, name="cpu_us_added_d_minus_b"),
+        "cpu_d_over_b": paired(lat_runs, "d", "b", "cpu_us_per_req", div, name="cpu_d_over_b"),
         "cpu_us_added_c_minus_a": paired(lat_runs, "c", "a", "cpu_us_per_req", sub, name="cpu_us_added_c_minus_a"),
         "cpu_b_over_c_at_max": paired(thr_runs, "b", "c", "cpu_us_per_req", div, name="cpu_b_over_c_at_max"),
     }
@@ -504,6 +521,7 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
 
 
 NAMES = {"a": "a  envoy, no filter", "b": "b  cordon.identity (wasm)", "c": "c  api_key_auth + rbac",
+         "d": "d  b + rate/token limits",
          "a-get": "a-get  (GET, no body)", "b-get": "b-get  (GET, no body)"}
 
 
@@ -546,6 +564,8 @@ def print_report(s: dict, half: float, meta: dict) -> None:
     print(f"{'b-a p50 at half load (µs added)':<44}{r['p50_added_us_b_minus_a']:>10.0f}")
     print(f"{'c-a p99 at half load (µs added)':<44}{r['p99_added_us_c_minus_a']:>10.0f}")
     print(f"{'CPU µs/request added: b-a / c-a':<44}{r['cpu_us_added_b_minus_a']:>10.1f} / {r['cpu_us_added_c_minus_a']:.1f}")
+    print(f"{'CPU µs/request added by limits: d-b':<44}{r['cpu_us_added_d_minus_b']:>10.1f} {rng('cpu_us_added_d_minus_b', '.1f'):<20}  "
+          f"goal <= 3 µs  {mark(r['cpu_us_added_d_minus_b'] <= 3.0)}  (d/b {r['cpu_d_over_b']:.2f})")
     if s["breakdown"]:
         b = s["breakdown"]
         print()
@@ -622,7 +642,7 @@ def main() -> int:
     upstream = start_envoy(upstream_config(), CLIENT_CORE)
     envoys: dict[str, PinnedEnvoy] = {}
     try:
-        for v in ("a", "b", "c"):
+        for v in ("a", "b", "c", "d"):
             envoys[v] = start_envoy(under_test_config(v, upstream.port()), ENVOY_CORE)
         preflight(envoys)
         bench = Bench(workdir, upstream, envoys)
@@ -642,7 +662,7 @@ def main() -> int:
                       f"other load {r['foreign_core0']:.2f}/{r['foreign_core1']:.2f}", flush=True)
         half = med([r["rps"] for r in thr_runs if r["variant"] == "a"]) / 2
 
-        variants_lat = ["a", "b", "c"] + ([] if args.no_breakdown else ["a-get", "b-get"])
+        variants_lat = ["a", "b", "c", "d"] + ([] if args.no_breakdown else ["a-get", "b-get"])
         for v in variants_lat:  # calibrates each variant's pacing (and warms up the GET variants)
             bench.run(v, 1.0, rate=half)
         lat_runs: list[dict] = []
