@@ -20,7 +20,8 @@ use crate::config::{Action, Direction};
 pub const LOOKAROUND: usize = 4;
 
 /// A candidate validator: given the haystack and a raw match `[start, end)`, return the span to
-/// act on (inside the match) or `None` to reject. Reads at most two bytes before `start` and two
+/// act on (inside the match) or `None` to reject. Reads at most two bytes before `start` (the
+/// phone validator: [`validate::PHONE_LOOKBEHIND`], kept by the engine as context) and two
 /// bytes after `end`.
 pub type Validator = fn(&[u8], usize, usize) -> Option<(usize, usize)>;
 
@@ -417,7 +418,10 @@ impl Detector {
             match span {
                 Some((a, b)) => {
                     out.push(Cand { start: a, end: b, det });
-                    at = m.end();
+                    // Resume where the accepted span ends, not after the raw match: a greedy
+                    // match trimmed by its validator (`4111111111111111 555…`, an IBAN cut to its
+                    // registry length) may have run into the next value.
+                    at = b.max(m.start() + 1);
                 }
                 None => at = m.start() + 1,
             }
@@ -562,12 +566,12 @@ fn is_phone_sep(b: Option<&u8>) -> bool {
     matches!(b, Some(b' ' | b'.' | b'-'))
 }
 
-/// Greedy `(?:[ .\-][0-9]{2,8}){1,4}` at `i` (nothing follows it in the pattern, so the first
+/// Greedy `(?:[ .\-][0-9]{2,12}){1,4}` at `i` (nothing follows it in the pattern, so the first
 /// way to match is the greedy one); `None` below one group.
 fn phone_groups(h: &[u8], mut i: usize) -> Option<usize> {
     let mut n = 0;
     while n < 4 && is_phone_sep(h.get(i)) {
-        let d = digits_at(h, i + 1, 8);
+        let d = digits_at(h, i + 1, 12);
         if d < 2 {
             break;
         }

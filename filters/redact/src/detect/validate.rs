@@ -1,6 +1,7 @@
 //! Validators for built-in detectors (checksums, ranges, boundaries).
 //!
 //! Each validator gets the normalised haystack and a raw regex match `[s, e)`, reads at most two
+//! (phone: [`PHONE_LOOKBEHIND`])
 //! bytes before `s` and two bytes after `e`, and returns the span to act on or `None`.
 
 fn before(h: &[u8], s: usize) -> Option<u8> {
@@ -24,11 +25,11 @@ fn continues_number(h: &[u8], e: usize) -> bool {
     }
 }
 
-/// Luhn checksum over ASCII digits.
+/// Luhn checksum over ASCII digits (other bytes fail it).
 pub fn luhn(digits: &[u8]) -> bool {
     let mut sum = 0u32;
     for (i, &d) in digits.iter().rev().enumerate() {
-        let mut v = u32::from(d - b'0');
+        let Some(mut v) = d.checked_sub(b'0').map(u32::from).filter(|&v| v < 10) else { return false };
         if i % 2 == 1 {
             v *= 2;
             if v > 9 {
@@ -40,30 +41,57 @@ pub fn luhn(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Payment card: 13-19 digits, Luhn-valid, not part of a longer number. Tries the longest
-/// group-aligned prefix first, so `4242 4242 4242 4242 12` still finds the card.
+/// Lengths of the digit groups of `span` (separated by single spaces or dashes).
+fn groups(span: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    span.split(|&b| b == b' ' || b == b'-').map(<[u8]>::len)
+}
+
+/// The layouts issuers print: compact, 4-4-4-4, 4-6-5 (Amex), 4-6-4 (Diners), 4-5-6 (UATP).
+/// Only these may end where the digits go on, since a card followed by a number is common and
+/// an odd layout there is more likely two values run together.
+fn complete_layout(span: &[u8]) -> bool {
+    let g: Vec<usize> = groups(span).collect();
+    matches!(g.as_slice(), [_] | [4, 4, 4, 4] | [4, 6, 5] | [4, 6, 4] | [4, 5, 6])
+}
+
+/// Any layout of a card on its own: a complete one, 4-4-4-n (13-15 and 17-19 digits, also
+/// 4-4-4-4-n), or groups of at least 4 digits.
+fn plausible_layout(span: &[u8]) -> bool {
+    let g: Vec<usize> = groups(span).collect();
+    let fours = g.first() == Some(&4) && g.iter().rev().skip(1).all(|&n| n == 4);
+    complete_layout(span) || fours || g.iter().all(|&n| n >= 4)
+}
+
+/// A separator then a digit at `i`: the grouped number goes on.
+fn group_follows(h: &[u8], i: usize) -> bool {
+    matches!(h.get(i), Some(b' ' | b'-')) && h.get(i + 1).is_some_and(u8::is_ascii_digit)
+}
+
+/// Payment card: 13-19 digits, Luhn-valid, not part of a longer number. The span ends where
+/// the number does (the longest such, in a plausible layout, not continuing a grouped number to
+/// the left), else at the longest group boundary giving a complete layout (`4242 4242 4242 4242
+/// 12` finds the card, `4111111111111111 5555555555554444` two cards).
 pub fn card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if before(h, s).is_some_and(|b| is_word(b) || b == b'.') {
         return None;
     }
-    // Candidate ends: the match end (if the number stops there) and every separator position.
-    let m = &h[s..e];
-    let mut ends: Vec<usize> = Vec::new();
-    if !continues_number(h, e) {
-        ends.push(e);
+    let m = h.get(s..e)?;
+    let valid = |end: usize| {
+        let span = h.get(s..end).unwrap_or_default();
+        let digits: Vec<u8> = span.iter().copied().filter(u8::is_ascii_digit).collect();
+        (13..=19).contains(&digits.len()) && luhn(&digits)
+    };
+    let continues_left = s >= 2 && matches!(h.get(s - 1), Some(b' ' | b'-')) && h.get(s - 2).is_some_and(u8::is_ascii_digit);
+    if !continues_number(h, e) && !group_follows(h, e) && valid(e) && (complete_layout(m) || (plausible_layout(m) && !continues_left)) {
+        return Some((s, e));
     }
-    for (i, &b) in m.iter().enumerate().rev() {
-        if (b == b' ' || b == b'-') && i > 0 && m[i - 1].is_ascii_digit() {
-            ends.push(s + i);
-        }
-    }
-    for end in ends {
-        let digits: Vec<u8> = h[s..end].iter().copied().filter(u8::is_ascii_digit).collect();
-        if (13..=19).contains(&digits.len()) && luhn(&digits) {
-            return Some((s, end));
-        }
-    }
-    None
+    // Group boundaries inside the match, longest first.
+    (1..m.len())
+        .rev()
+        .filter(|&i| matches!(m.get(i), Some(b' ' | b'-')) && m.get(i - 1).is_some_and(u8::is_ascii_digit))
+        .map(|i| s + i)
+        .find(|&end| complete_layout(h.get(s..end).unwrap_or_default()) && valid(end))
+        .map(|end| (s, end))
 }
 
 /// US SSN `AAA-GG-SSSS` (or spaces, same separator twice); area not 000, 666 or 900-999, group
@@ -245,34 +273,319 @@ pub fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     Some((s, end))
 }
 
-/// Phone number: boundaries (not inside a longer number or word, not the tail of a grouped
-/// number) and digit count (8-15 for international forms, 10 for NANP, 10-11 for national forms
-/// with a trunk `0`). Reads two bytes before the match.
-pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b'/' | b')'))
-        || continues_number(h, e)
-        || after(h, e, 0).is_some_and(|b| is_word(b) || b == b'/')
-    {
-        return None;
+/// National significant number lengths by country calling code (bit `n` set: `n` digits are
+/// possible), from the `possible_length` of libphonenumber's metadata as shipped in the PyPI
+/// `phonenumbers` 9.0.43 (Apache-2.0), union over the regions sharing a code. Sorted by code.
+const CC_LENGTHS: &[(u16, u32)] = &[
+    (1, 0x00480),   // 7,10
+    (7, 0x04400),   // 10,14
+    (20, 0x00700),  // 8,9,10
+    (27, 0x007e0),  // 5,6,7,8,9,10
+    (30, 0x01c00),  // 10,11,12
+    (31, 0x00fe0),  // 5,6,7,8,9,10,11
+    (32, 0x00300),  // 8,9
+    (33, 0x00200),  // 9
+    (34, 0x00200),  // 9
+    (36, 0x00300),  // 8,9
+    (39, 0x01fc0),  // 6,7,8,9,10,11,12
+    (40, 0x00240),  // 6,9
+    (41, 0x01200),  // 9,12
+    (43, 0x03ff0),  // 4,5,6,7,8,9,10,11,12,13
+    (44, 0x00680),  // 7,9,10
+    (45, 0x00100),  // 8
+    (46, 0x017c0),  // 6,7,8,9,10,12
+    (47, 0x00120),  // 5,8
+    (48, 0x007c0),  // 6,7,8,9,10
+    (49, 0x0fff0),  // 4,5,6,7,8,9,10,11,12,13,14,15
+    (51, 0x00300),  // 8,9
+    (52, 0x00400),  // 10
+    (53, 0x005c0),  // 6,7,8,10
+    (54, 0x00c00),  // 10,11
+    (55, 0x00f00),  // 8,9,10,11
+    (56, 0x00e00),  // 9,10,11
+    (57, 0x00d00),  // 8,10,11
+    (58, 0x00400),  // 10
+    (60, 0x00700),  // 8,9,10
+    (61, 0x017e0),  // 5,6,7,8,9,10,12
+    (62, 0x3ff80),  // 7,8,9,10,11,12,13,14,15,16,17
+    (63, 0x03f40),  // 6,8,9,10,11,12,13
+    (64, 0x007e0),  // 5,6,7,8,9,10
+    (65, 0x00d00),  // 8,10,11
+    (66, 0x02700),  // 8,9,10,13
+    (81, 0x3ff00),  // 8,9,10,11,12,13,14,15,16,17
+    (82, 0x07f60),  // 5,6,8,9,10,11,12,13,14
+    (84, 0x00780),  // 7,8,9,10
+    (86, 0x01f80),  // 7,8,9,10,11,12
+    (90, 0x03480),  // 7,10,12,13
+    (91, 0x03f00),  // 8,9,10,11,12,13
+    (92, 0x01f00),  // 8,9,10,11,12
+    (93, 0x00200),  // 9
+    (94, 0x00200),  // 9
+    (95, 0x007c0),  // 6,7,8,9,10
+    (98, 0x004f0),  // 4,5,6,7,10
+    (211, 0x00200), // 9
+    (212, 0x00200), // 9
+    (213, 0x00300), // 8,9
+    (216, 0x00100), // 8
+    (218, 0x00200), // 9
+    (220, 0x00280), // 7,9
+    (221, 0x00200), // 9
+    (222, 0x00100), // 8
+    (223, 0x00100), // 8
+    (224, 0x00300), // 8,9
+    (225, 0x00400), // 10
+    (226, 0x00100), // 8
+    (227, 0x00100), // 8
+    (228, 0x00100), // 8
+    (229, 0x00400), // 10
+    (230, 0x00580), // 7,8,10
+    (231, 0x00380), // 7,8,9
+    (232, 0x00100), // 8
+    (233, 0x00300), // 8,9
+    (234, 0x07c00), // 10,11,12,13,14
+    (235, 0x00100), // 8
+    (236, 0x00100), // 8
+    (237, 0x00300), // 8,9
+    (238, 0x00080), // 7
+    (239, 0x00080), // 7
+    (240, 0x00200), // 9
+    (241, 0x00180), // 7,8
+    (242, 0x00200), // 9
+    (243, 0x00780), // 7,8,9,10
+    (244, 0x00200), // 9
+    (245, 0x00280), // 7,9
+    (246, 0x00080), // 7
+    (247, 0x00060), // 5,6
+    (248, 0x00080), // 7
+    (249, 0x00200), // 9
+    (250, 0x00300), // 8,9
+    (251, 0x00200), // 9
+    (252, 0x003c0), // 6,7,8,9
+    (253, 0x00100), // 8
+    (254, 0x00780), // 7,8,9,10
+    (255, 0x00200), // 9
+    (256, 0x00200), // 9
+    (257, 0x00100), // 8
+    (258, 0x00300), // 8,9
+    (260, 0x00200), // 9
+    (261, 0x00200), // 9
+    (262, 0x00200), // 9
+    (263, 0x00680), // 7,9,10
+    (264, 0x00300), // 8,9
+    (265, 0x00280), // 7,9
+    (266, 0x00100), // 8
+    (267, 0x00580), // 7,8,10
+    (268, 0x00300), // 8,9
+    (269, 0x00080), // 7
+    (290, 0x00030), // 4,5
+    (291, 0x00080), // 7
+    (297, 0x00080), // 7
+    (298, 0x00040), // 6
+    (299, 0x00040), // 6
+    (350, 0x00100), // 8
+    (351, 0x00200), // 9
+    (352, 0x00ff0), // 4,5,6,7,8,9,10,11
+    (353, 0x00780), // 7,8,9,10
+    (354, 0x00280), // 7,9
+    (355, 0x003c0), // 6,7,8,9
+    (356, 0x00100), // 8
+    (357, 0x00100), // 8
+    (358, 0x01fe0), // 5,6,7,8,9,10,11,12
+    (359, 0x013c0), // 6,7,8,9,12
+    (370, 0x00100), // 8
+    (371, 0x00100), // 8
+    (372, 0x00580), // 7,8,10
+    (373, 0x00100), // 8
+    (374, 0x00100), // 8
+    (375, 0x00fc0), // 6,7,8,9,10,11
+    (376, 0x00340), // 6,8,9
+    (377, 0x00300), // 8,9
+    (378, 0x00500), // 8,10
+    (380, 0x00600), // 9,10
+    (381, 0x01fc0), // 6,7,8,9,10,11,12
+    (382, 0x00300), // 8,9
+    (383, 0x01f00), // 8,9,10,11,12
+    (385, 0x00380), // 7,8,9
+    (386, 0x001e0), // 5,6,7,8
+    (387, 0x00300), // 8,9
+    (389, 0x00100), // 8
+    (420, 0x01e00), // 9,10,11,12
+    (421, 0x002c0), // 6,7,9
+    (423, 0x00280), // 7,9
+    (500, 0x00020), // 5
+    (501, 0x00880), // 7,11
+    (502, 0x00900), // 8,11
+    (503, 0x00980), // 7,8,11
+    (504, 0x00900), // 8,11
+    (505, 0x00100), // 8
+    (506, 0x00500), // 8,10
+    (507, 0x00d80), // 7,8,10,11
+    (508, 0x00240), // 6,9
+    (509, 0x00100), // 8
+    (590, 0x00200), // 9
+    (591, 0x00300), // 8,9
+    (592, 0x00080), // 7
+    (593, 0x00f00), // 8,9,10,11
+    (594, 0x00200), // 9
+    (595, 0x00fc0), // 6,7,8,9,10,11
+    (596, 0x00200), // 9
+    (597, 0x000c0), // 6,7
+    (598, 0x03ff0), // 4,5,6,7,8,9,10,11,12,13
+    (599, 0x00180), // 7,8
+    (670, 0x00180), // 7,8
+    (672, 0x00040), // 6
+    (673, 0x00080), // 7
+    (674, 0x00080), // 7
+    (675, 0x00180), // 7,8
+    (676, 0x000a0), // 5,7
+    (677, 0x000a0), // 5,7
+    (678, 0x000a0), // 5,7
+    (679, 0x00880), // 7,11
+    (680, 0x00080), // 7
+    (681, 0x00240), // 6,9
+    (682, 0x00020), // 5
+    (683, 0x00090), // 4,7
+    (685, 0x004e0), // 5,6,7,10
+    (686, 0x00120), // 5,8
+    (687, 0x00040), // 6
+    (688, 0x000e0), // 5,6,7
+    (689, 0x00340), // 6,8,9
+    (690, 0x000f0), // 4,5,6,7
+    (691, 0x00080), // 7
+    (692, 0x00080), // 7
+    (800, 0x00100), // 8
+    (808, 0x00100), // 8
+    (850, 0x00500), // 8,10
+    (852, 0x00be0), // 5,6,7,8,9,11
+    (853, 0x00180), // 7,8
+    (855, 0x00700), // 8,9,10
+    (856, 0x00700), // 8,9,10
+    (870, 0x01200), // 9,12
+    (878, 0x01000), // 12
+    (880, 0x007c0), // 6,7,8,9,10
+    (881, 0x00600), // 9,10
+    (882, 0x01f80), // 7,8,9,10,11,12
+    (883, 0x01f00), // 8,9,10,11,12
+    (886, 0x00f80), // 7,8,9,10,11
+    (888, 0x00800), // 11
+    (960, 0x00480), // 7,10
+    (961, 0x00180), // 7,8
+    (962, 0x00300), // 8,9
+    (963, 0x00300), // 8,9
+    (964, 0x00700), // 8,9,10
+    (965, 0x00180), // 7,8
+    (966, 0x00600), // 9,10
+    (967, 0x00380), // 7,8,9
+    (968, 0x00380), // 7,8,9
+    (970, 0x00700), // 8,9,10
+    (971, 0x01fe0), // 5,6,7,8,9,10,11,12
+    (972, 0x01f80), // 7,8,9,10,11,12
+    (973, 0x00100), // 8
+    (974, 0x00b80), // 7,8,9,11
+    (975, 0x00180), // 7,8
+    (976, 0x00700), // 8,9,10
+    (977, 0x00d00), // 8,10,11
+    (979, 0x00200), // 9
+    (992, 0x00200), // 9
+    (993, 0x00100), // 8
+    (994, 0x00200), // 9
+    (995, 0x00200), // 9
+    (996, 0x00600), // 9,10
+    (998, 0x00200), // 9
+];
+
+/// Country calling code at the start of `digits` (codes are prefix-free) and its lengths mask.
+fn country_code(digits: &[u8]) -> Option<(usize, u32)> {
+    let mut cc: u16 = 0;
+    for (i, &d) in digits.iter().take(3).enumerate() {
+        cc = cc * 10 + u16::from(d.checked_sub(b'0')?);
+        if let Ok(k) = CC_LENGTHS.binary_search_by_key(&cc, |&(c, _)| c) {
+            return CC_LENGTHS.get(k).map(|&(_, mask)| (i + 1, mask));
+        }
     }
-    // Not the tail of a longer grouped number (`5106 0330 8910 4479`).
-    if s >= 2 && matches!(h[s - 1], b' ' | b'-' | b'.') && h[s - 2].is_ascii_digit() {
-        return None;
-    }
-    let m = &h[s..e];
-    // Balanced parentheses only.
-    let open = m.iter().filter(|&&b| b == b'(').count();
-    let close = m.iter().filter(|&&b| b == b')').count();
+    None
+}
+
+/// Whether `span` (a phone pattern match) has a plausible digit count: for `+CC` forms, a
+/// national length the metadata allows for that country code; 10 for NANP; 10-11 for national
+/// forms with a trunk `0`. Parentheses balanced, at most one pair.
+fn phone_digits_ok(span: &[u8]) -> bool {
+    let open = span.iter().filter(|&&b| b == b'(').count();
+    let close = span.iter().filter(|&&b| b == b')').count();
     if open != close || open > 1 {
+        return false;
+    }
+    let digits: Vec<u8> = span.iter().copied().filter(u8::is_ascii_digit).collect();
+    match span.iter().find(|&&b| b != b'(') {
+        Some(b'+') => match country_code(&digits) {
+            Some((n, mask)) => (8..=15).contains(&digits.len()) && (mask >> (digits.len() - n).min(31)) & 1 == 1,
+            None => false,
+        },
+        Some(b'0') => (10..=11).contains(&digits.len()),
+        _ => digits.len() == 10,
+    }
+}
+
+/// How far back the phone validator reads (the engine keeps this much context).
+pub const PHONE_LOOKBEHIND: usize = 24;
+
+/// A national number with a trunk `0` starting at the third or later space-separated digit
+/// group (`DE89 3704 0044 0532 0130 00`, `5106 0330 8910 4479`) reads as the tail of that
+/// grouped number, not as a phone number, unless the groups before it are a whole phone or card
+/// number (`020 7946 0958 020 7946 0958`). After one group (`room 12 020 7946 0958`, `SD 20241
+/// 020 7946 0958`) it is a phone number.
+fn trunk_tail(h: &[u8], s: usize) -> bool {
+    if h.get(s) != Some(&b'0') {
+        return false;
+    }
+    let lo = s.saturating_sub(PHONE_LOOKBEHIND);
+    let Some(sep) = s.checked_sub(1) else { return false };
+    // Starts of the space-separated groups before `s`, nearest first.
+    let mut starts = Vec::new();
+    let mut i = sep;
+    while i > lo && h.get(i) == Some(&b' ') {
+        let end = i;
+        while i > lo && h.get(i - 1).is_some_and(u8::is_ascii_alphanumeric) {
+            i -= 1;
+        }
+        let group = h.get(i..end).unwrap_or_default();
+        if group.is_empty() || !group.iter().any(u8::is_ascii_digit) {
+            break;
+        }
+        starts.push(i);
+        i = i.saturating_sub(1);
+    }
+    if starts.len() < 2 {
+        return false;
+    }
+    let whole = |g: usize| {
+        let span = h.get(g..sep).unwrap_or_default();
+        let digits: Vec<u8> = span.iter().copied().filter(u8::is_ascii_digit).collect();
+        let is_phone = h.get(..sep).and_then(|t| crate::detect::phone_at(t, g)) == Some(sep) && phone_digits_ok(span);
+        let is_card = (13..=19).contains(&digits.len()) && luhn(&digits) && complete_layout(span);
+        is_phone || is_card
+    };
+    !starts.iter().any(|&g| whole(g) || (g > 0 && h.get(g - 1) == Some(&b'+') && whole(g - 1)))
+}
+
+/// Phone number: boundaries (not inside a longer number or word) and digit count (see
+/// [`phone_digits_ok`]). The span ends where the number does, or else at the longest space
+/// between groups that gives a valid count, preferring one whose last group does not start with
+/// the trunk `0` (that group more likely starts the next number), so a phone number followed by another number (`+1 415 555 0132 020 7946 0958`, and
+/// `+49 30 1234567 020 7946 0958` though German numbers have 4-15 digits) is found, and so is
+/// the one after it.
+pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b')')) || trunk_tail(h, s) {
         return None;
     }
-    let digits = m.iter().filter(|b| b.is_ascii_digit()).count();
-    let ok = match m[0] {
-        b'+' => (8..=15).contains(&digits),
-        b'0' => (10..=11).contains(&digits),
-        _ => digits == 10,
-    };
-    ok.then_some((s, e))
+    let m = h.get(s..e)?;
+    if !continues_number(h, e) && !after(h, e, 0).is_some_and(is_word) && phone_digits_ok(m) {
+        return Some((s, e));
+    }
+    let ends = (1..m.len()).rev().filter(|&i| m.get(i) == Some(&b' ') && m.get(i - 1).is_some_and(u8::is_ascii_digit));
+    let valid: Vec<&[u8]> = ends.filter_map(|i| m.get(..i)).filter(|span| phone_digits_ok(span)).collect();
+    let zero_last = |span: &[u8]| span.iter().rposition(|&b| b == b' ').and_then(|i| span.get(i + 1)) == Some(&b'0');
+    valid.iter().find(|span| !zero_last(span)).or(valid.first()).map(|span| (s, s + span.len()))
 }
 
 /// E-mail: the local part starts at a boundary and the domain is not followed by more name
