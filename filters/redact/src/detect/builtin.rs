@@ -168,7 +168,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "email",
         label: "EMAIL",
-        pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}",
+        pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{0,58}[A-Za-z0-9])",
         kind: Kind::Email(RunSpec {
             alphabet: ("._%+-@", ALNUM),
             starts: ("._%+-", ALNUM),
@@ -184,10 +184,10 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "card",
         label: "CARD",
-        pattern: r"[2-6][0-9](?:[ \-]?[0-9]){11,17}",
+        pattern: r"[1-9][0-9](?:[ \-]?[0-9]){11,17}",
         kind: Kind::Run(RunSpec {
             alphabet: (" -", DIGITS),
-            starts: ("", &[(b'2', b'6')]),
+            starts: ("", &[(b'1', b'9')]),
             not_after: ("_.", ALNUM),
             peek: ".",
             trigger: Trigger::Digits(1),
@@ -200,9 +200,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "iban",
         label: "IBAN",
-        pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
+        pattern: r"[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}",
         kind: Kind::Run(RunSpec {
-            alphabet: (" ", &[(b'A', b'Z'), (b'0', b'9')]),
+            alphabet: (" -", &[(b'A', b'Z'), (b'0', b'9')]),
             starts: ("", &[(b'A', b'Z')]),
             not_after: ("_", ALNUM),
             peek: "",
@@ -216,9 +216,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "ssn",
         label: "SSN",
-        pattern: r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}",
+        pattern: r"[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}",
         kind: Kind::Run(RunSpec {
-            alphabet: (" -", DIGITS),
+            alphabet: (" -.", DIGITS),
             starts: ("", DIGITS),
             not_after: ("_-.", ALNUM),
             peek: ".",
@@ -232,7 +232,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "phone",
         label: "PHONE",
-        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,12}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?: [0-9]{2,4}){2,4}",
+        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,12}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-]?[0-9]{4}|\(?0[1-9][0-9]{0,4}\)?(?:[ .\-][0-9]{2,8}){1,4}|0[1-9][0-9]{8,9}",
         kind: Kind::Run(RunSpec {
             alphabet: (" ()+.-", DIGITS),
             starts: ("+(0", &[(b'2', b'9')]),
@@ -248,9 +248,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "ipv6",
         label: "IPV6",
-        pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}",
+        pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}(?:%[0-9A-Za-z_.\-]{1,16})?(?:/[0-9]{1,3})?",
         kind: Kind::Run(RunSpec {
-            alphabet: (":.", HEX),
+            alphabet: (":.%/_-", ALNUM),
             starts: (":", HEX),
             not_after: ("_:.", ALNUM),
             peek: "",
@@ -264,9 +264,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "ipv4",
         label: "IPV4",
-        pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+        pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:/[0-9]{1,2})?",
         kind: Kind::Run(RunSpec {
-            alphabet: (".", DIGITS),
+            alphabet: ("./", DIGITS),
             starts: ("", DIGITS),
             not_after: ("_.-", ALNUM),
             peek: "-",

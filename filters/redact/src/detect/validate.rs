@@ -67,7 +67,34 @@ fn group_follows(h: &[u8], i: usize) -> bool {
     matches!(h.get(i), Some(b' ' | b'-')) && h.get(i + 1).is_some_and(u8::is_ascii_digit)
 }
 
-/// Payment card: 13-19 digits, Luhn-valid, not part of a longer number. The span ends where
+/// Issuer prefixes and lengths (ISO/IEC 7812): `1` UATP at 15 digits; `2`-`6` (Mastercard,
+/// Amex, Diners, JCB, Visa, Discover, UnionPay, Maestro, Mir, RuPay…) at 13-19; `81`/`82`
+/// (UnionPay, RuPay) at 16-19; `9792` (Troy) at 16. Other `7`-`9` numbers are not payment
+/// cards (fuel cards, SIM ICCIDs `89…`).
+fn issuer_length(digits: &[u8]) -> bool {
+    let n = digits.len();
+    match digits {
+        [b'1', ..] => n == 15,
+        [b'2'..=b'6', ..] => (13..=19).contains(&n),
+        [b'8', b'1' | b'2', ..] => (16..=19).contains(&n),
+        [b'9', b'7', b'9', b'2', ..] => n == 16,
+        _ => false,
+    }
+}
+
+/// A separator after an IBAN head `CCdd` (`DE89 3704 …`): the digits are an IBAN's account
+/// number (valid or not), not a card.
+fn after_iban_head(h: &[u8], s: usize) -> bool {
+    if s < 2 || !matches!(h.get(s - 1), Some(b' ' | b'-')) {
+        return false;
+    }
+    let back = h.get(s.saturating_sub(9)..s - 1).unwrap_or_default();
+    let group = back.rsplit(|b| !b.is_ascii_alphanumeric()).next().unwrap_or_default();
+    matches!(group, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit())
+}
+
+/// Payment card: an issuer prefix at its lengths ([`issuer_length`]), Luhn-valid, not part of a
+/// longer number or an IBAN. The span ends where
 /// the number does (the longest such, in a plausible layout, not continuing a grouped number to
 /// the left), else at the longest group boundary giving a complete layout (`4242 4242 4242 4242
 /// 12` finds the card, `4111111111111111 5555555555554444` two cards).
@@ -76,10 +103,13 @@ pub fn card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
         return None;
     }
     let m = h.get(s..e)?;
+    if after_iban_head(h, s) {
+        return None;
+    }
     let valid = |end: usize| {
         let span = h.get(s..end).unwrap_or_default();
         let digits: Vec<u8> = span.iter().copied().filter(u8::is_ascii_digit).collect();
-        (13..=19).contains(&digits.len()) && luhn(&digits)
+        issuer_length(&digits) && luhn(&digits)
     };
     let continues_left = s >= 2 && matches!(h.get(s - 1), Some(b' ' | b'-')) && h.get(s - 2).is_some_and(u8::is_ascii_digit);
     if !continues_number(h, e) && !group_follows(h, e) && valid(e) && (complete_layout(m) || (plausible_layout(m) && !continues_left)) {
@@ -94,25 +124,26 @@ pub fn card(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
         .map(|end| (s, end))
 }
 
-/// US SSN `AAA-GG-SSSS` (or spaces, same separator twice); area not 000, 666 or 900-999, group
-/// not 00, serial not 0000.
+/// US SSN `AAA-GG-SSSS` (or spaces or dots, same separator twice); area not 000, 666 or
+/// 900-999, group not 00, serial not 0000.
 pub fn ssn(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if before(h, s).is_some_and(|b| is_word(b) || b == b'-' || b == b'.') || continues_number(h, e) {
         return None;
     }
-    let m = &h[s..e];
-    if m.len() != 11 || m[3] != m[6] {
+    let m = h.get(s..e)?;
+    if m.len() != 11 || m.get(3) != m.get(6) {
         return None;
     }
-    let num = |a: &[u8]| a.iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
-    let (area, group, serial) = (num(&m[0..3]), num(&m[4..6]), num(&m[7..11]));
+    let num = |a: Option<&[u8]>| a.unwrap_or_default().iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d.wrapping_sub(b'0') % 10));
+    let (area, group, serial) = (num(m.get(0..3)), num(m.get(4..6)), num(m.get(7..11)));
     if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
         return None;
     }
     Some((s, e))
 }
 
-/// IBAN lengths by country (ISO 13616 registry, common countries).
+/// IBAN lengths by country: the SWIFT IBAN registry (release 101) as summarised in
+/// python-stdnum 2.2's `iban.dat` (BBAN structure lengths + 4). Sorted by country code.
 const IBAN_LEN: &[(&[u8; 2], usize)] = &[
     (b"AD", 24),
     (b"AE", 23),
@@ -123,18 +154,22 @@ const IBAN_LEN: &[(&[u8; 2], usize)] = &[
     (b"BE", 16),
     (b"BG", 22),
     (b"BH", 22),
+    (b"BI", 27),
     (b"BR", 29),
+    (b"BY", 28),
     (b"CH", 21),
     (b"CR", 22),
     (b"CY", 28),
     (b"CZ", 24),
     (b"DE", 22),
+    (b"DJ", 27),
     (b"DK", 18),
     (b"DO", 28),
     (b"EE", 20),
     (b"EG", 29),
     (b"ES", 24),
     (b"FI", 18),
+    (b"FK", 18),
     (b"FO", 18),
     (b"FR", 27),
     (b"GB", 22),
@@ -143,29 +178,36 @@ const IBAN_LEN: &[(&[u8; 2], usize)] = &[
     (b"GL", 18),
     (b"GR", 27),
     (b"GT", 28),
+    (b"HN", 28),
     (b"HR", 21),
     (b"HU", 28),
     (b"IE", 22),
     (b"IL", 23),
+    (b"IQ", 23),
     (b"IS", 26),
     (b"IT", 27),
     (b"JO", 30),
     (b"KW", 30),
     (b"KZ", 20),
     (b"LB", 28),
+    (b"LC", 32),
     (b"LI", 21),
     (b"LT", 20),
     (b"LU", 20),
     (b"LV", 21),
+    (b"LY", 25),
     (b"MC", 27),
     (b"MD", 24),
     (b"ME", 22),
     (b"MK", 19),
+    (b"MN", 20),
     (b"MR", 27),
     (b"MT", 31),
     (b"MU", 30),
+    (b"NI", 28),
     (b"NL", 18),
     (b"NO", 15),
+    (b"OM", 23),
     (b"PK", 24),
     (b"PL", 28),
     (b"PS", 29),
@@ -173,22 +215,32 @@ const IBAN_LEN: &[(&[u8; 2], usize)] = &[
     (b"QA", 29),
     (b"RO", 24),
     (b"RS", 22),
+    (b"RU", 33),
     (b"SA", 24),
+    (b"SC", 31),
+    (b"SD", 18),
     (b"SE", 24),
     (b"SI", 19),
     (b"SK", 24),
     (b"SM", 27),
+    (b"SO", 23),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
     (b"TN", 24),
     (b"TR", 26),
     (b"UA", 29),
+    (b"VA", 22),
     (b"VG", 24),
     (b"XK", 20),
+    (b"YE", 30),
 ];
 
 /// ISO 7064 mod 97-10 over an IBAN's alphanumerics (already rearranged).
 pub fn iban_mod97(chars: &[u8]) -> bool {
     let mut r: u32 = 0;
-    let rearranged = chars[4..].iter().chain(chars[..4].iter());
+    let (Some(head), Some(tail)) = (chars.get(..4), chars.get(4..)) else { return false };
+    let rearranged = tail.iter().chain(head.iter());
     for &c in rearranged {
         match c {
             b'0'..=b'9' => r = (r * 10 + u32::from(c - b'0')) % 97,
@@ -199,18 +251,19 @@ pub fn iban_mod97(chars: &[u8]) -> bool {
     r == 1
 }
 
-/// IBAN: country length from the registry (unknown countries: the whole match), mod-97 == 1,
-/// not followed by more letters or digits.
+/// IBAN (compact, or grouped with single spaces or dashes): country length from the registry
+/// (unknown countries: the whole match), mod-97 == 1, not followed by more letters or digits.
 pub fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if before(h, s).is_some_and(is_word) {
         return None;
     }
-    let m = &h[s..e];
-    let want = IBAN_LEN.iter().find(|(cc, _)| &m[..2] == *cc).map(|&(_, n)| n);
+    let m = h.get(s..e)?;
+    let cc = m.get(..2)?;
+    let want = IBAN_LEN.binary_search_by(|(c, _)| c.as_slice().cmp(cc)).ok().and_then(|k| IBAN_LEN.get(k)).map(|&(_, n)| n);
     let mut chars = Vec::with_capacity(34);
     let mut end = None;
     for (i, &b) in m.iter().enumerate() {
-        if b == b' ' {
+        if b == b' ' || b == b'-' {
             continue;
         }
         chars.push(b);
@@ -232,45 +285,91 @@ pub fn iban(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     Some((s, end))
 }
 
-/// IPv4 dotted quad: octets 0-255 without leading zeros, not part of a longer dotted number or
-/// a word (`v1.2.3.4`, `1.2.3.4.5`).
-pub fn ipv4(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    if before(h, s).is_some_and(|b| is_word(b) || b == b'.' || b == b'-') || continues_number(h, e) {
-        return None;
-    }
-    for oct in h[s..e].split(|&b| b == b'.') {
-        if oct.is_empty() || oct.len() > 3 || (oct.len() > 1 && oct[0] == b'0') {
-            return None;
-        }
-        let v = oct.iter().fold(0u32, |a, &d| a * 10 + u32::from(d - b'0'));
-        if v > 255 {
-            return None;
-        }
-    }
-    Some((s, e))
+/// Octets 0-255 without leading zeros.
+fn octets_ok(addr: &[u8]) -> bool {
+    addr.split(|&b| b == b'.').all(|oct| {
+        let v = oct.iter().fold(0u32, |a, &d| a * 10 + u32::from(d.wrapping_sub(b'0') % 10));
+        !oct.is_empty() && oct.len() <= 3 && !(oct.len() > 1 && oct.first() == Some(&b'0')) && v <= 255
+    })
 }
 
-/// IPv6: parsed by the standard library; at least two groups with hex digits and one decimal
-/// digit, so `a::b` or `dead::beef` in prose and `std::io` are not addresses.
+/// IPv4 dotted quad, with its CIDR prefix length (`10.0.0.0/8`, ≤ 32) when it has one: octets
+/// 0-255 without leading zeros, not part of a longer dotted number or a word (`v1.2.3.4`,
+/// `1.2.3.4.5`). A `/` suffix that is not a prefix length (`10.0.0.1/10.0.0.2`) stays outside.
+pub fn ipv4(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    if before(h, s).is_some_and(|b| is_word(b) || b == b'.' || b == b'-') {
+        return None;
+    }
+    let m = h.get(s..e)?;
+    let slash = m.iter().position(|&b| b == b'/');
+    let addr_end = slash.map_or(e, |i| s + i);
+    if !octets_ok(h.get(s..addr_end)?) {
+        return None;
+    }
+    if let Some(i) = slash {
+        let prefix = m.get(i + 1..).unwrap_or_default();
+        let v = prefix.iter().fold(0u32, |a, &d| a * 10 + u32::from(d.wrapping_sub(b'0') % 10));
+        // Prefix lengths are written without leading zeros: `/020 7946 0958` is a phone number.
+        if v <= 32 && !(prefix.len() > 1 && prefix.first() == Some(&b'0')) && !continues_number(h, e) {
+            return Some((s, e));
+        }
+    }
+    (!continues_number(h, addr_end)).then_some((s, addr_end))
+}
+
+/// An IPv6 address proper: parsed by the standard library, at least two groups with hex digits
+/// and one decimal digit, at least 6 characters.
+fn ipv6_addr_ok(m: &[u8]) -> bool {
+    let parses = std::str::from_utf8(m).ok().is_some_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+    let groups = m.split(|&b| b == b':').filter(|g| !g.is_empty()).count();
+    parses && groups >= 2 && m.iter().any(u8::is_ascii_digit) && m.len() >= 6
+}
+
+/// `%zone` (1-16 characters) and/or `/prefix` (≤ 128), the whole of `suffix`.
+fn ipv6_suffix_ok(suffix: &[u8]) -> bool {
+    let (zone, prefix) = match suffix.iter().position(|&b| b == b'/') {
+        Some(i) => (suffix.get(..i).unwrap_or_default(), suffix.get(i + 1..)),
+        None => (suffix, None),
+    };
+    let zone_ok = zone.is_empty() || (zone.first() == Some(&b'%') && (2..=17).contains(&zone.len()));
+    let prefix_ok = prefix.is_none_or(|p| {
+        (1..=3).contains(&p.len())
+            && p.iter().all(u8::is_ascii_digit)
+            && !(p.len() > 1 && p.first() == Some(&b'0'))
+            && p.iter().fold(0u32, |a, &d| a * 10 + u32::from(d - b'0')) <= 128
+    });
+    zone_ok && prefix_ok
+}
+
+/// IPv6 with its zone id and prefix length when present (`fe80::1%eth0`, `2001:db8::/32`):
+/// the address parsed by the standard library, at least two groups with hex digits and one
+/// decimal digit, so `a::b` or `dead::beef` in prose and `std::io` are not addresses.
 pub fn ipv6(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if before(h, s).is_some_and(|b| is_word(b) || b == b':' || b == b'.') {
         return None;
     }
+    let m = h.get(s..e)?;
+    let mut e = e;
+    if let Some(i) = m.iter().position(|&b| b == b'%' || b == b'/') {
+        let addr = m.get(..i)?;
+        // With the whole suffix, else without the prefix length (`%eth0/4111…`), else bare.
+        let slash = m.iter().rposition(|&b| b == b'/').map(|j| s + j);
+        for end in [Some(e), slash].into_iter().flatten() {
+            let suffix = h.get(s + i..end).unwrap_or_default();
+            if ipv6_addr_ok(addr) && ipv6_suffix_ok(suffix) && !after(h, end, 0).is_some_and(is_word) && !continues_number(h, end) {
+                return Some((s, end));
+            }
+        }
+        e = s + i;
+    }
     let mut end = e;
-    while end > s && (h[end - 1] == b'.' || (h[end - 1] == b':' && end >= s + 2 && h[end - 2] != b':')) {
+    while end > s && (h.get(end - 1) == Some(&b'.') || (h.get(end - 1) == Some(&b':') && end >= s + 2 && h.get(end - 2) != Some(&b':'))) {
         end -= 1;
     }
     if after(h, end, 0).is_some_and(|b| is_word(b) && !b.is_ascii_hexdigit()) {
         return None;
     }
-    let m = &h[s..end];
-    let text = std::str::from_utf8(m).ok()?;
-    text.parse::<std::net::Ipv6Addr>().ok()?;
-    let groups = m.split(|&b| b == b':').filter(|g| !g.is_empty()).count();
-    if groups < 2 || !m.iter().any(u8::is_ascii_digit) || m.len() < 6 {
-        return None;
-    }
-    Some((s, end))
+    ipv6_addr_ok(h.get(s..end)?).then_some((s, end))
 }
 
 /// National significant number lengths by country calling code (bit `n` set: `n` digits are
@@ -655,6 +754,14 @@ mod matcher_equivalence {
         "2671",
         "7946",
         "0958",
+        "(020)",
+        "(0",
+        "-7946",
+        ".0958",
+        "4155550132",
+        "02079460958",
+        "07700",
+        "900123",
         "020",
         "+44",
         "+1",
@@ -672,7 +779,7 @@ mod matcher_equivalence {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         /// The hand-written matchers agree with the documented regexes at every start.
         #[test]
-        fn hand_written_matchers_equal_regexes(s in "[0-9 .\\-a]{0,30}") {
+        fn hand_written_matchers_equal_regexes(s in "[0-9 .\\-a/]{0,30}") {
             let h = s.as_bytes();
             for (name, f) in [("card", card_at as fn(&[u8], usize) -> Option<usize>), ("ssn", ssn_at), ("ipv4", ipv4_at)] {
                 let re = anchored(name);
