@@ -11,13 +11,13 @@
 //! | `gitlab_token` | `glpat-` + 20-64 | left boundary | 70 |
 //! | `slack_token` | `xox[baprs]-` + 10-200 | left boundary | 205 |
 //! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024) | left boundary | 6149 |
-//! | `email` | `local@domain.tld` | boundaries, no leading/trailing dot in local part | 537 |
-//! | `card` | 13-19 digits starting 2-6, spaces/dashes between | Luhn, not inside a longer number | 37 |
-//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces | registry length, mod 97 | 64 |
-//! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
-//! | `phone` | E.164 `+…`, `+CC …` grouped, NANP `(415) 555-2671`, trunk-0 national with spaces `020 7946 0958` | digit counts (8-15 international, 10 NANP, 10-11 national), not continuing a number to the left | 50 |
-//! | `ipv6` | hex/colon groups | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 45 |
-//! | `ipv4` | dotted quad | octets ≤ 255, no leading zeros, not `1.2.3.4.5` / `v1.2.3.4` | 15 |
+//! | `email` | `local@domain.tld` (TLD letters or punycode) | boundaries, no leading/trailing dot in local part | 576 |
+//! | `card` | 13-19 digits starting 1-9, spaces/dashes between | issuer lengths, Luhn, not inside a longer number or after an IBAN head | 37 |
+//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces or dashes | registry length, mod 97 | 64 |
+//! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` / `AAA.GG.SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
+//! | `phone` | E.164 `+…`, `+CC …` grouped or one block, NANP `(415) 555-2671` / `4155552671`, trunk-0 national `020 7946 0958` / `(020) 7946-0958` / `02079460958` | national length per country code (libphonenumber), 10 NANP, 10-11 trunk-0; not inside a longer number | 63 |
+//! | `ipv6` | hex/colon groups, `%zone`, `/prefix` | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 66 |
+//! | `ipv4` | dotted quad, `/prefix` | octets ≤ 255, no leading zeros, not `1.2.3.4.5` / `v1.2.3.4` | 18 |
 
 use regex::bytes::{Regex, RegexBuilder};
 
