@@ -572,13 +572,13 @@ fn is_phone_sep(b: Option<&u8>) -> bool {
     matches!(b, Some(b' ' | b'.' | b'-'))
 }
 
-/// Greedy `(?:[ .\-][0-9]{2,max}){1,4}` at `i` (nothing follows it in the pattern, so the first
+/// Greedy `(?:[ .\-][0-9]{1,max}){1,4}` at `i` (nothing follows it in the pattern, so the first
 /// way to match is the greedy one); `None` below one group.
 fn phone_groups(h: &[u8], mut i: usize, max: usize) -> Option<usize> {
     let mut n = 0;
     while n < 4 && is_phone_sep(h.get(i)) {
         let d = digits_at(h, i + 1, max);
-        if d < 2 {
+        if d < 1 {
             break;
         }
         i += 1 + d;
@@ -662,7 +662,7 @@ pub fn phone_at(h: &[u8], s: usize) -> Option<usize> {
             }
         }
     }
-    // `\(?0[1-9][0-9]{0,4}\)?(?:[ .\-][0-9]{2,8}){1,4}`: a shorter prefix never helps (a digit
+    // `\(?0[0-9]{0,5}\)?(?:[ .\-][0-9]{1,8}){1,4}`: a shorter prefix never helps (a digit
     // would then stand where `)` or a separator is needed), so the greedy prefix is the only one
     // to try; the groups are greedy as in the international form.
     for open in [true, false] {
@@ -670,10 +670,10 @@ pub fn phone_at(h: &[u8], s: usize) -> Option<usize> {
             continue;
         }
         let a = s + usize::from(open);
-        if !(at(a, b'0') && d1_9(a + 1)) {
+        if !at(a, b'0') {
             continue;
         }
-        let p = a + 2 + digits_at(h, a + 2, 4);
+        let p = a + 1 + digits_at(h, a + 1, 5);
         for close in [true, false] {
             if close && !at(p, b')') {
                 continue;
