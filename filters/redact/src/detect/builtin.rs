@@ -310,6 +310,7 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
                 "ipv4" => Matcher::Ipv4,
                 "phone" => Matcher::Phone,
                 "iban" => Matcher::Iban(re),
+                "ipv6" => Matcher::Ipv6(re),
                 _ => Matcher::Regex(re),
             },
         ),

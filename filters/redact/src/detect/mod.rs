@@ -463,6 +463,9 @@ pub enum Matcher {
     Phone,
     /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
     Iban(Regex),
+    /// A regex that only runs on runs holding a decimal digit (every accepted IPv6 address has
+    /// one; its alphabet takes in whole words for zone ids, so `std::io::Result` is a run).
+    Ipv6(Regex),
 }
 
 impl Matcher {
@@ -484,6 +487,10 @@ impl Matcher {
                     s = t + 1;
                 }
                 None
+            }
+            Matcher::Ipv6(re) => {
+                let tail = h.get(at..)?;
+                if find_digit(tail, 0).is_some() { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
             }
             Matcher::Iban(re) => {
                 let has = h
