@@ -158,6 +158,8 @@ fn formats_people_write() {
     assert_eq!(red("net 10.0.0.0/8 and 192.168.1.7"), "net [IPV4] and [IPV4]");
     assert_eq!(red("10.0.0.1/10.0.0.2"), "[IPV4]/[IPV4]");
     assert_eq!(red("ll fe80::1ff:fe23:4567:890a%eth0 and 2001:db8::/32"), "ll [IPV6] and [IPV6]");
+    // An Amex-shaped number failing Luhn is not a phone number in its tail.
+    assert_eq!(red("(3771 057901 55480)"), "(3771 057901 55480)");
     // A broken IBAN checksum: left whole, not `DE88 [CARD]`.
     assert_eq!(red("DE88 3704 0044 0532 0130 00"), "DE88 3704 0044 0532 0130 00");
     assert_eq!(red("DE12 4111 1111 1111 1111 00"), "DE12 4111 1111 1111 1111 00");

@@ -632,8 +632,8 @@ pub const PHONE_LOOKBEHIND: usize = 24;
 /// group (`DE89 3704 0044 0532 0130 00`, `5106 0330 8910 4479`) reads as the tail of that
 /// grouped number, not as a phone number, unless the groups before it are a whole phone or card
 /// number (`020 7946 0958 020 7946 0958`). After one group (`room 12 020 7946 0958`, `SD 20241
-/// 020 7946 0958`) it is a phone number.
-fn trunk_tail(h: &[u8], s: usize) -> bool {
+/// 020 7946 0958`) it is a phone number, unless the whole has a card layout.
+fn trunk_tail(h: &[u8], s: usize, e: usize) -> bool {
     if h.get(s) != Some(&b'0') {
         return false;
     }
@@ -654,7 +654,15 @@ fn trunk_tail(h: &[u8], s: usize) -> bool {
         starts.push(i);
         i = i.saturating_sub(1);
     }
-    if starts.len() < 2 {
+    if let [g] = starts[..] {
+        // One group before: a tail only when the whole is laid out like a card (`3771 057901
+        // 55480`, an Amex number failing Luhn).
+        let whole = h.get(g..e).unwrap_or_default();
+        let digits = whole.iter().filter(|b| b.is_ascii_digit()).count();
+        let layout: Vec<usize> = groups(whole).collect();
+        return (13..=19).contains(&digits) && matches!(layout.as_slice(), [4, 6, 5] | [4, 6, 4] | [4, 4, 4, 4]);
+    }
+    if starts.is_empty() {
         return false;
     }
     let whole = |g: usize| {
@@ -674,7 +682,7 @@ fn trunk_tail(h: &[u8], s: usize) -> bool {
 /// `+49 30 1234567 020 7946 0958` though German numbers have 4-15 digits) is found, and so is
 /// the one after it.
 pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b')')) || trunk_tail(h, s) {
+    if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b')')) || trunk_tail(h, s, e) {
         return None;
     }
     let m = h.get(s..e)?;
