@@ -12,7 +12,7 @@
 //! | `slack_token` | `xox[baprs]-` + 10-200 | left boundary | 205 |
 //! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024) | left boundary | 6149 |
 //! | `email` | `local@domain.tld` (TLD letters or punycode) | boundaries, no leading/trailing dot in local part | 576 |
-//! | `card` | 13-19 digits starting 1-9, spaces/dashes between | issuer lengths, Luhn, not inside a longer number or after an IBAN head | 37 |
+//! | `card` | 13-19 digits starting 1-6, 81, 82 or 97, spaces/dashes between | issuer lengths, Luhn, not inside a longer number or after an IBAN head | 37 |
 //! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces or dashes | registry length, mod 97 | 64 |
 //! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` / `AAA.GG.SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
 //! | `phone` | E.164 `+…`, `+CC …` grouped or one block, NANP `(415) 555-2671` / `4155552671`, trunk-0 national `020 7946 0958` / `(020) 7946-0958` / `02079460958` | national length per country code (libphonenumber), 10 NANP, 10-11 trunk-0; not inside a longer number | 63 |
@@ -184,10 +184,10 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "card",
         label: "CARD",
-        pattern: r"[1-9][0-9](?:[ \-]?[0-9]){11,17}",
+        pattern: r"(?:[1-6][0-9]|8[12]|97)(?:[ \-]?[0-9]){11,17}",
         kind: Kind::Run(RunSpec {
             alphabet: (" -", DIGITS),
-            starts: ("", &[(b'1', b'9')]),
+            starts: ("", &[(b'1', b'6'), (b'8', b'9')]),
             not_after: ("_.", ALNUM),
             peek: ".",
             trigger: Trigger::Digits(1),

@@ -453,7 +453,7 @@ pub enum Matcher {
     Regex(Regex),
     /// The hand-written e-mail matcher ([`find_email`]).
     Email,
-    /// Hand-written equivalent of `[1-9][0-9](?:[ \-]?[0-9]){11,17}` ([`card_at`]).
+    /// Hand-written equivalent of the card pattern ([`card_at`]).
     Card,
     /// Hand-written equivalent of `[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}` ([`ssn_at`]).
     Ssn,
@@ -463,8 +463,9 @@ pub enum Matcher {
     Phone,
     /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
     Iban(Regex),
-    /// A regex that only runs on runs holding a decimal digit (every accepted IPv6 address has
-    /// one; its alphabet takes in whole words for zone ids, so `std::io::Result` is a run).
+    /// A regex that only runs on runs holding a decimal digit and a hex digit next to a colon
+    /// (every accepted IPv6 address has both; its alphabet takes in whole words for zone ids, so
+    /// `std::io::Result` and `https://example.com:8080/x` are runs).
     Ipv6(Regex),
 }
 
@@ -490,7 +491,8 @@ impl Matcher {
             }
             Matcher::Ipv6(re) => {
                 let tail = h.get(at..)?;
-                if find_digit(tail, 0).is_some() { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
+                let hex_colon = tail.windows(2).any(|w| matches!(w, [a, b':'] | [b':', a] if a.is_ascii_hexdigit()));
+                if hex_colon && find_digit(tail, 0).is_some() { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
             }
             Matcher::Iban(re) => {
                 let has = h
@@ -516,13 +518,19 @@ fn leftmost(h: &[u8], at: usize, f: fn(&[u8], usize) -> Option<usize>) -> Option
     None
 }
 
-/// Anchored `[1-9][0-9](?:[ \-]?[0-9]){11,17}` at `s` (greedy; nothing follows, so greedy is final).
+/// Anchored `(?:[1-6][0-9]|8[12]|97)(?:[ \-]?[0-9]){11,17}` at `s` (the issuer prefixes the
+/// card validator accepts; greedy, and nothing follows, so greedy is final).
 pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
-    if !(b'1'..=b'9').contains(h.get(s)?) {
+    let issuer = match (h.get(s)?, h.get(s + 1)?) {
+        (b'1'..=b'6', d) => d.is_ascii_digit(),
+        (b'8', b'1' | b'2') | (b'9', b'7') => true,
+        _ => false,
+    };
+    if !issuer {
         return None;
     }
-    let mut n = 1;
-    let mut i = s + 1;
+    let mut n = 2;
+    let mut i = s + 2;
     while n < 19 {
         match (h.get(i), h.get(i + 1)) {
             (Some(d), _) if d.is_ascii_digit() => i += 1,
