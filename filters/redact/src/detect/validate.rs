@@ -696,9 +696,15 @@ fn trunk_tail(h: &[u8], s: usize, e: usize) -> bool {
 /// `+49 30 1234567 020 7946 0958` though German numbers have 4-15 digits) is found, and so is
 /// the one after it.
 pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
-    if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b')')) || trunk_tail(h, s, e) {
+    if before(h, s).is_some_and(|b| is_word(b) || matches!(b, b'+' | b'-' | b'.' | b')')) {
         return None;
     }
+    // The look-behind last: it is the costly check, and most candidates fail the count.
+    phone_span(h, s, e).filter(|_| !trunk_tail(h, s, e))
+}
+
+/// The span of a phone match whose left boundary is checked (see [`phone`]).
+fn phone_span(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     let m = h.get(s..e)?;
     if !continues_number(h, e) && !after(h, e, 0).is_some_and(is_word) && phone_digits_ok(m) {
         return Some((s, e));
