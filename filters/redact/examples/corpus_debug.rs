@@ -10,7 +10,10 @@ fn main() {
     let det = std::env::args().nth(1).unwrap_or_else(|| "phone".into());
     let engine = Arc::new(Engine::default_set(b"corpus").expect("default set"));
     let mut shown = 0;
-    for s in generate(300, 0xC0D0) {
+    for s in generate(
+        std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(300),
+        std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(0xC0D0),
+    ) {
         let out = engine.redact(Direction::Response, s.text.as_bytes());
         let fired: Vec<String> = out.detections.iter().map(|d| d.detector.to_string()).collect();
         let hit = fired.contains(&det);

@@ -42,8 +42,9 @@ use crate::detect::builtin::{self, BUILTINS};
 use crate::detect::{ByteSet, Cand, Canon, Detector, LiteralIndex, Occ, Scanner};
 use crate::normalize::{Buffers, EXPANSION, MAX_IGNORABLE_RUN, Normalizer};
 
-/// Context bytes kept before the earliest scan position (look-behind).
-const CTX: usize = 8;
+/// Context bytes kept before the earliest scan position (look-behind; the phone validator reads
+/// up to [`crate::detect::validate::PHONE_LOOKBEHIND`] bytes back).
+const CTX: usize = 32;
 /// Smallest accepted `max_holdback_bytes`.
 pub const MIN_HOLDBACK: usize = 64;
 /// Largest accepted `max_holdback_bytes`.

@@ -141,3 +141,26 @@ fn normalisation_catches_obfuscation() {
     assert_eq!(red("4242\u{200B}4242\u{200B}4242\u{00AD}4242 x"), "[CARD] x");
     assert_eq!(red("AKIA\u{200D}IOSFODNN7EXAMPLE"), "[AWS_ACCESS_KEY]");
 }
+
+/// Formats added for issue #13: each one caught, as one span.
+#[test]
+fn formats_people_write() {
+    assert_eq!(red("+30 2101234567"), "[PHONE]");
+    assert_eq!(red("call 4155550132 now"), "call [PHONE] now");
+    assert_eq!(red("020-7946-0958 / 020.7946.0958 / (020) 7946 0958 / 02079460958"), "[PHONE] / [PHONE] / [PHONE] / [PHONE]");
+    assert_eq!(red("07700 900123"), "[PHONE]");
+    assert_eq!(red("ssn 123.45.6789"), "ssn [SSN]");
+    assert_eq!(red("DE89-3704-0044-0532-0130-00"), "[IBAN]");
+    // Non-ASCII local parts and Unicode TLDs are not matched (documented).
+    assert_eq!(red("mail иван@пример.рф"), "mail иван@пример.рф");
+    assert_eq!(red("mail ivan@example.xn--p1ai."), "mail [EMAIL].");
+    assert_eq!(red("uatp 135000000000008"), "uatp [CARD]");
+    assert_eq!(red("net 10.0.0.0/8 and 192.168.1.7"), "net [IPV4] and [IPV4]");
+    assert_eq!(red("10.0.0.1/10.0.0.2"), "[IPV4]/[IPV4]");
+    assert_eq!(red("ll fe80::1ff:fe23:4567:890a%eth0 and 2001:db8::/32"), "ll [IPV6] and [IPV6]");
+    // An Amex-shaped number failing Luhn is not a phone number in its tail.
+    assert_eq!(red("(3771 057901 55480)"), "(3771 057901 55480)");
+    // A broken IBAN checksum: left whole, not `DE88 [CARD]`.
+    assert_eq!(red("DE88 3704 0044 0532 0130 00"), "DE88 3704 0044 0532 0130 00");
+    assert_eq!(red("DE12 4111 1111 1111 1111 00"), "DE12 4111 1111 1111 1111 00");
+}

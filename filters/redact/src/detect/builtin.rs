@@ -11,13 +11,13 @@
 //! | `gitlab_token` | `glpat-` + 20-64 | left boundary | 70 |
 //! | `slack_token` | `xox[baprs]-` + 10-200 | left boundary | 205 |
 //! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024) | left boundary | 6149 |
-//! | `email` | `local@domain.tld` | boundaries, no leading/trailing dot in local part | 537 |
-//! | `card` | 13-19 digits starting 2-6, spaces/dashes between | Luhn, not inside a longer number | 37 |
-//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces | registry length, mod 97 | 64 |
-//! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
-//! | `phone` | E.164 `+…`, `+CC …` grouped, NANP `(415) 555-2671`, trunk-0 national with spaces `020 7946 0958` | digit counts (8-15 international, 10 NANP, 10-11 national), not continuing a number to the left | 50 |
-//! | `ipv6` | hex/colon groups | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 45 |
-//! | `ipv4` | dotted quad | octets ≤ 255, no leading zeros, not `1.2.3.4.5` / `v1.2.3.4` | 15 |
+//! | `email` | `local@domain.tld` (TLD letters or punycode) | boundaries, no leading/trailing dot in local part | 576 |
+//! | `card` | 13-19 digits starting 1-6, 81, 82 or 97, spaces/dashes between | issuer lengths, Luhn, not inside a longer number or after an IBAN head | 37 |
+//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces or dashes | registry length, mod 97 | 64 |
+//! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` / `AAA.GG.SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
+//! | `phone` | E.164 `+…`, `+CC …` grouped or one block, NANP `(415) 555-2671` / `4155552671`, trunk-0 national `020 7946 0958` / `(020) 7946-0958` / `02079460958` | national length per country code (libphonenumber), 10 NANP, 10-11 trunk-0; not inside a longer number | 63 |
+//! | `ipv6` | hex/colon groups, `%zone`, `/prefix` | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 66 |
+//! | `ipv4` | dotted quad, `/prefix` | octets ≤ 255, no leading zeros, not `1.2.3.4.5` / `v1.2.3.4` | 18 |
 
 use regex::bytes::{Regex, RegexBuilder};
 
@@ -168,7 +168,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "email",
         label: "EMAIL",
-        pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.[A-Za-z]{2,24}",
+        pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{0,58}[A-Za-z0-9])",
         kind: Kind::Email(RunSpec {
             alphabet: ("._%+-@", ALNUM),
             starts: ("._%+-", ALNUM),
@@ -184,10 +184,10 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "card",
         label: "CARD",
-        pattern: r"[2-6][0-9](?:[ \-]?[0-9]){11,17}",
+        pattern: r"(?:[1-6][0-9]|8[12]|97)(?:[ \-]?[0-9]){11,17}",
         kind: Kind::Run(RunSpec {
             alphabet: (" -", DIGITS),
-            starts: ("", &[(b'2', b'6')]),
+            starts: ("", &[(b'1', b'6'), (b'8', b'9')]),
             not_after: ("_.", ALNUM),
             peek: ".",
             trigger: Trigger::Digits(1),
@@ -200,9 +200,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "iban",
         label: "IBAN",
-        pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
+        pattern: r"[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}",
         kind: Kind::Run(RunSpec {
-            alphabet: (" ", &[(b'A', b'Z'), (b'0', b'9')]),
+            alphabet: (" -", &[(b'A', b'Z'), (b'0', b'9')]),
             starts: ("", &[(b'A', b'Z')]),
             not_after: ("_", ALNUM),
             peek: "",
@@ -216,9 +216,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "ssn",
         label: "SSN",
-        pattern: r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}",
+        pattern: r"[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}",
         kind: Kind::Run(RunSpec {
-            alphabet: (" -", DIGITS),
+            alphabet: (" -.", DIGITS),
             starts: ("", DIGITS),
             not_after: ("_-.", ALNUM),
             peek: ".",
@@ -232,11 +232,11 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "phone",
         label: "PHONE",
-        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{2,8}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}|0[1-9][0-9]{0,4}(?: [0-9]{2,4}){2,4}",
+        pattern: r"\+[1-9][0-9]{6,14}|\+[1-9][0-9]{0,2}[ .\-]?\(?[0-9]{1,4}\)?(?:[ .\-][0-9]{1,12}){1,4}|\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-]?[0-9]{4}|\(?0[0-9]{0,5}\)?(?:[ .\-][0-9]{1,8}){1,4}|0[1-9][0-9]{8,9}",
         kind: Kind::Run(RunSpec {
             alphabet: (" ()+.-", DIGITS),
             starts: ("+(0", &[(b'2', b'9')]),
-            not_after: ("_+-./)", ALNUM),
+            not_after: ("_+-.)", ALNUM),
             peek: "",
             trigger: Trigger::Digits(2),
             min_len: 8,
@@ -248,9 +248,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "ipv6",
         label: "IPV6",
-        pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}",
+        pattern: r"[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}(?:%[0-9A-Za-z_.\-]{1,16})?(?:/[0-9]{1,3})?",
         kind: Kind::Run(RunSpec {
-            alphabet: (":.", HEX),
+            alphabet: (":.%/_-", ALNUM),
             starts: (":", HEX),
             not_after: ("_:.", ALNUM),
             peek: "",
@@ -264,9 +264,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "ipv4",
         label: "IPV4",
-        pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+        pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:/[0-9]{1,2})?",
         kind: Kind::Run(RunSpec {
-            alphabet: (".", DIGITS),
+            alphabet: ("./", DIGITS),
             starts: ("", DIGITS),
             not_after: ("_.-", ALNUM),
             peek: "-",
@@ -310,6 +310,7 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
                 "ipv4" => Matcher::Ipv4,
                 "phone" => Matcher::Phone,
                 "iban" => Matcher::Iban(re),
+                "ipv6" => Matcher::Ipv6(re),
                 _ => Matcher::Regex(re),
             },
         ),

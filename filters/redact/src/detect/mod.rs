@@ -20,7 +20,8 @@ use crate::config::{Action, Direction};
 pub const LOOKAROUND: usize = 4;
 
 /// A candidate validator: given the haystack and a raw match `[start, end)`, return the span to
-/// act on (inside the match) or `None` to reject. Reads at most two bytes before `start` and two
+/// act on (inside the match) or `None` to reject. Reads at most two bytes before `start` (the
+/// phone validator: [`validate::PHONE_LOOKBEHIND`], kept by the engine as context) and two
 /// bytes after `end`.
 pub type Validator = fn(&[u8], usize, usize) -> Option<(usize, usize)>;
 
@@ -417,7 +418,10 @@ impl Detector {
             match span {
                 Some((a, b)) => {
                     out.push(Cand { start: a, end: b, det });
-                    at = m.end();
+                    // Resume where the accepted span ends, not after the raw match: a greedy
+                    // match trimmed by its validator (`4111111111111111 555…`, an IBAN cut to its
+                    // registry length) may have run into the next value.
+                    at = b.max(m.start() + 1);
                 }
                 None => at = m.start() + 1,
             }
@@ -449,16 +453,20 @@ pub enum Matcher {
     Regex(Regex),
     /// The hand-written e-mail matcher ([`find_email`]).
     Email,
-    /// Hand-written equivalent of `[2-6][0-9](?:[ \-]?[0-9]){11,17}` ([`find_card`]).
+    /// Hand-written equivalent of the card pattern ([`card_at`]).
     Card,
-    /// Hand-written equivalent of `[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}` ([`find_ssn`]).
+    /// Hand-written equivalent of `[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}` ([`ssn_at`]).
     Ssn,
-    /// Hand-written equivalent of `[0-9]{1,3}(?:\.[0-9]{1,3}){3}` ([`ipv4_at`]).
+    /// Hand-written equivalent of the IPv4 pattern ([`ipv4_at`]).
     Ipv4,
     /// Hand-written equivalent of the phone pattern ([`phone_at`]).
     Phone,
     /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
     Iban(Regex),
+    /// A regex that only runs on runs holding a decimal digit and a hex digit next to a colon
+    /// (every accepted IPv6 address has both; its alphabet takes in whole words for zone ids, so
+    /// `std::io::Result` and `https://example.com:8080/x` are runs).
+    Ipv6(Regex),
 }
 
 impl Matcher {
@@ -480,6 +488,11 @@ impl Matcher {
                     s = t + 1;
                 }
                 None
+            }
+            Matcher::Ipv6(re) => {
+                let tail = h.get(at..)?;
+                let hex_colon = tail.windows(2).any(|w| matches!(w, [a, b':'] | [b':', a] if a.is_ascii_hexdigit()));
+                if hex_colon && find_digit(tail, 0).is_some() { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
             }
             Matcher::Iban(re) => {
                 let has = h
@@ -505,13 +518,19 @@ fn leftmost(h: &[u8], at: usize, f: fn(&[u8], usize) -> Option<usize>) -> Option
     None
 }
 
-/// Anchored `[2-6][0-9](?:[ \-]?[0-9]){11,17}` at `s` (greedy; nothing follows, so greedy is final).
+/// Anchored `(?:[1-6][0-9]|8[12]|97)(?:[ \-]?[0-9]){11,17}` at `s` (the issuer prefixes the
+/// card validator accepts; greedy, and nothing follows, so greedy is final).
 pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
-    if !(b'2'..=b'6').contains(h.get(s)?) {
+    let issuer = match (h.get(s)?, h.get(s + 1)?) {
+        (b'1'..=b'6', d) => d.is_ascii_digit(),
+        (b'8', b'1' | b'2') | (b'9', b'7') => true,
+        _ => false,
+    };
+    if !issuer {
         return None;
     }
-    let mut n = 1;
-    let mut i = s + 1;
+    let mut n = 2;
+    let mut i = s + 2;
     while n < 19 {
         match (h.get(i), h.get(i + 1)) {
             (Some(d), _) if d.is_ascii_digit() => i += 1,
@@ -523,16 +542,16 @@ pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
     (n >= 13).then_some(i)
 }
 
-/// Anchored `[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}` at `s`.
+/// Anchored `[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}` at `s`.
 pub fn ssn_at(h: &[u8], s: usize) -> Option<usize> {
     let m = h.get(s..s + 11)?;
     let d = |i: usize| m[i].is_ascii_digit();
-    let sep = |i: usize| matches!(m[i], b' ' | b'-');
+    let sep = |i: usize| matches!(m[i], b' ' | b'-' | b'.');
     (d(0) && d(1) && d(2) && sep(3) && d(4) && d(5) && sep(6) && d(7) && d(8) && d(9) && d(10)).then_some(s + 11)
 }
 
-/// Anchored `[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}` at `s` (greedy octets; a shorter
-/// octet never helps, since a digit would then follow where a dot is needed).
+/// Anchored `[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:/[0-9]{1,2})?` at `s` (greedy
+/// octets; a shorter octet never helps, since a digit would then follow where a dot is needed).
 pub fn ipv4_at(h: &[u8], s: usize) -> Option<usize> {
     let mut i = s;
     for k in 0..4 {
@@ -550,6 +569,12 @@ pub fn ipv4_at(h: &[u8], s: usize) -> Option<usize> {
             i += 1;
         }
     }
+    if h.get(i) == Some(&b'/') {
+        let d = digits_at(h, i + 1, 2);
+        if d > 0 {
+            i += 1 + d;
+        }
+    }
     Some(i)
 }
 
@@ -562,13 +587,13 @@ fn is_phone_sep(b: Option<&u8>) -> bool {
     matches!(b, Some(b' ' | b'.' | b'-'))
 }
 
-/// Greedy `(?:[ .\-][0-9]{2,8}){1,4}` at `i` (nothing follows it in the pattern, so the first
+/// Greedy `(?:[ .\-][0-9]{1,max}){1,4}` at `i` (nothing follows it in the pattern, so the first
 /// way to match is the greedy one); `None` below one group.
-fn phone_groups(h: &[u8], mut i: usize) -> Option<usize> {
+fn phone_groups(h: &[u8], mut i: usize, max: usize) -> Option<usize> {
     let mut n = 0;
     while n < 4 && is_phone_sep(h.get(i)) {
-        let d = digits_at(h, i + 1, 8);
-        if d < 2 {
+        let d = digits_at(h, i + 1, max);
+        if d < 1 {
             break;
         }
         i += 1 + d;
@@ -609,7 +634,7 @@ pub fn phone_at(h: &[u8], s: usize) -> Option<usize> {
                             if close && !at(d, b')') {
                                 continue;
                             }
-                            if let Some(e) = phone_groups(h, d + usize::from(close)) {
+                            if let Some(e) = phone_groups(h, d + usize::from(close), 12) {
                                 return Some(e);
                             }
                         }
@@ -618,7 +643,7 @@ pub fn phone_at(h: &[u8], s: usize) -> Option<usize> {
             }
         }
     }
-    // `\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}`
+    // `\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-]?[0-9]{4}`
     for open in [true, false] {
         if open && !at(s, b'(') {
             continue;
@@ -637,27 +662,47 @@ pub fn phone_at(h: &[u8], s: usize) -> Option<usize> {
                     continue;
                 }
                 let c = b + usize::from(sep);
-                if d2_9(c) && digits_at(h, c + 1, 2) == 2 && is_phone_sep(h.get(c + 3)) && digits_at(h, c + 4, 4) == 4 {
-                    return Some(c + 8);
+                if !(d2_9(c) && digits_at(h, c + 1, 2) == 2) {
+                    continue;
+                }
+                for sep2 in [true, false] {
+                    if sep2 && !is_phone_sep(h.get(c + 3)) {
+                        continue;
+                    }
+                    let d = c + 3 + usize::from(sep2);
+                    if digits_at(h, d, 4) == 4 {
+                        return Some(d + 4);
+                    }
                 }
             }
         }
     }
-    // `0[1-9][0-9]{0,4}(?: [0-9]{2,4}){2,4}`: a shorter prefix never helps (a digit would then
-    // stand where a space is needed), so the greedy prefix is the only one to try.
-    if at(s, b'0') && d1_9(s + 1) {
-        let mut i = s + 2 + digits_at(h, s + 2, 4);
-        let mut n = 0;
-        while n < 4 && at(i, b' ') {
-            let d = digits_at(h, i + 1, 4);
-            if d < 2 {
-                break;
-            }
-            i += 1 + d;
-            n += 1;
+    // `\(?0[0-9]{0,5}\)?(?:[ .\-][0-9]{1,8}){1,4}`: a shorter prefix never helps (a digit
+    // would then stand where `)` or a separator is needed), so the greedy prefix is the only one
+    // to try; the groups are greedy as in the international form.
+    for open in [true, false] {
+        if open && !at(s, b'(') {
+            continue;
         }
-        if n >= 2 {
-            return Some(i);
+        let a = s + usize::from(open);
+        if !at(a, b'0') {
+            continue;
+        }
+        let p = a + 1 + digits_at(h, a + 1, 5);
+        for close in [true, false] {
+            if close && !at(p, b')') {
+                continue;
+            }
+            if let Some(e) = phone_groups(h, p + usize::from(close), 8) {
+                return Some(e);
+            }
+        }
+    }
+    // `0[1-9][0-9]{8,9}`
+    if at(s, b'0') && d1_9(s + 1) {
+        let n = digits_at(h, s + 2, 9);
+        if n >= 8 {
+            return Some(s + 2 + n);
         }
     }
     None
@@ -669,7 +714,7 @@ fn is_local(b: u8) -> bool {
 
 /// E-mail: `local@label(.label)*.tld` with a local part of 1-64 `[A-Za-z0-9._%+-]`, labels of
 /// 1-63 `[A-Za-z0-9-]` not starting or ending with `-`, 2-8 labels, and a TLD of 2-24 letters
-/// (the longest such domain). The leftmost match starting at or after `at`.
+/// or an internationalised one in punycode (`xn--p1ai`) (the longest such domain). The leftmost match starting at or after `at`.
 pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
     let mut from = at;
     while let Some(a) = memchr::memchr(b'@', h.get(from..)?).map(|x| x + from) {
@@ -693,7 +738,8 @@ pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
             if label.is_empty() || label[0] == b'-' || label[label.len() - 1] == b'-' {
                 break;
             }
-            if n >= 1 && (2..=24).contains(&label.len()) && label.iter().all(u8::is_ascii_alphabetic) {
+            let punycode = label.len() > 4 && label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"));
+            if n >= 1 && (((2..=24).contains(&label.len()) && label.iter().all(u8::is_ascii_alphabetic)) || punycode) {
                 best = Some(i);
             }
             if i < h.len() && h[i] == b'.' && i + 1 < h.len() && h[i + 1].is_ascii_alphanumeric() {
