@@ -55,6 +55,18 @@ impl RedactFilter {
         }
     }
 
+    fn body_action(&mut self, step: BodyStep, replace: impl FnOnce(&Self, &[u8])) -> Action {
+        match step {
+            BodyStep::Continue => Action::Continue,
+            BodyStep::Hold => Action::Pause,
+            BodyStep::Replace(body) => {
+                replace(self, &body);
+                Action::Continue
+            }
+            BodyStep::Refuse(refusal) => self.refuse(&refusal),
+        }
+    }
+
     fn head_action(&mut self, step: HeadStep, remove_length: impl FnOnce(&Self)) -> Action {
         match step {
             HeadStep::Continue => Action::Continue,
@@ -98,16 +110,10 @@ impl HttpContext for RedactFilter {
         let step = session.request_body(body_size, end_of_stream, || self.get_http_request_body(0, body_size).unwrap_or_default());
         self.session = Some(session);
         self.drain_events();
-        match step {
-            BodyStep::Continue => Action::Continue,
-            BodyStep::Hold => Action::Pause,
-            BodyStep::Replace(body) => {
-                self.set_http_request_body(0, body_size, &body);
-                self.set_http_request_header("content-length", Some(&body.len().to_string()));
-                Action::Continue
-            }
-            BodyStep::Refuse(refusal) => self.refuse(&refusal),
-        }
+        self.body_action(step, |this, body| {
+            this.set_http_request_body(0, body_size, body);
+            this.set_http_request_header("content-length", Some(&body.len().to_string()));
+        })
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -126,15 +132,7 @@ impl HttpContext for RedactFilter {
         let step = session.response_body(body_size, end_of_stream, || self.get_http_response_body(0, body_size).unwrap_or_default());
         self.session = Some(session);
         self.drain_events();
-        match step {
-            BodyStep::Continue => Action::Continue,
-            BodyStep::Hold => Action::Pause,
-            BodyStep::Replace(body) => {
-                self.set_http_response_body(0, body_size, &body);
-                Action::Continue
-            }
-            BodyStep::Refuse(refusal) => self.refuse(&refusal),
-        }
+        self.body_action(step, |this, body| this.set_http_response_body(0, body_size, body))
     }
 
     fn on_log(&mut self) {
