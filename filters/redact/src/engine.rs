@@ -270,6 +270,15 @@ impl Engine {
         o
     }
 
+    /// The placeholder [`Action::Redact`] writes for detector index `det` (a generic one for an
+    /// index that names no detector, which the engine never produces).
+    fn redacted(&self, det: usize) -> Option<Vec<u8>> {
+        match self.detectors.get(det) {
+            Some(d) => self.replacement(d, Action::Redact, b""),
+            None => Some(b"[REDACTED]".to_vec()),
+        }
+    }
+
     fn replacement(&self, det: &Detector, action: Action, text: &[u8]) -> Option<Vec<u8>> {
         match action {
             Action::Allow | Action::Block => None,
@@ -408,7 +417,7 @@ impl StreamRedactor {
 
     /// Original bytes currently held back (not yet emitted).
     pub fn held_bytes(&self) -> usize {
-        self.buf.orig.len() - self.orig_emitted + self.normalizer.pending_len()
+        self.buf.orig.len().saturating_sub(self.orig_emitted) + self.normalizer.pending_len()
     }
 
     /// Worst-case holdback of this stream's engine, in original bytes.
@@ -437,10 +446,10 @@ impl StreamRedactor {
             crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
         }
         let mut d_min = hay_len;
-        for (i, det) in engine.detectors.iter().enumerate() {
+        for (i, (det, pos)) in engine.detectors.iter().zip(self.pos.iter_mut()).enumerate() {
             let limit = if last { hay_len } else { det.determined_limit(i, &self.buf.norm, &self.occ) };
-            let p = det.scan(i, &self.buf.norm, &self.occ, &self.dense, self.pos[i], limit, &mut self.pending);
-            self.pos[i] = p;
+            let p = det.scan(i, &self.buf.norm, &self.occ, &self.dense, *pos, limit, &mut self.pending);
+            *pos = p;
             d_min = d_min.min(p);
         }
         // 2. Resolve candidates that start before every detector's limit.
@@ -467,13 +476,13 @@ impl StreamRedactor {
                 let p = engine.pem_end.scan(end_id, &self.buf.norm, &self.occ, &[], sup.end_pos, limit, &mut ends);
                 if let Some(e) = ends.first() {
                     let (start, det, cont) = (sup.start.max(self.norm_emitted), sup.det, sup.start < self.norm_emitted);
-                    let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
+                    let repl = engine.redacted(det);
                     self.ready.push_back(Ready { start, end: e.end, det, block: false, repl, cont });
                     self.covered_end = e.end;
                     self.suppress = None;
                 } else if last {
                     let (start, det, cont) = (sup.start.max(self.norm_emitted), sup.det, sup.start < self.norm_emitted);
-                    let repl = engine.replacement(&engine.detectors[det], Action::Redact, b"");
+                    let repl = engine.redacted(det);
                     self.ready.push_back(Ready { start, end: hay_len, det, block: false, repl, cont });
                     self.covered_end = hay_len;
                     self.suppress = None;
@@ -481,7 +490,7 @@ impl StreamRedactor {
                     sup.end_pos = p;
                     // Everything before min(d_min, p) is inside the suppressed block.
                     let bound = d_min.min(p);
-                    while i < self.pending.len() && self.pending[i].start < bound {
+                    while self.pending.get(i).is_some_and(|c| c.start < bound) {
                         i += 1;
                     }
                     break;
@@ -496,7 +505,13 @@ impl StreamRedactor {
                 continue;
             }
             let start = c.start.max(self.covered_end);
-            let det = &engine.detectors[c.det];
+            let Some(det) = engine.detectors.get(c.det) else {
+                // Unreachable: a candidate carries the index of the detector that found it.
+                // Fail closed all the same.
+                self.ready.push_back(Ready { start, end: c.end, det: c.det, block: true, repl: None, cont: false });
+                self.blocking = true;
+                continue;
+            };
             let action = det.action(self.dir);
             out.detections.push(Detection { detector: det.name.clone(), action });
             if action == Action::Block {
@@ -509,7 +524,7 @@ impl StreamRedactor {
                 self.covered_end = usize::MAX;
                 continue;
             }
-            let repl = engine.replacement(det, action, &self.buf.norm[start..c.end]);
+            let repl = engine.replacement(det, action, self.buf.norm.get(start..c.end).unwrap_or_default());
             self.ready.push_back(Ready { start, end: c.end, det: c.det, block: false, repl, cont: false });
             self.covered_end = c.end;
         }
@@ -527,7 +542,7 @@ impl StreamRedactor {
             d_min.max(c).min(hay_len)
         };
         if e < hay_len {
-            while e > self.norm_emitted && (self.buf.norm[e] & 0xC0) == 0x80 {
+            while e > self.norm_emitted && self.buf.norm.get(e).is_some_and(|&b| (b & 0xC0) == 0x80) {
                 e -= 1;
             }
         }
@@ -537,9 +552,10 @@ impl StreamRedactor {
                 break;
             }
             let o_start = if r.cont { self.orig_emitted } else { self.buf.map(r.start) };
-            out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o_start]);
+            out.bytes.extend_from_slice(self.buf.orig_range(self.orig_emitted, o_start));
             if r.block {
-                out.block = Some(Block { detector: engine.detectors[r.det].name.clone() });
+                let detector = engine.detectors.get(r.det).map_or_else(|| Arc::from("unknown"), |d| d.name.clone());
+                out.block = Some(Block { detector });
                 self.blocked = true;
                 self.ready.clear();
                 self.pending.clear();
@@ -548,7 +564,7 @@ impl StreamRedactor {
             let o_end = self.buf.map(r.end);
             match &r.repl {
                 Some(b) => out.bytes.extend_from_slice(b),
-                None => out.bytes.extend_from_slice(&self.buf.orig[o_start..o_end]),
+                None => out.bytes.extend_from_slice(self.buf.orig_range(o_start, o_end)),
             }
             self.orig_emitted = o_end;
             self.norm_emitted = r.end;
@@ -564,7 +580,7 @@ impl StreamRedactor {
             // (unless a suppressed block swallows them).
             let o = self.buf.map(upto);
             if o > self.orig_emitted {
-                out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..o]);
+                out.bytes.extend_from_slice(self.buf.orig_range(self.orig_emitted, o));
                 self.orig_emitted = o;
             }
             self.norm_emitted = upto;
@@ -578,7 +594,7 @@ impl StreamRedactor {
             // outside it: emit them as the one-shot path does, then skip the block.
             let before = self.buf.map(s.start);
             if before > self.orig_emitted {
-                out.bytes.extend_from_slice(&self.buf.orig[self.orig_emitted..before]);
+                out.bytes.extend_from_slice(self.buf.orig_range(self.orig_emitted, before));
                 self.orig_emitted = before;
             }
             let x = s.end_pos.min(hay_len).max(self.norm_emitted);
@@ -600,32 +616,33 @@ impl StreamRedactor {
             // Trim in batches to keep the per-push cost low.
             return;
         }
+        // Every position is at or after `k` (its minimum above), so nothing saturates.
         let dropped = self.buf.trim_front(k);
-        self.orig_emitted -= dropped;
-        self.norm_emitted -= k;
+        self.orig_emitted = self.orig_emitted.saturating_sub(dropped);
+        self.norm_emitted = self.norm_emitted.saturating_sub(k);
         for p in &mut self.pos {
-            *p -= k;
+            *p = p.saturating_sub(k);
         }
         for c in &mut self.pending {
-            c.start -= k;
-            c.end -= k;
+            c.start = c.start.saturating_sub(k);
+            c.end = c.end.saturating_sub(k);
         }
         self.occ.retain(|o| o.start >= k);
         for o in &mut self.occ {
-            o.start -= k;
-            o.end -= k;
+            o.start = o.start.saturating_sub(k);
+            o.end = o.end.saturating_sub(k);
         }
-        self.occ_done -= k;
+        self.occ_done = self.occ_done.saturating_sub(k);
         for r in &mut self.ready {
-            r.start -= k;
-            r.end -= k;
+            r.start = r.start.saturating_sub(k);
+            r.end = r.end.saturating_sub(k);
         }
         if self.covered_end != usize::MAX {
             self.covered_end = self.covered_end.saturating_sub(k);
         }
         if let Some(s) = &mut self.suppress {
             s.start = s.start.saturating_sub(k);
-            s.end_pos -= k;
+            s.end_pos = s.end_pos.saturating_sub(k);
         }
     }
 }

@@ -72,7 +72,7 @@ struct Walker<'a, F: FnMut(&[Seg<'a>], Range<usize>)> {
 
 impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> Walker<'a, F> {
     fn ws(&mut self) {
-        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
     }
@@ -80,8 +80,8 @@ impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> Walker<'a, F> {
     fn string(&mut self) -> Range<usize> {
         let s = self.i;
         self.i += 1;
-        while self.i < self.b.len() {
-            match self.b[self.i] {
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
                 b'\\' => self.i += 2,
                 b'"' => {
                     self.i += 1;
@@ -108,12 +108,12 @@ impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> Walker<'a, F> {
                         Some(b',') => self.i += 1,
                         Some(b'"') => {
                             let r = self.string();
-                            let raw = &self.b[r.start + 1..r.end.saturating_sub(1).max(r.start + 1)];
+                            let raw = self.b.get(r.start + 1..r.end.saturating_sub(1).max(r.start + 1)).unwrap_or_default();
                             // The document is valid UTF-8 (checked first): a key without
                             // escapes is borrowed as it is.
                             let key = match std::str::from_utf8(raw) {
                                 Ok(k) if !raw.contains(&b'\\') => Cow::Borrowed(k),
-                                _ => Cow::Owned(serde_json::from_slice::<String>(&self.b[r]).unwrap_or_default()),
+                                _ => Cow::Owned(serde_json::from_slice::<String>(self.b.get(r).unwrap_or_default()).unwrap_or_default()),
                             };
                             self.ws();
                             self.i += 1; // ':'
@@ -150,7 +150,7 @@ impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> Walker<'a, F> {
                 (self.f)(&self.path, r);
             }
             Some(_) => {
-                while self.i < self.b.len() && !matches!(self.b[self.i], b',' | b']' | b'}') {
+                while self.b.get(self.i).is_some_and(|c| !matches!(c, b',' | b']' | b'}')) {
                     self.i += 1;
                 }
             }
@@ -222,11 +222,11 @@ pub fn splice(json: &[u8], reps: &[(Range<usize>, String)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len());
     let mut at = 0;
     for (r, s) in reps {
-        out.extend_from_slice(&json[at..r.start]);
+        out.extend_from_slice(json.get(at..r.start).unwrap_or_default());
         out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes());
         at = r.end;
     }
-    out.extend_from_slice(&json[at..]);
+    out.extend_from_slice(json.get(at..).unwrap_or_default());
     out
 }
 
@@ -289,7 +289,8 @@ pub fn redact_fields(engine: &Arc<Engine>, dir: Direction, body: &[u8], select: 
     let mut reps = Vec::new();
     let mut detections = Vec::new();
     for r in ranges {
-        let text: String = serde_json::from_slice(&body[r.clone()]).map_err(|e| JsonError::Malformed(e.to_string()))?;
+        let text: String =
+            serde_json::from_slice(body.get(r.clone()).unwrap_or_default()).map_err(|e| JsonError::Malformed(e.to_string()))?;
         let out = engine.redact(dir, text.as_bytes());
         detections.extend(out.detections);
         if let Some(block) = out.block {

@@ -64,8 +64,13 @@ impl Buffers {
     pub fn map(&self, n: usize) -> usize {
         let i = self.anchors.partition_point(|a| a.0 <= n);
         // anchors[0].0 == 0 <= n, so i >= 1.
-        let (na, oa) = self.anchors[i.saturating_sub(1)];
-        oa + (n - na)
+        let (na, oa) = self.anchors.get(i.saturating_sub(1)).copied().unwrap_or((0, 0));
+        oa + n.saturating_sub(na)
+    }
+
+    /// Original bytes `[a, b)`, empty if that is not a range of them.
+    pub fn orig_range(&self, a: usize, b: usize) -> &[u8] {
+        self.orig.get(a..b).unwrap_or_default()
     }
 
     fn set_anchor(&mut self, n: usize, o: usize) {
@@ -74,7 +79,7 @@ impl Buffers {
                 last.1 = o;
                 return;
             }
-            if last.1 + (n - last.0) == o {
+            if n.checked_sub(last.0).is_some_and(|d| last.1 + d == o) {
                 return;
             }
         }
@@ -87,12 +92,13 @@ impl Buffers {
         if k == 0 {
             return 0;
         }
-        let o = self.map(k);
+        let k = k.min(self.norm.len());
+        let o = self.map(k).min(self.orig.len());
         let i = self.anchors.partition_point(|a| a.0 <= k);
-        let mut anchors = Vec::with_capacity(self.anchors.len() - i + 1);
+        let mut anchors = Vec::with_capacity(self.anchors.len().saturating_sub(i) + 1);
         anchors.push((0, 0));
-        for &(na, oa) in &self.anchors[i..] {
-            anchors.push((na - k, oa - o));
+        for &(na, oa) in self.anchors.iter().skip(i) {
+            anchors.push((na.saturating_sub(k), oa.saturating_sub(o)));
         }
         self.anchors = anchors;
         self.norm.drain(..k);
@@ -102,12 +108,12 @@ impl Buffers {
 }
 
 fn incomplete_suffix_len(c: &[u8]) -> usize {
-    for k in 1..=c.len().min(3) {
-        let p = c.len() - k;
-        if c[p] & 0xC0 == 0x80 {
+    for (k, &b) in (1..).zip(c.iter().rev().take(3)) {
+        if b & 0xC0 == 0x80 {
             continue;
         }
-        return match std::str::from_utf8(&c[p..]) {
+        let suffix = c.get(c.len().saturating_sub(k)..).unwrap_or_default();
+        return match std::str::from_utf8(suffix) {
             Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 => k,
             _ => 0,
         };
@@ -135,42 +141,38 @@ impl Normalizer {
 
     fn push_inner(&mut self, input: &[u8], last: bool, buf: &mut Buffers) {
         let keep = if last { 0 } else { incomplete_suffix_len(input) };
-        let (body, tail) = input.split_at(input.len() - keep);
+        let (mut body, tail) = split(input, input.len().saturating_sub(keep));
         self.pending.extend_from_slice(tail);
-        let mut i = 0;
-        while i < body.len() {
-            let Some(rel) = memchr::memchr3(0xC2, 0xE2, 0xEF, &body[i..]) else {
-                self.copy(&body[i..], buf);
+        while !body.is_empty() {
+            let Some(rel) = memchr::memchr3(0xC2, 0xE2, 0xEF, body) else {
+                self.copy(body, buf);
                 break;
             };
-            let p = i + rel;
-            self.copy(&body[i..p], buf);
-            let rest = &body[p..];
-            match classify(rest) {
-                Special::Ignorable(n) => {
+            let (plain, rest) = split(body, rel);
+            self.copy(plain, buf);
+            let (special, n) = classify(rest);
+            let (seq, after) = split(rest, n);
+            match special {
+                Special::Ignorable => {
                     if self.ignorable_run < MAX_IGNORABLE_RUN {
-                        buf.orig.extend_from_slice(&rest[..n]);
+                        buf.orig.extend_from_slice(seq);
                         let (nl, ol) = (buf.norm.len(), buf.orig.len());
                         buf.set_anchor(nl, ol);
                     }
                     self.ignorable_run = self.ignorable_run.saturating_add(1);
-                    i = p + n;
                 }
                 Special::Fold(a) => {
                     let (nl, ol) = (buf.norm.len(), buf.orig.len());
                     buf.set_anchor(nl, ol);
-                    buf.orig.extend_from_slice(&rest[..3]);
+                    buf.orig.extend_from_slice(seq);
                     buf.norm.push(a);
                     let (nl, ol) = (buf.norm.len(), buf.orig.len());
                     buf.set_anchor(nl, ol);
                     self.ignorable_run = 0;
-                    i = p + 3;
                 }
-                Special::None => {
-                    self.copy(&rest[..1], buf);
-                    i = p + 1;
-                }
+                Special::None => self.copy(seq, buf),
             }
+            body = after;
         }
     }
 
@@ -184,19 +186,26 @@ impl Normalizer {
     }
 }
 
+/// `s` split at `at`, or all of `s` and nothing if `at` is past its end.
+fn split(s: &[u8], at: usize) -> (&[u8], &[u8]) {
+    s.split_at_checked(at).unwrap_or((s, &[]))
+}
+
 enum Special {
-    Ignorable(usize),
+    Ignorable,
     Fold(u8),
     None,
 }
 
-fn classify(s: &[u8]) -> Special {
+/// What `s` starts with, and that sequence's length in bytes (at most `s.len()`, at least 1
+/// unless `s` is empty).
+fn classify(s: &[u8]) -> (Special, usize) {
     match s {
-        [0xC2, 0xAD, ..] => Special::Ignorable(2),
-        [0xE2, 0x80, 0x8B..=0x8D, ..] | [0xE2, 0x81, 0xA0, ..] | [0xEF, 0xBB, 0xBF, ..] => Special::Ignorable(3),
-        [0xEF, 0xBC, b @ 0x81..=0xBF, ..] => Special::Fold(0x21 + (b - 0x81)),
-        [0xEF, 0xBD, b @ 0x80..=0x9E, ..] => Special::Fold(0x60 + (b - 0x80)),
-        _ => Special::None,
+        [0xC2, 0xAD, ..] => (Special::Ignorable, 2),
+        [0xE2, 0x80, 0x8B..=0x8D, ..] | [0xE2, 0x81, 0xA0, ..] | [0xEF, 0xBB, 0xBF, ..] => (Special::Ignorable, 3),
+        [0xEF, 0xBC, b @ 0x81..=0xBF, ..] => (Special::Fold(0x21 + (b - 0x81)), 3),
+        [0xEF, 0xBD, b @ 0x80..=0x9E, ..] => (Special::Fold(0x60 + (b - 0x80)), 3),
+        _ => (Special::None, 1),
     }
 }
 

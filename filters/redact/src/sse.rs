@@ -118,15 +118,16 @@ impl SseFramer {
         let mut start = 0;
         let mut line_start = self.line_start;
         let mut i = self.scanned;
-        while i < self.buf.len() {
-            let b = self.buf[i];
-            if b != b'\n' && b != b'\r' {
-                i += 1;
-                continue;
-            }
+        loop {
+            let tail = self.buf.get(i..).unwrap_or_default();
+            let Some(rel) = memchr::memchr2(b'\n', b'\r', tail) else {
+                i = i.max(self.buf.len());
+                break;
+            };
+            i += rel;
             // A line ends at i. `\r` at the very end may be the first half of `\r\n`.
             let mut next = i + 1;
-            if b == b'\r' {
+            if tail.get(rel) == Some(&b'\r') {
                 if next == self.buf.len() && !last {
                     break;
                 }
@@ -137,16 +138,16 @@ impl SseFramer {
             if i == line_start {
                 // Blank line: dispatch the event (if it has any line).
                 if line_start > start {
-                    events.push(parse_event(&self.buf[start..next]));
+                    events.push(parse_event(self.buf.get(start..next).unwrap_or_default()));
                 }
                 start = next;
             }
             line_start = next;
             i = next;
         }
-        self.buf.drain(..start);
-        self.scanned = i - start;
-        self.line_start = line_start - start;
+        self.buf.drain(..start.min(self.buf.len()));
+        self.scanned = i.saturating_sub(start);
+        self.line_start = line_start.saturating_sub(start);
         if self.buf.len() > self.max {
             return Err(SseError::EventTooLarge { limit: self.max });
         }
@@ -175,25 +176,16 @@ impl SseFramer {
 
 fn split_lines(raw: &[u8]) -> Vec<&[u8]> {
     let mut lines = Vec::new();
-    let mut s = 0;
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'\n' => {
-                lines.push(&raw[s..i]);
-                i += 1;
-                s = i;
-            }
-            b'\r' => {
-                lines.push(&raw[s..i]);
-                i += if raw.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
-                s = i;
-            }
-            _ => i += 1,
-        }
+    let mut rest = raw;
+    while let Some((line, tail)) = memchr::memchr2(b'\n', b'\r', rest).and_then(|p| rest.split_at_checked(p)) {
+        lines.push(line);
+        rest = match tail {
+            [b'\r', b'\n', t @ ..] | [_, t @ ..] => t,
+            [] => tail,
+        };
     }
-    if s < raw.len() {
-        lines.push(&raw[s..]);
+    if !rest.is_empty() {
+        lines.push(rest);
     }
     lines
 }
@@ -206,13 +198,10 @@ fn parse_event(raw: &[u8]) -> SseEvent {
         if line.is_empty() {
             continue;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(0) => (&line[..0], &line[..0]),
-            Some(p) => {
-                let v = &line[p + 1..];
-                (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (line, &line[..0]),
+        let (field, value): (&[u8], &[u8]) = match line.iter().position(|&b| b == b':').and_then(|p| line.split_at_checked(p)) {
+            Some(([], _)) => (&[], &[]),
+            Some((field, [_, v @ ..])) => (field, v.strip_prefix(b" ").unwrap_or(v)),
+            _ => (line, &[]),
         };
         if field == b"data" {
             match &mut data {
@@ -460,7 +449,7 @@ impl SseRedactor {
         }
         let bad = |e: serde_json::Error| SseError::BadJson {
             reason: e.to_string(),
-            snippet: String::from_utf8_lossy(&data[..data.len().min(80)]).into_owned(),
+            snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
         };
         // Plan: which string fields feed which stream, which streams end here, which fields
         // are full texts to redact whole.
@@ -574,7 +563,7 @@ impl SseRedactor {
         let mut reps: Vec<(Range<usize>, String)> = Vec::new();
         let mut changed = false;
         for (r, k) in &feed_ranges {
-            let text: String = serde_json::from_slice(&data[r.clone()])
+            let text: String = serde_json::from_slice(data.get(r.clone()).unwrap_or_default())
                 .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
             let Some(mut txt) = self.feed(*k, &text, out) else {
                 // Block: emit what came before the match in this event, then the error.
@@ -605,7 +594,7 @@ impl SseRedactor {
             reps.push((r.clone(), txt));
         }
         for r in &whole_ranges {
-            let text: String = serde_json::from_slice(&data[r.clone()])
+            let text: String = serde_json::from_slice(data.get(r.clone()).unwrap_or_default())
                 .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
             let o = self.engine.redact(Direction::Response, text.as_bytes());
             if let Some(b) = o.block {

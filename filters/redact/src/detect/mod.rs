@@ -53,10 +53,10 @@ impl ByteSet {
         let mut t = [false; 256];
         for l in lits {
             if let Some(&b) = l.first() {
-                t[b as usize] = true;
+                set_byte(&mut t, b);
                 if ci {
-                    t[b.to_ascii_lowercase() as usize] = true;
-                    t[b.to_ascii_uppercase() as usize] = true;
+                    set_byte(&mut t, b.to_ascii_lowercase());
+                    set_byte(&mut t, b.to_ascii_uppercase());
                 }
             }
         }
@@ -67,11 +67,11 @@ impl ByteSet {
     pub fn new(chars: &str, ranges: &[(u8, u8)]) -> Self {
         let mut t = [false; 256];
         for &b in chars.as_bytes() {
-            t[b as usize] = true;
+            set_byte(&mut t, b);
         }
         for &(a, z) in ranges {
             for b in a..=z {
-                t[b as usize] = true;
+                set_byte(&mut t, b);
             }
         }
         ByteSet(Box::new(t))
@@ -83,7 +83,14 @@ impl ByteSet {
     /// Membership.
     #[inline]
     pub fn has(&self, b: u8) -> bool {
-        self.0[b as usize]
+        // A `u8` is always below 256: the check folds away.
+        self.0.get(usize::from(b)).copied().unwrap_or(false)
+    }
+}
+
+fn set_byte(t: &mut [bool; 256], b: u8) {
+    if let Some(x) = t.get_mut(usize::from(b)) {
+        *x = true;
     }
 }
 
@@ -198,11 +205,12 @@ pub struct Cand {
 /// Find the first ASCII digit at or after `from`.
 #[inline]
 pub fn find_digit(h: &[u8], from: usize) -> Option<usize> {
+    let (blocks, rest) = h.get(from..)?.as_chunks::<32>();
     let mut i = from;
-    while i + 32 <= h.len() {
+    for block in blocks {
         // Branch-free 32-byte mask (vectorised by LLVM into compare + movemask).
         let mut mask: u32 = 0;
-        for (k, &b) in h[i..i + 32].iter().enumerate() {
+        for (k, &b) in block.iter().enumerate() {
             mask |= u32::from(b.wrapping_sub(b'0') < 10) << k;
         }
         if mask != 0 {
@@ -210,7 +218,7 @@ pub fn find_digit(h: &[u8], from: usize) -> Option<usize> {
         }
         i += 32;
     }
-    h.get(i..)?.iter().position(|b| b.is_ascii_digit()).map(|p| p + i)
+    rest.iter().position(|b| b.is_ascii_digit()).map(|p| p + i)
 }
 
 impl Detector {
@@ -222,40 +230,45 @@ impl Detector {
             Scanner::Full { .. } => floor,
             Scanner::Run { alphabet, starts, not_after, peek, .. } => {
                 let mut r = l;
-                if r > floor && peek.has(hay[r - 1]) {
+                if r > floor && hay.last().is_some_and(|&b| peek.has(b)) {
                     r -= 1;
                 }
-                let mut q = r;
-                while q > floor && alphabet.has(hay[q - 1]) {
-                    q -= 1;
-                }
+                let run = hay.get(floor..r).map_or(0, |t| t.iter().rev().take_while(|&&b| alphabet.has(b)).count());
+                let q = r.saturating_sub(run);
                 // An accepted match starts at a `starts` byte that the validator accepts after
                 // its predecessor, inside the trailing run or still to come: `word1 ` ends in
                 // the card-alphabet run `1 `, but no card can start there.
-                (q..r).find(|&i| starts.has(hay[i]) && (i == 0 || !not_after.has(hay[i - 1]))).unwrap_or(l)
+                let before = |i: usize| i.checked_sub(1).and_then(|j| hay.get(j)).copied();
+                (q..r).find(|&i| hay.get(i).is_some_and(|&b| starts.has(b)) && !before(i).is_some_and(|b| not_after.has(b))).unwrap_or(l)
             }
             Scanner::Literal { lits, ci, firsts, .. } => {
                 let mut lim = l;
                 let i = occ.partition_point(|o| o.start < floor);
-                if let Some(o) = occ[i..].iter().find(|o| o.det == det) {
+                if let Some(o) = occ.iter().skip(i).find(|o| o.det == det) {
                     lim = o.start;
                 }
                 let maxlit = lits.iter().map(|x| x.len()).max().unwrap_or(0);
                 let kmax = maxlit.saturating_sub(1).min(l);
                 for k in (1..=kmax).rev() {
-                    let p = l - k;
+                    let p = l.saturating_sub(k);
                     if p >= lim {
                         break;
                     }
-                    let tail = &hay[p..];
-                    if !firsts.has(tail[0]) {
+                    let Some(tail) = hay.get(p..) else { continue };
+                    let Some(&t0) = tail.first() else { continue };
+                    if !firsts.has(t0) {
                         continue;
                     }
-                    let first = tail[0].to_ascii_lowercase();
-                    if lits.iter().any(|lit| {
-                        lit.len() > k
-                            && (lit[0] == tail[0] || (*ci && lit[0] == first))
-                            && if *ci { lit[..k].eq_ignore_ascii_case(tail) } else { &lit[..k] == tail }
+                    let first = t0.to_ascii_lowercase();
+                    if lits.iter().any(|lit| match (lit.first(), lit.get(..k)) {
+                        (Some(&l0), Some(pre)) if lit.len() > k && (l0 == t0 || (*ci && l0 == first)) => {
+                            if *ci {
+                                pre.eq_ignore_ascii_case(tail)
+                            } else {
+                                pre == tail
+                            }
+                        }
+                        _ => false,
                     }) {
                         lim = p;
                         break;
@@ -290,23 +303,19 @@ impl Detector {
                 loop {
                     let t = match trigger {
                         Trigger::Digits(_) => find_dense_digit(hay, dense, p),
-                        Trigger::Byte(b) => memchr::memchr(*b, &hay[p.min(hay.len())..]).map(|x| x + p),
+                        Trigger::Byte(b) => hay.get(p..).and_then(|t| memchr::memchr(*b, t)).map(|x| x + p),
                     };
                     let Some(t) = t else { return p.max(limit) };
-                    let mut rs = t;
-                    while rs > p && alphabet.has(hay[rs - 1]) {
-                        rs -= 1;
-                    }
+                    let back = hay.get(p..t).map_or(0, |s| s.iter().rev().take_while(|&&b| alphabet.has(b)).count());
+                    let rs = t.saturating_sub(back);
                     if rs >= limit {
                         return p.max(limit);
                     }
-                    let mut run_end = t + 1;
-                    while run_end < hay.len() && alphabet.has(hay[run_end]) {
-                        run_end += 1;
-                    }
+                    let ahead = hay.get(t + 1..).map_or(0, |s| s.iter().take_while(|&&b| alphabet.has(b)).count());
+                    let run_end = t + 1 + ahead;
                     // Cheap prefilter: every accepted match has at least `min_len` bytes and
                     // `min_triggers` trigger bytes, all inside the run (PikeVM is slow).
-                    let run = &hay[rs..run_end];
+                    let run = hay.get(rs..run_end).unwrap_or_default();
                     let n_trig = match trigger {
                         Trigger::Digits(gap) => digit_chain(run, *gap),
                         Trigger::Byte(b) => memchr::memchr_iter(*b, run).count(),
@@ -345,8 +354,8 @@ impl Detector {
                     if s >= limit {
                         return p.max(limit);
                     }
-                    let left_ok = match (left_boundary, s) {
-                        (Some(set), s) if s > 0 => !set.has(hay[s - 1]),
+                    let left_ok = match (left_boundary, s.checked_sub(1).and_then(|j| hay.get(j))) {
+                        (Some(set), Some(&b)) => !set.has(b),
                         _ => true,
                     };
                     let mut end = None;
@@ -355,12 +364,11 @@ impl Detector {
                             None => Some(m.end),
                             Some(re) => {
                                 let w = (s + self.window()).min(hay.len());
-                                re.find(&hay[s..w]).map(|x| s + x.end())
+                                hay.get(s..w).and_then(|x| re.find(x)).map(|x| s + x.end())
                             }
                         };
                         if let (Some(e), Some(set)) = (end, right_boundary)
-                            && e < hay.len()
-                            && set.has(hay[e])
+                            && hay.get(e).is_some_and(|&b| set.has(b))
                         {
                             end = None;
                         }
@@ -400,7 +408,7 @@ impl Detector {
         limit: usize,
         out: &mut Vec<Cand>,
     ) -> (bool, usize) {
-        let h = &hay[..hay_end];
+        let h = hay.get(..hay_end).unwrap_or(hay);
         while at <= h.len() {
             let Some(m) = re.find_at(h, at) else { return (true, at) };
             let m = Span { start: m.0, end: m.1 };
@@ -481,7 +489,7 @@ impl Matcher {
             Matcher::Phone => {
                 let mut s = at;
                 while s < h.len() {
-                    let t = s + h[s..].iter().position(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')?;
+                    let t = s + h.get(s..)?.iter().position(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')?;
                     if let Some(e) = phone_at(h, t) {
                         return Some((t, e));
                     }
@@ -498,7 +506,7 @@ impl Matcher {
                 let has = h
                     .get(at..)?
                     .windows(4)
-                    .any(|w| w[0].is_ascii_uppercase() && w[1].is_ascii_uppercase() && w[2].is_ascii_digit() && w[3].is_ascii_digit());
+                    .any(|w| matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit()));
                 if has { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
             }
         }
@@ -544,10 +552,11 @@ pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
 
 /// Anchored `[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}` at `s`.
 pub fn ssn_at(h: &[u8], s: usize) -> Option<usize> {
-    let m = h.get(s..s + 11)?;
-    let d = |i: usize| m[i].is_ascii_digit();
-    let sep = |i: usize| matches!(m[i], b' ' | b'-' | b'.');
-    (d(0) && d(1) && d(2) && sep(3) && d(4) && d(5) && sep(6) && d(7) && d(8) && d(9) && d(10)).then_some(s + 11)
+    let m: &[u8; 11] = h.get(s..s + 11)?.try_into().ok()?;
+    let sep = |b: u8| matches!(b, b' ' | b'-' | b'.');
+    let [d0, d1, d2, s3, d4, d5, s6, d7, d8, d9, d10] = *m;
+    let digits = [d0, d1, d2, d4, d5, d7, d8, d9, d10].iter().all(u8::is_ascii_digit);
+    (digits && sep(s3) && sep(s6)).then_some(s + 11)
 }
 
 /// Anchored `[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:/[0-9]{1,2})?` at `s` (greedy
@@ -555,13 +564,11 @@ pub fn ssn_at(h: &[u8], s: usize) -> Option<usize> {
 pub fn ipv4_at(h: &[u8], s: usize) -> Option<usize> {
     let mut i = s;
     for k in 0..4 {
-        let st = i;
-        while i < h.len() && i - st < 3 && h[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == st {
+        let n = digits_at(h, i, 3);
+        if n == 0 {
             return None;
         }
+        i += n;
         if k < 3 {
             if h.get(i) != Some(&b'.') {
                 return None;
@@ -719,10 +726,8 @@ pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
     let mut from = at;
     while let Some(a) = memchr::memchr(b'@', h.get(from..)?).map(|x| x + from) {
         from = a + 1;
-        let mut s = a;
-        while s > at && a - s < 64 && is_local(h[s - 1]) {
-            s -= 1;
-        }
+        let local = h.get(at..a).map_or(0, |t| t.iter().rev().take(64).take_while(|&&b| is_local(b)).count());
+        let s = a.saturating_sub(local);
         if s == a {
             continue;
         }
@@ -730,19 +735,18 @@ pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
         let mut i = a + 1;
         let mut best = None;
         for n in 0..8 {
-            let ls = i;
-            while i < h.len() && (h[i].is_ascii_alphanumeric() || h[i] == b'-') && i - ls < 63 {
-                i += 1;
-            }
-            let label = &h[ls..i];
-            if label.is_empty() || label[0] == b'-' || label[label.len() - 1] == b'-' {
-                break;
+            let len = h.get(i..).map_or(0, |t| t.iter().take(63).take_while(|&&b| b.is_ascii_alphanumeric() || b == b'-').count());
+            let Some(label) = h.get(i..i + len) else { break };
+            i += len;
+            match (label.first(), label.last()) {
+                (Some(&f), Some(&l)) if f != b'-' && l != b'-' => {}
+                _ => break,
             }
             let punycode = label.len() > 4 && label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"));
             if n >= 1 && (((2..=24).contains(&label.len()) && label.iter().all(u8::is_ascii_alphabetic)) || punycode) {
                 best = Some(i);
             }
-            if i < h.len() && h[i] == b'.' && i + 1 < h.len() && h[i + 1].is_ascii_alphanumeric() {
+            if h.get(i) == Some(&b'.') && h.get(i + 1).is_some_and(u8::is_ascii_alphanumeric) {
                 i += 1;
             } else {
                 break;
@@ -788,15 +792,16 @@ pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>
     out.clear();
     let mut p = from;
     while let Some(t) = find_digit(hay, p) {
-        let mut rs = t;
-        while rs > from && is_numeric_run(hay[rs - 1]) {
-            rs -= 1;
-        }
+        let back = hay.get(from..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
+        let rs = t.saturating_sub(back);
         let mut re = t;
         let (mut digits, mut dots) = (0, 0);
-        while re < hay.len() && is_numeric_run(hay[re]) {
-            digits += usize::from(hay[re].is_ascii_digit());
-            dots += usize::from(hay[re] == b'.');
+        for &b in hay.get(t..).unwrap_or_default() {
+            if !is_numeric_run(b) {
+                break;
+            }
+            digits += usize::from(b.is_ascii_digit());
+            dots += usize::from(b == b'.');
             re += 1;
         }
         if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
@@ -808,8 +813,8 @@ pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>
 
 fn find_dense_digit(hay: &[u8], dense: &[(usize, usize)], p: usize) -> Option<usize> {
     let i = dense.partition_point(|r| r.1 <= p);
-    for &(s, e) in &dense[i..] {
-        if let Some(t) = find_digit(&hay[..e], p.max(s)) {
+    for &(s, e) in dense.iter().skip(i) {
+        if let Some(t) = hay.get(..e).and_then(|h| find_digit(h, p.max(s))) {
             return Some(t);
         }
     }
@@ -877,7 +882,7 @@ impl LiteralIndex {
                 for l in lits.iter() {
                     maxlit = maxlit.max(l.len());
                     match pats.iter().position(|p| p == l) {
-                        Some(i) => owners[i].push(*det),
+                        Some(i) => owners.get_mut(i).into_iter().for_each(|o| o.push(*det)),
                         None => {
                             pats.push(l.clone());
                             owners.push(vec![*det]);
@@ -897,7 +902,10 @@ impl LiteralIndex {
                 Some(searcher) => {
                     let mut by_first: Box<[Vec<u32>; 256]> = Box::new(std::array::from_fn(|_| Vec::new()));
                     for (i, p) in pats.iter().enumerate() {
-                        by_first[usize::from(p[0])].push(i as u32);
+                        // Non-empty: checked above.
+                        if let Some(v) = p.first().and_then(|&b| by_first.get_mut(usize::from(b))) {
+                            v.push(i as u32);
+                        }
                     }
                     LiteralSearch::Packed { searcher, by_first }
                 }
@@ -922,7 +930,7 @@ impl LiteralIndex {
         for set in &self.sets {
             let mut push = |start: usize, end: usize, pat: usize| {
                 if end > done {
-                    for &det in &set.owners[pat] {
+                    for &det in set.owners.get(pat).into_iter().flatten() {
                         occ.push(Occ { start, end, det });
                     }
                 }
@@ -936,9 +944,12 @@ impl LiteralIndex {
                     while at < hay.len() {
                         let Some(m) = searcher.find_in(hay, aho_corasick::Span::from(at..hay.len())) else { break };
                         let st = m.start();
-                        for &i in &by_first[usize::from(hay[st])] {
-                            let p = &set.pats[i as usize];
-                            if hay[st..].starts_with(p) {
+                        let Some(tail) = hay.get(st..) else { break };
+                        let firsts = tail.first().and_then(|&b| by_first.get(usize::from(b)));
+                        for &i in firsts.into_iter().flatten() {
+                            if let Some(p) = set.pats.get(i as usize)
+                                && tail.starts_with(p)
+                            {
                                 push(st, st + p.len(), i as usize);
                             }
                         }
@@ -955,8 +966,8 @@ impl LiteralIndex {
         }
         if occ.len() > first_new {
             // New occurrences start at or after `from`; sort the tail they may interleave with.
-            let i = occ[..first_new].partition_point(|o| o.start < from);
-            occ[i..].sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.det.cmp(&b.det)));
+            let i = occ.get(..first_new).map_or(0, |o| o.partition_point(|o| o.start < from));
+            occ.get_mut(i..).unwrap_or_default().sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.det.cmp(&b.det)));
         }
     }
 }

@@ -630,7 +630,7 @@ fn phone_digits_ok(span: &[u8]) -> bool {
                 *slot = d;
             }
             match country_code(head.get(..n.min(3)).unwrap_or_default()) {
-                Some((cc, mask)) => (8..=15).contains(&n) && (mask >> (n - cc).min(31)) & 1 == 1,
+                Some((cc, mask)) => (8..=15).contains(&n) && (mask >> n.saturating_sub(cc).min(31)) & 1 == 1,
                 None => false,
             }
         }
@@ -732,8 +732,9 @@ pub fn email(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     if after(h, e, 0).is_some_and(|b| is_word(b) || b == b'-' || b == b'@') {
         return None;
     }
-    let local_end = h[s..e].iter().position(|&b| b == b'@')? + s;
-    if h[s] == b'.' || h[local_end - 1] == b'.' {
+    let m = h.get(s..e)?;
+    let local = m.get(..m.iter().position(|&b| b == b'@')?)?;
+    if local.first() == Some(&b'.') || local.last() == Some(&b'.') {
         return None;
     }
     Some((s, e))
