@@ -70,6 +70,12 @@ fn decode(v: &[u8]) -> Option<(u64, u64)> {
 /// when a worker adopts the policy closes that window for all but the instant two workers adopt
 /// it at once. Returns the number of slots created.
 pub fn prepare(store: &dyn CasStore, limit: &str, slots: u32) -> Result<usize, StoreError> {
+    // Adoption runs on a request (the first after a push, per worker): one read when another
+    // worker already built the table, not one per slot.
+    let marker = format!("cordon.rl.{limit}.prepared.{slots}");
+    if store.get(&marker)?.is_some() {
+        return Ok(0);
+    }
     let mut created = 0;
     for idx in 0..u64::from(slots.max(1)) {
         let name = format!("cordon.rl.{limit}.{idx}");
@@ -78,6 +84,7 @@ pub fn prepare(store: &dyn CasStore, limit: &str, slots: u32) -> Result<usize, S
             created += 1;
         }
     }
+    store.set(&marker, b"1", None)?;
     Ok(created)
 }
 
@@ -280,13 +287,15 @@ mod tests {
     fn prepared_tables_are_updated_by_compare_and_swap_only() {
         let store = MemoryStore::new();
         assert_eq!(prepare(&store, "l", 16).unwrap(), 16);
-        assert_eq!(prepare(&store, "l", 16).unwrap(), 0, "idempotent: a second worker creates nothing");
+        let reads = Counting(&store, std::cell::Cell::new(0));
+        assert_eq!(prepare(&reads, "l", 16).unwrap(), 0, "idempotent: a second worker creates nothing");
+        assert_eq!(reads.1.get(), 1, "and reads only the marker");
         let k = key_hash("l", &["a"]);
         // Every write now carries a version: contention is seen, not lost.
         store.contend(2);
         assert_eq!(bump(&store, 16, k, 50).retries, 2);
         assert_eq!(tat_of(&store, 16, k), 60);
-        assert_eq!(store.len(), 16);
+        assert_eq!(store.len(), 17, "16 slots and the marker");
     }
 
     #[test]
