@@ -19,17 +19,21 @@ from tests.harness.sse import SSEStream
 
 ALICE = {"authorization": f"Bearer {KEYS['alice']}"}
 BOB = {"authorization": f"Bearer {KEYS['svc']}"}
+ERIN = {"authorization": f"Bearer {KEYS['carol']}"}
 
 POLICY = {
     "identity": {"api_keys": [
         {"id": "k-alice", "sha256": key_digest(KEYS["alice"]), "principal": {"user": "alice", "team": "research"}},
         {"id": "k-svc", "sha256": key_digest(KEYS["svc"]), "principal": {"user": "svc", "team": "support"}},
+        {"id": "k-erin", "sha256": key_digest(KEYS["carol"]), "principal": {"user": "erin", "team": "research"}},
     ]},
     "models": [{"allow": ["gpt-4o*", "claude-*", "o1*"]}],
     "rate_limits": [
         # Strict limit on one model family; a looser one for everything must not hide it.
         {"name": "o1-per-key", "match": {"model": "o1*"}, "requests": {"limit": 5, "per": "minute"}},
         {"name": "everyone", "by": ["team"], "requests": {"limit": 1000, "per": "hour"}},
+        # A table of one counter for a key space of two users: every switch evicts.
+        {"name": "tiny-table", "match": {"model": "claude-*"}, "by": ["user"], "requests": {"limit": 100, "per": "hour"}, "slots": 1},
         {"name": "support-tokens", "match": {"team": "support"}, "by": ["team"],
          "tokens": {"limit": 400, "per": "hour", "count": "completion"}, "on_exceed": "cut"},
     ],
@@ -116,3 +120,13 @@ def test_reported_usage_is_reconciled_and_the_stream_is_untouched_when_the_clien
     assert datas[-1] == "[DONE]"
     usage = json.loads(datas[-2])
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] >= 1, "the client asked: it gets its usage chunk"
+
+
+def test_a_table_too_small_for_its_key_space_evicts_and_says_so(limited, upstream):
+    before = limited.stat("cordon_ratelimit_evictions") or 0
+    body = {"model": "claude-3-haiku", "messages": [{"role": "user", "content": "hi"}]}
+    for headers in (ALICE, ERIN, ALICE, ERIN):
+        r = post(limited, body, headers)
+        assert r.status_code == 200, r.text
+    # The first request takes the empty slot; each of the next three evicts the other user.
+    assert limited.stat("cordon_ratelimit_evictions") == before + 3

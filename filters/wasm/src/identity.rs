@@ -215,6 +215,7 @@ impl IdentityFilter {
             Err(r) => return self.refuse(&r),
             Ok(None) => {}
             Ok(Some((x, rewritten))) => {
+                crate::metrics::count_evictions(x.evictions());
                 if let Some(new) = rewritten {
                     self.set_http_request_body(0, body.len(), &new);
                     self.set_http_request_header("content-length", Some(&new.len().to_string()));

@@ -29,3 +29,18 @@ impl Decisions {
         }
     }
 }
+
+/// Counts busy rate-limit counters evicted to admit a request (`cordon_ratelimit_evictions`):
+/// when it grows, a limit's key space has outgrown its `slots`.
+pub fn count_evictions(n: usize) {
+    thread_local! {
+        static ID: Option<u32> = hostcalls::define_metric(MetricType::Counter, "cordon_ratelimit_evictions").ok();
+    }
+    if n > 0 {
+        ID.with(|id| {
+            if let Some(id) = id {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        });
+    }
+}

@@ -103,6 +103,11 @@ impl Exchange {
         Ok(Some((exchange, rewritten)))
     }
 
+    /// Busy counters evicted to admit this request (a limit's key space outgrew its `slots`).
+    pub fn evictions(&self) -> usize {
+        self.admission.evictions
+    }
+
     /// Headers for the response: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
     pub fn response_headers(&self) -> Vec<(String, String)> {
         self.admission.headers().pairs()
