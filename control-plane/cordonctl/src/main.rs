@@ -148,7 +148,8 @@ enum AuditCommand {
         /// Where to write the export (`-` for stdout).
         #[arg(long, default_value = "-")]
         out: PathBuf,
-        /// Also write the trusted keys (control-plane key and node keys, JSON) here.
+        /// Also write the node public keys here, one `NODE BASE64` line each (cordon-verify's
+        /// --node-keys), and print the control-plane key.
         #[arg(long)]
         keys_out: Option<PathBuf>,
     },
@@ -566,11 +567,10 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
         Command::Audit(AuditCommand::Export { out: path, keys_out }) => {
             let r = c.audit_export(request(AuditExportRequest {}, &token)?).await?.into_inner();
             if let Some(p) = keys_out {
-                let keys = serde_json::json!({
-                    "control_plane": r.control_plane_key,
-                    "nodes": r.node_keys.iter().map(|k| serde_json::json!({ "node": k.node_id, "key_id": k.key_id, "public_key": k.public_key, "status": k.status })).collect::<Vec<_>>(),
-                });
-                std::fs::write(&p, json(&keys)).map_err(|source| CtlError::Write { path: p.display().to_string(), source })?;
+                // cordon-verify's --node-keys format; revoked keys stay: they signed earlier entries.
+                let text: String = r.node_keys.iter().map(|k| format!("{} {}\n", k.node_id, k.public_key)).collect();
+                std::fs::write(&p, text).map_err(|source| CtlError::Write { path: p.display().to_string(), source })?;
+                eprintln!("node keys written to {}; control-plane key (--control-plane-key): {}", p.display(), r.control_plane_key);
             }
             if path == Path::new("-") {
                 r.export
@@ -584,8 +584,8 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
             if out == Output::Json {
                 print!("{}", json(&r));
             } else if r.ok {
-                print!(
-                    "audit trail verified: {} entries, {} signed heads; chains, batch signatures and heads all check\n",
+                println!(
+                    "audit trail verified: {} entries, {} signed heads; chains, batch signatures and heads all check",
                     r.entries, r.heads
                 );
             } else {

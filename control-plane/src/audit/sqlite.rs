@@ -92,7 +92,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
-fn node_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>, String, i64, String, i64)> {
+/// key_id, node, public_key, state, created_at, created_by, revoked_at as stored.
+type NodeKeyRow = (String, String, Vec<u8>, String, i64, String, i64);
+
+fn node_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeKeyRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
