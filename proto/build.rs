@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["cordon/v1/discovery.proto", "cordon/admin/v1/admin.proto"];
+const PROTOS: &[&str] = &["cordon/v1/discovery.proto", "cordon/v1/audit.proto", "cordon/admin/v1/admin.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();

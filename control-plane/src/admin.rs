@@ -1,6 +1,8 @@
 //! The admin operations, shared by the gRPC and the JSON-over-HTTP front ends: authenticate,
 //! authorise by role, perform, and write every call (allowed or not) to the admin log.
 
+use crate::audit::store::{AuditFilter, StoredNodeKey};
+use crate::audit::{AuditError, AuditLog};
 use crate::auth::{Caller, Credentials, Role, Tokens};
 use crate::nodes::{Nodes, now_ms};
 use crate::policy::DocumentError;
@@ -69,11 +71,36 @@ impl From<ServiceError> for AdminError {
     }
 }
 
+impl From<AuditError> for AdminError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::NotFound(m) => AdminError::NotFound(m),
+            AuditError::Invalid(m) => AdminError::Invalid { message: m, errors: vec![] },
+            AuditError::Conflict(m) => AdminError::Conflict(m),
+            other => AdminError::Internal(other.to_string()),
+        }
+    }
+}
+
 /// The admin API.
 pub struct Admin {
     service: Arc<PolicyService>,
     nodes: Arc<Nodes>,
     tokens: Tokens,
+    audit: Option<Arc<AuditLog>>,
+}
+
+fn node_key_info(k: &StoredNodeKey) -> NodeKeyInfo {
+    use base64::Engine;
+    NodeKeyInfo {
+        node_id: k.node.clone(),
+        key_id: k.key_id.clone(),
+        public_key: base64::engine::general_purpose::STANDARD.encode(k.public_key),
+        status: if k.active { "active".into() } else { "revoked".into() },
+        created_at_unix_ms: k.created_at_ms,
+        created_by: k.created_by.clone(),
+        revoked_at_unix_ms: k.revoked_at_ms,
+    }
 }
 
 fn version_info(v: &StoredVersion, with_diff: bool) -> PolicyVersion {
@@ -109,8 +136,15 @@ fn apply_response(o: Outcome, dry_run: bool) -> ApplyResponse {
 
 impl Admin {
     /// The admin API over `service`, accepting `tokens`.
-    pub fn new(service: Arc<PolicyService>, nodes: Arc<Nodes>, tokens: Tokens) -> Self {
-        Self { service, nodes, tokens }
+    pub fn new(service: Arc<PolicyService>, nodes: Arc<Nodes>, tokens: Tokens, audit: Option<Arc<AuditLog>>) -> Self {
+        Self { service, nodes, tokens, audit }
+    }
+
+    fn audit(&self) -> Result<&Arc<AuditLog>, AdminError> {
+        self.audit.as_ref().ok_or_else(|| AdminError::Invalid {
+            message: "this control plane keeps no audit trail (PostgreSQL store; audit needs SQLite for now)".into(),
+            errors: vec![],
+        })
     }
 
     /// Authenticates, authorises, runs `op`, and logs the call with its outcome.
@@ -267,6 +301,131 @@ impl Admin {
                 })
                 .collect();
             Ok((AdminLogResponse { entries }, String::new()))
+        })
+        .await
+    }
+
+    /// Register a node's audit public key.
+    pub async fn register_node_key(&self, who: Credentials<'_>, r: RegisterNodeKeyRequest) -> Result<RegisterNodeKeyResponse, AdminError> {
+        self.call(who, "nodes register", Role::Operator, r.node_id.clone(), |c| async move {
+            let k = self.audit()?.register(&r.node_id, &r.public_key, &c.name).await?;
+            let target = format!("{} {}", k.node, k.key_id);
+            Ok((RegisterNodeKeyResponse { key: Some(node_key_info(&k)) }, target))
+        })
+        .await
+    }
+
+    /// Revoke a node's audit keys.
+    pub async fn revoke_node_key(&self, who: Credentials<'_>, r: RevokeNodeKeyRequest) -> Result<RevokeNodeKeyResponse, AdminError> {
+        self.call(who, "nodes revoke", Role::Operator, r.node_id.clone(), |_| async move {
+            let keys = self.audit()?.revoke(&r.node_id).await?;
+            let target = format!("{} {}", r.node_id, keys.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>().join(","));
+            Ok((RevokeNodeKeyResponse { keys: keys.iter().map(node_key_info).collect() }, target))
+        })
+        .await
+    }
+
+    /// List node audit keys.
+    pub async fn list_node_keys(&self, who: Credentials<'_>, _r: ListNodeKeysRequest) -> Result<ListNodeKeysResponse, AdminError> {
+        self.call(who, "nodes list", Role::Viewer, String::new(), |_| async move {
+            let keys = self.audit()?.keys().await;
+            Ok((ListNodeKeysResponse { keys: keys.iter().map(node_key_info).collect() }, String::new()))
+        })
+        .await
+    }
+
+    /// Each node's audit state.
+    pub async fn audit_nodes(&self, who: Credentials<'_>, _r: AuditNodesRequest) -> Result<AuditNodesResponse, AdminError> {
+        self.call(who, "audit nodes", Role::Viewer, String::new(), |_| async move {
+            let nodes = self.audit()?.nodes().await;
+            let nodes = nodes
+                .into_iter()
+                .map(|n| AuditNodeState {
+                    node_id: n.node,
+                    entries: n.entries,
+                    next_seq: n.next_seq,
+                    last_batch_unix_ms: n.last_batch_ms,
+                    last_error: n.refusals.last_error,
+                    last_error_unix_ms: n.refusals.last_error_ms,
+                    refused: n.refusals.refused,
+                })
+                .collect();
+            Ok((AuditNodesResponse { nodes }, String::new()))
+        })
+        .await
+    }
+
+    /// The cordon-audit export with the keys to check it.
+    pub async fn audit_export(&self, who: Credentials<'_>, _r: AuditExportRequest) -> Result<AuditExportResponse, AdminError> {
+        self.call(who, "audit export", Role::Auditor, String::new(), |_| async move {
+            use base64::Engine;
+            let audit = self.audit()?;
+            let export = audit.export().await?;
+            let keys = audit.keys().await;
+            Ok((
+                AuditExportResponse {
+                    export,
+                    control_plane_key: base64::engine::general_purpose::STANDARD.encode(audit.public_key()),
+                    node_keys: keys.iter().map(node_key_info).collect(),
+                },
+                String::new(),
+            ))
+        })
+        .await
+    }
+
+    /// Verify the stored trail.
+    pub async fn audit_verify(&self, who: Credentials<'_>, _r: AuditVerifyRequest) -> Result<AuditVerifyResponse, AdminError> {
+        self.call(who, "audit verify", Role::Auditor, String::new(), |_| async move {
+            let r = self.audit()?.verify().await?;
+            let target = if r.problems.is_empty() { "ok".to_string() } else { format!("{} problems", r.problems.len()) };
+            Ok((AuditVerifyResponse { ok: r.problems.is_empty(), entries: r.entries, heads: r.heads, problems: r.problems }, target))
+        })
+        .await
+    }
+
+    /// Inclusion proof of one entry.
+    pub async fn audit_prove(&self, who: Credentials<'_>, r: AuditProveRequest) -> Result<AuditProveResponse, AdminError> {
+        self.call(who, "audit prove", Role::Auditor, format!("{} {}", r.node_id, r.seq), |_| async move {
+            use base64::Engine;
+            let (leaf, entry, proof, head) = self.audit()?.prove(&r.node_id, r.seq).await?;
+            let entry = base64::engine::general_purpose::STANDARD.encode(entry);
+            Ok((AuditProveResponse { leaf, entry, proof, head }, String::new()))
+        })
+        .await
+    }
+
+    /// Query stored entries.
+    pub async fn audit_query(&self, who: Credentials<'_>, r: AuditQueryRequest) -> Result<AuditQueryResponse, AdminError> {
+        self.call(who, "audit query", Role::Auditor, String::new(), |_| async move {
+            let limit = if r.limit == 0 { 100 } else { r.limit.min(10_000) };
+            let filter = AuditFilter {
+                node: r.node_id,
+                since_ms: r.since_unix_ms,
+                until_ms: r.until_unix_ms,
+                decision: r.decision,
+                team: r.team,
+                user: r.user,
+                model: r.model,
+                limit,
+            };
+            let rows = self.audit()?.query(filter).await.map_err(AuditError::from)?;
+            let entries = rows
+                .into_iter()
+                .map(|e| AuditEntryInfo {
+                    leaf: u64::try_from(e.leaf).unwrap_or(0),
+                    node_id: e.node,
+                    seq: u64::try_from(e.seq).unwrap_or(0),
+                    time_unix_ms: e.time_ms,
+                    decision: e.decision,
+                    reason: e.reason,
+                    model: e.model,
+                    team: e.team,
+                    user: e.user,
+                    status: u32::try_from(e.status).unwrap_or(0),
+                })
+                .collect();
+            Ok((AuditQueryResponse { entries }, String::new()))
         })
         .await
     }

@@ -91,4 +91,52 @@ impl PolicyAdmin for AdminGrpc {
         let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
         Ok(Response::new(self.0.admin_log(who, request.into_inner()).await?))
     }
+    async fn register_node_key(&self, request: Request<RegisterNodeKeyRequest>) -> Result<Response<RegisterNodeKeyResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.register_node_key(who, request.into_inner()).await?))
+    }
+    async fn revoke_node_key(&self, request: Request<RevokeNodeKeyRequest>) -> Result<Response<RevokeNodeKeyResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.revoke_node_key(who, request.into_inner()).await?))
+    }
+    async fn list_node_keys(&self, request: Request<ListNodeKeysRequest>) -> Result<Response<ListNodeKeysResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.list_node_keys(who, request.into_inner()).await?))
+    }
+    async fn audit_nodes(&self, request: Request<AuditNodesRequest>) -> Result<Response<AuditNodesResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.audit_nodes(who, request.into_inner()).await?))
+    }
+    async fn audit_export(&self, request: Request<AuditExportRequest>) -> Result<Response<AuditExportResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.audit_export(who, request.into_inner()).await?))
+    }
+    async fn audit_verify(&self, request: Request<AuditVerifyRequest>) -> Result<Response<AuditVerifyResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.audit_verify(who, request.into_inner()).await?))
+    }
+    async fn audit_prove(&self, request: Request<AuditProveRequest>) -> Result<Response<AuditProveResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.audit_prove(who, request.into_inner()).await?))
+    }
+    async fn audit_query(&self, request: Request<AuditQueryRequest>) -> Result<Response<AuditQueryResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.audit_query(who, request.into_inner()).await?))
+    }
 }

@@ -104,5 +104,13 @@ async fn admin_call(
         "revoke_key" => revoke_key,
         "list_keys" => list_keys,
         "admin_log" => admin_log,
+        "register_node_key" => register_node_key,
+        "revoke_node_key" => revoke_node_key,
+        "list_node_keys" => list_node_keys,
+        "audit_nodes" => audit_nodes,
+        "audit_export" => audit_export,
+        "audit_verify" => audit_verify,
+        "audit_prove" => audit_prove,
+        "audit_query" => audit_query,
     }
 }

@@ -3,6 +3,7 @@
 //! no store and no server.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod discovery;
 pub mod grpc;

@@ -3,6 +3,8 @@
 //! TLS (ALPN h2 / http/1.1) with optional mandatory client certificates (see [`crate::tls`]).
 
 use crate::admin::Admin;
+use crate::audit::AuditLog;
+use crate::audit::service::AuditGrpc;
 use crate::auth::Tokens;
 use crate::discovery::{Discovery, DiscoveryGrpc};
 use crate::grpc::AdminGrpc;
@@ -13,6 +15,7 @@ use crate::signing::BundleSigner;
 use crate::store::{PolicyStore, StoreError};
 use crate::tls::PeerCertificate;
 use cordon_proto::admin::v1::policy_admin_server::PolicyAdminServer;
+use cordon_proto::v1::audit_service_server::AuditServiceServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -51,12 +54,25 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// TLS for every connection on the port (`None`: plaintext, for loopback demos).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How often a new audit tree head is signed while entries arrive (at most 1 s).
+    pub head_interval: Duration,
 }
+
+/// Largest audit batch message: 65,536 entries of a few hundred bytes.
+const MAX_AUDIT_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl ServerConfig {
     /// Defaults for everything but store, signer and tokens.
     pub fn new(store: Arc<dyn PolicyStore>, signer: BundleSigner, tokens: Tokens) -> Self {
-        Self { store, signer, tokens, poll_interval: Duration::from_secs(1), keepalive: Duration::from_secs(30), tls: None }
+        Self {
+            store,
+            signer,
+            tokens,
+            poll_interval: Duration::from_secs(1),
+            keepalive: Duration::from_secs(30),
+            tls: None,
+            head_interval: Duration::from_millis(500),
+        }
     }
 }
 
@@ -87,14 +103,22 @@ impl Running {
 pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, ServerError> {
     let metrics = Arc::new(Metrics::new());
     let nodes = Arc::new(Nodes::new(Arc::clone(&metrics)));
+    let audit = match cfg.store.audit_store() {
+        Some(store) => Some(Arc::new(AuditLog::open(store, cfg.signer.audit_signer()).await?)),
+        None => {
+            tracing::warn!("this store keeps no audit trail (PostgreSQL): audit batches from nodes will be refused");
+            None
+        }
+    };
     let service = Arc::new(PolicyService::new(cfg.store, cfg.signer, Arc::clone(&metrics)));
     service.refresh().await?;
     let discovery = Arc::new(Discovery::new(Arc::clone(&service), Arc::clone(&nodes), Arc::clone(&metrics)));
-    let admin = Arc::new(Admin::new(Arc::clone(&service), Arc::clone(&nodes), cfg.tokens));
+    let admin = Arc::new(Admin::new(Arc::clone(&service), Arc::clone(&nodes), cfg.tokens, audit.clone()));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DiscoveryGrpc>().await;
     health_reporter.set_serving::<PolicyAdminServer<AdminGrpc>>().await;
+    health_reporter.set_serving::<AuditServiceServer<AuditGrpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cordon_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -103,6 +127,7 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
 
     let router = tonic::service::Routes::new(DiscoveryGrpc(discovery))
         .add_service(PolicyAdminServer::new(AdminGrpc(Arc::clone(&admin))))
+        .add_service(AuditServiceServer::new(AuditGrpc(audit.clone())).max_decoding_message_size(MAX_AUDIT_MESSAGE))
         .add_service(health)
         .add_service(reflection)
         .into_axum_router()
@@ -129,6 +154,26 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
             }
         }
     });
+
+    // Tree heads: at least every second while entries arrive (and only then).
+    if let Some(audit) = audit.clone() {
+        let mut head_stop = stop_rx.clone();
+        let interval = cfg.head_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = audit.sign_head().await {
+                            tracing::warn!(error = %e, "signing the audit tree head failed; will retry");
+                        }
+                    }
+                    _ = head_stop.changed() => break,
+                }
+            }
+        });
+    }
 
     let keepalive = cfg.keepalive;
     let tls = cfg.tls.map(tokio_rustls::TlsAcceptor::from);

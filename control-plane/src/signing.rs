@@ -70,6 +70,14 @@ impl BundleSigner {
         Self { key, key_id }
     }
 
+    /// The same key as cordon-audit's signer, for tree heads. One control-plane key signs
+    /// bundles and heads: reviewers and filters trust one public key, and the signed messages
+    /// are domain-separated ("cordon-audit/tree-head/v1" vs the bundle message), so a head
+    /// signature can never pass as a bundle signature or the reverse.
+    pub fn audit_signer(&self) -> cordon_audit::keys::Signer {
+        cordon_audit::keys::Signer::from_seed(&self.key.to_bytes())
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         Self::from_seed(SigningKey::generate(&mut rand::rngs::OsRng).to_bytes())

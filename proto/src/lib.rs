@@ -19,6 +19,10 @@ pub mod v1 {
     pub const POLICY_SERVICE: &str = "cordon.v1.PolicyDiscoveryService";
     /// The method name within [`POLICY_SERVICE`].
     pub const POLICY_METHOD: &str = "StreamPolicies";
+    /// The gRPC service a node ships its audit chain to.
+    pub const AUDIT_SERVICE: &str = "cordon.v1.AuditService";
+    /// The method name within [`AUDIT_SERVICE`].
+    pub const AUDIT_METHOD: &str = "ShipAudit";
 }
 
 /// Admin API.

@@ -84,6 +84,12 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Node audit keys (the Ed25519 keys Envoy nodes sign their audit batches with).
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// The audit trail: per-node state, export, verify, prove, query.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Read the admin log (auditor role).
     Log {
         #[arg(long, default_value_t = 0)]
@@ -115,6 +121,66 @@ enum KeysCommand {
     List,
 }
 
+#[derive(Subcommand)]
+enum NodesCommand {
+    /// Register a node's audit public key (32-byte Ed25519, base64).
+    Register {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Revoke every active audit key of a node; its later batches are refused.
+    Revoke {
+        #[arg(long)]
+        node: String,
+    },
+    /// List registered node keys.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Each node's audit state: entries stored, next seq, last refusal.
+    Nodes,
+    /// Write the export (JSON lines: entries, batch signatures, heads, proofs) for cordon-verify.
+    Export {
+        /// Where to write the export (`-` for stdout).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// Also write the node public keys here, one `NODE BASE64` line each (cordon-verify's
+        /// --node-keys), and print the control-plane key.
+        #[arg(long)]
+        keys_out: Option<PathBuf>,
+    },
+    /// Recompute chains, batch signatures and tree heads from the database; name every changed row.
+    Verify,
+    /// Inclusion proof of a node's entry against the newest signed tree head.
+    Prove { node: String, seq: u64 },
+    /// Stored entries, oldest first.
+    Query {
+        #[arg(long, default_value = "")]
+        node: String,
+        /// Unix ms, inclusive.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// Unix ms, inclusive.
+        #[arg(long, default_value_t = 0)]
+        until: i64,
+        /// allow, refuse, fail, or gap.
+        #[arg(long, default_value = "")]
+        decision: String,
+        #[arg(long, default_value = "")]
+        team: String,
+        #[arg(long, default_value = "")]
+        user: String,
+        #[arg(long, default_value = "")]
+        model: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
 /// Why cordonctl failed.
 #[derive(Debug, thiserror::Error)]
 enum CtlError {
@@ -124,6 +190,8 @@ enum CtlError {
     Connect { server: String, source: tonic::transport::Error, hint: &'static str },
     #[error("{}", status_text(.0))]
     Rpc(#[from] tonic::Status),
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
     /// Already printed (e.g. validation errors).
@@ -432,6 +500,138 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                     })
                     .collect();
                 table(&["ID", "USER", "TEAM", "APP", "STATUS", "EXPIRES", "SHA256"], rows)
+            }
+        }
+        Command::Nodes(NodesCommand::Register { node, public_key }) => {
+            let r = c.register_node_key(request(RegisterNodeKeyRequest { node_id: node, public_key }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let k = r.key.unwrap_or_default();
+                format!("registered key {} for node `{}`\n", k.key_id, k.node_id)
+            }
+        }
+        Command::Nodes(NodesCommand::Revoke { node }) => {
+            let r = c.revoke_node_key(request(RevokeNodeKeyRequest { node_id: node.clone() }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let ids: Vec<&str> = r.keys.iter().map(|k| k.key_id.as_str()).collect();
+                format!("revoked {} of node `{node}`; its new batches are refused\n", ids.join(", "))
+            }
+        }
+        Command::Nodes(NodesCommand::List) => {
+            let r = c.list_node_keys(request(ListNodeKeysRequest {}, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.node_id.clone(),
+                            k.key_id.clone(),
+                            k.status.clone(),
+                            time(k.created_at_unix_ms),
+                            k.created_by.clone(),
+                            time(k.revoked_at_unix_ms),
+                        ]
+                    })
+                    .collect();
+                table(&["NODE", "KEY ID", "STATUS", "REGISTERED", "BY", "REVOKED"], rows)
+            }
+        }
+        Command::Audit(AuditCommand::Nodes) => {
+            let r = c.audit_nodes(request(AuditNodesRequest {}, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.node_id.clone(),
+                            n.entries.to_string(),
+                            n.next_seq.to_string(),
+                            time(n.last_batch_unix_ms),
+                            n.refused.to_string(),
+                            if n.last_error.is_empty() { "-".into() } else { format!("{} {}", time(n.last_error_unix_ms), n.last_error) },
+                        ]
+                    })
+                    .collect();
+                table(&["NODE", "ENTRIES", "NEXT SEQ", "LAST BATCH", "REFUSED", "LAST ERROR"], rows)
+            }
+        }
+        Command::Audit(AuditCommand::Export { out: path, keys_out }) => {
+            let r = c.audit_export(request(AuditExportRequest {}, &token)?).await?.into_inner();
+            if let Some(p) = keys_out {
+                // cordon-verify's --node-keys format; revoked keys stay: they signed earlier entries.
+                let text: String = r.node_keys.iter().map(|k| format!("{} {}\n", k.node_id, k.public_key)).collect();
+                std::fs::write(&p, text).map_err(|source| CtlError::Write { path: p.display().to_string(), source })?;
+                eprintln!("node keys written to {}; control-plane key (--control-plane-key): {}", p.display(), r.control_plane_key);
+            }
+            if path == Path::new("-") {
+                r.export
+            } else {
+                std::fs::write(&path, &r.export).map_err(|source| CtlError::Write { path: path.display().to_string(), source })?;
+                format!("wrote {} lines to {}\n", r.export.lines().count(), path.display())
+            }
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let r = c.audit_verify(request(AuditVerifyRequest {}, &token)?).await?.into_inner();
+            if out == Output::Json {
+                print!("{}", json(&r));
+            } else if r.ok {
+                println!(
+                    "audit trail verified: {} entries, {} signed heads; chains, batch signatures and heads all check",
+                    r.entries, r.heads
+                );
+            } else {
+                for p in &r.problems {
+                    eprintln!("{p}");
+                }
+                eprintln!("audit trail does NOT verify: {} problems in {} entries", r.problems.len(), r.entries);
+            }
+            if !r.ok {
+                return Err(CtlError::Reported);
+            }
+            String::new()
+        }
+        Command::Audit(AuditCommand::Prove { node, seq }) => {
+            let r = c.audit_prove(request(AuditProveRequest { node_id: node.clone(), seq }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                format!("node {node} seq {seq} is leaf {}\nentry: {}\nproof: {}\nhead: {}\n", r.leaf, r.entry, r.proof.join(" "), r.head)
+            }
+        }
+        Command::Audit(AuditCommand::Query { node, since, until, decision, team, user, model, limit }) => {
+            let q = AuditQueryRequest { node_id: node, since_unix_ms: since, until_unix_ms: until, decision, team, user, model, limit };
+            let r = c.audit_query(request(q, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.leaf.to_string(),
+                            time(e.time_unix_ms),
+                            e.node_id.clone(),
+                            e.seq.to_string(),
+                            e.decision.clone(),
+                            e.reason.clone(),
+                            e.team.clone(),
+                            e.user.clone(),
+                            e.model.clone(),
+                            if e.status == 0 { "-".into() } else { e.status.to_string() },
+                        ]
+                    })
+                    .collect();
+                table(&["LEAF", "TIME", "NODE", "SEQ", "DECISION", "REASON", "TEAM", "USER", "MODEL", "STATUS"], rows)
             }
         }
         Command::Log { after, limit } => {

@@ -2,6 +2,9 @@
 
 // The control plane's own test support: a real server (and TLS PKI) on a free loopback port.
 #[allow(dead_code)]
+#[path = "../../tests/support/audit.rs"]
+mod audit;
+#[allow(dead_code)]
 #[path = "../../tests/support/pki.rs"]
 mod pki;
 #[allow(dead_code)]
@@ -179,5 +182,51 @@ async fn cordonctl_over_mtls() {
     assert!(!o.ok && o.stderr.contains("--ca-cert"), "{}", o.stderr);
     let o = ctl_env(&["--server", &format!("http://{}", r.addr), "--ca-cert", ca, "status"], &[]).await;
     assert!(!o.ok && o.stderr.contains("https://"), "{}", o.stderr);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn cordonctl_registers_nodes_and_reads_the_audit_trail() {
+    let r = start().await;
+    let mut n = audit::AuditNode::connect(r.addr, "envoy-1", 1).await;
+    let o = ctl(r.addr, VIEW_TOKEN, &["nodes", "register", "--node", "envoy-1", "--public-key", &n.public_key_b64()]).await;
+    assert!(!o.ok && o.stderr.contains("operator role"), "{}", o.stderr);
+    let o = ctl(r.addr, OPS_TOKEN, &["nodes", "register", "--node", "envoy-1", "--public-key", &n.public_key_b64()]).await;
+    assert!(o.ok && o.stdout.contains("registered key ed25519:"), "{}{}", o.stdout, o.stderr);
+    let o = ctl(r.addr, VIEW_TOKEN, &["nodes", "list"]).await;
+    assert!(o.ok && o.stdout.contains("envoy-1") && o.stdout.contains("active"), "{}", o.stdout);
+
+    let entries = n.seal(3, cordon_audit::record::Decision::Allow);
+    assert_eq!(n.ship(n.batch(0, entries)).await.error, "");
+
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "verify"]).await;
+    assert!(o.ok && o.stdout.contains("3 entries"), "{}{}", o.stdout, o.stderr);
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "query", "--node", "envoy-1", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["entries"].as_array().unwrap().len(), 3);
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "prove", "envoy-1", "2"]).await;
+    assert!(o.ok && o.stdout.contains("is leaf 2") && o.stdout.contains("\"type\":\"head\""), "{}{}", o.stdout, o.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (out, keys) = (dir.path().join("trail.jsonl"), dir.path().join("nodes.txt"));
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "export", "--out", out.to_str().unwrap(), "--keys-out", keys.to_str().unwrap()]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut nodes = cordon_audit::batch::NodeKeys::default();
+    for line in std::fs::read_to_string(&keys).unwrap().lines() {
+        let (node, key) = line.split_once(' ').unwrap();
+        let pk = cordon_audit::export::parse_public_key(key).unwrap();
+        nodes.add(cordon_audit::record::Ident::new("node", node).unwrap(), &pk.to_bytes()).unwrap();
+    }
+    let cp = o.stderr.rsplit(' ').next().unwrap().trim();
+    let trust = cordon_audit::export::Trust { nodes, control_plane: cordon_audit::export::parse_public_key(cp).unwrap(), pinned: vec![] };
+    assert_eq!(cordon_audit::export::verify_export(&text, &trust).unwrap().entries, 3);
+
+    let o = ctl(r.addr, OPS_TOKEN, &["nodes", "revoke", "--node", "envoy-1"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let entries = n.seal(1, cordon_audit::record::Decision::Allow);
+    assert!(n.ship(n.batch(3, entries)).await.error.contains("revoked"));
+    let o = ctl(r.addr, VIEW_TOKEN, &["audit", "nodes"]).await;
+    assert!(o.ok && o.stdout.contains("envoy-1") && o.stdout.contains("revoked"), "{}", o.stdout);
     r.shutdown().await;
 }

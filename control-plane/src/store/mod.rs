@@ -183,6 +183,10 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn append_log(&self, entry: NewLogEntry) -> StoreResult<u64>;
     /// Entries after `after_seq`, oldest first, at most `limit`.
     async fn log(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<LogEntry>>;
+    /// The audit trail kept in the same database, if this backend stores one.
+    fn audit_store(&self) -> Option<std::sync::Arc<dyn crate::audit::store::AuditStore>> {
+        None
+    }
 }
 
 /// Turns a stored number back into u64; the schemas only ever store non-negative values.

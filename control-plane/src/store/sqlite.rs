@@ -75,10 +75,11 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> StoreResult<Self> {
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::audit::sqlite::SCHEMA)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn with<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -257,6 +258,10 @@ impl PolicyStore for SqliteStore {
             to_u64(c.last_insert_rowid(), "log seq")
         })
         .await
+    }
+
+    fn audit_store(&self) -> Option<Arc<dyn crate::audit::store::AuditStore>> {
+        Some(Arc::new(self.clone()))
     }
 
     async fn log(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<LogEntry>> {

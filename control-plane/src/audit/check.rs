@@ -1,0 +1,177 @@
+//! Export, verify and prove, read from the database. `verify` writes the stored rows as a
+//! cordon-audit export and runs cordon-audit's `verify_export` on it (the same code as the
+//! offline `cordon-verify`), after row-level checks that only the database can answer
+//! (leaf numbering, stored hashes and derived columns against the signed bytes).
+
+use super::AuditError;
+use super::ingest::{AuditLog, columns};
+use super::store::{AuditRow, StoredNodeKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cordon_audit::batch::NodeKeys;
+use cordon_audit::chain::chain_hash;
+use cordon_audit::encoding::decode;
+use cordon_audit::export::{Line, Trust, verify_export, write_export};
+use cordon_audit::keys::PublicKey;
+use cordon_audit::merkle::leaf_hash;
+use cordon_audit::record::Ident;
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Entry rows read.
+    pub entries: u64,
+    /// Heads read.
+    pub heads: u64,
+    /// What is wrong, each naming its row.
+    pub problems: Vec<String>,
+}
+
+/// The trust a reviewer would hold: every key ever registered (a revoked key stays valid for
+/// what it signed before) and the control-plane key.
+fn trust(keys: &[StoredNodeKey], control_plane: &[u8; 32]) -> Result<Trust, AuditError> {
+    let mut nodes = NodeKeys::default();
+    for k in keys {
+        let node = Ident::new("node", &k.node).map_err(|e| AuditError::Invalid(format!("stored node key {}: {e}", k.key_id)))?;
+        nodes.add(node, &k.public_key).map_err(|e| AuditError::Invalid(e.to_string()))?;
+    }
+    let control_plane = PublicKey::from_bytes(control_plane).map_err(|e| AuditError::Invalid(e.to_string()))?;
+    Ok(Trust { nodes, control_plane, pinned: Vec::new() })
+}
+
+fn name(r: &AuditRow) -> String {
+    format!("leaf {} (node {} seq {})", r.leaf, r.node, r.seq)
+}
+
+/// Row-level checks: numbering, stored hashes, derived columns.
+fn check_rows(rows: &[AuditRow], problems: &mut Vec<String>) {
+    let mut expected = 0i64;
+    for r in rows {
+        if r.leaf > expected {
+            let what =
+                if r.leaf == expected + 1 { format!("leaf {expected} is") } else { format!("leaves {expected}..={} are", r.leaf - 1) };
+            problems.push(format!("{what} missing before {}: rows were deleted", name(r)));
+        } else if r.leaf < expected {
+            problems.push(format!("{}: leaf number out of order: rows were inserted or renumbered", name(r)));
+        }
+        expected = r.leaf + 1;
+        if r.leaf_hash.as_slice() != leaf_hash(&r.entry) {
+            problems.push(format!("{}: the entry bytes do not match the stored leaf hash: the row was changed", name(r)));
+        }
+        if r.chain_hash.as_slice() != chain_hash(&r.entry) {
+            problems.push(format!("{}: the entry bytes do not match the stored chain hash: the row was changed", name(r)));
+        }
+        match decode(&r.entry) {
+            Err(e) => problems.push(format!("{}: the entry is not canonical ({e}): the row was changed", name(r))),
+            Ok(e) => {
+                let (decision, reason, model, team, user, status) = columns(&e);
+                let cols = (
+                    r.node.as_str(),
+                    r.seq,
+                    r.time_ms,
+                    r.decision.as_str(),
+                    r.reason.as_str(),
+                    r.model.as_str(),
+                    r.team.as_str(),
+                    r.user.as_str(),
+                    r.status,
+                );
+                let signed = (
+                    e.node.as_str(),
+                    i64::try_from(e.seq).unwrap_or(-1),
+                    i64::try_from(e.time_ms).unwrap_or(-1),
+                    decision.as_str(),
+                    reason.as_str(),
+                    model.as_str(),
+                    team.as_str(),
+                    user.as_str(),
+                    status,
+                );
+                if cols != signed {
+                    problems.push(format!(
+                        "{}: the row's columns differ from its signed entry (node {} seq {} decision {}): the row was changed",
+                        name(r),
+                        e.node,
+                        e.seq,
+                        decision
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl AuditLog {
+    /// The export of everything stored, with a fresh head covering every entry.
+    pub async fn export(&self) -> Result<String, AuditError> {
+        self.sign_head().await?;
+        let rows = self.store.rows().await?;
+        let entries: Vec<Vec<u8>> = rows.into_iter().map(|r| r.entry).collect();
+        let batches = self.store.batches().await?;
+        let heads = self.store.heads().await?;
+        Ok(write_export(&entries, &batches, &heads)?)
+    }
+
+    /// The trust a reviewer needs for [`AuditLog::export`].
+    pub async fn trust(&self) -> Result<Trust, AuditError> {
+        trust(&self.keys().await, &self.public_key())
+    }
+
+    /// Recomputes chains, signatures and heads from the database; names every row that
+    /// changed, went missing, was inserted or moved.
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        // Entries of the last second may not be under a head yet; the head is signed from the
+        // in-memory tree built at ingest, never from the rows being checked.
+        self.sign_head().await?;
+        let rows = self.store.rows().await?;
+        let batches = self.store.batches().await?;
+        let mut heads = self.store.heads().await?;
+        let keys = self.store.node_keys().await?;
+        let mut problems = Vec::new();
+        check_rows(&rows, &mut problems);
+        let held = rows.len() as u64;
+        let signed = self.last_head_size().await;
+        let stored_max = heads.iter().map(|h| h.head.size).max().unwrap_or(0);
+        if signed > stored_max {
+            problems.push(format!("this control plane signed a head of size {signed} but the database keeps heads only up to size {stored_max}: heads were deleted"));
+        }
+        // Heads beyond the stored rows cannot be recomputed: name them, then check the rest.
+        heads.retain(|h| {
+            let fits = h.head.size <= held;
+            if !fits {
+                problems.push(format!(
+                    "signed head of size {} covers more entries than the {held} rows stored: rows were deleted",
+                    h.head.size
+                ));
+            }
+            fits
+        });
+        let report_heads = heads.len() as u64;
+        let entries: Vec<Vec<u8>> = rows.iter().map(|r| r.entry.clone()).collect();
+        let text = write_export(&entries, &batches, &heads)?;
+        if let Err(found) = verify_export(&text, &trust(&keys, &self.public_key())?) {
+            for p in found {
+                // Line 1 is the header, lines 2.. the entries in leaf order.
+                let row = p.line.and_then(|l| l.checked_sub(2)).and_then(|i| rows.get(i));
+                problems.push(match row {
+                    Some(r) => format!("{}: {}", name(r), p.message),
+                    None => p.message,
+                });
+            }
+        }
+        Ok(VerifyReport { entries: held, heads: report_heads, problems })
+    }
+
+    /// `node`'s entry `seq`, its leaf index and inclusion proof against the newest signed head.
+    pub async fn prove(&self, node: &str, seq: u64) -> Result<(u64, Vec<u8>, Vec<String>, String), AuditError> {
+        let row = self
+            .store
+            .entry(node, seq)
+            .await?
+            .ok_or_else(|| AuditError::NotFound(format!("no stored entry of node `{node}` with seq {seq}")))?;
+        let head = self.sign_head().await?.ok_or_else(|| AuditError::NotFound("no signed tree head yet".into()))?;
+        let leaf = u64::try_from(row.leaf).map_err(|_| AuditError::Invalid(format!("{}: negative leaf", name(&row))))?;
+        let proof = self.inclusion_proof(leaf, head.head.size).await?;
+        Ok((leaf, row.entry, proof.iter().map(|h| STANDARD.encode(h)).collect(), Line::head(&head).to_json()))
+    }
+}

@@ -1,0 +1,50 @@
+//! `cordon.v1.AuditService`: each node's filter holds one `ShipAudit` stream; every batch is
+//! answered by one ack, in order.
+
+use super::AuditLog;
+use cordon_proto::v1::audit_service_server::AuditService;
+use cordon_proto::v1::{AuditAck, AuditBatch};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The gRPC adapter; `None` when the store keeps no audit trail (PostgreSQL for now).
+pub struct AuditGrpc(pub Option<Arc<AuditLog>>);
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<AuditAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AuditService for AuditGrpc {
+    type ShipAuditStream = AckStream;
+
+    async fn ship_audit(&self, request: Request<Streaming<AuditBatch>>) -> Result<Response<AckStream>, Status> {
+        let Some(log) = self.0.clone() else {
+            return Err(Status::unavailable(
+                "this control plane stores no audit trail: audit ingestion needs the SQLite store (PostgreSQL audit storage is not implemented yet)",
+            ));
+        };
+        let mut batches = request.into_inner();
+        // A small buffer: a node waits for its ack before its next batch anyway.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                match batches.message().await {
+                    Ok(Some(b)) => {
+                        let ack = log.ingest(b).await;
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "audit stream ended with an error");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
