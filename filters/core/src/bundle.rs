@@ -99,11 +99,9 @@ pub struct VerifiedBundle {
     pub policy: CompiledPolicy,
 }
 
-/// The key id for a public key: `ed25519:` + first 16 hex digits of its SHA-256.
-pub fn key_id(public_key: &[u8; 32]) -> String {
-    let digest = Sha256::digest(public_key);
-    format!("ed25519:{}", crate::policy::compile::hex(digest.get(..8).unwrap_or_default()))
-}
+/// The key id for a public key: `ed25519:` + first 16 hex digits of its SHA-256 (one scheme
+/// for policy-bundle keys and audit node keys, defined in `cordon-audit`).
+pub use cordon_audit::key_id;
 
 /// Verifies a bundle against `trusted` keys and compiles its policy.
 pub fn verify(bundle: &BundleView<'_>, trusted: &[TrustedKey], secrets: &dyn SecretSource) -> Result<VerifiedBundle, BundleError> {
