@@ -206,6 +206,32 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
     Ok(Entry { node, seq, prev, time_ms, body })
 }
 
+/// Encodes a record and the time it was written, outside any chain: what a worker hands to
+/// the node's chain writer, which seals it ([`crate::chain::Chain::seal_record`]). The same
+/// field encoding as in an entry, after the version byte and the time.
+pub fn encode_record(time_ms: u64, record: &AuditRecord) -> Vec<u8> {
+    let mut w = Vec::with_capacity(192);
+    w.push(VERSION);
+    put_u64(&mut w, time_ms);
+    put_record(&mut w, record);
+    w
+}
+
+/// Decodes [`encode_record`]'s bytes, refusing any other form.
+pub fn decode_record(bytes: &[u8]) -> Result<(u64, AuditRecord), DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    let version = r.u8("version")?;
+    if version != VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let time_ms = r.u64("time_ms")?;
+    let record = r.record()?;
+    if r.at != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len().saturating_sub(r.at)));
+    }
+    Ok((time_ms, record))
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -349,11 +375,12 @@ impl<'a> Reader<'a> {
             let at = self.at;
             let detector = self.ident("redaction.detector")?;
             let direction = if self.tag("redaction.direction", 2)? == 1 { Direction::Request } else { Direction::Response };
-            let action = match self.tag("redaction.action", 4)? {
+            let action = match self.tag("redaction.action", 5)? {
                 1 => Action::Allow,
                 2 => Action::Mask,
                 3 => Action::Redact,
-                _ => Action::Block,
+                4 => Action::Block,
+                _ => Action::Pseudonymize,
             };
             let count = self.u64("redaction.count")?;
             if count == 0 {

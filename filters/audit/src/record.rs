@@ -68,6 +68,29 @@ impl Ident {
         Ok(Self(value.to_owned()))
     }
 
+    /// An identifier from any text, never refused: bytes outside printable ASCII, and `%`,
+    /// are percent-escaped (`%C3%A9`), the result is cut at [`MAX_IDENT_BYTES`] on an escape
+    /// boundary, and empty text becomes `-`. For values a record must keep whatever they hold
+    /// (a user name in any script), recognisably.
+    pub fn escaped(value: &str) -> Self {
+        let mut out = String::with_capacity(value.len().min(MAX_IDENT_BYTES));
+        for b in value.bytes() {
+            let plain = (0x21..=0x7e).contains(&b) && b != b'%';
+            if out.len() + if plain { 1 } else { 3 } > MAX_IDENT_BYTES {
+                break;
+            }
+            if plain {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if out.is_empty() {
+            out.push('-');
+        }
+        Self(out)
+    }
+
     /// Checks the identifier rules on raw bytes.
     pub(crate) fn check(field: &'static str, value: &[u8]) -> Result<(), RecordError> {
         if value.is_empty() {
@@ -166,6 +189,8 @@ pub enum Action {
     Redact = 3,
     /// The exchange was blocked.
     Block = 4,
+    /// Replaced by a keyed pseudonym.
+    Pseudonymize = 5,
 }
 
 /// Redaction outcome counts: detector × direction × action → count (never zero).
@@ -334,6 +359,20 @@ mod tests {
         assert_eq!(Ident::new("user", "é"), Err(RecordError::NotPrintable { field: "user", at: 0 }));
         assert!(Ident::new("route", &"x".repeat(256)).is_ok());
         assert_eq!(Ident::new("route", &"x".repeat(257)), Err(RecordError::TooLong { field: "route", len: 257 }));
+    }
+
+    #[test]
+    fn escaped_identifiers_keep_any_text_within_the_rules() {
+        assert_eq!(Ident::escaped("alice").as_str(), "alice");
+        assert_eq!(Ident::escaped("José M").as_str(), "Jos%C3%A9%20M");
+        assert_eq!(Ident::escaped("50%").as_str(), "50%25");
+        assert_eq!(Ident::escaped("").as_str(), "-");
+        let long = Ident::escaped(&"é".repeat(200));
+        assert!(long.as_str().len() <= MAX_IDENT_BYTES && long.as_str().len() % 3 == 0);
+        for s in ["a\u{0}b", "\u{202e}x", &"y".repeat(300), " "] {
+            let i = Ident::escaped(s);
+            assert!(Ident::new("t", i.as_str()).is_ok(), "{s:?} -> {i:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use cordon_audit::encoding::{DecodeError, decode, encode};
+use cordon_audit::encoding::{DecodeError, decode, decode_record, encode, encode_record};
 use cordon_audit::hex;
 use proptest::prelude::*;
 
@@ -154,5 +154,18 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let _ = decode(&bytes);
+    }
+
+    /// The hand-over form (worker to chain writer) loses nothing and seals to the same entry.
+    #[test]
+    fn a_handed_over_record_round_trips(e in entry(), time in any::<u64>()) {
+        if let cordon_audit::entry::Body::Record(r) = &e.body {
+            let bytes = encode_record(time, r);
+            prop_assert_eq!(decode_record(&bytes).unwrap(), (time, r.clone()));
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert_eq!(decode_record(&longer), Err(DecodeError::TrailingBytes(1)));
+            prop_assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+        }
     }
 }

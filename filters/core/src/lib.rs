@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
 pub mod access;
+pub mod audit;
 pub mod body;
 pub mod bundle;
 pub mod config;

@@ -94,6 +94,9 @@ pub enum Refusal {
         /// The detector that matched.
         detector: String,
     },
+    /// Policy requires every exchange to be audited (`audit.on_unavailable: refuse`) and the
+    /// node's audit buffer is full or audit delivery is not set up (fail closed).
+    AuditUnavailable,
 }
 
 /// The OpenAI-shaped error envelope: `{"error":{"message","type","code"}}`.
@@ -138,7 +141,7 @@ impl Refusal {
             PolicyUnavailable | UpstreamCredentialUnavailable => 503,
             UpstreamResponseInvalid | UnscannableResponse(_) | ResponseBlocked { .. } | ResponseTooLarge { .. } => 502,
             SensitiveDataBlocked { .. } | UnscannableRequest(_) | InvalidModelName(_) => 400,
-            RedactionUnavailable | RateLimitUnavailable(_) => 503,
+            RedactionUnavailable | RateLimitUnavailable(_) | AuditUnavailable => 503,
             RateLimited { .. } => 429,
         }
     }
@@ -181,6 +184,7 @@ impl Refusal {
             RateLimitUnavailable(_) => "rate_limit_unavailable",
             ResponseTooLarge { .. } => "response_too_large",
             ResponseBlocked { .. } => "response_blocked",
+            AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -242,6 +246,7 @@ impl Refusal {
                 format!("The model's response exceeds the {limit} bytes the gateway scans; ask for a shorter response or stream it.")
             }
             ResponseBlocked { detector } => format!("The model's response contained data that policy does not allow to leave the boundary ({detector})."),
+            AuditUnavailable => "The gateway cannot record this request in its audit trail right now and policy requires it; try again shortly.".into(),
         }
     }
 
@@ -301,6 +306,7 @@ impl Refusal {
             "rate_limit_unavailable",
             "response_too_large",
             "response_blocked",
+            "audit_unavailable",
         ]
     }
 }

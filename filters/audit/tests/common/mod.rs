@@ -48,7 +48,7 @@ pub fn record() -> impl Strategy<Value = AuditRecord> {
         (ident(), prop::option::of(ident()), prop::option::of(ident()), prop::option::of(ident()), prop::option::of(ident())),
         (prop::option::of(ident()), prop::option::of(ident()), prop::option::of(ident()), prop::option::of((ident(), hash()))),
         (0u8..3, ident(), prop::option::of((any::<bool>(), ident(), any::<u64>(), any::<u64>()))),
-        prop::collection::vec((ident(), any::<bool>(), 0u8..4, 1u64..1000), 0..5),
+        prop::collection::vec((ident(), any::<bool>(), 0u8..5, 1u64..1000), 0..5),
         (prop::option::of((any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>())), prop::option::of(any::<u16>())),
         (any::<u64>(), any::<u64>(), any::<u64>(), prop::option::of(hash()), prop::option::of(hash())),
         prop::collection::vec(ident(), 0..4),
@@ -64,7 +64,7 @@ pub fn record() -> impl Strategy<Value = AuditRecord> {
             r.rate_limit = d.2.map(|(limited, bucket, limit, remaining)| RateLimitOutcome { limited, bucket, limit, remaining });
             for (det, dir, act, n) in reds {
                 let dir = if dir { Direction::Request } else { Direction::Response };
-                let act = [Action::Allow, Action::Mask, Action::Redact, Action::Block][usize::from(act)];
+                let act = [Action::Allow, Action::Mask, Action::Redact, Action::Block, Action::Pseudonymize][usize::from(act)];
                 r.redactions.add(det, dir, act, n).unwrap();
             }
             r.usage = u.0.map(|(prompt, completion, total, rep)| TokenUsage {
