@@ -29,6 +29,57 @@ pub struct FilterConfig {
     /// The policy stream to the control plane (only the `cordon.policy_stream` singleton uses it).
     #[serde(default)]
     pub control_plane: Option<ControlPlane>,
+    /// Audit delivery (only the `cordon.policy_stream` singleton uses it): the node key and
+    /// buffer bounds. Absent: the node writes no audit trail.
+    #[serde(default)]
+    pub audit: Option<AuditDelivery>,
+}
+
+/// How the node signs and buffers its audit records.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditDelivery {
+    /// The environment variable (handed to the VM) that holds the node key: a base64 Ed25519
+    /// seed of 32 bytes (`cordonctl nodes keygen`). Never the key itself in configuration.
+    pub node_key_env: String,
+    /// Records kept until the control plane acknowledges them.
+    #[serde(default = "default_audit_buffer")]
+    pub buffer_records: usize,
+    /// Records per signed batch.
+    #[serde(default = "default_audit_batch")]
+    pub batch_records: usize,
+}
+
+fn default_audit_buffer() -> usize {
+    10_000
+}
+
+fn default_audit_batch() -> usize {
+    256
+}
+
+/// Why the node key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeKeyError {
+    /// The variable is not set.
+    #[error("the node key variable '{0}' is not set (add it to vm_config.environment_variables)")]
+    Missing(String),
+    /// The value is not a base64 32-byte seed.
+    #[error("the node key in '{0}' is not a base64 32-byte Ed25519 seed (make one with `cordonctl nodes keygen`)")]
+    Malformed(String),
+}
+
+impl AuditDelivery {
+    /// The node's signer, from the runtime secret `node_key_env` names.
+    pub fn signer(&self, secrets: &dyn crate::policy::SecretSource) -> Result<cordon_audit::keys::Signer, NodeKeyError> {
+        use base64::Engine as _;
+        let value = secrets.secret(&self.node_key_env).ok_or_else(|| NodeKeyError::Missing(self.node_key_env.clone()))?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| NodeKeyError::Malformed(self.node_key_env.clone()))?;
+        let seed = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| NodeKeyError::Malformed(self.node_key_env.clone()))?;
+        Ok(cordon_audit::keys::Signer::from_seed(&seed))
+    }
 }
 
 /// Where and how the singleton reaches the control plane.
@@ -66,7 +117,7 @@ impl FilterConfig {
     /// Parses the plugin configuration; errors name the field (e.g. `policy.routes[0].accept`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self { policy: None, cold_start: ColdStart::Deny, token_cache_size: default_token_cache(), control_plane: None });
+            return Ok(Self { policy: None, cold_start: ColdStart::Deny, token_cache_size: default_token_cache(), control_plane: None, audit: None });
         }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -97,5 +148,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path(), "policy.identity.api_keys[0].colour");
+    }
+
+    #[test]
+    fn the_node_key_comes_from_its_variable_and_bad_keys_say_how_to_fix_them() {
+        let c = FilterConfig::from_json(br#"{"audit":{"node_key_env":"NODE_KEY"}}"#).unwrap();
+        let a = c.audit.unwrap();
+        assert_eq!((a.buffer_records, a.batch_records), (10_000, 256));
+        let seed = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+        let ok = a.signer(&|n: &str| (n == "NODE_KEY").then(|| seed.clone())).unwrap();
+        assert_eq!(ok.public_key(), cordon_audit::keys::Signer::from_seed(&[9; 32]).public_key());
+        assert_eq!(a.signer(&|_: &str| None).unwrap_err(), NodeKeyError::Missing("NODE_KEY".into()));
+        let short = |_: &str| Some("AAAA".to_string());
+        assert!(a.signer(&short).unwrap_err().to_string().contains("cordonctl nodes keygen"));
+        let e = FilterConfig::from_json(br#"{"audit":{"node_key":"inline-secret"}}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 }

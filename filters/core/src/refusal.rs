@@ -360,6 +360,7 @@ mod tests {
             Refusal::RateLimitUnavailable("x".into()),
             Refusal::ResponseTooLarge { limit: 1 },
             Refusal::ResponseBlocked { detector: "card".into() },
+            Refusal::AuditUnavailable,
         ];
         let codes: Vec<_> = samples.iter().map(Refusal::code).collect();
         assert_eq!(codes, Refusal::all_codes());

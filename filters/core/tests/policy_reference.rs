@@ -31,6 +31,7 @@ fn fully_populated() -> Policy {
             {"name": "t", "tokens": {"limit": 1, "per": "day", "count": "completion"}, "on_exceed": "cut"}
         ],
         "token_estimate": {"bytes_per_token": 4.0, "default_completion_tokens": 8, "families": [{"model": "m", "bytes_per_token": 3.0}]},
+        "audit": {"on_unavailable": "refuse"},
         "redaction": {
             "on_unscannable": "pass", "pseudonym_secret_env": "K",
             "rules": {"max_holdback_bytes": 64, "detectors": {"email": {"enabled": true, "request": "mask", "response": "allow", "mask_keep": 2}},

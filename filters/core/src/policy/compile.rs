@@ -62,6 +62,7 @@ pub struct CompiledPolicy {
     pub(crate) limits: BodyLimits,
     redaction: CompiledRedaction,
     rate_limits: crate::ratelimit::CompiledLimits,
+    audit: crate::audit::AuditPolicy,
     digest: String,
 }
 
@@ -97,8 +98,14 @@ impl CompiledPolicy {
             limits: policy.limits.clone(),
             redaction,
             rate_limits,
+            audit: policy.audit.unwrap_or_default(),
             digest: hex(&Sha256::digest(&canonical)),
         })
+    }
+
+    /// The audit section (default: `on_unavailable: accept`).
+    pub fn audit(&self) -> crate::audit::AuditPolicy {
+        self.audit
     }
 
     /// SHA-256 of the canonical policy JSON: identifies exactly which policy decided.

@@ -32,6 +32,9 @@ pub struct Policy {
     /// Streaming redaction (the `cordon.redact` role); absent means the default detector set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redaction: Option<crate::redaction::RedactionPolicy>,
+    /// The audit trail: what requests do when their record cannot be kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::AuditPolicy>,
 }
 
 /// The three ways a caller can prove who it is.
