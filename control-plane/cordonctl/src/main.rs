@@ -123,6 +123,12 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum NodesCommand {
+    /// Make a node key offline: the secret seed (base64) goes to --seed-out with mode 0600,
+    /// for the Envoy's node-key variable; the public key is printed, to `nodes register`.
+    Keygen {
+        #[arg(long)]
+        seed_out: PathBuf,
+    },
     /// Register a node's audit public key (32-byte Ed25519, base64).
     Register {
         #[arg(long)]
@@ -361,7 +367,38 @@ fn tls_config(cli: &Cli) -> Result<Option<ClientTlsConfig>, CtlError> {
     Ok(Some(cfg))
 }
 
+/// Writes a fresh node seed to `path` (0600, refusing to overwrite) and returns the public key.
+fn keygen(path: &std::path::Path) -> Result<String, CtlError> {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|source| CtlError::Read { path: "/dev/urandom".into(), source })?;
+    let signer = cordon_audit::keys::Signer::from_seed(&seed);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let write = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(path)?;
+        f.write_all(b64.encode(seed).as_bytes())?;
+        f.write_all(b"\n")
+    };
+    write().map_err(|source| CtlError::Write { path: path.display().to_string(), source })?;
+    Ok(format!(
+        "node key {} written to {} (keep it secret; give it to Envoy as the node_key_env variable)\npublic key: {}\n",
+        signer.key_id(),
+        path.display(),
+        b64.encode(signer.public_key())
+    ))
+}
+
 async fn run(cli: Cli) -> Result<String, CtlError> {
+    if let Command::Nodes(NodesCommand::Keygen { seed_out }) = &cli.command {
+        return keygen(seed_out);
+    }
     let token = token(&cli)?;
     let mut endpoint = Channel::from_shared(cli.server.clone())
         .map_err(|e| CtlError::Usage(format!("bad --server `{}`: {e}", cli.server)))?
@@ -520,6 +557,7 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                 format!("revoked {} of node `{node}`; its new batches are refused\n", ids.join(", "))
             }
         }
+        Command::Nodes(NodesCommand::Keygen { seed_out }) => keygen(&seed_out)?,
         Command::Nodes(NodesCommand::List) => {
             let r = c.list_node_keys(request(ListNodeKeysRequest {}, &token)?).await?.into_inner();
             if out == Output::Json {

@@ -184,6 +184,11 @@ impl AuditLog {
 
     async fn ingest_locked(&self, st: &mut State, b: &AuditBatch) -> Result<(), String> {
         let node = Ident::new("node", &b.node_id).map_err(|e| format!("bad node_id: {e}"))?;
+        if b.entries.is_empty() {
+            // A position probe (a node after connecting): nothing to store, the ack says where
+            // the node's chain stands. It reveals only chain hashes, never entries.
+            return Ok(());
+        }
         let signature =
             <[u8; 64]>::try_from(b.signature.as_slice()).map_err(|_| format!("signature is {} bytes, expected 64", b.signature.len()))?;
         if let Some(k) = st.keys.iter().find(|k| k.key_id == b.key_id && !k.active) {

@@ -117,7 +117,13 @@ impl FilterConfig {
     /// Parses the plugin configuration; errors name the field (e.g. `policy.routes[0].accept`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self { policy: None, cold_start: ColdStart::Deny, token_cache_size: default_token_cache(), control_plane: None, audit: None });
+            return Ok(Self {
+                policy: None,
+                cold_start: ColdStart::Deny,
+                token_cache_size: default_token_cache(),
+                control_plane: None,
+                audit: None,
+            });
         }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {

@@ -319,6 +319,16 @@ pub struct Admission {
     pub evictions: usize,
 }
 
+impl Admission {
+    /// The matching limit with the least left after admitting: its name, limit and remainder
+    /// (what the audit record names as the rate-limit outcome).
+    pub fn tightest<'a>(&self, limits: &'a CompiledLimits) -> Option<(&'a str, u64, u64)> {
+        let t = self.taken.iter().min_by_key(|t| t.remaining)?;
+        let l = limits.limits.get(t.limit)?;
+        Some((l.name.as_str(), l.gcra.limit(), t.remaining))
+    }
+}
+
 /// Token usage of one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {

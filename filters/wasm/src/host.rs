@@ -24,6 +24,9 @@ pub struct Shared {
     pub policy: RefCell<Option<Rc<CompiledPolicy>>>,
     /// The control-plane version in force, if the policy came from the control plane.
     pub pushed_version: RefCell<Option<String>>,
+    /// The policy in force as the audit record names it: version and SHA-256 (bundle hash for
+    /// a pushed policy; the document's digest and version `static` for a static one).
+    pub policy_ref: RefCell<(String, String)>,
     /// Verified JWTs, cleared whenever the policy changes.
     pub tokens: RefCell<TokenCache>,
     /// Decision counters.
@@ -34,7 +37,9 @@ pub struct Shared {
 
 impl Shared {
     fn new(policy: Option<Rc<CompiledPolicy>>, token_cache_size: usize) -> Self {
+        let policy_ref = static_ref(policy.as_deref());
         let shared = Self {
+            policy_ref: RefCell::new(policy_ref),
             policy: RefCell::new(policy),
             pushed_version: RefCell::new(None),
             tokens: RefCell::new(TokenCache::new(token_cache_size)),
@@ -90,6 +95,7 @@ impl Shared {
                     ),
                 );
                 prepare_counters(&policy);
+                *self.policy_ref.borrow_mut() = (published.version.clone(), published.sha256.clone());
                 *self.policy.borrow_mut() = Some(Rc::new(policy));
                 self.tokens.borrow_mut().clear();
                 self.publish_holdback();
@@ -102,6 +108,10 @@ impl Shared {
         }
         *self.pushed_version.borrow_mut() = Some(published.version);
     }
+}
+
+fn static_ref(policy: Option<&CompiledPolicy>) -> (String, String) {
+    ("static".to_owned(), policy.map(|p| p.digest().to_owned()).unwrap_or_default())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -188,6 +198,7 @@ impl Root {
         match &self.role {
             Role::Http(_, shared) => {
                 // A reconfiguration: the static policy changes, a pushed one still wins below.
+                *shared.policy_ref.borrow_mut() = static_ref(policy.as_deref());
                 *shared.policy.borrow_mut() = policy;
                 *shared.pushed_version.borrow_mut() = None;
                 shared.tokens.borrow_mut().clear();
@@ -238,6 +249,12 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Role::PolicyStream(s) = &mut self.role {
             s.on_tick();
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Role::PolicyStream(s) = &mut self.role {
+            s.on_queue_ready(queue_id);
         }
     }
 

@@ -27,12 +27,14 @@ pub struct IdentityFilter {
     /// Whether the response body is read (token usage) or rewritten (cut, usage chunk).
     watch_response: bool,
     path: String,
+    /// This request's audit draft, when audit delivery is set up.
+    audit: Option<u64>,
 }
 
 impl IdentityFilter {
     pub fn new(shared: Rc<Shared>) -> Self {
         let policy = shared.policy.borrow().clone();
-        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new() }
+        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new(), audit: None }
     }
 
     fn property(&self, path: &[&str]) -> Option<String> {
@@ -41,6 +43,7 @@ impl IdentityFilter {
 
     fn refuse(&mut self, refusal: &Refusal) -> Action {
         self.refused = true;
+        crate::audit_trail::with(self.audit, |d| d.refused(refusal));
         self.shared.decisions.count(refusal.code());
         let _ = proxy_wasm::hostcalls::log(LogLevel::Info, &format!("refused {} ({})", refusal.status(), refusal.code()));
         crate::host::send_refusal(refusal);
@@ -58,8 +61,16 @@ impl IdentityFilter {
     /// Ends the metering once (response end, or the exchange aborted): reconcile reservations.
     fn finish_exchange(&mut self) {
         let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return };
-        if let Err(e) = x.finish(policy.rate_limits(), &SharedData, self.now_ns()) {
-            let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
+        match x.finish(policy.rate_limits(), &SharedData, self.now_ns()) {
+            Ok(usage) => crate::audit_trail::with(self.audit, |d| {
+                d.usage(&usage);
+                if x.was_cut() {
+                    d.ended("token_limit_exceeded");
+                }
+            }),
+            Err(e) => {
+                let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
+            }
         }
     }
 }
@@ -71,6 +82,7 @@ impl HttpContext for IdentityFilter {
     /// its reservation is reconciled here (counted from what was streamed, else kept).
     fn on_log(&mut self) {
         self.finish_exchange();
+        crate::audit_trail::leave(self.audit, cordon_core::audit::assembly::Role::Identity);
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -80,6 +92,14 @@ impl HttpContext for IdentityFilter {
         let headers = self.get_http_request_headers();
         crate::faults::maybe_trap(&headers);
         let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        self.audit = crate::audit_trail::open(cordon_core::audit::assembly::Role::Identity, pseudo("x-request-id"));
+        if self.audit.is_some() {
+            let (version, sha) = self.shared.policy_ref.borrow().clone();
+            crate::audit_trail::with(self.audit, |d| d.policy(&version, &sha));
+        }
+        if !crate::audit_trail::admits_request(&policy) {
+            return self.refuse(&Refusal::AuditUnavailable);
+        }
         self.path = pseudo(":path").to_owned();
         // Properties cost a host call each: read them only when the policy can use them.
         let peer = if policy.uses_mesh_identity() { self.property(&["connection", "uri_san_peer_certificate"]) } else { None };
@@ -97,6 +117,10 @@ impl HttpContext for IdentityFilter {
             HeadVerdict::Refuse(r) => return self.refuse(&r),
             HeadVerdict::Admit(a) => *a,
         };
+        crate::audit_trail::with(self.audit, |d| {
+            d.identity(&admitted.identity);
+            d.route(&admitted.route);
+        });
         let rewritten = cordon_core::headers::rewrite(&headers, &admitted.headers);
         self.set_http_request_headers(rewritten.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
         let needs_body = admitted.body != BodyStage::None;
@@ -136,6 +160,7 @@ impl HttpContext for IdentityFilter {
         }
         if let Some(mut x) = self.exchange.take() {
             let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            crate::audit_trail::with(self.audit, |d| d.status(status));
             let content_type = self.get_http_response_header("content-type");
             self.watch_response = x.response_head(status, content_type.as_deref()) && !end_of_stream;
             let rewrites = x.rewrites_stream();
@@ -210,12 +235,16 @@ impl IdentityFilter {
             Ok(model) => model,
             Err(r) => return self.refuse(&r),
         };
+        crate::audit_trail::with(self.audit, |d| d.model(&model));
         let who = Caller { principal: &admitted.identity.principal, key_id: admitted.identity.key_id.as_deref(), model: &model };
         match Exchange::begin(policy.rate_limits(), &who, &self.path, body, &SharedData, self.now_ns()) {
             Err(r) => return self.refuse(&r),
             Ok(None) => {}
             Ok(Some((x, rewritten))) => {
                 crate::metrics::count_evictions(x.evictions());
+                if let Some((name, limit, remaining)) = x.tightest(policy.rate_limits()) {
+                    crate::audit_trail::with(self.audit, |d| d.rate_limit(name, limit, remaining));
+                }
                 if let Some(new) = rewritten {
                     self.set_http_request_body(0, body.len(), &new);
                     self.set_http_request_header("content-length", Some(&new.len().to_string()));

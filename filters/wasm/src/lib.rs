@@ -4,6 +4,8 @@
 //! Decisions never live here; a bug seen in Envoy is reproduced as a `cordon-core` test first.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
+mod audit_stream;
+mod audit_trail;
 mod faults;
 mod host;
 mod identity;

@@ -33,6 +33,8 @@ pub struct PolicyStreamService {
     backoff: Backoff,
     token: Option<u32>,
     reconnect_at_ms: u64,
+    /// Audit delivery on its own stream, when configured.
+    audit: Option<crate::audit_stream::AuditShipping>,
 }
 
 impl Default for PolicyStreamService {
@@ -44,6 +46,7 @@ impl Default for PolicyStreamService {
             backoff: Backoff::new(250, 15_000),
             token: None,
             reconnect_at_ms: 0,
+            audit: None,
         }
     }
 }
@@ -155,6 +158,10 @@ impl PolicyStreamService {
 
 impl Context for PolicyStreamService {
     fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        if let Some(a) = self.audit.as_mut().filter(|a| a.owns(token_id)) {
+            a.on_message(token_id, message_size);
+            return;
+        }
         if self.token != Some(token_id) {
             return;
         }
@@ -163,6 +170,10 @@ impl Context for PolicyStreamService {
     }
 
     fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        if let Some(a) = self.audit.as_mut().filter(|a| a.owns(token_id)) {
+            a.on_close(status_code);
+            return;
+        }
         if self.token != Some(token_id) {
             return;
         }
@@ -200,6 +211,16 @@ impl RootContext for PolicyStreamService {
             .filter(|s| !s.is_empty());
         self.node_id = cp.node_id.clone().or(envoy_node).unwrap_or_else(|| "cordon-node".into());
         self.backoff = Backoff::new(cp.reconnect_initial_ms, cp.reconnect_max_ms);
+        if let Some(audit) = &config.audit {
+            match crate::audit_stream::AuditShipping::configure(&cp.cluster, &self.node_id, audit) {
+                Ok(a) => self.audit = Some(a),
+                Err(e) => {
+                    // Fail closed: an Envoy told to keep an audit trail must not run without one.
+                    log(LogLevel::Critical, &format!("audit: {e}"));
+                    return false;
+                }
+            }
+        }
         self.config = Some(cp);
         self.set_tick_period(TICK);
         self.connect();
@@ -209,6 +230,15 @@ impl RootContext for PolicyStreamService {
     fn on_tick(&mut self) {
         if self.token.is_none() && now_ms() >= self.reconnect_at_ms {
             self.connect();
+        }
+        if let Some(a) = &mut self.audit {
+            a.on_tick();
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(a) = &mut self.audit {
+            a.on_queue_ready(queue_id);
         }
     }
 

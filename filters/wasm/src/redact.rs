@@ -4,6 +4,7 @@
 
 use crate::host::Shared;
 use cordon_core::Refusal;
+use cordon_core::audit::assembly::Role;
 use cordon_core::redaction::session::{BodyStep, Event, FORCED_REQUEST_HEADERS, Head, HeadStep, ResponseHead, Session};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
@@ -12,6 +13,8 @@ use std::rc::Rc;
 pub struct RedactFilter {
     shared: Rc<Shared>,
     session: Option<Session>,
+    /// This request's audit draft, shared with the roles before this one.
+    audit: Option<u64>,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -20,10 +23,11 @@ fn log(level: LogLevel, msg: &str) {
 
 impl RedactFilter {
     pub fn new(shared: Rc<Shared>) -> Self {
-        Self { shared, session: None }
+        Self { shared, session: None, audit: None }
     }
 
     fn refuse(&mut self, refusal: &Refusal) -> Action {
+        crate::audit_trail::with(self.audit, |d| d.refused(refusal));
         self.shared.decisions.count(refusal.code());
         log(LogLevel::Info, &format!("redact: refused {} ({})", refusal.status(), refusal.code()));
         crate::host::send_refusal(refusal);
@@ -48,6 +52,7 @@ impl RedactFilter {
                     );
                 }
                 Event::StreamEnded(refusal) => {
+                    crate::audit_trail::with(self.audit, |d| d.ended(refusal.code()));
                     self.shared.decisions.count(refusal.code());
                     log(LogLevel::Warn, &format!("redact: ended the stream ({})", refusal.code()));
                 }
@@ -89,6 +94,7 @@ impl Context for RedactFilter {}
 impl HttpContext for RedactFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let policy = self.shared.policy.borrow().clone();
+        self.audit = crate::audit_trail::join_or_open(Role::Redact, || self.get_http_request_header("x-request-id"));
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let encoding = self.get_http_request_header("content-encoding");
@@ -136,6 +142,13 @@ impl HttpContext for RedactFilter {
     }
 
     fn on_log(&mut self) {
+        if let Some(session) = &self.session {
+            crate::audit_trail::with(self.audit, |d| {
+                d.redactions(session.outcomes());
+                d.failed_open(session.failed_open());
+            });
+        }
+        crate::audit_trail::leave(self.audit, Role::Redact);
         let Some(session) = &self.session else { return };
         if !session.outcomes().is_empty() {
             // Counts only: never the matched text.

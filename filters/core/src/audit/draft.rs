@@ -7,9 +7,7 @@ use crate::ratelimit::Usage;
 use crate::redaction::session::FailOpen;
 use crate::refusal::Refusal;
 use cordon_audit::Hash;
-use cordon_audit::record::{
-    Action, AuditRecord, Decision, Direction, Ident, PolicyRef, RateLimitOutcome, TokenUsage, UsageSource,
-};
+use cordon_audit::record::{Action, AuditRecord, Decision, Direction, Ident, PolicyRef, RateLimitOutcome, TokenUsage, UsageSource};
 use cordon_redact::Direction as RedactDirection;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -268,7 +268,11 @@ impl Shipper {
                 if let Some(h) = expected_prev
                     && h != prev
                 {
-                    return Err(format!("the control plane's entry {} of node {} differs from this node's", next_seq.saturating_sub(1), self.node));
+                    return Err(format!(
+                        "the control plane's entry {} of node {} differs from this node's",
+                        next_seq.saturating_sub(1),
+                        self.node
+                    ));
                 }
                 self.release_below(next_seq);
                 Ok(())

@@ -228,6 +228,11 @@ impl Exchange {
         if rewriting { ChunkStep::Replace(std::mem::take(&mut f.unemitted)) } else { ChunkStep::Continue }
     }
 
+    /// The matching limit with the least left after admitting: name, limit, remainder.
+    pub fn tightest<'a>(&self, limits: &'a CompiledLimits) -> Option<(&'a str, u64, u64)> {
+        self.admission.tightest(limits)
+    }
+
     /// Whether the stream was cut at the budget.
     pub fn was_cut(&self) -> bool {
         matches!(self.watch, Watch::Cut)

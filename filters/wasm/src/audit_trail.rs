@@ -1,0 +1,131 @@
+//! The worker side of the audit trail: the roles of a request share one draft
+//! (`cordon_core::audit::assembly`), found by a per-stream key kept in Envoy filter state
+//! (set by the first role, read by the next; a client cannot set it), and the finished record
+//! is handed to the singleton's shared queue. Nothing here decides what a record says.
+
+use cordon_audit::record::AuditRecord;
+use cordon_core::CompiledPolicy;
+use cordon_core::audit::assembly::{Assembly, Left, Role};
+use cordon_core::audit::draft::{Draft, Ending};
+use cordon_core::audit::{DeliveryState, OnAuditUnavailable, admits};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::LogLevel;
+use std::cell::{Cell, RefCell};
+use std::time::UNIX_EPOCH;
+
+/// The shared queue the singleton registers and the workers enqueue finished records to.
+pub const QUEUE: &str = "cordon.audit.records";
+/// Shared-data key of the delivery state the singleton publishes.
+pub const STATE_KEY: &str = "cordon.audit.state";
+/// Filter-state property holding the request's draft key.
+const KEY_PROPERTY: &str = "cordon_audit_key";
+/// Open drafts per worker; beyond it the oldest is finished early, marked incomplete.
+const MAX_OPEN: usize = 65_536;
+/// How long a worker waits before asking again for a queue that did not resolve.
+const RESOLVE_RETRY_MS: u64 = 1_000;
+
+thread_local! {
+    static ASSEMBLY: RefCell<Assembly> = RefCell::new(Assembly::new(MAX_OPEN));
+    static QUEUE_ID: Cell<Option<u32>> = const { Cell::new(None) };
+    static NEXT_RESOLVE_MS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The singleton's queue, if audit delivery is set up on this Envoy (resolved once, retried
+/// at most once a second while it is not).
+fn queue() -> Option<u32> {
+    if let Some(id) = QUEUE_ID.get() {
+        return Some(id);
+    }
+    let now = now_ms();
+    if now < NEXT_RESOLVE_MS.get() {
+        return None;
+    }
+    NEXT_RESOLVE_MS.set(now.saturating_add(RESOLVE_RETRY_MS));
+    let vm_id = hostcalls::get_property(vec!["plugin_vm_id"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
+    let id = hostcalls::resolve_shared_queue(&vm_id, QUEUE).ok().flatten();
+    QUEUE_ID.set(id);
+    id
+}
+
+/// Whether policy lets the request in given the node's audit delivery state.
+pub fn admits_request(policy: &CompiledPolicy) -> bool {
+    let audit = policy.audit();
+    if audit.on_unavailable == OnAuditUnavailable::Accept {
+        return true; // no host call on the common path
+    }
+    let state = hostcalls::get_shared_data(STATE_KEY).ok().and_then(|(v, _)| v).and_then(|v| DeliveryState::from_bytes(&v));
+    admits(audit, state)
+}
+
+/// The first role of a request opens its draft (when audit delivery is set up) and leaves the
+/// key for the roles after it.
+pub fn open(role: Role, request_id: &str) -> Option<u64> {
+    queue()?;
+    let (key, evicted) = ASSEMBLY.with(|a| a.borrow_mut().open(role, request_id, now_ms()));
+    if let Some(r) = evicted {
+        hand_over(&r);
+    }
+    let _ = hostcalls::set_property(vec![KEY_PROPERTY], Some(key.to_string().as_bytes()));
+    Some(key)
+}
+
+/// A later role joins the request's draft, or opens one if no role before it did.
+pub fn join_or_open(role: Role, request_id: impl FnOnce() -> Option<String>) -> Option<u64> {
+    let key = hostcalls::get_property(vec![KEY_PROPERTY])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if let Some(key) = key
+        && ASSEMBLY.with(|a| a.borrow_mut().join(key, role))
+    {
+        return Some(key);
+    }
+    open(role, &request_id().unwrap_or_default())
+}
+
+/// Writes into the draft `key`, if it is open.
+pub fn with(key: Option<u64>, f: impl FnOnce(&mut Draft)) {
+    let Some(key) = key else { return };
+    ASSEMBLY.with(|a| {
+        if let Some(d) = a.borrow_mut().draft(key) {
+            f(d);
+        }
+    });
+}
+
+fn int_property(path: &[&str]) -> Option<u64> {
+    let b = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    // Envoy encodes integer properties as 8 little-endian bytes.
+    Some(u64::from_le_bytes(<[u8; 8]>::try_from(b.as_slice()).ok()?))
+}
+
+/// `role` is done with the request; if it was the last, the record goes to the singleton.
+pub fn leave(key: Option<u64>, role: Role) {
+    let Some(key) = key else { return };
+    let left = ASSEMBLY.with(|a| {
+        a.borrow_mut().leave(key, role, || Ending {
+            end_ms: now_ms(),
+            status: int_property(&["response", "code"]).and_then(|c| u16::try_from(c).ok()).filter(|c| *c != 0),
+            bytes_in: int_property(&["request", "total_size"]).unwrap_or(0),
+            bytes_out: int_property(&["response", "total_size"]).unwrap_or(0),
+        })
+    });
+    if let Left::Finished(record) = left {
+        hand_over(&record);
+    }
+}
+
+fn hand_over(record: &AuditRecord) {
+    let Some(q) = queue() else { return };
+    let bytes = cordon_audit::encoding::encode_record(now_ms(), record);
+    if let Err(e) = hostcalls::enqueue_shared_queue(q, Some(&bytes)) {
+        // The singleton is gone (VM reload): the record cannot be kept; say so, without content.
+        let _ = hostcalls::log(LogLevel::Error, &format!("audit: could not hand a record to the singleton: {e:?}"));
+        QUEUE_ID.set(None);
+    }
+}
