@@ -423,10 +423,57 @@ impl Admin {
                     team: e.team,
                     user: e.user,
                     status: u32::try_from(e.status).unwrap_or(0),
+                    ..record_details(&e.entry)
                 })
                 .collect();
             Ok((AuditQueryResponse { entries }, String::new()))
         })
         .await
+    }
+}
+
+/// The details of a stored record for `audit query` (empty for gaps and undecodable rows,
+/// which `audit verify` names).
+fn record_details(entry: &[u8]) -> AuditEntryInfo {
+    use cordon_audit::entry::Body;
+    use cordon_audit::record::{Action, Direction, UsageSource};
+    let Ok(e) = cordon_audit::encoding::decode(entry) else { return AuditEntryInfo::default() };
+    let Body::Record(r) = e.body else { return AuditEntryInfo::default() };
+    let name = |i: &Option<cordon_audit::record::Ident>| i.as_ref().map(|i| i.as_str().to_owned()).unwrap_or_default();
+    AuditEntryInfo {
+        request_id: r.request_id.as_str().to_owned(),
+        key_id: name(&r.principal.key_id),
+        policy_version: r.policy.as_ref().map(|p| p.version.as_str().to_owned()).unwrap_or_default(),
+        usage: r
+            .usage
+            .as_ref()
+            .map(|u| {
+                let src = if u.source == UsageSource::Reported { "reported" } else { "estimated" };
+                format!("{}/{}/{} {src}", u.prompt, u.completion, u.total)
+            })
+            .unwrap_or_default(),
+        rate_limit: r
+            .rate_limit
+            .as_ref()
+            .map(|l| format!("{} {} {}{}", l.bucket, l.limit, l.remaining, if l.limited { " limited" } else { "" }))
+            .unwrap_or_default(),
+        redactions: r
+            .redactions
+            .iter()
+            .map(|(det, dir, act, n)| {
+                let dir = if dir == Direction::Request { "request" } else { "response" };
+                let act = match act {
+                    Action::Allow => "allow",
+                    Action::Mask => "mask",
+                    Action::Redact => "redact",
+                    Action::Block => "block",
+                    Action::Pseudonymize => "pseudonymize",
+                };
+                format!("{dir}:{det}:{act}={n}")
+            })
+            .collect(),
+        fail_open: r.fail_open.iter().map(|p| p.as_str().to_owned()).collect(),
+        duration_ms: r.duration_ms,
+        ..AuditEntryInfo::default()
     }
 }

@@ -146,8 +146,12 @@ def control_plane_tls_socket(ca: Path | str, cert: Path | str, key: Path | str, 
     }
 
 
-def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, env_keys: list[str] | None = None) -> dict:
-    """The `cordon.policy_stream` singleton: one stream per Envoy, shared with the HTTP roles."""
+def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, env_keys: list[str] | None = None, audit: dict | None = None) -> dict:
+    """The `cordon.policy_stream` singleton: one stream per Envoy, shared with the HTTP roles;
+    with `audit` (e.g. {"node_key_env": "CORDON_NODE_KEY"}) it also ships the audit trail."""
+    configuration: dict = {"control_plane": {"cluster": cluster, "trusted_keys": trusted_keys, "reconnect_initial_ms": 200, "reconnect_max_ms": 1000}}
+    if audit is not None:
+        configuration["audit"] = audit
     return {
         "name": "envoy.bootstrap.wasm",
         "typed_config": {
@@ -157,9 +161,17 @@ def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, 
                 "name": "cordon.policy_stream",
                 "root_id": "cordon.policy_stream",
                 "vm_config": vm_config(wasm, env_keys),
-                "configuration": string_config(
-                    {"control_plane": {"cluster": cluster, "trusted_keys": trusted_keys, "reconnect_initial_ms": 200, "reconnect_max_ms": 1000}}
-                ),
+                "configuration": string_config(configuration),
             },
         },
     }
+
+
+def node_key(cp: ControlPlane, node: str) -> str:
+    """Makes a node key with `cordonctl nodes keygen`, registers its public key for `node`, and
+    returns the secret seed (for the Envoy's node-key variable)."""
+    seed_file = cp.data_dir / f"{node}.seed"
+    out = cp.ctl("nodes", "keygen", "--seed-out", str(seed_file), json_out=False).stdout
+    public = re.search(r"public key: (\S+)", out).group(1)
+    cp.ctl("nodes", "register", "--node", node, "--public-key", public)
+    return seed_file.read_text().strip()

@@ -118,6 +118,12 @@ impl Draft {
             self.refusal = Some(refusal.code());
             self.status = Some(refusal.status());
         }
+        if let Refusal::ModelNotAllowed { model } = refusal
+            && self.record.model.is_none()
+        {
+            // The model asked for is part of what was refused.
+            self.record.model = ident(model);
+        }
         if let Refusal::RateLimited { limit, .. } = refusal
             && let Some(bucket) = ident(limit)
         {

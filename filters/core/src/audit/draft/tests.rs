@@ -48,6 +48,14 @@ fn the_first_refusal_decides_and_its_status_is_the_apps() {
 }
 
 #[test]
+fn a_refused_model_is_named() {
+    let mut d = Draft::new("req-m", 0);
+    d.refused(&Refusal::ModelNotAllowed { model: "gpt-4o".into() });
+    let r = d.finish(end(Some(403)));
+    assert_eq!((r.reason.as_str(), r.model.as_ref().map(Ident::as_str)), ("model_not_allowed", Some("gpt-4o")));
+}
+
+#[test]
 fn a_rate_limit_refusal_names_the_limit() {
     let mut d = Draft::new("req-3", 0);
     d.refused(&Refusal::RateLimited { limit: "team-rpm".into(), kind: crate::ratelimit::LimitKind::Requests, retry_after_secs: 3 });

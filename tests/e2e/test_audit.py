@@ -1,0 +1,180 @@
+"""The signed audit trail end to end: the real Envoy with the real module (policy-stream and
+audit singleton, identity, redaction, limits), the real control plane, cordonctl and the
+offline verifier. Every exchange through Envoy becomes one record whose fields match what
+happened; the export verifies offline and fails after one changed byte."""
+
+import json
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.harness import envoy as E
+from tests.harness.control_plane import BIN_DIR, ControlPlane, node_key, policy_stream_extension
+from tests.harness.fake_upstream import FakeUpstream
+
+NODE = "envoy-audit-node"
+
+POLICY = """
+routes:
+  - name: openai
+    path_prefix: /v1/
+    accept: [[api_key]]
+models:
+  - match: {team: research}
+    allow: ["gpt-4o-mini"]
+rate_limits:
+  - name: per-key-burst
+    by: [key]
+    requests: {limit: 3, per: hour}
+redaction:
+  rules:
+    detectors:
+      email: {request: redact}
+      card: {request: block}
+"""
+
+
+def chat(content="hi", model="gpt-4o-mini"):
+    return {"model": model, "messages": [{"role": "user", "content": content}]}
+
+
+@pytest.fixture
+def stack(request):
+    cp = ControlPlane().start()
+    up = FakeUpstream()
+    started = []
+
+    def envoy(audit=True, buffer_records=10_000):
+        env_vars = {}
+        audit_cfg = None
+        if audit:
+            env_vars["CORDON_NODE_KEY"] = node_key(cp, NODE)
+            audit_cfg = {"node_key_env": "CORDON_NODE_KEY", "buffer_records": buffer_records}
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit=audit_cfg)
+        filters = [E.wasm_filter("cordon.identity", {}, ["CORDON_NODE_KEY"]), E.wasm_filter("cordon.redact", {}, ["CORDON_NODE_KEY"])]
+        cfg = E.bootstrap(
+            [E.listener("main", filters, "model")],
+            [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+            extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}},
+        )
+        env = E.Envoy.start(cfg, env=env_vars)
+        started.append(env)
+        return env
+
+    yield cp, up, envoy
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for e in started:
+            print(f"\n===== envoy log =====\n{e.log()[-6000:]}")
+        print(f"\n===== control plane log =====\n{cp.log()[-4000:]}")
+    for e in started:
+        e.cleanup()
+    up.stop()
+    cp.stop()
+
+
+def push(cp, policy=POLICY):
+    cp.apply(policy)
+    key = cp.ctl("keys", "create", "--id", "k-audit", "--user", "ada", "--team", "research")
+    cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == key["version"]["version"])
+    return key["plaintext"]
+
+
+def records(cp, want, timeout=15.0):
+    """The node's stored entries once `want` of them arrived (or what there is at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cp.ctl("audit", "query", "--node", NODE).get("entries", [])
+        if len(got) >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def post(env, key, body):
+    return requests.post(env.url() + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=10)
+
+
+def test_every_exchange_is_one_record_that_says_what_happened(stack, tmp_path):
+    cp, up, envoy = stack
+    env = envoy()
+    key = push(cp)
+    secret_mail = "ada.lovelace@example.org"
+    outcomes = [
+        post(env, key, chat("hello")),  # allowed (limit: 1 of 3)
+        post(env, "sk-not-a-key", chat()),  # 401
+        post(env, key, chat(model="gpt-4o")),  # 403, before limits count
+        post(env, key, chat(f"mail {secret_mail} please")),  # redacted, allowed (2 of 3)
+        post(env, key, chat("card 4111111111111111")),  # blocked by redaction (3 of 3)
+        post(env, key, chat("hello")),  # limited
+    ]
+    assert [r.status_code for r in outcomes] == [200, 401, 403, 200, 400, 429], [r.text for r in outcomes]
+    got = records(cp, 6)
+    assert len(got) == 6, got
+    by_order = sorted(got, key=lambda e: int(e["seq"]))
+    summary = [(e["decision"], e["reason"], int(e.get("status", 0))) for e in by_order]
+    assert summary == [
+        ("allow", "ok", 200),
+        ("refuse", "invalid_api_key", 401),
+        ("refuse", "model_not_allowed", 403),
+        ("allow", "ok", 200),
+        ("refuse", "sensitive_data_blocked", 400),
+        ("refuse", "rate_limit_exceeded", 429),
+    ], summary
+    ok, bad_key, denied, redacted, blocked, limited = by_order
+    assert ok["user"] == "ada" and ok["team"] == "research" and ok["model"] == "gpt-4o-mini"
+    assert ok["key_id"] == "k-audit" and ok["rate_limit"].startswith("per-key-burst 3 "), ok
+    assert ok["policy_version"] and ok["usage"].endswith(("reported", "estimated")), ok
+    assert bad_key.get("user", "") == "" and bad_key.get("key_id", "") == ""
+    assert denied["model"] == "gpt-4o"
+    assert redacted.get("redactions") == ["request:email:redact=1"], redacted
+    assert blocked.get("redactions") == ["request:card:block=1"], blocked
+    assert limited["rate_limit"].startswith("per-key-burst") and limited["rate_limit"].endswith("limited"), limited
+    # The request ids are Envoy's, one per exchange.
+    assert len({e["request_id"] for e in by_order}) == 6
+    # No content anywhere in the trail or the logs: the e-mail went upstream redacted only.
+    assert secret_mail not in json.dumps(got) and secret_mail not in cp.log() and secret_mail not in env.log()
+
+    # Provable against a signed head, and the export verifies offline; one changed byte fails it.
+    proof = cp.ctl("audit", "prove", NODE, str(redacted["seq"]))
+    assert proof.get("proof") is not None or proof.get("leaf") is not None, proof
+    time.sleep(1.2)  # a head covering every entry is signed within 500 ms of the last one
+    export, keys = tmp_path / "audit.jsonl", tmp_path / "node-keys"
+    r = cp.ctl("audit", "export", "--out", str(export), "--keys-out", str(keys), json_out=False)
+    cp_key = r.stderr.strip().rsplit(" ", 1)[-1]
+    verify = [str(BIN_DIR / "cordon-verify"), str(export), "--node-keys", str(keys), "--control-plane-key", cp_key]
+    r = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = bytearray(export.read_bytes())
+    at = data.index(b'"entry":"') + 40
+    data[at] = ord("A") if data[at] != ord("A") else ord("B")
+    export.write_bytes(bytes(data))
+    r = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0, r.stdout
+
+
+def test_a_restarted_control_plane_gets_every_record_in_one_chain(stack):
+    cp, up, envoy = stack
+    env = envoy()
+    key = push(cp)
+    assert post(env, key, chat()).status_code == 200
+    assert len(records(cp, 1)) == 1
+    cp.stop()
+    # Served while the control plane is down; the records wait in the node's buffer.
+    assert post(env, key, chat()).status_code == 200
+    assert post(env, key, chat(model="gpt-4o")).status_code == 403
+    cp.start()
+    got = records(cp, 3)
+    assert [e["seq"] for e in sorted(got, key=lambda e: int(e["seq"]))] in ([0, 1, 2], ["0", "1", "2"]), got
+    v = cp.ctl("audit", "verify")
+    assert v.get("ok") is True, v
+
+
+def test_audit_required_but_not_set_up_fails_closed(stack):
+    cp, up, envoy = stack
+    env = envoy(audit=False)
+    key = push(cp, POLICY + "audit:\n  on_unavailable: refuse\n")
+    r = post(env, key, chat())
+    assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable", r.text
+    assert up.received == [], "nothing reached the model"
