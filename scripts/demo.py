@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Cordon demo: the control plane (embedded SQLite default), the real Envoy with the Cordon
-module (policy-stream singleton + identity filter), and a fake model upstream.
+module (policy-stream and audit singleton, identity and redaction filters), and a fake model
+upstream; at the end, the signed audit trail of every request, verified offline.
 
 Policy and API keys go in through `cordonctl`, reach Envoy over the policy stream, and every
 request's fate is printed one line each. Run through scripts/demo.sh (set-up and build first).
@@ -8,7 +9,9 @@ request's fate is printed one line each. Run through scripts/demo.sh (set-up and
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests  # noqa: E402
 
 from tests.harness import envoy as E  # noqa: E402
-from tests.harness.control_plane import ControlPlane, policy_stream_extension  # noqa: E402
+from tests.harness.control_plane import BIN_DIR, ControlPlane, node_key, policy_stream_extension  # noqa: E402
 from tests.harness.fake_upstream import FakeUpstream, Script  # noqa: E402
 from tests.harness.sse import SSEStream  # noqa: E402
 
@@ -82,15 +85,21 @@ def main() -> int:
         print(f"    cordonctl keys create --id k-bob    -> {bob['plaintext'][:10]}...")
         version = bob["version"]["version"]
 
-        heading("2. Envoy with dist/cordon.wasm: policy-stream singleton + cordon.identity + cordon.redact, no static policy")
-        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["DEMO_PROVIDER_KEY"])
-        filters = [E.wasm_filter("cordon.identity", {}, ["DEMO_PROVIDER_KEY"]), E.wasm_filter("cordon.redact", {}, [])]
+        seed = node_key(cp, NODE)
+        print(f"    cordonctl nodes keygen + nodes register --node {NODE}  -> the node's audit key (secret seed to Envoy's env)")
+
+        # The same vm_config for every role: one VM per worker, one audit record per request.
+        env_keys = ["DEMO_PROVIDER_KEY", "CORDON_NODE_KEY"]
+        heading("2. Envoy with dist/cordon.wasm: policy-stream + audit singleton, cordon.identity + cordon.redact, no static policy")
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, env_keys,
+                                      audit={"node_key_env": "CORDON_NODE_KEY"})
+        filters = [E.wasm_filter("cordon.identity", {}, env_keys), E.wasm_filter("cordon.redact", {}, env_keys)]
         cfg = E.bootstrap(
             [E.listener("main", filters, "model")],
             [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
             extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "demo"}},
         )
-        env = E.Envoy.start(cfg, env={"DEMO_PROVIDER_KEY": "sk-provider-from-runtime-secret"})
+        env = E.Envoy.start(cfg, env={"DEMO_PROVIDER_KEY": "sk-provider-from-runtime-secret", "CORDON_NODE_KEY": seed})
         t0 = time.monotonic()
         cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == version)
         print(f"    node {NODE} ACKed version {version} {(time.monotonic() - t0) * 1000:.0f} ms after Envoy was ready; trusted signer {cp.trusted_key['key_id']}")
@@ -180,8 +189,38 @@ def main() -> int:
                  if line.startswith(("cordon_decision_", "cordon_redaction_")) and not line.endswith(" 0")}
         heading("7. Envoy /stats/prometheus")
         print("    " + ", ".join(f"{k.removeprefix('cordon_decision_')}={v}" for k, v in sorted(stats.items())))
-        print(f"\n{DIM}Coming with later work: fleet-wide limits and budgets; signed audit records shipped from Envoy "
-              f"(the audit crate and the offline verifier exist: docs/audit.md).{RESET}")
+
+        heading("8. The signed audit trail: one record per request, shipped by the node, verified offline")
+        # Records arrive within a few hundred ms of each exchange; wait until the count settles.
+        deadline, entries, settled = time.monotonic() + 15, [], 0
+        while settled < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = cp.ctl("audit", "query", "--node", NODE, "--limit", "1000").get("entries", [])
+            settled = settled + 1 if entries and len(now) == len(entries) else 0
+            entries = now
+        for e in sorted(entries, key=lambda e: int(e["seq"])):
+            details = [e.get("rate_limit", ""), " ".join(e.get("redactions", [])), e.get("usage", "")]
+            print(f"    seq {int(e['seq']):>2}  {e['decision']:<6} {e['reason']:<24} {e.get('user', '-') or '-':<6} "
+                  f"{e.get('model', '') or '-':<24} {DIM}{'  '.join(d for d in details if d)}{RESET}")
+        time.sleep(1.0)  # the control plane signs a tree head within 500 ms of the last entry
+        some = sorted(entries, key=lambda e: int(e["seq"]))[3]
+        proof = cp.ctl("audit", "prove", NODE, str(some["seq"]))
+        print(f"    cordonctl audit prove {NODE} {some['seq']} -> leaf {proof.get('leaf', 0)}, {len(proof.get('proof', []))} hashes to a signed head")
+        with tempfile.TemporaryDirectory() as tmp:
+            export, keys = Path(tmp) / "audit.jsonl", Path(tmp) / "node-keys"
+            r = cp.ctl("audit", "export", "--out", str(export), "--keys-out", str(keys), json_out=False)
+            cp_key = r.stderr.strip().rsplit(" ", 1)[-1]
+            verify = [str(BIN_DIR / "cordon-verify"), str(export), "--node-keys", str(keys), "--control-plane-key", cp_key]
+            ok = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+            print(f"    cordon-verify audit.jsonl (offline, public keys only) -> {ok.stdout.strip().splitlines()[-1] if ok.stdout.strip() else ok.stderr.strip()}")
+            data = bytearray(export.read_bytes())
+            at = data.index(b'"entry":"') + 40
+            data[at] = ord("A") if data[at] != ord("A") else ord("B")
+            export.write_bytes(bytes(data))
+            bad = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+            first = (bad.stdout + bad.stderr).strip().splitlines()
+            print(f"    ... after changing one byte of one entry   -> exit {bad.returncode}: {first[0] if first else ''}")
+        print(f"\n{DIM}Coming with later work: fleet-wide limits and budgets (docs/limits.md).{RESET}")
         return 0
     finally:
         if env is not None:

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-wasm.sh
-cargo build --quiet -p cordon-control-plane -p cordonctl --bins
+cargo build --quiet -p cordon-control-plane -p cordonctl -p cordon-verify --bins
 exec .venv/bin/python scripts/demo.py "$@"

@@ -178,3 +178,38 @@ def test_audit_required_but_not_set_up_fails_closed(stack):
     r = post(env, key, chat())
     assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable", r.text
     assert up.received == [], "nothing reached the model"
+
+
+def test_roles_in_different_vms_still_record_every_exchange_and_say_why_they_split(stack):
+    """An operator gave the roles different vm_configs: no record is lost or merged wrongly;
+    each role writes its own, and Envoy's log says how to fix the configuration."""
+    cp, up, _ = stack
+    seed = node_key(cp, NODE)
+    ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit={"node_key_env": "CORDON_NODE_KEY"})
+    filters = [E.wasm_filter("cordon.identity", {}, ["CORDON_NODE_KEY"]), E.wasm_filter("cordon.redact", {}, [])]
+    cfg = E.bootstrap(
+        [E.listener("main", filters, "model")],
+        [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+        extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}},
+    )
+    with E.Envoy.start(cfg, env={"CORDON_NODE_KEY": seed}) as env:
+        key = push(cp)
+        assert post(env, key, chat("mail ada@example.org")).status_code == 200
+        got = records(cp, 2)
+        assert len(got) == 2, got
+        assert len({e["request_id"] for e in got}) == 1, "the two parts share the request id"
+        assert any(e.get("user") == "ada" for e in got) and any(e.get("redactions") == ["request:email:redact=1"] for e in got)
+        assert "runs in another VM" in env.log()
+
+
+def test_audit_configured_without_its_node_key_refuses_to_start(tmp_path):
+    """Fail closed at start: an Envoy told to keep an audit trail must not run without its key."""
+    from tests.harness.control_plane import free_port
+
+    ext = policy_stream_extension("cp", [{"key_id": "ed25519:0000000000000000", "public_key": "A" * 43 + "="}], E.WASM, ["CORDON_NODE_KEY"],
+                                  audit={"node_key_env": "CORDON_NODE_KEY"})
+    cfg = E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", {}, ["CORDON_NODE_KEY"])], "cp")], [E.cluster("cp", free_port(), http2=True)],
+                      extra={"bootstrap_extensions": [ext]})
+    with pytest.raises(RuntimeError) as err:
+        E.Envoy.start(cfg).cleanup()
+    assert "node key variable 'CORDON_NODE_KEY' is not set" in str(err.value)

@@ -26,6 +26,10 @@ const RESOLVE_RETRY_MS: u64 = 1_000;
 
 thread_local! {
     static ASSEMBLY: RefCell<Assembly> = RefCell::new(Assembly::new(MAX_OPEN));
+    /// Tells this VM's draft keys from another VM's (roles given different vm_configs run in
+    /// different VMs and cannot share a draft).
+    static VM_NONCE: Cell<u64> = const { Cell::new(0) };
+    static WARNED_SPLIT: Cell<bool> = const { Cell::new(false) };
     static QUEUE_ID: Cell<Option<u32>> = const { Cell::new(None) };
     static NEXT_RESOLVE_MS: Cell<u64> = const { Cell::new(0) };
 }
@@ -51,6 +55,17 @@ fn queue() -> Option<u32> {
     id
 }
 
+fn vm_nonce() -> u64 {
+    let n = VM_NONCE.get();
+    if n != 0 {
+        return n;
+    }
+    let t = hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(1, |d| d.as_nanos() as u64);
+    let n = (t ^ (t >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    VM_NONCE.set(n);
+    n
+}
+
 /// Whether policy lets the request in given the node's audit delivery state.
 pub fn admits_request(policy: &CompiledPolicy) -> bool {
     let audit = policy.audit();
@@ -69,21 +84,28 @@ pub fn open(role: Role, request_id: &str) -> Option<u64> {
     if let Some(r) = evicted {
         hand_over(&r);
     }
-    let _ = hostcalls::set_property(vec![KEY_PROPERTY], Some(key.to_string().as_bytes()));
+    let _ = hostcalls::set_property(vec![KEY_PROPERTY], Some(format!("{:016x}:{key}", vm_nonce()).as_bytes()));
     Some(key)
 }
 
 /// A later role joins the request's draft, or opens one if no role before it did.
 pub fn join_or_open(role: Role, request_id: impl FnOnce() -> Option<String>) -> Option<u64> {
-    let key = hostcalls::get_property(vec![KEY_PROPERTY])
-        .ok()
-        .flatten()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    if let Some(key) = key
-        && ASSEMBLY.with(|a| a.borrow_mut().join(key, role))
-    {
-        return Some(key);
+    let found = hostcalls::get_property(vec![KEY_PROPERTY]).ok().flatten().and_then(|b| String::from_utf8(b).ok());
+    if let Some((nonce, key)) = found.as_deref().and_then(|s| s.split_once(':')) {
+        let same_vm = u64::from_str_radix(nonce, 16).ok() == Some(vm_nonce());
+        if same_vm
+            && let Ok(key) = key.parse::<u64>()
+            && ASSEMBLY.with(|a| a.borrow_mut().join(key, role))
+        {
+            return Some(key);
+        }
+        if !same_vm && !WARNED_SPLIT.replace(true) {
+            let _ = hostcalls::log(
+                LogLevel::Warn,
+                "audit: cordon.redact runs in another VM than the role before it (their vm_configs differ): each writes its own \
+                 record, correlated by request id; give every Cordon role the same vm_config to get one record per request",
+            );
+        }
     }
     open(role, &request_id().unwrap_or_default())
 }
