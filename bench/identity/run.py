@@ -11,6 +11,10 @@ Runs the same load against three Envoys on one pinned worker:
      token limit per team that match every request but never refuse, so each request reads and
      compare-and-swaps two counters in shared data, reserves tokens, reads the JSON response's
      `usage` as it passes, and reconciles. d-b is what local-mode limits add per request.
+  e  (half-load phase only) `cordon.identity` with the signed audit trail: the singleton ships
+     every request's record to a real control plane (on the client core) over ShipAudit. e-b is
+     what auditing adds per request in Envoy (worker: draft, filter-state key, hand-over to the
+     shared queue; main thread: seal, sign per batch, send).
   c  Envoy's own native filters doing comparable work: `envoy.filters.http.api_key_auth` with the
      same keys (client id forwarded upstream, key stripped) plus `envoy.filters.http.rbac`
      allowing POST /v1/ for those clients. Neither reads the body.
@@ -61,8 +65,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.perf_split import dso_shares  # noqa: E402
 from tests.harness import envoy as E  # noqa: E402
+from tests.harness.control_plane import ControlPlane, node_key, policy_stream_extension  # noqa: E402
 
 ENVOY_CORE = "0"
+AUDIT_NODE = "bench-audit-node"
 CLIENT_CORE = "1"
 CONNECTIONS = 32
 # Scheduling prefix for every process of the bench (set in main): SCHED_FIFO by default, see --no-rt.
@@ -209,7 +215,14 @@ def native_filters() -> list[dict]:
     return [api_key_auth, rbac]
 
 
-def under_test_config(variant: str, upstream_port: int) -> dict:
+def under_test_config(variant: str, upstream_port: int, cp=None) -> dict:
+    if variant == "e":
+        # The same vm_config as the singleton's, so all roles share one VM per worker.
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"],
+                                      audit={"node_key_env": "CORDON_NODE_KEY"})
+        return E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", {"policy": POLICY}, ["CORDON_NODE_KEY"])], "model")],
+                           [E.cluster("model", upstream_port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+                           extra={"bootstrap_extensions": [ext], "node": {"id": AUDIT_NODE, "cluster": "bench"}})
     filters = {
         "a": [],
         "b": [E.wasm_filter("cordon.identity", {"policy": POLICY})],
@@ -232,8 +245,8 @@ class PinnedEnvoy(E.Envoy):
         return ["--log-level", "warning"]
 
 
-def start_envoy(config: dict, core: str) -> PinnedEnvoy:
-    e = PinnedEnvoy(config=config, concurrency=1)
+def start_envoy(config: dict, core: str, env: dict[str, str] | None = None) -> PinnedEnvoy:
+    e = PinnedEnvoy(config=config, concurrency=1, env=env or {})
     e.core = core
     e._launch(30.0)
     return e
@@ -491,6 +504,8 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
         "cpu_us_added_b_minus_a": paired(lat_runs, "b", "a", "cpu_us_per_req", sub, name="cpu_us_added_b_minus_a"),
         "cpu_us_added_d_minus_b": paired(lat_runs, "d", "b", "cpu_us_per_req", sub, name="cpu_us_added_d_minus_b"),
         "cpu_d_over_b": paired(lat_runs, "d", "b", "cpu_us_per_req", div, name="cpu_d_over_b"),
+        "cpu_us_added_e_minus_b": paired(lat_runs, "e", "b", "cpu_us_per_req", sub, name="cpu_us_added_e_minus_b"),
+        "cpu_e_over_b": paired(lat_runs, "e", "b", "cpu_us_per_req", div, name="cpu_e_over_b"),
         "cpu_us_added_c_minus_a": paired(lat_runs, "c", "a", "cpu_us_per_req", sub, name="cpu_us_added_c_minus_a"),
         "cpu_b_over_c_at_max": paired(thr_runs, "b", "c", "cpu_us_per_req", div, name="cpu_b_over_c_at_max"),
     }
@@ -521,7 +536,7 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
 
 
 NAMES = {"a": "a  envoy, no filter", "b": "b  cordon.identity (wasm)", "c": "c  api_key_auth + rbac",
-         "d": "d  b + rate/token limits",
+         "d": "d  b + rate/token limits", "e": "e  b + signed audit trail",
          "a-get": "a-get  (GET, no body)", "b-get": "b-get  (GET, no body)"}
 
 
@@ -566,6 +581,8 @@ def print_report(s: dict, half: float, meta: dict) -> None:
     print(f"{'CPU µs/request added: b-a / c-a':<44}{r['cpu_us_added_b_minus_a']:>10.1f} / {r['cpu_us_added_c_minus_a']:.1f}")
     print(f"{'CPU µs/request added by limits: d-b':<44}{r['cpu_us_added_d_minus_b']:>10.1f} {rng('cpu_us_added_d_minus_b', '.1f'):<20}  "
           f"goal <= 3 µs  {mark(r['cpu_us_added_d_minus_b'] <= 3.0)}  (d/b {r['cpu_d_over_b']:.2f})")
+    print(f"{'CPU µs/request added by the audit trail: e-b':<44}{r['cpu_us_added_e_minus_b']:>10.1f} {rng('cpu_us_added_e_minus_b', '.1f'):<20}  "
+          f"goal <= 3 µs  {mark(r['cpu_us_added_e_minus_b'] <= 3.0)}  (e/b {r['cpu_e_over_b']:.2f}; {meta.get('audited_records', 0)} records reached the control plane)")
     if s["breakdown"]:
         b = s["breakdown"]
         print()
@@ -641,9 +658,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cordon-bench-"))
     upstream = start_envoy(upstream_config(), CLIENT_CORE)
     envoys: dict[str, PinnedEnvoy] = {}
+    # The control plane that takes variant e's audit trail, on the client core.
+    cp = ControlPlane()
+    cp.start()
+    subprocess.run(["taskset", "-p", "-c", CLIENT_CORE, str(cp.proc.pid)], capture_output=True, check=False)
     try:
         for v in ("a", "b", "c", "d"):
             envoys[v] = start_envoy(under_test_config(v, upstream.port()), ENVOY_CORE)
+        envoys["e"] = start_envoy(under_test_config("e", upstream.port(), cp), ENVOY_CORE, {"CORDON_NODE_KEY": node_key(cp, AUDIT_NODE)})
         preflight(envoys)
         bench = Bench(workdir, upstream, envoys)
         print(f"envoys up (a :{envoys['a'].port()}, b :{envoys['b'].port()}, c :{envoys['c'].port()}, upstream :{upstream.port()}); "
@@ -662,7 +684,7 @@ def main() -> int:
                       f"other load {r['foreign_core0']:.2f}/{r['foreign_core1']:.2f}", flush=True)
         half = med([r["rps"] for r in thr_runs if r["variant"] == "a"]) / 2
 
-        variants_lat = ["a", "b", "c", "d"] + ([] if args.no_breakdown else ["a-get", "b-get"])
+        variants_lat = ["a", "b", "c", "d", "e"] + ([] if args.no_breakdown else ["a-get", "b-get"])
         for v in variants_lat:  # calibrates each variant's pacing (and warms up the GET variants)
             bench.run(v, 1.0, rate=half)
         lat_runs: list[dict] = []
@@ -674,13 +696,17 @@ def main() -> int:
                 print(f"  half    round {rd + 1} {v:<6} {r['rps']:>9,.0f} req/s  p50 {r['p50_us']:>5} µs  p99 {r['p99_us']:>5} µs  "
                       f"{r['cpu_us_per_req']:.1f} µs CPU/req  other load {r['foreign_core0']:.2f}/{r['foreign_core1']:.2f}", flush=True)
         prof = profile(bench, half, duration, workdir) if args.profile else None
+        audited = len(cp.ctl("audit", "query", "--node", AUDIT_NODE, "--limit", "10000").get("entries", []))
     finally:
         for e in list(envoys.values()) + [upstream]:
             e.cleanup()
+        cp.stop()
 
     summary = summarise(thr_runs, lat_runs, variants_lat)
     summary["profile"] = prof
+    summary["audited_records"] = audited
     meta = {
+        "audited_records": audited,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "envoy_version": envoy_version(),

@@ -368,7 +368,7 @@ mod tests {
         assert_eq!(Ident::escaped("50%").as_str(), "50%25");
         assert_eq!(Ident::escaped("").as_str(), "-");
         let long = Ident::escaped(&"é".repeat(200));
-        assert!(long.as_str().len() <= MAX_IDENT_BYTES && long.as_str().len() % 3 == 0);
+        assert!(long.as_str().len() <= MAX_IDENT_BYTES && long.as_str().len().is_multiple_of(3));
         for s in ["a\u{0}b", "\u{202e}x", &"y".repeat(300), " "] {
             let i = Ident::escaped(s);
             assert!(Ident::new("t", i.as_str()).is_ok(), "{s:?} -> {i:?}");
