@@ -36,6 +36,8 @@ POLICY = {
         {"name": "tiny-table", "match": {"model": "claude-*"}, "by": ["user"], "requests": {"limit": 100, "per": "hour"}, "slots": 1},
         {"name": "support-tokens", "match": {"team": "support"}, "by": ["team"],
          "tokens": {"limit": 400, "per": "hour", "count": "completion"}, "on_exceed": "cut"},
+        # A calendar budget: resets on the 1st, not continuously.
+        {"name": "research-monthly", "match": {"model": "gpt-4o-budget"}, "by": ["team"], "budget": {"tokens": 120, "per": "month"}},
     ],
     "token_estimate": {"default_completion_tokens": 16},
 }
@@ -130,3 +132,22 @@ def test_a_table_too_small_for_its_key_space_evicts_and_says_so(limited, upstrea
         assert r.status_code == 200, r.text
     # The first request takes the empty slot; each of the next three evicts the other user.
     assert limited.stat("cordon_ratelimit_evictions") == before + 3
+
+
+def test_a_monthly_budget_refuses_with_budget_exceeded_until_the_month_ends(limited, upstream):
+    import datetime as dt
+
+    body = {"model": "gpt-4o-budget", "messages": [{"role": "user", "content": "hi"}]}
+    statuses, last = [], None
+    for _ in range(12):
+        last = post(limited, body, ERIN)
+        statuses.append(last.status_code)
+        if last.status_code == 429:
+            break
+        assert "x-ratelimit-reset-tokens" in last.headers
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    assert last.json()["error"]["code"] == "budget_exceeded" and last.headers["x-cordon-limit"] == "research-monthly"
+    now = dt.datetime.now(dt.timezone.utc)
+    first_of_next = (now.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    to_month_end = (first_of_next - now).total_seconds()
+    assert abs(int(last.headers["retry-after"]) - to_month_end) <= 5, (last.headers["retry-after"], to_month_end)

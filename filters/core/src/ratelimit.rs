@@ -1,5 +1,6 @@
-//! Rate limits and token budgets, local mode: every matching limit applies, each a GCRA
-//! counter per key in a shared compare-and-swap store, on a clock the caller passes in.
+//! Rate limits and token budgets, local mode: every matching limit applies, each a counter per
+//! key in a shared compare-and-swap store (GCRA for rates, a calendar window for budgets), on
+//! a clock the caller passes in.
 //!
 //! A request is admitted only if every limit that matches it admits it; a refusal names the
 //! limit. Token limits reserve an estimate before the request goes upstream and are reconciled
@@ -7,16 +8,20 @@
 
 pub mod exchange;
 pub mod gcra;
+pub mod meter;
 pub mod schema;
 pub mod store;
 pub mod usage;
+pub mod window;
 
 use crate::glob::Glob;
 use crate::policy::{PolicyError, Principal};
 use crate::refusal::Refusal;
 use gcra::{Gcra, Verdict};
-use schema::{KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
+use meter::Meter;
+use schema::{BudgetPer, KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
 use store::{CasStore, StoreError};
+use window::{Calendar, Window};
 
 /// What a compiled limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +44,7 @@ pub struct CompiledLimit {
     selector: LimitMatch,
     by: Vec<KeyField>,
     counts: Counts,
-    gcra: Gcra,
+    meter: Meter,
     slots: u32,
 }
 
@@ -66,17 +71,33 @@ impl CompiledLimits {
             if limits.iter().take(i).any(|o| o.name == l.name) {
                 return Err(PolicyError::invalid(at("name"), format!("'{}' is used by an earlier limit", l.name)));
             }
-            let (counts, quota) = match (&l.requests, &l.tokens) {
-                (Some(q), None) => (Counts::Requests, (q.limit, q.per)),
-                (None, Some(t)) => (Counts::Tokens { count: t.count, cut: l.on_exceed == OnExceed::Cut }, (t.limit, t.per)),
-                _ => return Err(PolicyError::invalid(at("requests"), "set exactly one of `requests` or `tokens`")),
+            let cut = l.on_exceed == OnExceed::Cut;
+            let (counts, meter, field) = match (&l.requests, &l.tokens, &l.budget) {
+                (Some(q), None, None) => (Counts::Requests, Meter::Rate(Gcra::new(q.limit, q.per.nanos())), "requests.limit"),
+                (None, Some(t), None) => {
+                    (Counts::Tokens { count: t.count, cut }, Meter::Rate(Gcra::new(t.limit, t.per.nanos())), "tokens.limit")
+                }
+                (None, None, Some(b)) => {
+                    let calendar = match b.per {
+                        BudgetPer::Day => Calendar::Day,
+                        BudgetPer::Week => Calendar::Week,
+                        BudgetPer::Month => Calendar::Month,
+                    };
+                    (Counts::Tokens { count: b.count, cut }, Meter::Budget(Window::new(b.tokens, calendar)), "budget.tokens")
+                }
+                _ => return Err(PolicyError::invalid(at("requests"), "set exactly one of `requests`, `tokens` or `budget`")),
             };
-            if quota.0 == 0 {
-                let f = if matches!(counts, Counts::Requests) { "requests.limit" } else { "tokens.limit" };
-                return Err(PolicyError::invalid(at(f), "must be greater than zero"));
+            let quota = match (&l.requests, &l.tokens, &l.budget) {
+                (Some(q), _, _) => q.limit,
+                (_, Some(t), _) => t.limit,
+                (_, _, Some(b)) => b.tokens,
+                _ => 0,
+            };
+            if quota == 0 {
+                return Err(PolicyError::invalid(at(field), "must be greater than zero"));
             }
-            if l.on_exceed == OnExceed::Cut && matches!(counts, Counts::Requests) {
-                return Err(PolicyError::invalid(at("on_exceed"), "`cut` applies to token limits only"));
+            if cut && matches!(counts, Counts::Requests) {
+                return Err(PolicyError::invalid(at("on_exceed"), "`cut` applies to token limits and budgets only"));
             }
             if l.slots == 0 || l.slots > 1_000_000 {
                 return Err(PolicyError::invalid(at("slots"), "must be between 1 and 1000000"));
@@ -84,14 +105,7 @@ impl CompiledLimits {
             let mut by = l.by.clone();
             by.sort();
             by.dedup();
-            out.push(CompiledLimit {
-                name: l.name.clone(),
-                selector: l.selector.clone(),
-                by,
-                counts,
-                gcra: Gcra::new(quota.0, quota.1.nanos()),
-                slots: l.slots,
-            });
+            out.push(CompiledLimit { name: l.name.clone(), selector: l.selector.clone(), by, counts, meter, slots: l.slots });
         }
         let estimate = estimate.cloned().unwrap_or_default();
         let ok = |b: f64| b.is_finite() && (0.5..=64.0).contains(&b);
@@ -144,8 +158,8 @@ impl CompiledLimits {
         for limit in self.matching(who) {
             let cost = limit.cost(reserve.prompt, reserve.completion, 1);
             let key = limit.key(who);
-            let gcra = limit.gcra;
-            let judged = store::update(store, &limit.name, limit.slots, key, now, |tat| match gcra.check(tat, now, cost) {
+            let meter = limit.meter;
+            let judged = store::update(store, &limit.name, limit.slots, key, now, &meter, |state| match meter.check(state, now, cost) {
                 Verdict::Admit { tat, remaining, reset_ns } => (Some(tat), Ok((remaining, reset_ns))),
                 Verdict::Deny { retry_after_ns, reset_ns } => (None, Err((retry_after_ns, reset_ns))),
             });
@@ -162,12 +176,16 @@ impl CompiledLimits {
                     admission.headers.note(limit, remaining, reset_ns);
                     admission.taken.push(Taken { limit: limit_index(self, limit), key, reserved: cost, remaining });
                 }
-                Err((retry_after_ns, _)) => {
+                Err((retry_after_ns, reset_ns)) => {
                     admission.release(self, store, now);
-                    let retry_after_secs = retry_after_ns.unwrap_or(gcra.period_ns()).div_ceil(1_000_000_000).max(1);
-                    let code = match limit.counts {
-                        Counts::Requests => LimitKind::Requests,
-                        Counts::Tokens { .. } => LimitKind::Tokens,
+                    let retry_after_secs = retry_after_ns
+                        .unwrap_or_else(|| meter.retry_fallback_ns(now.saturating_add(reset_ns), now).max(reset_ns))
+                        .div_ceil(1_000_000_000)
+                        .max(1);
+                    let code = match (limit.counts, limit.meter) {
+                        (_, Meter::Budget(_)) => LimitKind::Budget,
+                        (Counts::Requests, _) => LimitKind::Requests,
+                        (Counts::Tokens { .. }, _) => LimitKind::Tokens,
                     };
                     return Err(Refusal::RateLimited { limit: limit.name.clone(), kind: code, retry_after_secs });
                 }
@@ -251,6 +269,8 @@ pub enum LimitKind {
     Requests,
     /// A token limit (`token_limit_exceeded`).
     Tokens,
+    /// A calendar token budget (`budget_exceeded`).
+    Budget,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +295,7 @@ impl Headers {
             Counts::Requests => &mut self.requests,
             Counts::Tokens { .. } => &mut self.tokens,
         };
-        let candidate = (limit.gcra.limit(), remaining, reset_ns);
+        let candidate = (limit.meter.limit(), remaining, reset_ns);
         if slot.is_none_or(|(_, r, _)| remaining < r) {
             *slot = Some(candidate);
         }
@@ -325,7 +345,7 @@ impl Admission {
     pub fn tightest<'a>(&self, limits: &'a CompiledLimits) -> Option<(&'a str, u64, u64)> {
         let t = self.taken.iter().min_by_key(|t| t.remaining)?;
         let l = limits.limits.get(t.limit)?;
-        Some((l.name.as_str(), l.gcra.limit(), t.remaining))
+        Some((l.name.as_str(), l.meter.limit(), t.remaining))
     }
 }
 
@@ -355,11 +375,11 @@ impl Admission {
     /// completion reserved plus what each cut limit had left when admitted (the smallest).
     /// `None` when no matching limit cuts.
     pub fn stream_budget(&self, limits: &CompiledLimits, reserve: &Reservation) -> Option<u64> {
-        self.cut_budget(limits, reserve).map(|(budget, _)| budget)
+        self.cut_budget(limits, reserve).map(|(budget, _, _)| budget)
     }
 
-    /// The smallest stream budget and the name of the `cut` limit that sets it.
-    pub fn cut_budget(&self, limits: &CompiledLimits, reserve: &Reservation) -> Option<(u64, String)> {
+    /// The smallest stream budget, the name of the `cut` limit that sets it and its kind.
+    pub fn cut_budget(&self, limits: &CompiledLimits, reserve: &Reservation) -> Option<(u64, String, LimitKind)> {
         self.taken
             .iter()
             .filter_map(|t| {
@@ -368,9 +388,10 @@ impl Admission {
                 if count == TokenCount::Prompt {
                     return None;
                 }
-                Some((reserve.completion.saturating_add(t.remaining), l.name.clone()))
+                let kind = if matches!(l.meter, Meter::Budget(_)) { LimitKind::Budget } else { LimitKind::Tokens };
+                Some((reserve.completion.saturating_add(t.remaining), l.name.clone(), kind))
             })
-            .min_by_key(|(budget, _)| *budget)
+            .min_by_key(|(budget, _, _)| *budget)
     }
 
     /// Reconciles each token reservation with the usage: refunds what was not used, debits what
@@ -386,8 +407,8 @@ impl Admission {
             if delta == 0 {
                 continue;
             }
-            let gcra = l.gcra;
-            store::update(store, &l.name, l.slots, t.key, now, |tat| (Some(gcra.adjust(tat, now, delta)), ()))
+            let meter = l.meter;
+            store::update(store, &l.name, l.slots, t.key, now, &meter, |state| (Some(meter.adjust(state, now, delta)), ()))
                 .map_err(|e| unavailable(&e))?;
         }
         Ok(())
@@ -397,10 +418,10 @@ impl Admission {
     pub fn release(&mut self, limits: &CompiledLimits, store: &dyn CasStore, now: u64) {
         for t in std::mem::take(&mut self.taken) {
             let Some(l) = limits.limits.get(t.limit) else { continue };
-            let gcra = l.gcra;
+            let meter = l.meter;
             let delta = -i64::try_from(t.reserved).unwrap_or(i64::MAX);
             // Best effort: a failed refund only errs towards refusing.
-            let _ = store::update(store, &l.name, l.slots, t.key, now, |tat| (Some(gcra.adjust(tat, now, delta)), ()));
+            let _ = store::update(store, &l.name, l.slots, t.key, now, &meter, |state| (Some(meter.adjust(state, now, delta)), ()));
         }
     }
 }

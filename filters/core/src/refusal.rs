@@ -181,6 +181,7 @@ impl Refusal {
             RedactionUnavailable => "redaction_unavailable",
             RateLimited { kind: crate::ratelimit::LimitKind::Requests, .. } => "rate_limit_exceeded",
             RateLimited { kind: crate::ratelimit::LimitKind::Tokens, .. } => "token_limit_exceeded",
+            RateLimited { kind: crate::ratelimit::LimitKind::Budget, .. } => "budget_exceeded",
             RateLimitUnavailable(_) => "rate_limit_unavailable",
             ResponseTooLarge { .. } => "response_too_large",
             ResponseBlocked { .. } => "response_blocked",
@@ -236,10 +237,11 @@ impl Refusal {
             RedactionUnavailable => "The gateway's redaction key is not configured; contact the operator.".into(),
             RateLimited { limit, kind, retry_after_secs } => {
                 let what = match kind {
-                    crate::ratelimit::LimitKind::Requests => "requests",
-                    crate::ratelimit::LimitKind::Tokens => "tokens",
+                    crate::ratelimit::LimitKind::Requests => "Rate limit '{limit}' on requests",
+                    crate::ratelimit::LimitKind::Tokens => "Rate limit '{limit}' on tokens",
+                    crate::ratelimit::LimitKind::Budget => "Token budget '{limit}'",
                 };
-                format!("Rate limit '{limit}' on {what} reached; retry in {retry_after_secs} s.")
+                format!("{} reached; retry in {retry_after_secs} s.", what.replace("{limit}", limit))
             }
             RateLimitUnavailable(why) => format!("The gateway's rate-limit state is unavailable ({why}); try again shortly."),
             ResponseTooLarge { limit } => {
@@ -303,6 +305,7 @@ impl Refusal {
             "redaction_unavailable",
             "rate_limit_exceeded",
             "token_limit_exceeded",
+            "budget_exceeded",
             "rate_limit_unavailable",
             "response_too_large",
             "response_blocked",
@@ -357,6 +360,7 @@ mod tests {
             Refusal::RedactionUnavailable,
             Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Requests, retry_after_secs: 1 },
             Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Tokens, retry_after_secs: 1 },
+            Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Budget, retry_after_secs: 1 },
             Refusal::RateLimitUnavailable("x".into()),
             Refusal::ResponseTooLarge { limit: 1 },
             Refusal::ResponseBlocked { detector: "card".into() },

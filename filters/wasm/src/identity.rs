@@ -65,7 +65,7 @@ impl IdentityFilter {
             Ok(usage) => crate::audit_trail::with(self.audit, |d| {
                 d.usage(&usage);
                 if x.was_cut() {
-                    d.ended("token_limit_exceeded");
+                    d.ended(x.cut_code());
                 }
             }),
             Err(e) => {

@@ -60,6 +60,7 @@ pub struct Exchange {
     format: Option<SseFormat>,
     budget: Option<u64>,
     cut_limit: String,
+    cut_kind: LimitKind,
     strip_usage_chunk: bool,
     watch: Watch,
     settled: Option<Usage>,
@@ -88,9 +89,9 @@ impl Exchange {
             return Ok(None);
         }
         let format = sse_format(path);
-        let (budget, cut_limit) = match admission.cut_budget(limits, &reservation) {
-            Some((b, name)) => (Some(b), name),
-            None => (None, String::new()),
+        let (budget, cut_limit, cut_kind) = match admission.cut_budget(limits, &reservation) {
+            Some((b, name, kind)) => (Some(b), name, kind),
+            None => (None, String::new(), LimitKind::Tokens),
         };
         let mut rewritten = None;
         let mut strip_usage_chunk = false;
@@ -98,8 +99,18 @@ impl Exchange {
             rewritten = ask_for_usage(body);
             strip_usage_chunk = rewritten.is_some();
         }
-        let exchange =
-            Exchange { admission, reservation, format, budget, cut_limit, strip_usage_chunk, watch: Watch::Nothing, settled: None, tokens };
+        let exchange = Exchange {
+            admission,
+            reservation,
+            format,
+            budget,
+            cut_limit,
+            cut_kind,
+            strip_usage_chunk,
+            watch: Watch::Nothing,
+            settled: None,
+            tokens,
+        };
         Ok(Some((exchange, rewritten)))
     }
 
@@ -194,7 +205,7 @@ impl Exchange {
             }
             if kind == EventKind::Text && self.budget.is_some_and(|b| f.usage.completion_so_far() > b) {
                 // This event would take the caller past its budget: it is not sent.
-                let refusal = Refusal::RateLimited { limit: self.cut_limit.clone(), kind: LimitKind::Tokens, retry_after_secs: 0 };
+                let refusal = Refusal::RateLimited { limit: self.cut_limit.clone(), kind: self.cut_kind, retry_after_secs: 0 };
                 out.extend_from_slice(&stream_error_event(self.format, &refusal));
                 if self.format != Some(SseFormat::Anthropic) && self.format != Some(SseFormat::OpenAiResponses) {
                     out.extend_from_slice(b"data: [DONE]\n\n");
@@ -231,6 +242,11 @@ impl Exchange {
     /// The matching limit with the least left after admitting: name, limit, remainder.
     pub fn tightest<'a>(&self, limits: &'a CompiledLimits) -> Option<(&'a str, u64, u64)> {
         self.admission.tightest(limits)
+    }
+
+    /// The refusal code of a cut (`token_limit_exceeded` or `budget_exceeded`).
+    pub fn cut_code(&self) -> &'static str {
+        Refusal::RateLimited { limit: String::new(), kind: self.cut_kind, retry_after_secs: 0 }.code()
     }
 
     /// Whether the stream was cut at the budget.

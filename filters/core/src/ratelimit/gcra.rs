@@ -40,10 +40,11 @@ pub enum Verdict {
 
 impl Gcra {
     /// `limit` units per `period_ns` (both at least 1).
-    pub fn new(limit: u64, period_ns: u64) -> Self {
-        let limit = limit.max(1);
-        let period_ns = period_ns.max(1);
-        Self { interval_ns: (period_ns / limit).max(1), period_ns, limit }
+    pub const fn new(limit: u64, period_ns: u64) -> Self {
+        let limit = if limit == 0 { 1 } else { limit };
+        let period_ns = if period_ns == 0 { 1 } else { period_ns };
+        let interval_ns = period_ns / limit;
+        Self { interval_ns: if interval_ns == 0 { 1 } else { interval_ns }, period_ns, limit }
     }
 
     /// Units per period.

@@ -21,6 +21,9 @@ pub struct RateLimit {
     /// LLM tokens per window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokenQuota>,
+    /// LLM tokens per calendar day, week or month (UTC), reset at the boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     /// What a token limit does when a streamed completion runs past it.
     #[serde(default)]
     pub on_exceed: OnExceed,
@@ -148,6 +151,31 @@ pub struct TokenQuota {
     /// Which tokens count.
     #[serde(default)]
     pub count: TokenCount,
+}
+
+/// `tokens` per calendar window: a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Tokens per window (> 0).
+    pub tokens: u64,
+    /// The calendar window.
+    pub per: BudgetPer,
+    /// Which tokens count.
+    #[serde(default)]
+    pub count: TokenCount,
+}
+
+/// A budget's calendar window (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPer {
+    /// Midnight to midnight.
+    Day,
+    /// Monday to Monday (ISO weeks).
+    Week,
+    /// The 1st to the 1st.
+    Month,
 }
 
 /// What a token limit does to a stream that runs past it.

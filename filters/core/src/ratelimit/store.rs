@@ -8,6 +8,7 @@
 //! with every counter busy, the limiter errs towards admitting (the eviction is counted so an
 //! operator sees it and raises `slots`).
 
+use super::meter::Meter;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -105,6 +106,7 @@ pub fn update<T>(
     slots: u32,
     key: u64,
     now: u64,
+    meter: &Meter,
     mut f: impl FnMut(u64) -> (Option<u64>, T),
 ) -> Result<(T, Updated), StoreError> {
     let slots = u64::from(slots.max(1));
@@ -131,9 +133,13 @@ pub fn update<T>(
             .position(|(_, _, p)| matches!(p, Some((k, _)) if *k == key))
             .map(|i| (i, false))
             .or_else(|| read.iter().position(|(_, _, p)| p.is_none()).map(|i| (i, false)))
-            .or_else(|| read.iter().position(|(_, _, p)| matches!(p, Some((_, tat)) if *tat <= now)).map(|i| (i, false)))
+            .or_else(|| read.iter().position(|(_, _, p)| matches!(p, Some((_, state)) if meter.idle(*state, now))).map(|i| (i, false)))
             .unwrap_or_else(|| {
-                let least = read.iter().enumerate().min_by_key(|(_, (_, _, p))| p.map_or(0, |(_, tat)| tat)).map_or(0, |(i, _)| i);
+                let least = read
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (_, _, p))| p.map_or(0, |(_, state)| meter.load(state, now)))
+                    .map_or(0, |(i, _)| i);
                 (least, true)
             });
         let Some((name, cas, parsed)) = read.get(pick.0) else { break };
@@ -211,13 +217,16 @@ impl CasStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::gcra::Gcra;
+
+    const RATE: Meter = Meter::Rate(Gcra::new(10, 100));
 
     fn bump(store: &MemoryStore, slots: u32, key: u64, now: u64) -> Updated {
-        update(store, "l", slots, key, now, |tat| (Some(tat.max(now) + 10), ())).unwrap().1
+        update(store, "l", slots, key, now, &RATE, |tat| (Some(tat.max(now) + 10), ())).unwrap().1
     }
 
     fn tat_of(store: &MemoryStore, slots: u32, key: u64) -> u64 {
-        update(store, "l", slots, key, 0, |tat| (None, tat)).unwrap().0
+        update(store, "l", slots, key, 0, &RATE, |tat| (None, tat)).unwrap().0
     }
 
     #[test]
@@ -255,7 +264,7 @@ mod tests {
         assert_eq!(u.retries, 5);
         assert_eq!(tat_of(&store, 8, k), 21, "the update applied exactly once");
         store.contend(1_000);
-        let err = update(&store, "l", 8, k, 1, |t| (Some(t + 1), ())).unwrap_err();
+        let err = update(&store, "l", 8, k, 1, &RATE, |t| (Some(t + 1), ())).unwrap_err();
         assert!(err.to_string().contains("contended"), "{err}");
     }
 
@@ -279,7 +288,7 @@ mod tests {
         let k = (0..).map(|i: u64| key_hash("l", &[&i.to_string()])).find(|h| h % 64 != h.rotate_left(32) % 64).unwrap();
         bump(&mem, 64, k, 10);
         let counting = Counting(&mem, std::cell::Cell::new(0));
-        update(&counting, "l", 64, k, 20, |tat| (Some(tat + 1), ())).unwrap();
+        update(&counting, "l", 64, k, 20, &RATE, |tat| (Some(tat + 1), ())).unwrap();
         assert_eq!(counting.1.get(), 1);
     }
 

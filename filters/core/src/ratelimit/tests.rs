@@ -231,3 +231,53 @@ proptest! {
         }
     }
 }
+
+/// 2027-01-31 23:00:00 UTC: an hour before a month ends.
+const END_OF_JANUARY: u64 = 1_801_436_400 * S;
+
+#[test]
+fn a_monthly_budget_refuses_with_its_own_code_until_the_month_turns() {
+    let l = limits(json!([{"name": "team-monthly", "by": ["team"], "budget": {"tokens": 100, "per": "month"}}]));
+    let store = MemoryStore::new();
+    let p = principal("research");
+    let who = caller(&p, "k", "m");
+    let mut a = l.admit(&who, &ONE, &store, END_OF_JANUARY).unwrap();
+    let h = a.headers().pairs();
+    assert!(h.contains(&("x-ratelimit-remaining-tokens".into(), "70".into())), "{h:?}");
+    assert!(h.contains(&("x-ratelimit-reset-tokens".into(), "1h0m0s".into())), "resets at the month's end: {h:?}");
+    // The model used more than reserved: the budget is debited what was used.
+    a.reconcile(&l, &Usage { prompt: 10, completion: 85, reported: true }, &store, END_OF_JANUARY).unwrap();
+    let r = l.admit(&who, &ONE, &store, END_OF_JANUARY + 60 * S).unwrap_err();
+    assert_eq!(code(&r), ("budget_exceeded", 429));
+    assert!(r.message().contains("Token budget 'team-monthly'"), "{}", r.message());
+    assert_eq!(r.headers().first(), Some(&("retry-after", "3540".to_owned())), "until 1 February 00:00");
+    // Another team has its own budget; February starts afresh.
+    assert!(l.admit(&caller(&principal("support"), "k", "m"), &ONE, &store, END_OF_JANUARY).is_ok());
+    assert!(l.admit(&who, &ONE, &store, END_OF_JANUARY + 3600 * S).is_ok());
+}
+
+#[test]
+fn a_budget_and_a_rate_both_apply_and_a_budget_can_cut_a_stream() {
+    let l = limits(json!([
+        {"name": "tpm", "tokens": {"limit": 1000, "per": "minute"}},
+        {"name": "daily", "by": ["team"], "budget": {"tokens": 50, "per": "day", "count": "completion"}, "on_exceed": "cut"}
+    ]));
+    let store = MemoryStore::new();
+    let p = principal("t");
+    let a = l.admit(&caller(&p, "k", "m"), &ONE, &store, NOW).unwrap();
+    let (budget, name, kind) = a.cut_budget(&l, &ONE).unwrap();
+    assert_eq!((budget, name.as_str(), kind), (50, "daily", LimitKind::Budget), "reserved 20 + 30 left");
+}
+
+#[test]
+fn budget_fields_are_validated_by_name() {
+    let bad = |v: serde_json::Value| {
+        let rl: Vec<RateLimit> = serde_json::from_value(v).unwrap();
+        CompiledLimits::compile(&rl, None).unwrap_err().to_string()
+    };
+    assert!(bad(json!([{"name": "b", "budget": {"tokens": 0, "per": "month"}}])).contains("rate_limits[0].budget.tokens"));
+    let e = bad(json!([{"name": "b", "budget": {"tokens": 5, "per": "month"}, "tokens": {"limit": 5, "per": "day"}}]));
+    assert!(e.contains("exactly one of `requests`, `tokens` or `budget`"), "{e}");
+    let rl: Result<Vec<RateLimit>, _> = serde_json::from_value(json!([{"name": "b", "budget": {"tokens": 5, "per": "year"}}]));
+    assert!(rl.is_err(), "only day, week and month");
+}
