@@ -8,6 +8,7 @@ use crate::nodes::{Nodes, now_ms};
 use crate::policy::DocumentError;
 use crate::service::{Outcome, PolicyService, ServiceError, version_string};
 use crate::store::{KeyState, NewLogEntry, StoredKey, StoredVersion};
+use cordon_audit::export::Line;
 use cordon_proto::admin::v1::*;
 use std::sync::Arc;
 
@@ -384,6 +385,29 @@ impl Admin {
             let (leaf, entry, proof, head) = self.audit.prove(&r.node_id, r.seq).await?;
             let entry = base64::engine::general_purpose::STANDARD.encode(entry);
             Ok((AuditProveResponse { leaf, entry, proof, head }, String::new()))
+        })
+        .await
+    }
+
+    /// Consistency proof between two signed heads.
+    pub async fn audit_consistency(
+        &self,
+        who: Credentials<'_>,
+        r: AuditConsistencyRequest,
+    ) -> Result<AuditConsistencyResponse, AdminError> {
+        self.call(who, "audit consistency", Role::Auditor, format!("{} {}", r.from_size, r.to_size), |_| async move {
+            use base64::Engine;
+            let b64 = &base64::engine::general_purpose::STANDARD;
+            let (older, newer, proof) = self.audit.consistency(r.from_size, r.to_size).await?;
+            Ok((
+                AuditConsistencyResponse {
+                    from_head: Line::head(&older).to_json(),
+                    to_head: Line::head(&newer).to_json(),
+                    proof: proof.iter().map(|h| b64.encode(h)).collect(),
+                    control_plane_key: b64.encode(self.audit.public_key()),
+                },
+                String::new(),
+            ))
         })
         .await
     }
