@@ -8,6 +8,7 @@ use crate::nodes::{Nodes, now_ms};
 use crate::policy::DocumentError;
 use crate::service::{Outcome, PolicyService, ServiceError, version_string};
 use crate::store::{KeyState, NewLogEntry, StoredKey, StoredVersion};
+use cordon_audit::export::Line;
 use cordon_proto::admin::v1::*;
 use std::sync::Arc;
 
@@ -87,7 +88,7 @@ pub struct Admin {
     service: Arc<PolicyService>,
     nodes: Arc<Nodes>,
     tokens: Tokens,
-    audit: Option<Arc<AuditLog>>,
+    audit: Arc<AuditLog>,
 }
 
 fn node_key_info(k: &StoredNodeKey) -> NodeKeyInfo {
@@ -136,15 +137,8 @@ fn apply_response(o: Outcome, dry_run: bool) -> ApplyResponse {
 
 impl Admin {
     /// The admin API over `service`, accepting `tokens`.
-    pub fn new(service: Arc<PolicyService>, nodes: Arc<Nodes>, tokens: Tokens, audit: Option<Arc<AuditLog>>) -> Self {
+    pub fn new(service: Arc<PolicyService>, nodes: Arc<Nodes>, tokens: Tokens, audit: Arc<AuditLog>) -> Self {
         Self { service, nodes, tokens, audit }
-    }
-
-    fn audit(&self) -> Result<&Arc<AuditLog>, AdminError> {
-        self.audit.as_ref().ok_or_else(|| AdminError::Invalid {
-            message: "this control plane keeps no audit trail (PostgreSQL store; audit needs SQLite for now)".into(),
-            errors: vec![],
-        })
     }
 
     /// Authenticates, authorises, runs `op`, and logs the call with its outcome.
@@ -308,7 +302,7 @@ impl Admin {
     /// Register a node's audit public key.
     pub async fn register_node_key(&self, who: Credentials<'_>, r: RegisterNodeKeyRequest) -> Result<RegisterNodeKeyResponse, AdminError> {
         self.call(who, "nodes register", Role::Operator, r.node_id.clone(), |c| async move {
-            let k = self.audit()?.register(&r.node_id, &r.public_key, &c.name).await?;
+            let k = self.audit.register(&r.node_id, &r.public_key, &c.name).await?;
             let target = format!("{} {}", k.node, k.key_id);
             Ok((RegisterNodeKeyResponse { key: Some(node_key_info(&k)) }, target))
         })
@@ -318,7 +312,7 @@ impl Admin {
     /// Revoke a node's audit keys.
     pub async fn revoke_node_key(&self, who: Credentials<'_>, r: RevokeNodeKeyRequest) -> Result<RevokeNodeKeyResponse, AdminError> {
         self.call(who, "nodes revoke", Role::Operator, r.node_id.clone(), |_| async move {
-            let keys = self.audit()?.revoke(&r.node_id).await?;
+            let keys = self.audit.revoke(&r.node_id).await?;
             let target = format!("{} {}", r.node_id, keys.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>().join(","));
             Ok((RevokeNodeKeyResponse { keys: keys.iter().map(node_key_info).collect() }, target))
         })
@@ -328,7 +322,7 @@ impl Admin {
     /// List node audit keys.
     pub async fn list_node_keys(&self, who: Credentials<'_>, _r: ListNodeKeysRequest) -> Result<ListNodeKeysResponse, AdminError> {
         self.call(who, "nodes list", Role::Viewer, String::new(), |_| async move {
-            let keys = self.audit()?.keys().await;
+            let keys = self.audit.keys().await;
             Ok((ListNodeKeysResponse { keys: keys.iter().map(node_key_info).collect() }, String::new()))
         })
         .await
@@ -337,7 +331,7 @@ impl Admin {
     /// Each node's audit state.
     pub async fn audit_nodes(&self, who: Credentials<'_>, _r: AuditNodesRequest) -> Result<AuditNodesResponse, AdminError> {
         self.call(who, "audit nodes", Role::Viewer, String::new(), |_| async move {
-            let nodes = self.audit()?.nodes().await;
+            let nodes = self.audit.nodes().await;
             let nodes = nodes
                 .into_iter()
                 .map(|n| AuditNodeState {
@@ -359,7 +353,7 @@ impl Admin {
     pub async fn audit_export(&self, who: Credentials<'_>, _r: AuditExportRequest) -> Result<AuditExportResponse, AdminError> {
         self.call(who, "audit export", Role::Auditor, String::new(), |_| async move {
             use base64::Engine;
-            let audit = self.audit()?;
+            let audit = &self.audit;
             let export = audit.export().await?;
             let keys = audit.keys().await;
             Ok((
@@ -377,7 +371,7 @@ impl Admin {
     /// Verify the stored trail.
     pub async fn audit_verify(&self, who: Credentials<'_>, _r: AuditVerifyRequest) -> Result<AuditVerifyResponse, AdminError> {
         self.call(who, "audit verify", Role::Auditor, String::new(), |_| async move {
-            let r = self.audit()?.verify().await?;
+            let r = self.audit.verify().await?;
             let target = if r.problems.is_empty() { "ok".to_string() } else { format!("{} problems", r.problems.len()) };
             Ok((AuditVerifyResponse { ok: r.problems.is_empty(), entries: r.entries, heads: r.heads, problems: r.problems }, target))
         })
@@ -388,9 +382,32 @@ impl Admin {
     pub async fn audit_prove(&self, who: Credentials<'_>, r: AuditProveRequest) -> Result<AuditProveResponse, AdminError> {
         self.call(who, "audit prove", Role::Auditor, format!("{} {}", r.node_id, r.seq), |_| async move {
             use base64::Engine;
-            let (leaf, entry, proof, head) = self.audit()?.prove(&r.node_id, r.seq).await?;
+            let (leaf, entry, proof, head) = self.audit.prove(&r.node_id, r.seq).await?;
             let entry = base64::engine::general_purpose::STANDARD.encode(entry);
             Ok((AuditProveResponse { leaf, entry, proof, head }, String::new()))
+        })
+        .await
+    }
+
+    /// Consistency proof between two signed heads.
+    pub async fn audit_consistency(
+        &self,
+        who: Credentials<'_>,
+        r: AuditConsistencyRequest,
+    ) -> Result<AuditConsistencyResponse, AdminError> {
+        self.call(who, "audit consistency", Role::Auditor, format!("{} {}", r.from_size, r.to_size), |_| async move {
+            use base64::Engine;
+            let b64 = &base64::engine::general_purpose::STANDARD;
+            let (older, newer, proof) = self.audit.consistency(r.from_size, r.to_size).await?;
+            Ok((
+                AuditConsistencyResponse {
+                    from_head: Line::head(&older).to_json(),
+                    to_head: Line::head(&newer).to_json(),
+                    proof: proof.iter().map(|h| b64.encode(h)).collect(),
+                    control_plane_key: b64.encode(self.audit.public_key()),
+                },
+                String::new(),
+            ))
         })
         .await
     }
@@ -409,7 +426,7 @@ impl Admin {
                 model: r.model,
                 limit,
             };
-            let rows = self.audit()?.query(filter).await.map_err(AuditError::from)?;
+            let rows = self.audit.query(filter).await.map_err(AuditError::from)?;
             let entries = rows
                 .into_iter()
                 .map(|e| AuditEntryInfo {

@@ -111,6 +111,7 @@ async fn admin_call(
         "audit_export" => audit_export,
         "audit_verify" => audit_verify,
         "audit_prove" => audit_prove,
+        "audit_consistency" => audit_consistency,
         "audit_query" => audit_query,
     }
 }

@@ -103,17 +103,11 @@ impl Running {
 pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, ServerError> {
     let metrics = Arc::new(Metrics::new());
     let nodes = Arc::new(Nodes::new(Arc::clone(&metrics)));
-    let audit = match cfg.store.audit_store() {
-        Some(store) => Some(Arc::new(AuditLog::open(store, cfg.signer.audit_signer()).await?)),
-        None => {
-            tracing::warn!("this store keeps no audit trail (PostgreSQL): audit batches from nodes will be refused");
-            None
-        }
-    };
+    let audit = Arc::new(AuditLog::open(cfg.store.audit_store(), cfg.signer.audit_signer()).await?);
     let service = Arc::new(PolicyService::new(cfg.store, cfg.signer, Arc::clone(&metrics)));
     service.refresh().await?;
     let discovery = Arc::new(Discovery::new(Arc::clone(&service), Arc::clone(&nodes), Arc::clone(&metrics)));
-    let admin = Arc::new(Admin::new(Arc::clone(&service), Arc::clone(&nodes), cfg.tokens, audit.clone()));
+    let admin = Arc::new(Admin::new(Arc::clone(&service), Arc::clone(&nodes), cfg.tokens, Arc::clone(&audit)));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DiscoveryGrpc>().await;
@@ -127,7 +121,7 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
 
     let router = tonic::service::Routes::new(DiscoveryGrpc(discovery))
         .add_service(PolicyAdminServer::new(AdminGrpc(Arc::clone(&admin))))
-        .add_service(AuditServiceServer::new(AuditGrpc(audit.clone())).max_decoding_message_size(MAX_AUDIT_MESSAGE))
+        .add_service(AuditServiceServer::new(AuditGrpc(Arc::clone(&audit))).max_decoding_message_size(MAX_AUDIT_MESSAGE))
         .add_service(health)
         .add_service(reflection)
         .into_axum_router()
@@ -156,7 +150,8 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
     });
 
     // Tree heads: at least every second while entries arrive (and only then).
-    if let Some(audit) = audit.clone() {
+    {
+        let audit = Arc::clone(&audit);
         let mut head_stop = stop_rx.clone();
         let interval = cfg.head_interval;
         tokio::spawn(async move {

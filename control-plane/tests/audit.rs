@@ -1,5 +1,7 @@
-//! Audit ingestion against a real server: acks, replay, skip-ahead, gaps, node keys, and
-//! tampering with the SQLite rows behind the server's back.
+//! Audit ingestion against a real server: acks, replay, skip-ahead, gaps, node keys, restart,
+//! and tampering with the rows behind the server's back. Every test runs on both stores: in
+//! module `sqlite` (a file database) and in module `postgres` (a PostgreSQL server the test
+//! starts itself, see `support::pg`).
 
 mod support;
 
@@ -8,15 +10,156 @@ use base64::engine::general_purpose::STANDARD;
 use cordon_audit::encoding::{decode, encode};
 use cordon_audit::entry::Body;
 use cordon_audit::export::{Trust, parse_head, parse_public_key, verify_export};
+use cordon_audit::head::TreeHead;
+use cordon_audit::keys::Signer;
 use cordon_audit::merkle::{leaf_hash, verify_inclusion};
 use cordon_audit::record::Decision;
 use cordon_control_plane::server::Running;
-use cordon_control_plane::store::SqliteStore;
+use cordon_control_plane::store::{PolicyStore, PostgresStore, SqliteStore};
 use cordon_proto::admin::v1::*;
-use std::path::Path;
 use std::sync::Arc;
 use support::audit::AuditNode;
+use support::pg::PgServer;
 use support::server::*;
+
+/// Each test below is run once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    batches_are_acked_replayed_gapped_and_keys_enforced,
+    a_restarted_control_plane_continues_the_trail,
+    audit_tables_refuse_update_and_delete,
+    verify_names_an_edited_row,
+    verify_names_a_deleted_row,
+    verify_names_an_inserted_row,
+    verify_names_reordered_rows,
+    verify_names_a_forged_tree_head,
+    verify_names_deleted_tree_heads,
+);
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database the test owns: a SQLite file in a temp dir, or a fresh PostgreSQL server.
+struct Db {
+    dir: tempfile::TempDir,
+    pg: Option<(PgServer, String)>,
+}
+
+impl Db {
+    async fn new(b: Backend) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match b {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let pg = PgServer::start();
+                let url = pg.fresh_db("cordon").await;
+                Some((pg, url))
+            }
+        };
+        Db { dir, pg }
+    }
+
+    /// A store on the database, as a control plane opens it.
+    async fn store(&self) -> Arc<dyn PolicyStore> {
+        match &self.pg {
+            None => Arc::new(SqliteStore::open(&self.dir.path().join("cordon.db")).unwrap()),
+            Some((_, url)) => Arc::new(PostgresStore::connect(url).await.unwrap()),
+        }
+    }
+
+    /// A connection of someone with direct access to the database (file owner; PostgreSQL
+    /// superuser).
+    async fn attacker(&self) -> Attacker {
+        match &self.pg {
+            None => Attacker::Sqlite(rusqlite::Connection::open(self.dir.path().join("cordon.db")).unwrap()),
+            Some((_, url)) => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                Attacker::Postgres(client)
+            }
+        }
+    }
+}
+
+/// Direct SQL against the store. Statements use `$1`, `$2`... for BLOB/BYTEA parameters (both
+/// databases accept that spelling).
+enum Attacker {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Attacker {
+    async fn execute(&self, sql: &str, blobs: &[Vec<u8>]) -> Result<u64, String> {
+        match self {
+            Attacker::Sqlite(c) => c.execute(sql, rusqlite::params_from_iter(blobs)).map(|n| n as u64).map_err(|e| e.to_string()),
+            Attacker::Postgres(c) => {
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    blobs.iter().map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                c.execute(sql, &params).await.map_err(|e| match e.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => e.to_string(),
+                })
+            }
+        }
+    }
+
+    async fn batch(&self, sql: &str) {
+        match self {
+            Attacker::Sqlite(c) => c.execute_batch(sql).unwrap(),
+            Attacker::Postgres(c) => c.batch_execute(sql).await.unwrap(),
+        }
+    }
+
+    async fn blob(&self, sql: &str) -> Vec<u8> {
+        match self {
+            Attacker::Sqlite(c) => c.query_row(sql, [], |r| r.get(0)).unwrap(),
+            Attacker::Postgres(c) => c.query_one(sql, &[]).await.unwrap().get(0),
+        }
+    }
+
+    /// Removes the append-only guards of `table`: drops its triggers (SQLite) or disables them
+    /// (PostgreSQL; the table owner or a superuser may).
+    async fn disable_triggers(&self, table: &str) {
+        match self {
+            Attacker::Sqlite(c) => {
+                let names: Vec<String> = {
+                    let mut stmt = c.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1").unwrap();
+                    stmt.query_map([table], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+                };
+                assert!(!names.is_empty(), "{table} has triggers");
+                for n in names {
+                    c.execute_batch(&format!("DROP TRIGGER {n}")).unwrap();
+                }
+            }
+            Attacker::Postgres(c) => c.batch_execute(&format!("ALTER TABLE {table} DISABLE TRIGGER ALL")).await.unwrap(),
+        }
+    }
+
+    /// The statement fails, and says why.
+    async fn refused(&self, sql: &str, why: &str) {
+        let err = self.execute(sql, &[]).await.expect_err(sql);
+        assert!(err.contains(why), "{sql}: {err}");
+    }
+}
 
 async fn register(r: &Running, node: &AuditNode) {
     let req = RegisterNodeKeyRequest { node_id: node.id.clone(), public_key: node.public_key_b64() };
@@ -41,9 +184,9 @@ fn trust_of(e: &AuditExportResponse) -> Trust {
     Trust { nodes, control_plane: parse_public_key(&e.control_plane_key).unwrap(), pinned: vec![] }
 }
 
-#[tokio::test]
-async fn batches_are_acked_replayed_gapped_and_keys_enforced() {
-    let r = start().await;
+async fn batches_are_acked_replayed_gapped_and_keys_enforced(b: Backend) {
+    let db = Db::new(b).await;
+    let r = start_with(db.store().await).await;
     let mut n1 = AuditNode::connect(r.addr, "envoy-1", 1).await;
     let mut stranger = AuditNode::connect(r.addr, "envoy-x", 9).await;
 
@@ -138,10 +281,9 @@ async fn batches_are_acked_replayed_gapped_and_keys_enforced() {
     r.shutdown().await;
 }
 
-/// A server on a file database holding 2 nodes x 3 records (leaves 0..=5, n1 first).
-async fn trail(dir: &Path) -> Running {
-    let store = Arc::new(SqliteStore::open(&dir.join("cordon.db")).unwrap());
-    let r = start_with(store).await;
+/// A server holding 2 nodes x 3 records (leaves 0..=5, n1 first), verified.
+async fn trail(db: &Db) -> Running {
+    let r = start_with(db.store().await).await;
     for (id, seed) in [("n1", 1u8), ("n2", 2u8)] {
         let mut n = AuditNode::connect(r.addr, id, seed).await;
         register(&r, &n).await;
@@ -153,90 +295,210 @@ async fn trail(dir: &Path) -> Running {
     r
 }
 
-fn attacker(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("cordon.db")).unwrap()
-}
-
 async fn problems(r: &Running) -> String {
     let v = verify(r).await;
     assert!(!v.ok, "verify must fail after tampering");
     v.problems.join("\n")
 }
 
-#[tokio::test]
-async fn verify_names_an_edited_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = trail(dir.path()).await;
-    let db = attacker(dir.path());
-    assert!(db.execute("UPDATE audit_entries SET status = 500 WHERE leaf = 1", []).is_err(), "the trigger refuses UPDATE");
-    db.execute_batch("DROP TRIGGER audit_entries_no_update").unwrap();
+/// A restart reloads tree, chain tips, keys and heads from the database: replays are
+/// recognised, the chain continues, and the new head extends the old one.
+async fn a_restarted_control_plane_continues_the_trail(b: Backend) {
+    let db = Db::new(b).await;
+    let r = start_with(db.store().await).await;
+    let mut n = AuditNode::connect(r.addr, "n1", 1).await;
+    register(&r, &n).await;
+    let first = n.seal(3, Decision::Allow);
+    assert_eq!(n.ship(n.batch(0, first.clone())).await.error, "");
+    assert!(verify(&r).await.ok);
+    r.shutdown().await;
+
+    let r = start_with(db.store().await).await;
+    let mut again = AuditNode::connect(r.addr, "n1", 1).await;
+    again.chain = n.chain;
+    let ack = again.ship(again.batch(0, first)).await;
+    assert_eq!((ack.error.as_str(), ack.next_seq), ("", 3), "a replay after the restart is recognised");
+    assert_eq!(ack.prev_hash, again.chain.prev().to_vec());
+    let more = again.seal(2, Decision::Refuse);
+    assert_eq!(again.ship(again.batch(3, more)).await.error, "");
+    let v = verify(&r).await;
+    assert!(v.ok, "{:?}", v.problems);
+    assert_eq!(v.entries, 5);
+    let e = admin(&r).await.audit_export(authed(AuditExportRequest {}, AUDIT_TOKEN)).await.unwrap().into_inner();
+    let sizes: Vec<u64> = e.export.lines().filter_map(|l| parse_head(l).ok()).map(|h| h.head.size).collect();
+    assert!(sizes.contains(&3) && sizes.last() == Some(&5), "heads before and after the restart: {sizes:?}");
+    assert_eq!(audit_state(&r, "n1").await.next_seq, 5);
+    r.shutdown().await;
+}
+
+/// Entries, batches and heads refuse UPDATE and DELETE; node keys refuse DELETE and any
+/// change but revocation.
+async fn audit_tables_refuse_update_and_delete(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
+    for (table, column) in [("audit_entries", "status"), ("audit_batches", "count"), ("audit_heads", "size")] {
+        a.refused(&format!("UPDATE {table} SET {column} = 7"), "append-only").await;
+        a.refused(&format!("DELETE FROM {table}"), "append-only").await;
+    }
+    a.refused("DELETE FROM audit_node_keys", "never deleted").await;
+    a.refused("UPDATE audit_node_keys SET node = 'n2' WHERE node = 'n1'", "can only be revoked").await;
+    a.refused("UPDATE audit_node_keys SET public_key = public_key || public_key WHERE node = 'n1'", "can only be revoked").await;
+    if let Backend::Postgres = b {
+        for table in ["audit_entries", "audit_batches", "audit_heads", "audit_node_keys"] {
+            a.refused(&format!("TRUNCATE {table}"), "append-only").await;
+        }
+    }
+    // Revocation itself goes through.
+    admin(&r).await.revoke_node_key(authed(RevokeNodeKeyRequest { node_id: "n1".into() }, OPS_TOKEN)).await.unwrap();
+    let v = verify(&r).await;
+    assert!(v.ok, "{:?}", v.problems);
+    r.shutdown().await;
+}
+
+async fn verify_names_an_edited_row(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
+    a.refused("UPDATE audit_entries SET status = 500 WHERE leaf = 1", "append-only").await;
+    a.disable_triggers("audit_entries").await;
     // A careful attacker re-encodes the entry and fixes every derived column and hash.
-    let bytes: Vec<u8> = db.query_row("SELECT entry FROM audit_entries WHERE leaf = 1", [], |r| r.get(0)).unwrap();
+    let bytes = a.blob("SELECT entry FROM audit_entries WHERE leaf = 1").await;
     let mut entry = decode(&bytes).unwrap();
     if let Body::Record(rec) = &mut entry.body {
         rec.status = Some(500);
     }
     let forged = encode(&entry);
-    db.execute(
-        "UPDATE audit_entries SET entry = ?1, status = 500, leaf_hash = ?2, chain_hash = ?3 WHERE leaf = 1",
-        rusqlite::params![forged, leaf_hash(&forged).to_vec(), cordon_audit::chain::chain_hash(&forged).to_vec()],
-    )
-    .unwrap();
+    let (lh, ch) = (leaf_hash(&forged).to_vec(), cordon_audit::chain::chain_hash(&forged).to_vec());
+    let sql = "UPDATE audit_entries SET entry = $1, status = 500, leaf_hash = $2, chain_hash = $3 WHERE leaf = 1";
+    assert_eq!(a.execute(sql, &[forged, lh, ch]).await.unwrap(), 1);
     let p = problems(&r).await;
     assert!(p.contains("leaf 2 (node n1 seq 2)") && p.contains("does not link"), "{p}");
     assert!(p.contains("signature by") && p.contains("does not verify"), "{p}");
     r.shutdown().await;
 }
 
-#[tokio::test]
-async fn verify_names_a_deleted_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = trail(dir.path()).await;
-    let db = attacker(dir.path());
-    assert!(db.execute("DELETE FROM audit_entries WHERE leaf = 1", []).is_err(), "the trigger refuses DELETE");
-    db.execute_batch("DROP TRIGGER audit_entries_no_delete").unwrap();
-    db.execute("DELETE FROM audit_entries WHERE leaf = 1", []).unwrap();
+async fn verify_names_a_deleted_row(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
+    a.refused("DELETE FROM audit_entries WHERE leaf = 1", "append-only").await;
+    a.disable_triggers("audit_entries").await;
+    assert_eq!(a.execute("DELETE FROM audit_entries WHERE leaf = 1", &[]).await.unwrap(), 1);
     let p = problems(&r).await;
     assert!(p.contains("leaf 1 is missing before leaf 2 (node n1 seq 2)"), "{p}");
     assert!(p.contains("covers seq 1, which is not in the export"), "{p}");
     r.shutdown().await;
 }
 
-#[tokio::test]
-async fn verify_names_an_inserted_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = trail(dir.path()).await;
-    let db = attacker(dir.path());
+async fn verify_names_an_inserted_row(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
     // A forged entry continuing n1's chain, signed by nobody the control plane trusts.
-    let mut forger = cordon_audit::chain::Chain::resume(cordon_audit::record::Ident::new("node", "n1").unwrap(), 3, {
-        let h: Vec<u8> = db.query_row("SELECT chain_hash FROM audit_entries WHERE node = 'n1' AND seq = 2", [], |r| r.get(0)).unwrap();
-        h.try_into().unwrap()
-    });
+    let prev = a.blob("SELECT chain_hash FROM audit_entries WHERE node = 'n1' AND seq = 2").await;
+    let mut forger =
+        cordon_audit::chain::Chain::resume(cordon_audit::record::Ident::new("node", "n1").unwrap(), 3, prev.try_into().unwrap());
     let s = forger.seal_record(1, support::audit::record(3, Decision::Allow)).unwrap();
-    db.execute(
-        "INSERT INTO audit_entries (leaf, node, seq, time_ms, decision, reason, model, team, user_name, status, entry, chain_hash, leaf_hash)
-         VALUES (6, 'n1', 3, 1, 'allow', 'ok', 'gpt-4o', 'ml', 'alice', 200, ?1, ?2, ?3)",
-        rusqlite::params![s.bytes, s.hash.to_vec(), leaf_hash(&s.bytes).to_vec()],
-    )
-    .unwrap();
+    let sql = "INSERT INTO audit_entries (leaf, node, seq, time_ms, decision, reason, model, team, user_name, status, entry, chain_hash, leaf_hash)
+               VALUES (6, 'n1', 3, 1, 'allow', 'ok', 'gpt-4o', 'ml', 'alice', 200, $1, $2, $3)";
+    let n = a.execute(sql, &[s.bytes.clone(), s.hash.to_vec(), leaf_hash(&s.bytes).to_vec()]).await;
+    assert_eq!(n.unwrap(), 1, "INSERT is what an append-only table allows");
     let p = problems(&r).await;
     assert!(p.contains("leaf 6 (node n1 seq 3): node n1 seq 3 is not covered by a valid batch signature"), "{p}");
     r.shutdown().await;
 }
 
-#[tokio::test]
-async fn verify_names_reordered_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = trail(dir.path()).await;
-    let db = attacker(dir.path());
-    db.execute_batch(
-        "DROP TRIGGER audit_entries_no_update;
-         UPDATE audit_entries SET leaf = -1 WHERE leaf = 1;
+async fn verify_names_reordered_rows(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
+    a.disable_triggers("audit_entries").await;
+    a.batch(
+        "UPDATE audit_entries SET leaf = -1 WHERE leaf = 1;
          UPDATE audit_entries SET leaf = 1 WHERE leaf = 2;
          UPDATE audit_entries SET leaf = 2 WHERE leaf = -1;",
     )
-    .unwrap();
+    .await;
     let p = problems(&r).await;
     assert!(p.contains("leaf 2 (node n1 seq 1)") && p.contains("reordered"), "{p}");
     r.shutdown().await;
+}
+
+/// A head row the control plane never signed: another root under its key id, signed by the
+/// attacker's key; and an edited root on the head it did sign.
+async fn verify_names_a_forged_tree_head(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
+    let e = admin(&r).await.audit_export(authed(AuditExportRequest {}, AUDIT_TOKEN)).await.unwrap().into_inner();
+    let genuine = e.export.lines().filter_map(|l| parse_head(l).ok()).next_back().unwrap();
+    assert_eq!(genuine.head.size, 6);
+
+    let mut forged = Signer::from_seed(&[66; 32]).sign_head(TreeHead { size: 6, root: [7; 32], time_ms: genuine.head.time_ms + 1 });
+    forged.key_id = genuine.key_id.clone();
+    let sql = format!(
+        "INSERT INTO audit_heads (size, root, time_ms, key_id, signature) VALUES (6, $1, {}, '{}', $2)",
+        forged.head.time_ms, forged.key_id
+    );
+    assert_eq!(a.execute(&sql, &[forged.head.root.to_vec(), forged.signature.to_vec()]).await.unwrap(), 1);
+    let p = problems(&r).await;
+    assert!(p.contains("tree head of size 6: signature does not verify"), "{p}");
+    assert!(p.contains("the entries do not give the root of the head of size 6"), "{p}");
+
+    // Editing the genuine head's root instead is refused, then caught once the guard is off.
+    a.refused("UPDATE audit_heads SET time_ms = time_ms + 1", "append-only").await;
+    a.disable_triggers("audit_heads").await;
+    a.execute("DELETE FROM audit_heads WHERE root = $1", &[forged.head.root.to_vec()]).await.unwrap();
+    assert!(verify(&r).await.ok, "the trail verifies again without the forged head");
+    let n = a.execute("UPDATE audit_heads SET root = $1 WHERE root = $2", &[vec![9; 32], genuine.head.root.to_vec()]).await;
+    assert_eq!(n.unwrap(), 1);
+    let p = problems(&r).await;
+    assert!(p.contains("tree head of size 6: signature does not verify"), "{p}");
+    // The export a reviewer gets now fails against the head they saved earlier.
+    let mut trust = trust_of(&e);
+    trust.pinned.push(genuine.clone());
+    let now = admin(&r).await.audit_export(authed(AuditExportRequest {}, AUDIT_TOKEN)).await.unwrap().into_inner();
+    assert!(verify_export(&now.export, &trust).is_err());
+    r.shutdown().await;
+}
+
+/// Heads removed from the database: the control plane remembers what it signed.
+async fn verify_names_deleted_tree_heads(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    let a = db.attacker().await;
+    a.refused("DELETE FROM audit_heads", "append-only").await;
+    a.disable_triggers("audit_heads").await;
+    a.execute("DELETE FROM audit_heads", &[]).await.unwrap();
+    let p = problems(&r).await;
+    assert!(p.contains("signed a head of size 6 but the database keeps heads only up to size 0: heads were deleted"), "{p}");
+    r.shutdown().await;
+}
+
+/// Two replicas on one PostgreSQL database: the second one's tree does not know the first
+/// one's entries, so its append is refused by name instead of forking the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_refuse_to_fork_the_trail() {
+    let db = Db::new(Backend::Postgres).await;
+    let r1 = start_with(db.store().await).await;
+    let mut n1 = AuditNode::connect(r1.addr, "n1", 1).await;
+    let mut n2 = AuditNode::connect(r1.addr, "n2", 2).await;
+    register(&r1, &n1).await;
+    register(&r1, &n2).await;
+    let r2 = start_with(db.store().await).await;
+    let entries = n1.seal(3, Decision::Allow);
+    assert_eq!(n1.ship(n1.batch(0, entries)).await.error, "");
+
+    let mut n2_on_r2 = AuditNode::connect(r2.addr, "n2", 2).await;
+    let entries = n2.seal(1, Decision::Allow);
+    let ack = n2_on_r2.ship(n2_on_r2.batch(0, entries)).await;
+    assert!(ack.error.contains("another control-plane replica") && ack.error.contains("next leaf is 0"), "{}", ack.error);
+    assert_eq!(ack.next_seq, 0);
+    let v = verify(&r1).await;
+    assert!(v.ok, "{:?}", v.problems);
+    assert_eq!(v.entries, 3);
+    drop(n2);
+    r2.shutdown().await;
+    r1.shutdown().await;
 }

@@ -163,6 +163,19 @@ enum AuditCommand {
     Verify,
     /// Inclusion proof of a node's entry against the newest signed tree head.
     Prove { node: String, seq: u64 },
+    /// Check that the signed tree head of SIZE2 extends the one of SIZE1 (nothing under the
+    /// older head was changed, removed or reordered): fetches both heads and the consistency
+    /// proof, and verifies signatures and proof here, with cordon-audit's Merkle code.
+    Consistency {
+        /// Size of the older head (e.g. the last `head` line of an export you kept).
+        size1: u64,
+        /// Size of the newer head.
+        size2: u64,
+        /// The control plane's tree-head public key you trust (base64). Without it the key the
+        /// control plane sends is used: that still proves consistency, not who signed.
+        #[arg(long, env = "CORDON_CONTROL_PLANE_KEY")]
+        control_plane_key: Option<String>,
+    },
     /// Stored entries, oldest first.
     Query {
         #[arg(long, default_value = "")]
@@ -200,6 +213,10 @@ enum CtlError {
     Write { path: String, source: std::io::Error },
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error(
+        "audit consistency {from} -> {to} does NOT verify: {why}; keep the heads you hold and run `cordonctl audit verify` / cordon-verify with them pinned"
+    )]
+    Inconsistent { from: u64, to: u64, why: String },
     /// Already printed (e.g. validation errors).
     #[error("")]
     Reported,
@@ -287,6 +304,55 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push_str(&line(r));
     }
     out
+}
+
+/// Verifies what `AuditConsistency` returned, trusting nothing the control plane says but the
+/// key, and that only when `trusted` is not given.
+fn check_consistency(r: &AuditConsistencyResponse, from: u64, to: u64, trusted: Option<&str>) -> Result<String, CtlError> {
+    use base64::Engine;
+    use cordon_audit::export::{parse_head, parse_public_key};
+    let fail = |why: String| CtlError::Inconsistent { from, to, why };
+    let key = match trusted {
+        Some(k) => parse_public_key(k).map_err(|e| CtlError::Usage(format!("--control-plane-key: {e}")))?,
+        None => parse_public_key(&r.control_plane_key).map_err(|e| fail(format!("the control plane sent an unreadable key: {e}")))?,
+    };
+    let older = parse_head(&r.from_head).map_err(|e| fail(format!("head of size {from}: {e}")))?;
+    let newer = parse_head(&r.to_head).map_err(|e| fail(format!("head of size {to}: {e}")))?;
+    if (older.head.size, newer.head.size) != (from, to) {
+        return Err(fail(format!(
+            "the control plane sent heads of sizes {} and {}, not the ones asked for",
+            older.head.size, newer.head.size
+        )));
+    }
+    for h in [&older, &newer] {
+        h.verify(&key).map_err(|e| fail(e.to_string()))?;
+    }
+    if newer.head.time_ms < older.head.time_ms {
+        return Err(fail(format!("the head of size {to} was signed before the head of size {from}")));
+    }
+    let mut proof = Vec::with_capacity(r.proof.len());
+    for (i, h) in r.proof.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        proof.push(bytes.ok_or_else(|| fail(format!("proof hash {i} is not 32 bytes of base64")))?);
+    }
+    cordon_audit::merkle::verify_consistency(from, to, &proof, &older.head.root, &newer.head.root).map_err(|e| {
+        fail(format!("{e}: the head of size {to} does not extend the head of size {from} (history was rewritten, or the heads come from different logs)"))
+    })?;
+    let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
+    let whose = if trusted.is_some() {
+        "the key given with --control-plane-key"
+    } else {
+        "the key the control plane sent (pass --control-plane-key to check against one you trust)"
+    };
+    Ok(format!(
+        "consistent: the head of size {to} (root {}, {}) extends the head of size {from} (root {}, {}); {} proof hashes\nheads signed by {} ({whose})\n",
+        b64(&newer.head.root),
+        time(i64::try_from(newer.head.time_ms).unwrap_or(i64::MAX)),
+        b64(&older.head.root),
+        time(i64::try_from(older.head.time_ms).unwrap_or(i64::MAX)),
+        proof.len(),
+        key.key_id(),
+    ))
 }
 
 fn time(ms: i64) -> String {
@@ -644,6 +710,12 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
             } else {
                 format!("node {node} seq {seq} is leaf {}\nentry: {}\nproof: {}\nhead: {}\n", r.leaf, r.entry, r.proof.join(" "), r.head)
             }
+        }
+        Command::Audit(AuditCommand::Consistency { size1, size2, control_plane_key }) => {
+            let q = AuditConsistencyRequest { from_size: size1, to_size: size2 };
+            let r = c.audit_consistency(request(q, &token)?).await?.into_inner();
+            let text = check_consistency(&r, size1, size2, control_plane_key.as_deref())?;
+            if out == Output::Json { json(&r) } else { text }
         }
         Command::Audit(AuditCommand::Query { node, since, until, decision, team, user, model, limit }) => {
             let q = AuditQueryRequest { node_id: node, since_unix_ms: since, until_unix_ms: until, decision, team, user, model, limit };

@@ -230,3 +230,68 @@ async fn cordonctl_registers_nodes_and_reads_the_audit_trail() {
     assert!(o.ok && o.stdout.contains("envoy-1") && o.stdout.contains("revoked"), "{}", o.stdout);
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn cordonctl_checks_consistency_between_signed_heads() {
+    use base64::Engine;
+    use cordon_control_plane::signing::BundleSigner;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cordon.db");
+    let r = start_with(std::sync::Arc::new(cordon_control_plane::store::SqliteStore::open(&db).unwrap())).await;
+    let signer = BundleSigner::from_seed(SEED).audit_signer();
+    let key = base64::engine::general_purpose::STANDARD.encode(signer.public_key());
+    let mut n = audit::AuditNode::connect(r.addr, "envoy-1", 1).await;
+    let o = ctl(r.addr, OPS_TOKEN, &["nodes", "register", "--node", "envoy-1", "--public-key", &n.public_key_b64()]).await;
+    assert!(o.ok, "{}", o.stderr);
+    // Heads of size 3 and 5: `audit verify` signs one for whatever arrived.
+    for (first, count) in [(0, 3), (3, 2)] {
+        let entries = n.seal(count, cordon_audit::record::Decision::Allow);
+        assert_eq!(n.ship(n.batch(first, entries)).await.error, "");
+        assert!(ctl(r.addr, AUDIT_TOKEN, &["audit", "verify"]).await.ok);
+    }
+
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "3", "5", "--control-plane-key", &key]).await;
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("consistent: the head of size 5") && o.stdout.contains("extends the head of size 3"), "{}", o.stdout);
+    assert!(o.stdout.contains("--control-plane-key"), "{}", o.stdout);
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "5", "5", "-o", "json"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["proof"].as_array().unwrap().len(), 0);
+
+    // Asking wrongly is a usage error that says what to ask instead.
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "4", "5"]).await;
+    assert!(!o.ok && o.stderr.contains("no signed tree head of size 4") && o.stderr.contains("3, 5"), "{}", o.stderr);
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "0", "5"]).await;
+    assert!(!o.ok && o.stderr.contains("from size 0 proves nothing"), "{}", o.stderr);
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "5", "3"]).await;
+    assert!(!o.ok && o.stderr.contains("older (smaller) head first"), "{}", o.stderr);
+    let o = ctl(r.addr, VIEW_TOKEN, &["audit", "consistency", "3", "5"]).await;
+    assert!(!o.ok && o.stderr.contains("auditor role"), "{}", o.stderr);
+
+    // Another key than the one the reviewer trusts.
+    let other = base64::engine::general_purpose::STANDARD.encode(cordon_audit::keys::Signer::from_seed(&[9; 32]).public_key());
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "3", "5", "--control-plane-key", &other]).await;
+    assert!(!o.ok && o.stderr.contains("does NOT verify") && o.stderr.contains("not the trusted control-plane key"), "{}", o.stderr);
+
+    // A split view: a head of size 4 properly signed with the control plane's key, over a root
+    // that is not the log's. Its signature checks; the proof to the head of size 5 does not.
+    let time_ms: i64 =
+        rusqlite::Connection::open(&db).unwrap().query_row("SELECT time_ms FROM audit_heads WHERE size = 3", [], |row| row.get(0)).unwrap();
+    let forged = signer.sign_head(cordon_audit::head::TreeHead { size: 4, root: [5; 32], time_ms: time_ms as u64 });
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO audit_heads (size, root, time_ms, key_id, signature) VALUES (4, ?1, ?2, ?3, ?4)",
+            rusqlite::params![forged.head.root.to_vec(), time_ms, forged.key_id, forged.signature.to_vec()],
+        )
+        .unwrap();
+    let o = ctl(r.addr, AUDIT_TOKEN, &["audit", "consistency", "4", "5", "--control-plane-key", &key]).await;
+    assert!(!o.ok, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("audit consistency 4 -> 5 does NOT verify") && o.stderr.contains("does not extend the head of size 4"),
+        "{}",
+        o.stderr
+    );
+    r.shutdown().await;
+}

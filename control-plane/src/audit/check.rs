@@ -8,12 +8,14 @@ use super::ingest::{AuditLog, columns};
 use super::store::{AuditRow, StoredNodeKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use cordon_audit::Hash;
 use cordon_audit::batch::NodeKeys;
 use cordon_audit::chain::chain_hash;
 use cordon_audit::encoding::decode;
 use cordon_audit::export::{Line, Trust, verify_export, write_export};
+use cordon_audit::head::SignedTreeHead;
 use cordon_audit::keys::PublicKey;
-use cordon_audit::merkle::leaf_hash;
+use cordon_audit::merkle::{Tree, leaf_hash};
 use cordon_audit::record::Ident;
 
 /// The result of `verify`.
@@ -160,6 +162,40 @@ impl AuditLog {
             }
         }
         Ok(VerifyReport { entries: held, heads: report_heads, problems })
+    }
+
+    /// The newest stored heads of `from` and `to` entries and the consistency proof between
+    /// them, built from the stored leaf hashes (what an export of the database would hold), for
+    /// the caller to verify against the heads' signed roots.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<(SignedTreeHead, SignedTreeHead, Vec<Hash>), AuditError> {
+        if from == 0 {
+            return Err(AuditError::Invalid(
+                "a consistency proof from size 0 proves nothing (every tree extends the empty one): give the size of a head you hold"
+                    .into(),
+            ));
+        }
+        if from > to {
+            return Err(AuditError::Invalid(format!("size {from} is larger than size {to}: give the older (smaller) head first")));
+        }
+        self.sign_head().await?;
+        let heads = self.store.heads().await?;
+        let find = |size: u64| {
+            heads.iter().rev().find(|h| h.head.size == size).cloned().ok_or_else(|| {
+                let mut sizes: Vec<u64> = heads.iter().map(|h| h.head.size).collect();
+                sizes.dedup();
+                let shown = sizes.iter().rev().take(20).rev().map(u64::to_string).collect::<Vec<_>>().join(", ");
+                AuditError::NotFound(format!("no signed tree head of size {size}; the newest signed sizes are: {shown}"))
+            })
+        };
+        let (older, newer) = (find(from)?, find(to)?);
+        let mut tree = Tree::new();
+        for (i, h) in self.store.leaf_hashes().await?.iter().enumerate() {
+            let h = <[u8; 32]>::try_from(h.as_slice())
+                .map_err(|_| AuditError::Invalid(format!("stored leaf {i}: leaf hash is not 32 bytes; run `cordonctl audit verify`")))?;
+            tree.push_leaf_hash(h);
+        }
+        let proof = tree.consistency_proof(from, to)?;
+        Ok((older, newer, proof))
     }
 
     /// `node`'s entry `seq`, its leaf index and inclusion proof against the newest signed head.

@@ -7,10 +7,11 @@
 //! * [`tree`]: the in-memory Merkle tree and the head signer.
 //! * [`check`]: export, verify, prove from the database.
 //! * [`service`]: the `cordon.v1.AuditService` gRPC stream.
-//! * [`store`], [`sqlite`]: persistence.
+//! * [`store`], [`sqlite`], [`postgres`]: persistence.
 
 pub mod check;
 pub mod ingest;
+pub mod postgres;
 pub mod service;
 pub mod sqlite;
 pub mod store;

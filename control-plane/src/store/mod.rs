@@ -11,6 +11,7 @@
 mod postgres;
 mod sqlite;
 
+pub(crate) use postgres::PgConn;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -37,14 +38,64 @@ pub enum StoreError {
     #[error("SQLite store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("PostgreSQL store: {0}")]
+    #[error("PostgreSQL store: {}", postgres_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A stored row does not hold what the schema promises (manual edits, corruption).
     #[error("store holds an unreadable row: {0}")]
     Corrupt(String),
+    /// The audit entries in the database do not continue where this control plane's tree ends:
+    /// another replica appended to the shared trail, or rows were changed behind its back.
+    #[error(
+        "audit trail: this control plane's next leaf is {expected} but the database continues at {stored}: another control-plane \
+         replica is ingesting audit batches into the same database, or rows were changed; send every node's audit stream to one \
+         replica, run `cordonctl audit verify`, and restart this replica to reload the trail"
+    )]
+    AuditDiverged {
+        /// The leaf this control plane would append next.
+        expected: u64,
+        /// The leaf the database continues at.
+        stored: u64,
+    },
+    /// A tree head older or smaller than one already stored (another replica signs heads).
+    #[error(
+        "audit trail: refusing to store a tree head of size {size} at {time_ms} ms after one of size {stored_size} at {stored_time_ms} ms: \
+         another control-plane replica signs heads for the same database; send every node's audit stream to one replica and restart \
+         the others"
+    )]
+    AuditHeadBehind {
+        /// Size of the refused head.
+        size: u64,
+        /// Its time, unix ms.
+        time_ms: u64,
+        /// Largest stored size.
+        stored_size: u64,
+        /// Latest stored time, unix ms.
+        stored_time_ms: u64,
+    },
     /// The blocking SQLite worker went away.
     #[error("SQLite worker task failed: {0}")]
     Worker(String),
+}
+
+/// tokio-postgres displays a server error as just "db error"; the server's message (and its
+/// detail, e.g. which key a unique violation hit) is what an operator needs.
+fn postgres_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            text
+        }
+    }
 }
 
 /// Result alias for store calls.
@@ -183,10 +234,8 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn append_log(&self, entry: NewLogEntry) -> StoreResult<u64>;
     /// Entries after `after_seq`, oldest first, at most `limit`.
     async fn log(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<LogEntry>>;
-    /// The audit trail kept in the same database, if this backend stores one.
-    fn audit_store(&self) -> Option<std::sync::Arc<dyn crate::audit::store::AuditStore>> {
-        None
-    }
+    /// The audit trail kept in the same database.
+    fn audit_store(&self) -> std::sync::Arc<dyn crate::audit::store::AuditStore>;
 }
 
 /// Turns a stored number back into u64; the schemas only ever store non-negative values.

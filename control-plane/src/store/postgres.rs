@@ -3,13 +3,36 @@
 //! and a replica building on a stale latest version gets `Conflict` instead of a fork.
 
 use super::*;
+use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Row};
 
-/// The PostgreSQL-backed store.
+/// The PostgreSQL-backed store. The audit trail ([`crate::audit::postgres`]) lives in the same
+/// database on a connection of its own, so audit ingest never waits behind policy calls.
 pub struct PostgresStore {
+    conn: PgConn,
+    audit: Arc<crate::audit::postgres::PostgresAuditStore>,
+}
+
+/// One connection and the URL to reopen it with.
+pub(crate) struct PgConn {
     url: String,
     client: Mutex<Client>,
+}
+
+impl PgConn {
+    pub(crate) async fn open(url: &str) -> StoreResult<Self> {
+        Ok(Self { url: url.to_string(), client: Mutex::new(connect(url).await?) })
+    }
+
+    /// The client, reconnecting first if the server closed the connection (restart, failover).
+    pub(crate) async fn client(&self) -> StoreResult<tokio::sync::MutexGuard<'_, Client>> {
+        let mut guard = self.client.lock().await;
+        if guard.is_closed() {
+            *guard = connect(&self.url).await?;
+        }
+        Ok(guard)
+    }
 }
 
 const SCHEMA: &str = r#"
@@ -69,23 +92,27 @@ async fn connect(url: &str) -> StoreResult<Client> {
 impl PostgresStore {
     /// Connects with a libpq-style URL or key=value string and creates the schema if needed.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let client = connect(url).await?;
-        // Replicas starting together race on CREATE ... IF NOT EXISTS; an advisory lock makes
-        // schema set-up one at a time.
-        client.batch_execute("SELECT pg_advisory_lock(727001)").await?;
-        let created = client.batch_execute(SCHEMA).await;
-        client.batch_execute("SELECT pg_advisory_unlock(727001)").await?;
-        created?;
-        Ok(Self { url: url.to_string(), client: Mutex::new(client) })
+        let conn = PgConn::open(url).await?;
+        {
+            let client = conn.client().await?;
+            // Replicas starting together race on CREATE ... IF NOT EXISTS; an advisory lock
+            // makes schema set-up one at a time.
+            client.batch_execute("SELECT pg_advisory_lock(727001)").await?;
+            let created = async {
+                client.batch_execute(SCHEMA).await?;
+                client.batch_execute(crate::audit::postgres::SCHEMA).await
+            }
+            .await;
+            client.batch_execute("SELECT pg_advisory_unlock(727001)").await?;
+            created?;
+        }
+        let audit = Arc::new(crate::audit::postgres::PostgresAuditStore::new(PgConn::open(url).await?));
+        Ok(Self { conn, audit })
     }
 
-    /// The client, reconnecting first if the server closed the connection (restart, failover).
+    /// The policy connection.
     async fn client(&self) -> StoreResult<tokio::sync::MutexGuard<'_, Client>> {
-        let mut guard = self.client.lock().await;
-        if guard.is_closed() {
-            *guard = connect(&self.url).await?;
-        }
-        Ok(guard)
+        self.conn.client().await
     }
 }
 
@@ -242,5 +269,9 @@ impl PolicyStore for PostgresStore {
             })
         })
         .collect()
+    }
+
+    fn audit_store(&self) -> Arc<dyn crate::audit::store::AuditStore> {
+        self.audit.clone()
     }
 }

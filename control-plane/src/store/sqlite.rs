@@ -260,8 +260,8 @@ impl PolicyStore for SqliteStore {
         .await
     }
 
-    fn audit_store(&self) -> Option<Arc<dyn crate::audit::store::AuditStore>> {
-        Some(Arc::new(self.clone()))
+    fn audit_store(&self) -> Arc<dyn crate::audit::store::AuditStore> {
+        Arc::new(self.clone())
     }
 
     async fn log(&self, after_seq: u64, limit: u32) -> StoreResult<Vec<LogEntry>> {
