@@ -412,6 +412,41 @@ impl Admin {
         .await
     }
 
+    /// Usage per day, team, user, key and model from verified audit records.
+    pub async fn usage(&self, who: Credentials<'_>, r: UsageRequest) -> Result<UsageResponse, AdminError> {
+        self.call(who, "usage", Role::Viewer, String::new(), |_| async move {
+            let by = crate::audit::ledger::GroupBy::parse(&r.by).map_err(AuditError::Invalid)?;
+            for (name, day) in [("--since", &r.since_day), ("--until", &r.until_day)] {
+                let ok = day.is_empty()
+                    || (day.len() == 10
+                        && day.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }));
+                if !ok {
+                    return Err(AuditError::Invalid(format!("{name}: `{day}` is not a date like 2026-11-30")).into());
+                }
+            }
+            let rows = self
+                .audit
+                .usage(&r.since_day, &r.until_day, by)
+                .into_iter()
+                .map(|(k, c)| UsageRow {
+                    day: k.day,
+                    team: k.team,
+                    user: k.user,
+                    key_id: k.key_id,
+                    model: k.model,
+                    requests: c.requests,
+                    refused: c.refused,
+                    prompt_tokens: c.prompt,
+                    completion_tokens: c.completion,
+                    total_tokens: c.total,
+                    estimated: c.estimated,
+                })
+                .collect();
+            Ok((UsageResponse { rows }, String::new()))
+        })
+        .await
+    }
+
     /// Query stored entries.
     pub async fn audit_query(&self, who: Credentials<'_>, r: AuditQueryRequest) -> Result<AuditQueryResponse, AdminError> {
         self.call(who, "audit query", Role::Auditor, String::new(), |_| async move {

@@ -113,5 +113,6 @@ async fn admin_call(
         "audit_prove" => audit_prove,
         "audit_consistency" => audit_consistency,
         "audit_query" => audit_query,
+        "usage" => usage,
     }
 }

@@ -213,3 +213,27 @@ def test_audit_configured_without_its_node_key_refuses_to_start(tmp_path):
     with pytest.raises(RuntimeError) as err:
         E.Envoy.start(cfg).cleanup()
     assert "node key variable 'CORDON_NODE_KEY' is not set" in str(err.value)
+
+
+def test_the_usage_ledger_agrees_with_what_the_limiter_counted(stack):
+    """`cordonctl usage` (from verified records) and the token budget's counter (in Envoy) count
+    the same tokens: the budget's remainder is exactly its size minus the ledger's total."""
+    cp, up, envoy = stack
+    env = envoy()
+    budget = 100_000
+    key = push(cp, POLICY.replace("rate_limits:\n", f"rate_limits:\n  - name: key-monthly\n    budget: {{tokens: {budget}, per: month}}\n"))
+    for text in ["one", "two two"]:  # (the policy's per-key-burst allows 3 an hour: 2 + the probe)
+        assert post(env, key, chat(text)).status_code == 200
+    assert len(records(cp, 2)) == 2
+    rows = cp.ctl("usage", "--by", "key")["rows"]
+    assert [r["key_id"] for r in rows] == ["k-audit"], rows
+    used = int(rows[0]["total_tokens"])
+    assert int(rows[0]["requests"]) == 2 and used > 0 and int(rows[0].get("estimated", 0)) == 0, rows
+    # A probe whose reservation is known exactly: ceil(body bytes / 4) prompt + max_tokens 1.
+    body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 1, "messages": [{"role": "user", "content": "probe"}]}, separators=(",", ":"))
+    r = requests.post(env.url() + "/v1/chat/completions", data=body, headers={"authorization": f"Bearer {key}", "content-type": "application/json"}, timeout=10)
+    assert r.status_code == 200, r.text
+    reserved = -(-len(body.encode()) // 4) + 1
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) == budget - used - reserved, (r.headers, used, reserved)
+    table = cp.ctl("usage", "--by", "team,model", json_out=False).stdout
+    assert "research" in table and "gpt-4o-mini" in table and "TOTAL" in table

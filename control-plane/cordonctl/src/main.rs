@@ -90,6 +90,18 @@ enum Command {
     /// The audit trail: per-node state, export, verify, prove, query.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Requests and tokens per day, team, user, key and model, from verified audit records.
+    Usage {
+        /// First UTC day, YYYY-MM-DD (inclusive).
+        #[arg(long, default_value = "")]
+        since: String,
+        /// Last UTC day, YYYY-MM-DD (inclusive).
+        #[arg(long, default_value = "")]
+        until: String,
+        /// Group by: any of day,team,user,key,model (default day,team,key,model).
+        #[arg(long, value_delimiter = ',')]
+        by: Vec<String>,
+    },
     /// Read the admin log (auditor role).
     Log {
         #[arg(long, default_value_t = 0)]
@@ -742,6 +754,34 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                     })
                     .collect();
                 table(&["LEAF", "TIME", "NODE", "SEQ", "DECISION", "REASON", "TEAM", "USER", "MODEL", "STATUS"], rows)
+            }
+        }
+        Command::Usage { since, until, by } => {
+            let r = c.usage(request(UsageRequest { since_day: since, until_day: until, by }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+                let rows = r
+                    .rows
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            dash(&u.day),
+                            dash(&u.team),
+                            dash(&u.user),
+                            dash(&u.key_id),
+                            dash(&u.model),
+                            u.requests.to_string(),
+                            u.refused.to_string(),
+                            u.prompt_tokens.to_string(),
+                            u.completion_tokens.to_string(),
+                            u.total_tokens.to_string(),
+                            u.estimated.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["DAY", "TEAM", "USER", "KEY", "MODEL", "REQUESTS", "REFUSED", "PROMPT", "COMPLETION", "TOTAL", "ESTIMATED"], rows)
             }
         }
         Command::Log { after, limit } => {

@@ -78,6 +78,7 @@ pub struct AuditLog {
     pub(super) signer: Signer,
     state: AsyncMutex<State>,
     refusals: Mutex<HashMap<String, Refusals>>,
+    ledger: Mutex<super::ledger::Ledger>,
 }
 
 fn active_keys(keys: &[StoredNodeKey]) -> NodeKeys {
@@ -145,7 +146,14 @@ impl AuditLog {
         let keys = store.node_keys().await?;
         let active = active_keys(&keys);
         let state = State { tips, log: LogTree { tree, last_head }, keys, active };
-        Ok(Self { store, signer, state: AsyncMutex::new(state), refusals: Mutex::new(HashMap::new()) })
+        // The usage ledger is derived from the stored (verified) entries.
+        let mut ledger = super::ledger::Ledger::default();
+        for row in store.rows().await? {
+            if let Ok(entry) = cordon_audit::encoding::decode(&row.entry) {
+                ledger.add(&entry);
+            }
+        }
+        Ok(Self { store, signer, state: AsyncMutex::new(state), refusals: Mutex::new(HashMap::new()), ledger: Mutex::new(ledger) })
     }
 
     /// The control plane's tree-head public key.
@@ -262,9 +270,25 @@ impl AuditLog {
         for h in leaves {
             st.log.tree.push_leaf_hash(h);
         }
+        {
+            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in entries.iter().skip(skip as usize) {
+                ledger.add(entry);
+            }
+        }
         let t = st.tips.entry(node.as_str().to_owned()).or_default();
         *t = Tip { next_seq: last_seq.saturating_add(1), prev: verifier.prev(), entries: tip.entries + new, last_batch_ms: received };
         Ok(())
+    }
+
+    /// Usage from verified records, days `since..=until` (`YYYY-MM-DD`, empty = unbounded).
+    pub fn usage(
+        &self,
+        since: &str,
+        until: &str,
+        by: super::ledger::GroupBy,
+    ) -> Vec<(super::ledger::LedgerKey, super::ledger::LedgerCounts)> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner()).report(since, until, by)
     }
 
     /// Signs and stores a head if entries arrived since the last one; returns the newest head.

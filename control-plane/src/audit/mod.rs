@@ -6,11 +6,13 @@
 //! * [`ingest`]: one batch in, one ack out; per-node chain state.
 //! * [`tree`]: the in-memory Merkle tree and the head signer.
 //! * [`check`]: export, verify, prove from the database.
+//! * [`ledger`]: usage per day, team, user, key and model from verified records.
 //! * [`service`]: the `cordon.v1.AuditService` gRPC stream.
 //! * [`store`], [`sqlite`], [`postgres`]: persistence.
 
 pub mod check;
 pub mod ingest;
+pub mod ledger;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;

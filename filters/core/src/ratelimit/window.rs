@@ -33,17 +33,31 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The civil (year, month) of a day number.
-fn civil_from_days(z: i64) -> (i64, u32) {
+/// The civil (year, month, day) of a day number.
+fn civil(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The civil (year, month) of a day number.
+fn civil_from_days(z: i64) -> (i64, u32) {
+    let (y, m, _) = civil(z);
     (y, m)
+}
+
+/// The UTC calendar date of a unix time in milliseconds, as `YYYY-MM-DD` (the day budgets and
+/// the usage ledger count in).
+pub fn utc_date(unix_ms: i64) -> String {
+    let (y, m, d) = civil(unix_ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 impl Calendar {
@@ -155,6 +169,14 @@ mod tests {
             let (y, m) = civil_from_days(d);
             assert!(days_from_civil(y, m, 1) <= d && d < days_from_civil(if m == 12 { y + 1 } else { y }, m % 12 + 1, 1));
         }
+    }
+
+    #[test]
+    fn utc_dates_are_calendar_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(1_796_036_400_000), "2026-11-30");
+        assert_eq!(utc_date(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_date(-1), "1969-12-31");
     }
 
     #[test]
