@@ -97,7 +97,7 @@ fn hash32(v: &[u8]) -> Option<Hash> {
 }
 
 /// The derived, queryable columns of an entry.
-pub(super) fn columns(entry: &Entry) -> (String, String, String, String, String, i64) {
+pub fn columns(entry: &Entry) -> (String, String, String, String, String, i64) {
     match &entry.body {
         Body::Gap(_) => ("gap".into(), String::new(), String::new(), String::new(), String::new(), 0),
         Body::Record(r) => {
