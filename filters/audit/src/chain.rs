@@ -203,6 +203,18 @@ impl ChainVerifier {
         self.prev
     }
 
+    /// Accepts an entry pruned by retention, known only by its `seq` and chain hash (signed by
+    /// the node): the chain goes on from it. Its own link to the entry before it cannot be
+    /// checked (its bytes are gone); `seq` must not go backwards.
+    pub fn skip_pruned(&mut self, seq: u64, hash: Hash) -> Result<(), ChainError> {
+        if seq < self.next_seq {
+            return Err(ChainError::Replayed { node: self.node.clone(), seq, last: self.next_seq.saturating_sub(1) });
+        }
+        self.next_seq = seq.saturating_add(1);
+        self.prev = hash;
+        Ok(())
+    }
+
     /// Accepts `entry`, decoded from `bytes`, as the next entry; returns its chain hash.
     /// On error the verifier is unchanged.
     pub fn check(&mut self, entry: &Entry, bytes: &[u8]) -> Result<Hash, ChainError> {

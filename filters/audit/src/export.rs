@@ -46,6 +46,23 @@ pub enum Line {
         /// Its inclusion proof against the export's last head, base64 hashes.
         proof: Vec<String>,
     },
+    /// An entry whose content was removed by retention: what stays is its place (node, seq),
+    /// its chain hash (covered by the node's batch signature) and its leaf hash (covered by
+    /// the signed heads), so the chain and the tree still verify.
+    Pruned {
+        /// Its leaf index.
+        leaf: u64,
+        /// The node.
+        node: String,
+        /// Its sequence number.
+        seq: u64,
+        /// Its chain hash, base64.
+        chain_hash: String,
+        /// Its RFC 6962 leaf hash, base64.
+        leaf_hash: String,
+        /// Its inclusion proof against the export's last head, base64 hashes.
+        proof: Vec<String>,
+    },
     /// A node's signature over consecutive entries of its chain.
     Batch {
         /// The node.
@@ -139,12 +156,45 @@ fn b64_hashes(v: &[String], what: &str) -> Result<Vec<Hash>, String> {
     v.iter().map(|s| b64_array::<32>(s, what)).collect()
 }
 
+/// One leaf of an export: the entry's bytes, or what retention kept of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportEntry {
+    /// The canonical entry bytes.
+    Full(Vec<u8>),
+    /// A pruned entry (see [`Line::Pruned`]).
+    Pruned {
+        /// The node.
+        node: Ident,
+        /// Its sequence number.
+        seq: u64,
+        /// Its chain hash.
+        chain_hash: Hash,
+        /// Its leaf hash.
+        leaf_hash: Hash,
+    },
+}
+
+impl ExportEntry {
+    fn leaf_hash(&self) -> Hash {
+        match self {
+            ExportEntry::Full(b) => leaf_hash(b),
+            ExportEntry::Pruned { leaf_hash, .. } => *leaf_hash,
+        }
+    }
+}
+
 /// Writes an export of `entries` (canonical bytes, in leaf order), their batch signatures and
 /// the signed heads (ascending sizes, the last one covering every entry).
 pub fn write_export(entries: &[Vec<u8>], batches: &[BatchSignature], heads: &[SignedTreeHead]) -> Result<String, MerkleError> {
+    let entries: Vec<ExportEntry> = entries.iter().map(|e| ExportEntry::Full(e.clone())).collect();
+    write_export_entries(&entries, batches, heads)
+}
+
+/// [`write_export`] for a trail in which retention pruned some entries.
+pub fn write_export_entries(entries: &[ExportEntry], batches: &[BatchSignature], heads: &[SignedTreeHead]) -> Result<String, MerkleError> {
     let mut tree = Tree::new();
     for e in entries {
-        tree.append(e);
+        tree.push_leaf_hash(e.leaf_hash());
     }
     let last = heads.last().map_or(0, |h| h.head.size);
     let mut out = String::new();
@@ -155,7 +205,18 @@ pub fn write_export(entries: &[Vec<u8>], batches: &[BatchSignature], heads: &[Si
     push(Line::Export { version: EXPORT_VERSION });
     for (leaf, e) in (0u64..).zip(entries) {
         let proof = if leaf < last { tree.inclusion_proof(leaf, last)? } else { Vec::new() };
-        push(Line::Entry { leaf, entry: STANDARD.encode(e), proof: proof.iter().map(|h| STANDARD.encode(h)).collect() });
+        let proof = proof.iter().map(|h| STANDARD.encode(h)).collect();
+        push(match e {
+            ExportEntry::Full(bytes) => Line::Entry { leaf, entry: STANDARD.encode(bytes), proof },
+            ExportEntry::Pruned { node, seq, chain_hash, leaf_hash } => Line::Pruned {
+                leaf,
+                node: node.as_str().to_owned(),
+                seq: *seq,
+                chain_hash: STANDARD.encode(chain_hash),
+                leaf_hash: STANDARD.encode(leaf_hash),
+                proof,
+            },
+        });
     }
     for b in batches {
         push(Line::batch(b));
@@ -211,6 +272,8 @@ pub struct Summary {
     pub entries: u64,
     /// Of which audit records.
     pub records: u64,
+    /// Of which pruned by retention (their content is gone; their place and hashes verify).
+    pub pruned: u64,
     /// Gap entries: node, dropped range, reason.
     pub gaps: Vec<(Ident, u64, u64, GapReason)>,
     /// Entries per node.
@@ -226,7 +289,27 @@ struct EntryLine {
     bytes: Vec<u8>,
     proof: Vec<Hash>,
     entry: Option<Entry>,
+    /// For a pruned entry: its node, seq, chain hash and leaf hash.
+    pruned: Option<(Ident, u64, Hash, Hash)>,
     signed: bool,
+}
+
+impl EntryLine {
+    fn place(&self) -> Option<(&Ident, u64)> {
+        match (&self.entry, &self.pruned) {
+            (Some(e), _) => Some((&e.node, e.seq)),
+            (None, Some((node, seq, _, _))) => Some((node, *seq)),
+            _ => None,
+        }
+    }
+
+    fn chain_hash(&self) -> Hash {
+        self.pruned.as_ref().map_or_else(|| chain_hash(&self.bytes), |p| p.2)
+    }
+
+    fn leaf_hash(&self) -> Hash {
+        self.pruned.as_ref().map_or_else(|| leaf_hash(&self.bytes), |p| p.3)
+    }
 }
 
 /// Verifies an export offline: canonical form, batch signatures, chains and gaps, tree heads,
@@ -286,7 +369,36 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
                     bad(Some(line), format!("leaf {index}: {e}"));
                     Vec::new()
                 });
-                entries.push(EntryLine { line, bytes, proof, entry: decoded, signed: false });
+                entries.push(EntryLine { line, bytes, proof, entry: decoded, pruned: None, signed: false });
+            }
+            (_, Line::Pruned { leaf, node, seq, chain_hash, leaf_hash, proof }) => {
+                let index = entries.len() as u64;
+                if leaf != index {
+                    bad(
+                        Some(line),
+                        format!(
+                            "pruned entry says it is leaf {leaf} but it is entry {index} of the export: entries before it were deleted, inserted or reordered"
+                        ),
+                    );
+                }
+                let parts =
+                    (Ident::new("node", &node), b64_array::<32>(&chain_hash, "chain hash"), b64_array::<32>(&leaf_hash, "leaf hash"));
+                let pruned = match parts {
+                    (Ok(n), Ok(c), Ok(l)) => Some((n, seq, c, l)),
+                    (Err(e), _, _) => {
+                        bad(Some(line), format!("leaf {index}: {e}"));
+                        None
+                    }
+                    (_, Err(e), _) | (_, _, Err(e)) => {
+                        bad(Some(line), format!("leaf {index}: {e}"));
+                        None
+                    }
+                };
+                let proof = b64_hashes(&proof, "proof hash").unwrap_or_else(|e| {
+                    bad(Some(line), format!("leaf {index}: {e}"));
+                    Vec::new()
+                });
+                entries.push(EntryLine { line, bytes: Vec::new(), proof, entry: None, pruned, signed: false });
             }
             (_, Line::Batch { node, key_id, first_seq, count, signature }) => {
                 match (Ident::new("node", &node), b64_array::<64>(&signature, "signature")) {
@@ -313,8 +425,8 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
     // Where each (node, seq) sits, first occurrence.
     let mut at: HashMap<(Ident, u64), usize> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        if let Some(entry) = &e.entry {
-            at.entry((entry.node.clone(), entry.seq)).or_insert(i);
+        if let Some((node, seq)) = e.place() {
+            at.entry((node.clone(), seq)).or_insert(i);
         }
     }
 
@@ -327,7 +439,7 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
             match at.get(&(b.node.clone(), seq)) {
                 Some(&i) => {
                     members.push(i);
-                    hashes.push(entries.get(i).map_or([0; 32], |e| chain_hash(&e.bytes)));
+                    hashes.push(entries.get(i).map_or([0; 32], EntryLine::chain_hash));
                 }
                 None => bad(
                     Some(*line),
@@ -350,53 +462,62 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
         }
     }
     for e in &entries {
-        if let (Some(entry), false) = (&e.entry, e.signed) {
-            bad(Some(e.line), format!("node {} seq {} is not covered by a valid batch signature", entry.node, entry.seq));
+        if let (Some((node, seq)), false) = (e.place(), e.signed) {
+            bad(Some(e.line), format!("node {node} seq {seq} is not covered by a valid batch signature"));
         }
     }
 
     // Chains, per node in leaf order; the first break of each node is named.
     let mut by_node: BTreeMap<Ident, Vec<usize>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
-        if let Some(entry) = &e.entry {
-            by_node.entry(entry.node.clone()).or_default().push(i);
+        if let Some((node, _)) = e.place() {
+            by_node.entry(node.clone()).or_default().push(i);
         }
     }
     let mut gaps = Vec::new();
     let mut records = 0u64;
+    let mut pruned = 0u64;
     for (node, idxs) in &by_node {
         // Duplicates and reordering first: the chain check alone would only see a hole.
         let mut seen: HashMap<u64, usize> = HashMap::new();
         let mut max_seen: Option<(u64, usize)> = None;
         let mut broken = false;
         for &i in idxs {
-            let Some(EntryLine { line, bytes, entry: Some(entry), .. }) = entries.get(i) else { continue };
-            if let Some(&first) = seen.get(&entry.seq) {
-                let first_line = entries.get(first).map_or(0, |e| e.line);
-                let same = entries.get(first).is_some_and(|e| e.bytes == *bytes);
+            let Some(e) = entries.get(i) else { continue };
+            let Some((_, seq)) = e.place() else { continue };
+            let line = &e.line;
+            if let Some(&first) = seen.get(&seq) {
+                let first_line = entries.get(first).map_or(0, |f| f.line);
+                let same = entries.get(first).is_some_and(|f| f.chain_hash() == e.chain_hash());
                 let what = if same { "an identical copy" } else { "a different entry with the same number" };
-                bad(
-                    Some(*line),
-                    format!("node {node} seq {} appears again ({what} of line {first_line}): an entry was inserted", entry.seq),
-                );
+                bad(Some(*line), format!("node {node} seq {seq} appears again ({what} of line {first_line}): an entry was inserted"));
                 broken = true;
                 break;
             }
-            seen.insert(entry.seq, i);
+            seen.insert(seq, i);
             if let Some((max, max_line)) = max_seen
-                && entry.seq < max
+                && seq < max
             {
-                bad(Some(*line), format!("node {node} seq {} comes after seq {max} (line {max_line}): entries were reordered", entry.seq));
+                bad(Some(*line), format!("node {node} seq {seq} comes after seq {max} (line {max_line}): entries were reordered"));
                 broken = true;
                 break;
             }
-            max_seen = Some((entry.seq, *line));
+            max_seen = Some((seq, *line));
         }
         if broken {
             continue;
         }
         let mut verifier = ChainVerifier::genesis(node.clone());
         for &i in idxs {
+            if let Some(EntryLine { line, pruned: Some((_, seq, hash, _)), .. }) = entries.get(i) {
+                // Its content is gone: its place and chain hash (signed by the node) carry on.
+                if let Err(e) = verifier.skip_pruned(*seq, *hash) {
+                    bad(Some(*line), format!("{e} (checking of node {node} stops here)"));
+                    break;
+                }
+                pruned += 1;
+                continue;
+            }
             let Some(EntryLine { line, bytes, entry: Some(entry), .. }) = entries.get(i) else { continue };
             if let Err(e) = verifier.check(entry, bytes) {
                 bad(Some(*line), format!("{e} (checking of node {node} stops here)"));
@@ -412,7 +533,7 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
     // Heads: signatures, order, roots recomputed from the entries.
     let mut tree = Tree::new();
     for e in &entries {
-        tree.push_leaf_hash(leaf_hash(&e.bytes));
+        tree.push_leaf_hash(e.leaf_hash());
     }
     let held = tree.len();
     let mut prev: Option<&SignedTreeHead> = None;
@@ -450,7 +571,7 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
             }
             for (leaf, e) in (0u64..).zip(&entries) {
                 if leaf < last.size
-                    && let Err(err) = verify_inclusion(&leaf_hash(&e.bytes), leaf, last.size, &e.proof, &last.root)
+                    && let Err(err) = verify_inclusion(&e.leaf_hash(), leaf, last.size, &e.proof, &last.root)
                 {
                     bad(Some(e.line), format!("leaf {leaf}: inclusion proof against the head of size {} fails: {err}", last.size));
                 }
@@ -495,6 +616,7 @@ pub fn verify_export(text: &str, trust: &Trust) -> Result<Summary, Vec<Problem>>
     Ok(Summary {
         entries: held,
         records,
+        pruned,
         gaps,
         nodes,
         heads: heads.len(),

@@ -101,3 +101,62 @@ proptest! {
         }
     }
 }
+
+/// The honest export with its first `n` entries pruned by retention (content gone, place and
+/// hashes kept), as the control plane writes it after `cordonctl audit retain`.
+fn pruned(f: &Fixture, n: u64) -> Vec<String> {
+    use base64::Engine;
+    use cordon_audit::export::Line;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    lines(f)
+        .into_iter()
+        .map(|l| match serde_json::from_str::<Line>(&l).unwrap() {
+            Line::Entry { leaf, entry, proof } if leaf < n => {
+                let bytes = b64.decode(&entry).unwrap();
+                let e = cordon_audit::encoding::decode(&bytes).unwrap();
+                Line::Pruned {
+                    leaf,
+                    node: e.node.as_str().to_owned(),
+                    seq: e.seq,
+                    chain_hash: b64.encode(cordon_audit::chain::chain_hash(&bytes)),
+                    leaf_hash: b64.encode(cordon_audit::merkle::leaf_hash(&bytes)),
+                    proof,
+                }
+                .to_json()
+            }
+            _ => l,
+        })
+        .collect()
+}
+
+#[test]
+fn an_export_with_pruned_entries_still_verifies() {
+    let f = fixture();
+    let text = join(&pruned(&f, 4));
+    assert!(text.contains("\"type\":\"pruned\""));
+    let s = verify_export(&text, &f.trust).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!((s.entries, s.pruned, s.records + s.pruned + s.gaps.len() as u64), (7, 4, 7));
+}
+
+#[test]
+fn a_pruned_entry_cannot_be_swapped_or_removed() {
+    let f = fixture();
+    let honest = pruned(&f, 4);
+    let with = |i: usize, from: &str, to: &str| {
+        let mut l = honest.clone();
+        l[i] = l[i].replacen(from, to, 1);
+        assert_ne!(l[i], honest[i]);
+        problems(&join(&l), &f).join("\n")
+    };
+    // Line 2 is leaf 0. Its chain hash is covered by the node's batch signature, its leaf hash
+    // by the signed heads: neither can be changed.
+    let chain = serde_json::from_str::<serde_json::Value>(&honest[1]).unwrap()["chain_hash"].as_str().unwrap().to_owned();
+    let leaf = serde_json::from_str::<serde_json::Value>(&honest[1]).unwrap()["leaf_hash"].as_str().unwrap().to_owned();
+    let flip = |h: &str| format!("{}{}", if h.starts_with('A') { "B" } else { "A" }, &h[1..]);
+    assert!(with(1, &chain, &flip(&chain)).contains("signature"), "a forged chain hash breaks the batch signature");
+    let p = with(1, &leaf, &flip(&leaf));
+    assert!(p.contains("root") || p.contains("inclusion"), "{p}");
+    let mut gone = honest.clone();
+    gone.remove(1);
+    assert!(!problems(&join(&gone), &f).is_empty(), "removing a pruned entry is caught");
+}
