@@ -412,6 +412,21 @@ impl Admin {
         .await
     }
 
+    /// Retention: prune the content of entries written before a UTC day (operator role; the
+    /// run, with its count, is in the admin log).
+    pub async fn audit_retain(&self, who: Credentials<'_>, r: AuditRetainRequest) -> Result<AuditRetainResponse, AdminError> {
+        self.call(who, "audit retain", Role::Operator, format!("before {}", r.before_day), |_| async move {
+            let ms = day_start_ms(&r.before_day)
+                .ok_or_else(|| AuditError::Invalid(format!("--before: `{}` is not a date like 2026-11-30", r.before_day)))?;
+            let (pruned, covered) = self.audit.retain(ms).await?;
+            Ok((
+                AuditRetainResponse { pruned, covered_by_head: covered },
+                format!("before {}: {pruned} entries pruned (head size {covered})", r.before_day),
+            ))
+        })
+        .await
+    }
+
     /// Usage per day, team, user, key and model from verified audit records.
     pub async fn usage(&self, who: Credentials<'_>, r: UsageRequest) -> Result<UsageResponse, AdminError> {
         self.call(who, "usage", Role::Viewer, String::new(), |_| async move {
@@ -528,4 +543,15 @@ fn record_details(entry: &[u8]) -> AuditEntryInfo {
         duration_ms: r.duration_ms,
         ..AuditEntryInfo::default()
     }
+}
+
+/// Unix ms of 00:00 UTC of a `YYYY-MM-DD` day (the proleptic Gregorian calendar).
+fn day_start_ms(day: &str) -> Option<i64> {
+    let mut parts = day.split('-');
+    let (y, m, d) = (parts.next()?.parse::<i64>().ok()?, parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?);
+    if parts.next().is_some() || day.len() != 10 || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let ms = cordon_core::ratelimit::window::days_from_civil(y, m, d) * 86_400_000;
+    (cordon_core::ratelimit::window::utc_date(ms) == day).then_some(ms)
 }

@@ -139,6 +139,12 @@ impl PolicyAdmin for AdminGrpc {
         let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
         Ok(Response::new(self.0.audit_consistency(who, request.into_inner()).await?))
     }
+    async fn audit_retain(&self, request: Request<AuditRetainRequest>) -> Result<Response<AuditRetainResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.audit_retain(who, request.into_inner()).await?))
+    }
     async fn usage(&self, request: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
         let t = token(&request);
         let cert = request.extensions().get::<PeerCertificate>().cloned();

@@ -114,5 +114,6 @@ async fn admin_call(
         "audit_consistency" => audit_consistency,
         "audit_query" => audit_query,
         "usage" => usage,
+        "audit_retain" => audit_retain,
     }
 }

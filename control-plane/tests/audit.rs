@@ -50,6 +50,7 @@ on_both_stores!(
     verify_names_reordered_rows,
     verify_names_a_forged_tree_head,
     verify_names_deleted_tree_heads,
+    retention_prunes_content_and_the_trail_still_verifies,
 );
 
 #[derive(Clone, Copy)]
@@ -501,4 +502,44 @@ async fn postgres_replicas_refuse_to_fork_the_trail() {
     drop(n2);
     r2.shutdown().await;
     r1.shutdown().await;
+}
+
+/// Retention blanks old entries' content but keeps their place and hashes: `verify`, an
+/// export and its offline verification still pass, later records still chain on, the run is in
+/// the admin log, and the database still refuses any other change (a pruned row cannot be
+/// edited back, and a live row cannot be blanked in a way retention would not).
+async fn retention_prunes_content_and_the_trail_still_verifies(b: Backend) {
+    let db = Db::new(b).await;
+    let r = trail(&db).await;
+    // AuditNode's records are written at 2023-11-14 (1_700_000_000_000 ms): before this day.
+    let resp =
+        admin(&r).await.audit_retain(authed(AuditRetainRequest { before_day: "2024-01-01".into() }, OPS_TOKEN)).await.unwrap().into_inner();
+    assert_eq!((resp.pruned, resp.covered_by_head), (6, 6));
+    let v = verify(&r).await;
+    assert!(v.ok, "{:?}", v.problems);
+    let q = admin(&r).await.audit_query(authed(AuditQueryRequest::default(), AUDIT_TOKEN)).await.unwrap().into_inner();
+    assert!(q.entries.iter().all(|e| e.decision == "pruned" && e.user.is_empty() && e.model.is_empty()), "{:?}", q.entries);
+    let e = admin(&r).await.audit_export(authed(AuditExportRequest {}, AUDIT_TOKEN)).await.unwrap().into_inner();
+    let s = verify_export(&e.export, &trust_of(&e)).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!((s.entries, s.pruned), (6, 6));
+    assert!(!e.export.contains("alice"), "no content of a pruned record is exported");
+    // The chain goes on after the pruned entries.
+    let mut n = AuditNode::connect(r.addr, "n1", 1).await;
+    let ack = n.ship(n.batch(0, vec![])).await;
+    n.chain = cordon_audit::chain::Chain::resume(n.node(), ack.next_seq, <[u8; 32]>::try_from(ack.prev_hash.as_slice()).unwrap());
+    let more = n.seal(1, Decision::Allow);
+    assert_eq!(n.ship(n.batch(3, more)).await.error, "");
+    assert!(verify(&r).await.ok);
+    // Only an operator may prune, and the run is logged.
+    assert!(admin(&r).await.audit_retain(authed(AuditRetainRequest { before_day: "2024-01-01".into() }, VIEW_TOKEN)).await.is_err());
+    let bad = admin(&r).await.audit_retain(authed(AuditRetainRequest { before_day: "2024-13-01".into() }, OPS_TOKEN)).await.unwrap_err();
+    assert!(bad.message().contains("not a date"), "{bad:?}");
+    let log = admin(&r).await.admin_log(authed(AdminLogRequest { after_seq: 0, limit: 100 }, AUDIT_TOKEN)).await.unwrap().into_inner();
+    assert!(log.entries.iter().any(|e| e.action == "audit retain" && e.target.contains("6 entries pruned")), "{:?}", log.entries);
+    // The database lets retention do exactly this and nothing else.
+    let a = db.attacker().await;
+    a.refused("UPDATE audit_entries SET user_name = 'mallory' WHERE leaf = 0", "append-only").await;
+    a.refused("UPDATE audit_entries SET leaf_hash = chain_hash WHERE leaf = 0", "append-only").await;
+    a.refused("DELETE FROM audit_entries WHERE leaf = 0", "append-only").await;
+    r.shutdown().await;
 }

@@ -173,6 +173,13 @@ enum AuditCommand {
     },
     /// Recompute chains, batch signatures and tree heads from the database; name every changed row.
     Verify,
+    /// Retention: prune the content of entries written before a UTC day (operator role). Their
+    /// place, chain hash and leaf hash stay: the trail and older exports still verify.
+    Retain {
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        before: String,
+    },
     /// Inclusion proof of a node's entry against the newest signed tree head.
     Prove { node: String, seq: u64 },
     /// Check that the signed tree head of SIZE2 extends the one of SIZE1 (nothing under the
@@ -693,6 +700,17 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
             } else {
                 std::fs::write(&path, &r.export).map_err(|source| CtlError::Write { path: path.display().to_string(), source })?;
                 format!("wrote {} lines to {}\n", r.export.lines().count(), path.display())
+            }
+        }
+        Command::Audit(AuditCommand::Retain { before }) => {
+            let r = c.audit_retain(request(AuditRetainRequest { before_day: before.clone() }, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                format!(
+                    "pruned the content of {} entries written before {before} (entries under the signed head of size {}); the trail still verifies\n",
+                    r.pruned, r.covered_by_head
+                )
             }
         }
         Command::Audit(AuditCommand::Verify) => {

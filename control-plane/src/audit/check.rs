@@ -5,14 +5,14 @@
 
 use super::AuditError;
 use super::ingest::{AuditLog, columns};
-use super::store::{AuditRow, StoredNodeKey};
+use super::store::{AuditRow, PRUNED, StoredNodeKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cordon_audit::Hash;
 use cordon_audit::batch::NodeKeys;
 use cordon_audit::chain::chain_hash;
 use cordon_audit::encoding::decode;
-use cordon_audit::export::{Line, Trust, verify_export, write_export};
+use cordon_audit::export::{ExportEntry, Line, Trust, verify_export, write_export_entries};
 use cordon_audit::head::SignedTreeHead;
 use cordon_audit::keys::PublicKey;
 use cordon_audit::merkle::{Tree, leaf_hash};
@@ -41,6 +41,20 @@ fn trust(keys: &[StoredNodeKey], control_plane: &[u8; 32]) -> Result<Trust, Audi
     Ok(Trust { nodes, control_plane, pinned: Vec::new() })
 }
 
+/// A stored row as an export leaf: its bytes, or what retention kept of it.
+fn export_entry(r: &AuditRow) -> ExportEntry {
+    if !r.entry.is_empty() {
+        return ExportEntry::Full(r.entry.clone());
+    }
+    let hash = |v: &[u8]| <[u8; 32]>::try_from(v).unwrap_or([0; 32]);
+    ExportEntry::Pruned {
+        node: cordon_audit::record::Ident::escaped(&r.node),
+        seq: u64::try_from(r.seq).unwrap_or(u64::MAX),
+        chain_hash: hash(&r.chain_hash),
+        leaf_hash: hash(&r.leaf_hash),
+    }
+}
+
 fn name(r: &AuditRow) -> String {
     format!("leaf {} (node {} seq {})", r.leaf, r.node, r.seq)
 }
@@ -57,6 +71,20 @@ fn check_rows(rows: &[AuditRow], problems: &mut Vec<String>) {
             problems.push(format!("{}: leaf number out of order: rows were inserted or renumbered", name(r)));
         }
         expected = r.leaf + 1;
+        if r.entry.is_empty() {
+            // Pruned by retention: only the place and the hashes are left; they are checked
+            // against the batch signatures and the heads below.
+            let blank = r.decision == PRUNED
+                && r.reason.is_empty()
+                && r.model.is_empty()
+                && r.team.is_empty()
+                && r.user.is_empty()
+                && r.status == 0;
+            if !blank || r.leaf_hash.len() != 32 || r.chain_hash.len() != 32 {
+                problems.push(format!("{}: an entry without content that is not a pruned entry: the row was changed", name(r)));
+            }
+            continue;
+        }
         if r.leaf_hash.as_slice() != leaf_hash(&r.entry) {
             problems.push(format!("{}: the entry bytes do not match the stored leaf hash: the row was changed", name(r)));
         }
@@ -108,15 +136,25 @@ impl AuditLog {
     pub async fn export(&self) -> Result<String, AuditError> {
         self.sign_head().await?;
         let rows = self.store.rows().await?;
-        let entries: Vec<Vec<u8>> = rows.into_iter().map(|r| r.entry).collect();
+        let entries: Vec<ExportEntry> = rows.iter().map(export_entry).collect();
         let batches = self.store.batches().await?;
         let heads = self.store.heads().await?;
-        Ok(write_export(&entries, &batches, &heads)?)
+        Ok(write_export_entries(&entries, &batches, &heads)?)
     }
 
     /// The trust a reviewer needs for [`AuditLog::export`].
     pub async fn trust(&self) -> Result<Trust, AuditError> {
         trust(&self.keys().await, &self.public_key())
+    }
+
+    /// Retention: prunes the content of entries written before `before_ms` that a stored,
+    /// signed head already covers (so a reviewer's head still commits to them); their place,
+    /// chain hash and leaf hash stay, and the trail still verifies. Returns (pruned, head size).
+    pub async fn retain(&self, before_ms: i64) -> Result<(u64, u64), AuditError> {
+        self.sign_head().await?;
+        let covered = self.store.heads().await?.iter().map(|h| h.head.size).max().unwrap_or(0);
+        let pruned = self.store.prune(before_ms, i64::try_from(covered).unwrap_or(i64::MAX)).await?;
+        Ok((pruned, covered))
     }
 
     /// Recomputes chains, signatures and heads from the database; names every row that
@@ -149,8 +187,8 @@ impl AuditLog {
             fits
         });
         let report_heads = heads.len() as u64;
-        let entries: Vec<Vec<u8>> = rows.iter().map(|r| r.entry.clone()).collect();
-        let text = write_export(&entries, &batches, &heads)?;
+        let entries: Vec<ExportEntry> = rows.iter().map(export_entry).collect();
+        let text = write_export_entries(&entries, &batches, &heads)?;
         if let Err(found) = verify_export(&text, &trust(&keys, &self.public_key())?) {
             for p in found {
                 // Line 1 is the header, lines 2.. the entries in leaf order.

@@ -60,9 +60,20 @@ CREATE TABLE IF NOT EXISTS audit_heads (
     key_id      TEXT NOT NULL,
     signature   BYTEA NOT NULL
 );
+CREATE OR REPLACE FUNCTION cordon_audit_entry_guard() RETURNS trigger AS $$
+BEGIN
+    -- Retention may blank an entry's content and derived columns; nothing else changes, ever.
+    IF TG_OP = 'UPDATE' AND length(NEW.entry) = 0 AND length(OLD.entry) > 0 AND NEW.decision = 'pruned'
+       AND NEW.reason = '' AND NEW.model = '' AND NEW.team = '' AND NEW.user_name = '' AND NEW.status = 0
+       AND NEW.leaf = OLD.leaf AND NEW.node = OLD.node AND NEW.seq = OLD.seq AND NEW.time_ms = OLD.time_ms
+       AND NEW.chain_hash = OLD.chain_hash AND NEW.leaf_hash = OLD.leaf_hash THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'audit entries are append-only (retention may only prune content)';
+END; $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS audit_entries_append_only ON audit_entries;
 CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries
-    FOR EACH ROW EXECUTE FUNCTION cordon_append_only();
+    FOR EACH ROW EXECUTE FUNCTION cordon_audit_entry_guard();
 DROP TRIGGER IF EXISTS audit_entries_no_truncate ON audit_entries;
 CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries
     FOR EACH STATEMENT EXECUTE FUNCTION cordon_append_only();
@@ -376,5 +387,17 @@ impl AuditStore for PostgresAuditStore {
             .iter()
             .map(row)
             .collect()
+    }
+
+    async fn prune(&self, before_ms: i64, below_leaf: i64) -> StoreResult<u64> {
+        let c = self.conn.client().await?;
+        let n = c
+            .execute(
+                "UPDATE audit_entries SET entry = ''::BYTEA, decision = 'pruned', reason = '', model = '', team = '', user_name = '', status = 0
+                 WHERE time_ms < $1 AND leaf < $2 AND length(entry) > 0",
+                &[&before_ms, &below_leaf],
+            )
+            .await?;
+        Ok(n)
     }
 }

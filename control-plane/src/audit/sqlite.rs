@@ -54,8 +54,13 @@ CREATE TABLE IF NOT EXISTS audit_heads (
     key_id      TEXT NOT NULL,
     signature   BLOB NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS audit_entries_no_update BEFORE UPDATE ON audit_entries
-    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+DROP TRIGGER IF EXISTS audit_entries_no_update;
+CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries
+    WHEN NOT (length(NEW.entry) = 0 AND length(OLD.entry) > 0 AND NEW.decision = 'pruned'
+              AND NEW.reason = '' AND NEW.model = '' AND NEW.team = '' AND NEW.user_name = '' AND NEW.status = 0
+              AND NEW.leaf IS OLD.leaf AND NEW.node IS OLD.node AND NEW.seq IS OLD.seq AND NEW.time_ms IS OLD.time_ms
+              AND NEW.chain_hash IS OLD.chain_hash AND NEW.leaf_hash IS OLD.leaf_hash)
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only (retention may only prune content)'); END;
 CREATE TRIGGER IF NOT EXISTS audit_entries_no_delete BEFORE DELETE ON audit_entries
     BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_batches_no_update BEFORE UPDATE ON audit_batches
@@ -330,6 +335,18 @@ impl AuditStore for SqliteStore {
             let rows =
                 stmt.query_map(params![f.node, f.since_ms, f.until_ms, f.decision, f.team, f.user, f.model, i64::from(f.limit)], row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64, below_leaf: i64) -> StoreResult<u64> {
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE audit_entries SET entry = X'', decision = 'pruned', reason = '', model = '', team = '', user_name = '', status = 0
+                 WHERE time_ms < ?1 AND leaf < ?2 AND length(entry) > 0",
+                params![before_ms, below_leaf],
+            )?;
+            Ok(n as u64)
         })
         .await
     }

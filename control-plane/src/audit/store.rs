@@ -124,4 +124,11 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn entry(&self, node: &str, seq: u64) -> StoreResult<Option<AuditRow>>;
     /// Entries matching `filter`, oldest first.
     async fn query(&self, filter: AuditFilter) -> StoreResult<Vec<AuditRow>>;
+    /// Retention: blanks the content (entry bytes and derived columns; decision `pruned`) of
+    /// entries written before `before_ms` with a leaf below `below_leaf`, keeping their place,
+    /// chain hash and leaf hash; returns how many were pruned.
+    async fn prune(&self, before_ms: i64, below_leaf: i64) -> StoreResult<u64>;
 }
+
+/// The decision column of a pruned entry.
+pub const PRUNED: &str = "pruned";

@@ -82,10 +82,11 @@ fn run(args: &Args) -> Result<bool, String> {
     match verify_export(&text, &trust) {
         Ok(s) => {
             println!(
-                "OK: {} entries ({} records, {} gap entries) from {} nodes, {} signed tree heads",
+                "OK: {} entries ({} records, {} gap entries, {} pruned by retention) from {} nodes, {} signed tree heads",
                 s.entries,
                 s.records,
                 s.gaps.len(),
+                s.pruned,
                 s.nodes.len(),
                 s.heads
             );
