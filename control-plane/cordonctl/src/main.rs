@@ -571,8 +571,30 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                     })
                     .collect();
                 let current = if r.current_version.is_empty() { "(none)".to_string() } else { r.current_version.clone() };
-                format!("current version: {current}\n")
-                    + &table(&["NODE", "CLUSTER", "STATE", "ACKED", "PENDING", "CONNECTED SINCE", "LAST NACK"], rows)
+                let mut text = format!("current version: {current}\n")
+                    + &table(&["NODE", "CLUSTER", "STATE", "ACKED", "PENDING", "CONNECTED SINCE", "LAST NACK"], rows);
+                // The audit side of each node (refused batches show here too).
+                if let Ok(a) = c.audit_nodes(request(AuditNodesRequest {}, &token)?).await {
+                    let a = a.into_inner();
+                    if !a.nodes.is_empty() {
+                        let rows = a
+                            .nodes
+                            .iter()
+                            .map(|n| {
+                                vec![
+                                    n.node_id.clone(),
+                                    n.entries.to_string(),
+                                    n.next_seq.to_string(),
+                                    n.refused.to_string(),
+                                    if n.last_error.is_empty() { "-".into() } else { n.last_error.clone() },
+                                ]
+                            })
+                            .collect();
+                        text += "\naudit trail:\n";
+                        text += &table(&["NODE", "ENTRIES", "NEXT SEQ", "REFUSED BATCHES", "LAST REFUSAL"], rows);
+                    }
+                }
+                text
             }
         }
         Command::Keys(KeysCommand::Create { id, user, team, app, expires_at }) => {

@@ -228,6 +228,13 @@ async fn cordonctl_registers_nodes_and_reads_the_audit_trail() {
     assert!(n.ship(n.batch(3, entries)).await.error.contains("revoked"));
     let o = ctl(r.addr, VIEW_TOKEN, &["audit", "nodes"]).await;
     assert!(o.ok && o.stdout.contains("envoy-1") && o.stdout.contains("revoked"), "{}", o.stdout);
+    // `status` shows each node's audit state too, refusals included.
+    let o = ctl(r.addr, VIEW_TOKEN, &["status"]).await;
+    assert!(
+        o.ok && o.stdout.contains("audit trail:") && o.stdout.contains("REFUSED BATCHES") && o.stdout.contains("revoked"),
+        "{}",
+        o.stdout
+    );
     r.shutdown().await;
 }
 
