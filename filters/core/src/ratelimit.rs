@@ -154,7 +154,7 @@ impl CompiledLimits {
     /// token limit; otherwise refuses with the first limit that did not, and undoes what the
     /// earlier ones took.
     pub fn admit(&self, who: &Caller<'_>, reserve: &Reservation, store: &dyn CasStore, now: u64) -> Result<Admission, Refusal> {
-        let mut admission = Admission { taken: Vec::new(), headers: Headers::default(), evictions: 0 };
+        let mut admission = Admission { taken: Vec::new(), headers: Headers::default(), evictions: 0, retries: 0 };
         for limit in self.matching(who) {
             let cost = limit.cost(reserve.prompt, reserve.completion, 1);
             let key = limit.key(who);
@@ -171,6 +171,7 @@ impl CompiledLimits {
                 }
             };
             admission.evictions += usize::from(updated.evicted);
+            admission.retries += updated.retries;
             match verdict {
                 Ok((remaining, reset_ns)) => {
                     admission.headers.note(limit, remaining, reset_ns);
@@ -337,6 +338,8 @@ pub struct Admission {
     headers: Headers,
     /// Busy counters evicted to admit this request (bounded state at its limit).
     pub evictions: usize,
+    /// Compare-and-swap retries needed (contention between workers on the same counters).
+    pub retries: usize,
 }
 
 impl Admission {

@@ -242,6 +242,7 @@ impl IdentityFilter {
             Ok(None) => {}
             Ok(Some((x, rewritten))) => {
                 crate::metrics::count_evictions(x.evictions());
+                crate::metrics::count_cas_retries(x.cas_retries());
                 if let Some((name, limit, remaining)) = x.tightest(policy.rate_limits()) {
                     crate::audit_trail::with(self.audit, |d| d.rate_limit(name, limit, remaining));
                 }

@@ -36,11 +36,21 @@ pub fn count_evictions(n: usize) {
     thread_local! {
         static ID: Option<u32> = hostcalls::define_metric(MetricType::Counter, "cordon_ratelimit_evictions").ok();
     }
-    if n > 0 {
-        ID.with(|id| {
-            if let Some(id) = id {
-                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
-            }
-        });
+    ID.with(|id| add(*id, n));
+}
+
+/// Counts compare-and-swap retries on rate-limit counters (`cordon_ratelimit_cas_retries`):
+/// contention between workers; sustained growth means hot counters (e.g. one team-wide limit
+/// under heavy load).
+pub fn count_cas_retries(n: usize) {
+    thread_local! {
+        static ID: Option<u32> = hostcalls::define_metric(MetricType::Counter, "cordon_ratelimit_cas_retries").ok();
+    }
+    ID.with(|id| add(*id, n));
+}
+
+fn add(id: Option<u32>, n: usize) {
+    if let (Some(id), true) = (id, n > 0) {
+        let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
     }
 }

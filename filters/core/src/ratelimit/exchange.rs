@@ -119,6 +119,11 @@ impl Exchange {
         self.admission.evictions
     }
 
+    /// Compare-and-swap retries admission needed (workers contending for the same counters).
+    pub fn cas_retries(&self) -> usize {
+        self.admission.retries
+    }
+
     /// Headers for the response: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
     pub fn response_headers(&self) -> Vec<(String, String)> {
         self.admission.headers().pairs()

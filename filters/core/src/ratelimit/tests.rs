@@ -281,3 +281,16 @@ fn budget_fields_are_validated_by_name() {
     let rl: Result<Vec<RateLimit>, _> = serde_json::from_value(json!([{"name": "b", "budget": {"tokens": 5, "per": "year"}}]));
     assert!(rl.is_err(), "only day, week and month");
 }
+
+#[test]
+fn contention_between_workers_is_retried_and_counted() {
+    let l = limits(json!([{"name": "rpm", "requests": {"limit": 10, "per": "minute"}}]));
+    let store = MemoryStore::new();
+    l.prepare(&store).unwrap();
+    let p = principal("t");
+    store.contend(3);
+    let a = l.admit(&caller(&p, "k", "m"), &ONE, &store, NOW).unwrap();
+    assert_eq!(a.retries, 3, "each lost compare-and-swap is retried and counted (cordon_ratelimit_cas_retries)");
+    let h = a.headers().pairs();
+    assert!(h.contains(&("x-ratelimit-remaining-requests".into(), "9".into())), "admitted once despite the retries: {h:?}");
+}
