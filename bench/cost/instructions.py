@@ -13,7 +13,10 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
   b      + cordon.identity
   r      + cordon.identity + cordon.redact (default detectors)
   d      + cordon.identity with rate and token limits (+ cordon.redact)
+  e      + cordon.identity with the signed audit trail shipped to a real control plane
   c      Envoy's native api_key_auth + rbac (for scale)
+  a-get, b-get  a and b with a GET (no body): b-get - a-get is identity's header
+         phase alone (context, header reads and writes, key digest)
 
 Kernel work (TCP on loopback, syscalls) is not counted: callgrind sees user space only, so the
 ratios are larger than CPU-time ratios; the added instructions (x - a) are what Cordon costs.
@@ -41,6 +44,7 @@ import requests  # noqa: E402
 
 from bench.identity import run as ident  # noqa: E402
 from tests.harness import envoy as E  # noqa: E402
+from tests.harness.control_plane import ControlPlane, node_key, policy_stream_extension  # noqa: E402
 
 OUT_DIR = Path(tempfile.mkdtemp(prefix="cordon-callgrind-"))
 
@@ -64,7 +68,13 @@ class Callgrind(E.Envoy):
         return ["--log-level", "warning"]
 
 
-def config(variant: str, upstream_port: int) -> dict:
+def config(variant: str, upstream_port: int, cp=None) -> dict:
+    variant = variant.removesuffix("-get")
+    if variant == "e":
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit={"node_key_env": "CORDON_NODE_KEY"})
+        return E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", {"policy": ident.POLICY}, ["CORDON_NODE_KEY"])], "model")],
+                           [E.cluster("model", upstream_port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+                           extra={"bootstrap_extensions": [ext], "node": {"id": "bench-cost-node", "cluster": "bench"}})
     redact = [E.wasm_filter("cordon.redact", {"policy": ident.POLICY})]
     filters = {
         "a": [],
@@ -90,8 +100,8 @@ def total_ir(pattern: str) -> int:
     return total
 
 
-def measure(variant: str, upstream_port: int, n: int, annotate: bool) -> float:
-    env = Callgrind(config=config(variant, upstream_port), concurrency=1)
+def measure(variant: str, upstream_port: int, n: int, annotate: bool, cp=None, env_vars=None) -> float:
+    env = Callgrind(config=config(variant, upstream_port, cp), concurrency=1, env=env_vars or {})
     env.tag = variant
     saved, E.ENVOY_BIN = E.ENVOY_BIN, REAL_ENVOY
     try:
@@ -102,15 +112,19 @@ def measure(variant: str, upstream_port: int, n: int, annotate: bool) -> float:
         s = requests.Session()
         key = ident.KEYS["alice"][0]
         headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
-        url = env.url() + ident.PATH
-        for _ in range(60):  # warm-up: V8 tiers, caches, connections
-            r = s.post(url, data=ident.BODY, headers=headers, timeout=60)
+        get = variant.endswith("-get")
+        url = env.url() + ident.PATH  # a GET of the same path: no body to hold, read or parse
+
+        def one():
+            r = s.get(url, headers=headers, timeout=60) if get else s.post(url, data=ident.BODY, headers=headers, timeout=60)
             assert r.status_code == 200, (variant, r.status_code, r.text[:200])
+
+        for _ in range(60):  # warm-up: V8 tiers, caches, connections
+            one()
         pid = env.proc.pid
         control(pid, "--zero")
         for _ in range(n):
-            r = s.post(url, data=ident.BODY, headers=headers, timeout=60)
-            assert r.status_code == 200, (variant, r.status_code)
+            one()
         for f in glob.glob(f"{OUT_DIR}/{variant}.{pid}*"):
             os.unlink(f)
         control(pid, "--dump")
@@ -128,21 +142,30 @@ def measure(variant: str, upstream_port: int, n: int, annotate: bool) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--variants", default="a,b,r,d,c")
+    ap.add_argument("--variants", default="a,b,r,d,e,c,a-get,b-get")
     ap.add_argument("--annotate", action="store_true")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")
+    variants = args.variants.split(",")
+    cp = ControlPlane().start() if "e" in variants else None
     try:
         per = {}
-        for v in args.variants.split(","):
-            per[v] = measure(v, upstream.port(), args.requests, args.annotate)
+        for v in variants:
+            env_vars = {"CORDON_NODE_KEY": node_key(cp, "bench-cost-node")} if v == "e" else None
+            per[v] = measure(v, upstream.port(), args.requests, args.annotate, cp, env_vars)
             print(f"  {v}: {per[v]:>12,.0f} instructions/request", flush=True)
+        if cp is not None:
+            got = len(cp.ctl("audit", "query", "--node", "bench-cost-node", "--limit", "10000").get("entries", []))
+            print(f"  (e: {got} audit records reached the control plane)")
     finally:
         upstream.cleanup()
+        if cp is not None:
+            cp.stop()
     base = per.get("a")
     print(f"\n{args.requests} POSTs per variant, instructions per request (callgrind, user space, one worker):")
     for v, ir in per.items():
-        extra = f"  x{ir / base:.2f} of a, +{ir - base:,.0f}" if base else ""
+        ref = per.get("a-get") if v.endswith("-get") else base
+        extra = f"  x{ir / ref:.2f} of {'a-get' if v.endswith('-get') else 'a'}, +{ir - ref:,.0f}" if ref else ""
         print(f"  {v:<3} {ir:>12,.0f}{extra}")
     return 0
 

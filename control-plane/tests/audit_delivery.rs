@@ -57,7 +57,7 @@ impl Link {
 }
 
 fn shipper(buffer: usize) -> Shipper {
-    Shipper::new(Ident::new("node", NODE).unwrap(), Signer::from_seed(&NODE_SEED), Bounds { buffer, batch: 2 })
+    Shipper::new(Ident::new("node", NODE).unwrap(), Signer::from_seed(&NODE_SEED), Bounds { buffer, batch: 2, linger_ms: 0 })
 }
 
 /// Connects and sends until nothing is left; returns the control plane's last next_seq.

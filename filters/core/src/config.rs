@@ -48,6 +48,14 @@ pub struct AuditDelivery {
     /// Records per signed batch.
     #[serde(default = "default_audit_batch")]
     pub batch_records: usize,
+    /// How long a record may wait for others to fill its batch (ms): one signature and one
+    /// send per batch instead of per record, at the price of that much delay.
+    #[serde(default = "default_audit_linger")]
+    pub linger_ms: u64,
+}
+
+fn default_audit_linger() -> u64 {
+    100
 }
 
 fn default_audit_buffer() -> usize {

@@ -6,7 +6,9 @@
 //!   its chain stands (an empty batch, answered with `next_seq` and `prev_hash`) and continues
 //!   from there, so a restarted Envoy extends its chain instead of forking it.
 //! * Records wait, sealed and signed in batches, until acknowledged; one batch is in flight at
-//!   a time, so batches grow under load and stay small (low latency) when idle.
+//!   a time, and a batch goes out when it is full or its oldest record has waited `linger_ms`:
+//!   a signature and a send per batch, not per record, even at low traffic (measured: one batch
+//!   per record cost Envoy more than the whole identity role per request).
 //! * The buffer is bounded. A record that does not fit is dropped *with its sequence number*,
 //!   and a gap entry naming the exact range is sealed as soon as there is room again: loss is
 //!   never silent. Records kept before the position is known are sealed once it is.
@@ -27,6 +29,8 @@ pub struct Bounds {
     pub buffer: usize,
     /// Entries per batch.
     pub batch: usize,
+    /// How long a record may wait for others to fill its batch, in milliseconds.
+    pub linger_ms: u64,
 }
 
 /// What the stream must send next.
@@ -85,6 +89,8 @@ pub struct Shipper {
     /// Sealed entries not yet acknowledged, ascending and consecutive.
     sealed: VecDeque<Sealed>,
     stream: Stream,
+    /// When the oldest entry not yet sent was sealed (unix ms).
+    unsent_since: Option<u64>,
     /// The seq the control plane last said it expects (everything below is stored).
     acked: u64,
     dropped_total: u64,
@@ -94,7 +100,7 @@ pub struct Shipper {
 impl Shipper {
     /// A writer for `node`'s chain, signing with `signer`.
     pub fn new(node: Ident, signer: Signer, bounds: Bounds) -> Self {
-        let bounds = Bounds { buffer: bounds.buffer.max(1), batch: bounds.batch.max(1) };
+        let bounds = Bounds { buffer: bounds.buffer.max(1), batch: bounds.batch.max(1), linger_ms: bounds.linger_ms };
         Self {
             node,
             signer,
@@ -104,6 +110,7 @@ impl Shipper {
             unnumbered_drops: 0,
             sealed: VecDeque::new(),
             stream: Stream::Down,
+            unsent_since: None,
             acked: 0,
             dropped_total: 0,
             stored_total: 0,
@@ -156,6 +163,7 @@ impl Shipper {
                 if let Ok(s) = chain.seal_record(time_ms, record) {
                     self.sealed.push_back(s);
                 }
+                self.unsent_since.get_or_insert(time_ms);
             }
         }
     }
@@ -215,6 +223,10 @@ impl Shipper {
             self.sealed.push_back(gap);
         }
         let first = self.sealed.front()?.seq;
+        let lingering = self.unsent_since.is_some_and(|t| now_ms.saturating_sub(t) < self.bounds.linger_ms);
+        if self.sealed.len() < self.bounds.batch && lingering {
+            return None;
+        }
         // A batch holds consecutive seqs: it ends before a gap entry, whose seq follows the
         // numbers it names.
         let entries: Vec<Vec<u8>> = self
@@ -226,6 +238,8 @@ impl Shipper {
             .map(|(_, s)| s.bytes.clone())
             .collect();
         self.stream = Stream::Ready { in_flight: entries.len() };
+        // What stays behind (more than a batch, or after a gap) goes with the next ack.
+        self.unsent_since = (self.sealed.len() > entries.len()).then_some(now_ms);
         Some(Outgoing::Batch(self.signer.sign_batch(&self.node, first, entries)))
     }
 
@@ -247,6 +261,10 @@ impl Shipper {
                     }
                 }
                 self.chain = Some(chain);
+                if !self.sealed.is_empty() {
+                    // Waited for the control plane already: no reason to wait longer.
+                    self.unsent_since = Some(0);
+                }
                 self.acked = next_seq;
                 Ok(())
             }

@@ -17,7 +17,7 @@ fn record(n: u64) -> AuditRecord {
 }
 
 fn shipper(buffer: usize, batch: usize) -> Shipper {
-    Shipper::new(node(), Signer::from_seed(&SEED), Bounds { buffer, batch })
+    Shipper::new(node(), Signer::from_seed(&SEED), Bounds { buffer, batch, linger_ms: 0 })
 }
 
 /// The control plane's ingest rules in miniature: signature, chain, idempotent replay.
@@ -205,6 +205,25 @@ fn a_refused_batch_keeps_its_entries() {
     connect(&mut s, &mut log);
     drain(&mut s, &mut log);
     assert_eq!(log.records(), vec!["req-0"]);
+}
+
+#[test]
+fn a_batch_lingers_for_company_unless_it_is_full() {
+    let mut s = Shipper::new(node(), Signer::from_seed(&SEED), Bounds { buffer: 100, batch: 3, linger_ms: 200 });
+    let mut log = FakeLog::new();
+    connect(&mut s, &mut log);
+    s.push(1_000, record(0));
+    assert!(s.next_batch(1_100).is_none(), "one record waits for others");
+    s.push(1_150, record(1));
+    let Some(Outgoing::Batch(b)) = s.next_batch(1_200) else { panic!("the oldest waited 200 ms: it goes") };
+    assert_eq!(b.entries.len(), 2);
+    let (n, p, e) = log.answer(&Outgoing::Batch(b));
+    s.on_ack(n, &p, &e);
+    for i in 2..5 {
+        s.push(2_000, record(i));
+    }
+    let Some(Outgoing::Batch(b)) = s.next_batch(2_000) else { panic!("a full batch goes at once") };
+    assert_eq!(b.entries.len(), 3);
 }
 
 #[test]
