@@ -44,7 +44,7 @@ impl AuditShipping {
         let node = Ident::new("node", node).map_err(|e| format!("node id cannot name an audit chain: {e}"))?;
         let queue = hostcalls::register_shared_queue(QUEUE).map_err(|s| format!("register_shared_queue: {s:?}"))?;
         log(LogLevel::Info, &format!("audit: node {node} signs with key {}; buffer {} records", signer.key_id(), cfg.buffer_records));
-        let shipper = Shipper::new(node, signer, Bounds { buffer: cfg.buffer_records, batch: cfg.batch_records, linger_ms: cfg.linger_ms };
+        let shipper = Shipper::new(node, signer, Bounds { buffer: cfg.buffer_records, batch: cfg.batch_records, linger_ms: cfg.linger_ms });
         let mut me = Self {
             cluster: cluster.to_owned(),
             shipper,
