@@ -202,19 +202,36 @@ pub struct Cand {
     pub det: usize,
 }
 
+/// High bit of every byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+/// Low bit of every byte of a word.
+const LOW: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` (little-endian word) that is an ASCII digit, exactly (no
+/// borrow crosses bytes: every byte has its high bit set before the subtractions).
+#[inline]
+fn digit_bits(x: u64) -> u64 {
+    let h = x | HIGH;
+    !x & h.wrapping_sub(LOW * u64::from(b'0')) & !h.wrapping_sub(LOW * u64::from(b'9' + 1)) & HIGH
+}
+
 /// Find the first ASCII digit at or after `from`.
 #[inline]
 pub fn find_digit(h: &[u8], from: usize) -> Option<usize> {
     let (blocks, rest) = h.get(from..)?.as_chunks::<32>();
     let mut i = from;
     for block in blocks {
-        // Branch-free 32-byte mask (vectorised by LLVM into compare + movemask).
-        let mut mask: u32 = 0;
-        for (k, &b) in block.iter().enumerate() {
-            mask |= u32::from(b.wrapping_sub(b'0') < 10) << k;
-        }
-        if mask != 0 {
-            return Some(i + mask.trailing_zeros() as usize);
+        // Four words at a time (SWAR: portable, also to wasm), one test per block.
+        let (words, _) = block.as_chunks::<8>();
+        let any = words.iter().fold(0, |a, w| a | digit_bits(u64::from_le_bytes(*w)));
+        if any != 0 {
+            for w in words {
+                let d = digit_bits(u64::from_le_bytes(*w));
+                if d != 0 {
+                    return Some(i + (d.trailing_zeros() / 8) as usize);
+                }
+                i += 8;
+            }
         }
         i += 32;
     }
@@ -788,11 +805,130 @@ pub const DENSE_DIGITS_DOTTED: usize = 4;
 /// detectors) holding at least [`DENSE_DIGITS`] digits (or [`DENSE_DIGITS_DOTTED`] and a dot),
 /// plus the trailing run whatever its count (it may still grow). Digit-triggered detectors only
 /// look inside these.
+///
+/// Bytes from `[` (0x5B) up (lower-case letters, non-ASCII) are outside that alphabet, so no
+/// run crosses one. The text is cut at them into *segments*, and a run holds at least [`DENSE_DIGITS_DOTTED`]
+/// digits only if its segment does. Segments are counted 64 bytes at a time with bit masks and
+/// no branch per digit (`segment_fourth_digits`); only the few segments with that many digits,
+/// and the last segment (its run may still grow), are walked run by run (`runs_in`). In prose
+/// most numbers (`42`, `2024`, `1.`) sit alone between words and are never walked.
 pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
     out.clear();
-    let mut p = from;
-    while let Some(t) = find_digit(hay, p) {
-        let back = hay.get(from..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
+    let Some(tail) = hay.get(from..) else { return };
+    let (blocks, rest) = tail.as_chunks::<64>();
+    let mut last = [0u8; 64];
+    if let Some(l) = last.get_mut(..rest.len()) {
+        // Zero padding: neither a digit nor outside, so it only continues the last segment.
+        l.copy_from_slice(rest);
+    }
+    // Digits (at most 3 counted) of the segment open at the start of the block, and its start.
+    let mut carry = 0u32;
+    let mut seg = from;
+    // Start of a segment to walk whose end is not reached yet.
+    let mut open: Option<usize> = None;
+    let mut base = from;
+    for block in blocks.iter().chain((!rest.is_empty()).then_some(&last)) {
+        let (digits, outside) = block_masks(block);
+        let mut fourth = segment_fourth_digits(digits, !outside, carry);
+        if let Some(a) = open {
+            if outside == 0 {
+                // The whole block continues the open segment.
+                base += 64;
+                continue;
+            }
+            let b = outside.trailing_zeros();
+            runs_in(hay, a, base + b as usize, out);
+            open = None;
+            fourth &= !low_bits(b);
+        }
+        while fourth != 0 {
+            let q = fourth.trailing_zeros();
+            let before = outside & low_bits(q);
+            let a = if before != 0 { base + 64 - before.leading_zeros() as usize } else { seg };
+            let after = outside & !low_bits(q);
+            if after == 0 {
+                open = Some(a);
+                break;
+            }
+            let b = after.trailing_zeros();
+            runs_in(hay, a, base + b as usize, out);
+            fourth &= !low_bits(b);
+        }
+        if outside == 0 {
+            carry = (carry + digits.count_ones()).min(3);
+        } else {
+            let l = 63 - outside.leading_zeros();
+            seg = base + l as usize + 1;
+            carry = digits.checked_shr(l + 1).unwrap_or(0).count_ones().min(3);
+        }
+        base += 64;
+    }
+    // The last segment, walked whatever its count: its last run may still grow. An open segment
+    // is this one (nothing ends it).
+    runs_in(hay, seg.min(open.unwrap_or(seg)), hay.len(), out);
+}
+
+/// Bits `0..n` set (`n` ≤ 64).
+#[inline]
+fn low_bits(n: u32) -> u64 {
+    1u64.checked_shl(n).map_or(u64::MAX, |b| b - 1)
+}
+
+/// One bit per byte of a 64-byte block: ASCII digits, and bytes from `[` (0x5B) up (lower-case
+/// letters, `_`, non-ASCII), which are all outside the union alphabet. Eight bytes at a time
+/// (SWAR): portable, also to wasm.
+#[inline]
+fn block_masks(block: &[u8; 64]) -> (u64, u64) {
+    let (words, _) = block.as_chunks::<8>();
+    let (mut digits, mut high) = (0u64, 0u64);
+    for (k, w) in words.iter().enumerate() {
+        let x = u64::from_le_bytes(*w);
+        // Low 7 bits of each byte plus `0x80 - c`: the high bit is set iff they are >= `c`, and
+        // no carry crosses bytes.
+        let y = x & !HIGH;
+        let ge = |c: u8| y + LOW * u64::from(0x80 - c);
+        let d = ge(b'0') & !ge(b'9' + 1) & !x & HIGH;
+        let o = (ge(b'[') | x) & HIGH;
+        digits |= gather_high_bits(d) << (8 * k);
+        high |= gather_high_bits(o) << (8 * k);
+    }
+    (digits, high)
+}
+
+/// The high bits of the 8 bytes of `m` (nothing else set) as an 8-bit mask, byte `j` to bit `j`.
+#[inline]
+fn gather_high_bits(m: u64) -> u64 {
+    // Byte j's bit lands at 8j + 7i + 7 for each magic bit i: at 56 + j for i = 7 - j, and no
+    // two products share a position, so there are no carries.
+    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// The digits (bits of `digits`) that are at least the fourth in their segment, a segment being
+/// a maximal run of `inside` bits; `carry` (≤ 3) digits precede bit 0 in the segment open there.
+/// Three rounds of "has an earlier one in the same segment".
+#[inline]
+fn segment_fourth_digits(digits: u64, inside: u64, carry: u32) -> u64 {
+    let mut r = digits;
+    for k in 1..=3 {
+        // The carried digits, seen from bit 0 when it continues their segment.
+        let c = u64::from(carry >= k) & inside;
+        let seeds = r | c;
+        // Adding a segment's seeds to its bits clears them from its first seed to its end (the
+        // carry runs out at the byte after it, outside), later seeds aside: with the seeds put
+        // back, that is every position from the first seed on.
+        let from_first = (inside & !inside.wrapping_add(seeds)) | seeds;
+        r &= ((from_first << 1) | c) & inside;
+    }
+    r
+}
+
+/// The dense ranges among the runs of the segment `hay[a..b)` (`a` is `from` or follows a byte
+/// outside the union alphabet; `hay[b]` is one, or `b` is the end), run by run.
+fn runs_in(hay: &[u8], a: usize, b: usize, out: &mut Vec<(usize, usize)>) {
+    let Some(seg) = hay.get(..b) else { return };
+    let mut p = a;
+    while let Some(t) = find_digit(seg, p) {
+        let back = hay.get(a..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
         let rs = t.saturating_sub(back);
         let mut re = t;
         let (mut digits, mut dots) = (0, 0);
@@ -977,9 +1113,55 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    proptest! {
+        /// The word-at-a-time digit search finds the first digit, from any start.
+        #[test]
+        fn find_digit_finds_the_first(hay in prop::collection::vec(prop::sample::select(&b"abcdefghijk09/:\x80\xff\xb0\xb9 -."[..]), 0..200), from in 0usize..210) {
+            let want = hay.get(from..).and_then(|t| t.iter().position(u8::is_ascii_digit)).map(|p| p + from);
+            prop_assert_eq!(find_digit(&hay, from), want);
+        }
+    }
+
+    /// The byte-at-a-time version the segment version replaced.
+    fn dense_digit_ranges_ref(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        let mut p = from;
+        while let Some(t) = find_digit(hay, p) {
+            let back = hay.get(from..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
+            let rs = t.saturating_sub(back);
+            let mut re = t;
+            let (mut digits, mut dots) = (0, 0);
+            for &b in hay.get(t..).unwrap_or_default() {
+                if !is_numeric_run(b) {
+                    break;
+                }
+                digits += usize::from(b.is_ascii_digit());
+                dots += usize::from(b == b'.');
+                re += 1;
+            }
+            if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
+                out.push((rs, re));
+            }
+            p = re;
+        }
+    }
+
     const LITS: &[&str] = &["sk-", "sk-ant-", "aws_secret", "secret_access", "AKIA", "eyJ", "-----BEGIN ", "xoxb-"];
 
     proptest! {
+        /// The segment version finds the same ranges as the run-by-run one, from any start.
+        #[test]
+        fn dense_ranges_segments_equal_runs(parts in prop::collection::vec(prop::sample::select(
+            &["1", "2024", "4242 4242", "1.2.3.4", "12", ".", " ", "-", "(", ")", "+", "A", "DE89", "a", "word", "x", "\n", "é", "\0", "_", "{", "Z["][..]), 0..120),
+            from in any::<usize>()) {
+            let hay = parts.concat().into_bytes();
+            let from = from % (hay.len() + 2);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            dense_digit_ranges(&hay, from, &mut a);
+            dense_digit_ranges_ref(&hay, from, &mut b);
+            prop_assert_eq!(a, b);
+        }
+
         /// The Teddy path finds exactly the overlapping occurrences the automaton finds, also
         /// when collected incrementally.
         #[test]
