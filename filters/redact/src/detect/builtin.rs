@@ -309,7 +309,7 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
                 "ssn" => Matcher::Ssn,
                 "ipv4" => Matcher::Ipv4,
                 "phone" => Matcher::Phone,
-                "iban" => Matcher::Iban(re),
+                "iban" => Matcher::Iban,
                 "ipv6" => Matcher::Ipv6(re),
                 _ => Matcher::Regex(re),
             },

@@ -323,13 +323,28 @@ impl Detector {
                         Trigger::Byte(b) => hay.get(p..).and_then(|t| memchr::memchr(*b, t)).map(|x| x + p),
                     };
                     let Some(t) = t else { return p.max(limit) };
-                    let back = hay.get(p..t).map_or(0, |s| s.iter().rev().take_while(|&&b| alphabet.has(b)).count());
-                    let rs = t.saturating_sub(back);
-                    if rs >= limit {
+                    let run_start =
+                        || t.saturating_sub(hay.get(p..t).map_or(0, |s| s.iter().rev().take_while(|&&b| alphabet.has(b)).count()));
+                    // The run starts at or after `p`, so it starts below `limit` if `t` does.
+                    if t >= limit && run_start() >= limit {
                         return p.max(limit);
                     }
                     let ahead = hay.get(t + 1..).map_or(0, |s| s.iter().take_while(|&&b| alphabet.has(b)).count());
                     let run_end = t + 1 + ahead;
+                    if let Trigger::Byte(b) = trigger {
+                        // `t` is the first trigger byte at or after `p`: all the run's trigger
+                        // bytes are in `[t, run_end)`. Most runs fail here (`items:` for IPv6),
+                        // before their start is looked for.
+                        let n = hay.get(t..run_end).map_or(0, |r| memchr::memchr_iter(*b, r).count());
+                        if n < *min_triggers {
+                            if run_end >= hay.len() {
+                                return p.max(limit);
+                            }
+                            p = run_end + 1;
+                            continue;
+                        }
+                    }
+                    let rs = run_start();
                     // Cheap prefilter: every accepted match has at least `min_len` bytes and
                     // `min_triggers` trigger bytes, all inside the run (PikeVM is slow).
                     let run = hay.get(rs..run_end).unwrap_or_default();
@@ -486,8 +501,8 @@ pub enum Matcher {
     Ipv4,
     /// Hand-written equivalent of the phone pattern ([`phone_at`]).
     Phone,
-    /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
-    Iban(Regex),
+    /// Hand-written equivalent of the IBAN pattern ([`iban_at`]).
+    Iban,
     /// A regex that only runs on runs holding a decimal digit and a hex digit next to a colon
     /// (every accepted IPv6 address has both; its alphabet takes in whole words for zone ids, so
     /// `std::io::Result` and `https://example.com:8080/x` are runs).
@@ -519,12 +534,18 @@ impl Matcher {
                 let hex_colon = tail.windows(2).any(|w| matches!(w, [a, b':'] | [b':', a] if a.is_ascii_hexdigit()));
                 if hex_colon && find_digit(tail, 0).is_some() { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
             }
-            Matcher::Iban(re) => {
-                let has = h
-                    .get(at..)?
-                    .windows(4)
-                    .any(|w| matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit()));
-                if has { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
+            Matcher::Iban => {
+                // Starts are where an IBAN head `AAdd` (country code, check digits) is.
+                let head = |w: &[u8]| matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit());
+                let mut s = at;
+                while let Some(k) = h.get(s..)?.windows(4).position(head) {
+                    let t = s + k;
+                    if let Some(e) = iban_at(h, t) {
+                        return Some((t, e));
+                    }
+                    s = t + 1;
+                }
+                None
             }
         }
     }
@@ -565,6 +586,29 @@ pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
         n += 1;
     }
     (n >= 13).then_some(i)
+}
+
+/// Anchored `[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}` at `s` (greedy, and nothing follows,
+/// so greedy is final; a separator is taken when an upper-case letter or digit follows it, and
+/// the group cannot match at a separator otherwise).
+pub fn iban_at(h: &[u8], s: usize) -> Option<usize> {
+    let head: &[u8; 4] = h.get(s..s + 4)?.try_into().ok()?;
+    let [a, b, c, d] = *head;
+    if !(a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit()) {
+        return None;
+    }
+    let alnum = |x: &u8| x.is_ascii_uppercase() || x.is_ascii_digit();
+    let mut n = 0;
+    let mut i = s + 4;
+    while n < 30 {
+        match (h.get(i), h.get(i + 1)) {
+            (Some(b' ' | b'-'), Some(x)) if alnum(x) => i += 2,
+            (Some(x), _) if alnum(x) => i += 1,
+            _ => break,
+        }
+        n += 1;
+    }
+    (n >= 11).then_some(i)
 }
 
 /// Anchored `[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}` at `s`.
