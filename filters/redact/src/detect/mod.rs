@@ -128,6 +128,10 @@ pub enum Scanner {
         min_len: usize,
         /// Runs with fewer trigger bytes than this cannot hold an accepted match.
         min_triggers: usize,
+        /// Complete dense ranges ([`Dense`]) with fewer digits than this hold no accepted match:
+        /// `min_triggers` when the alphabet lies inside the union alphabet (a run of it then
+        /// holds no more digits than its dense range), else 0 (IPv4: `/`).
+        dense_min: usize,
     },
     /// Matches start with one of `literals` (found by Aho-Corasick); an optional regex anchored
     /// with `\A` is then matched at the literal. Determined limit: the first position in the
@@ -300,26 +304,17 @@ impl Detector {
     /// detector's index `det`. Returns the new scan position (no match of this detector starts
     /// in `[pos, new_pos)` other than those reported).
     #[allow(clippy::too_many_arguments)]
-    pub fn scan(
-        &self,
-        det: usize,
-        hay: &[u8],
-        occ: &[Occ],
-        dense: &[(usize, usize)],
-        pos: usize,
-        limit: usize,
-        out: &mut Vec<Cand>,
-    ) -> usize {
+    pub fn scan(&self, det: usize, hay: &[u8], occ: &[Occ], dense: &[Dense], pos: usize, limit: usize, out: &mut Vec<Cand>) -> usize {
         match &self.scanner {
             Scanner::Full { re } => {
                 let (_, at) = self.scan_region(det, &Matcher::Regex(re.clone()), hay, hay.len(), pos, limit, out);
                 at.max(limit)
             }
-            Scanner::Run { re, alphabet, trigger, min_len, min_triggers, .. } => {
+            Scanner::Run { re, alphabet, trigger, min_len, min_triggers, dense_min, .. } => {
                 let mut p = pos;
                 loop {
                     let t = match trigger {
-                        Trigger::Digits(_) => find_dense_digit(hay, dense, p),
+                        Trigger::Digits(_) => find_dense_digit(hay, dense, p, *dense_min),
                         Trigger::Byte(b) => hay.get(p..).and_then(|t| memchr::memchr(*b, t)).map(|x| x + p),
                     };
                     let Some(t) = t else { return p.max(limit) };
@@ -836,8 +831,20 @@ fn digit_chain(run: &[u8], gap: usize) -> usize {
 }
 
 /// Union alphabet of the digit-triggered detectors (card, IBAN, SSN, phone, IPv4).
-fn is_numeric_run(b: u8) -> bool {
+pub(crate) fn is_numeric_run(b: u8) -> bool {
     b.is_ascii_digit() || b.is_ascii_uppercase() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-')
+}
+
+/// A run of the union alphabet of the digit-triggered detectors that they look inside (see
+/// [`dense_digit_ranges`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dense {
+    /// Start.
+    pub start: usize,
+    /// End (exclusive).
+    pub end: usize,
+    /// Digits in the run.
+    pub digits: usize,
 }
 
 /// Digit-triggered detectors need at least this many digits in a match, except IPv4.
@@ -856,7 +863,7 @@ pub const DENSE_DIGITS_DOTTED: usize = 4;
 /// no branch per digit (`segment_fourth_digits`); only the few segments with that many digits,
 /// and the last segment (its run may still grow), are walked run by run (`runs_in`). In prose
 /// most numbers (`42`, `2024`, `1.`) sit alone between words and are never walked.
-pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<Dense>) {
     out.clear();
     let Some(tail) = hay.get(from..) else { return };
     let (blocks, rest) = tail.as_chunks::<64>();
@@ -968,7 +975,7 @@ fn segment_fourth_digits(digits: u64, inside: u64, carry: u32) -> u64 {
 
 /// The dense ranges among the runs of the segment `hay[a..b)` (`a` is `from` or follows a byte
 /// outside the union alphabet; `hay[b]` is one, or `b` is the end), run by run.
-fn runs_in(hay: &[u8], a: usize, b: usize, out: &mut Vec<(usize, usize)>) {
+fn runs_in(hay: &[u8], a: usize, b: usize, out: &mut Vec<Dense>) {
     let Some(seg) = hay.get(..b) else { return };
     let mut p = a;
     while let Some(t) = find_digit(seg, p) {
@@ -985,16 +992,21 @@ fn runs_in(hay: &[u8], a: usize, b: usize, out: &mut Vec<(usize, usize)>) {
             re += 1;
         }
         if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
-            out.push((rs, re));
+            out.push(Dense { start: rs, end: re, digits });
         }
         p = re;
     }
 }
 
-fn find_dense_digit(hay: &[u8], dense: &[(usize, usize)], p: usize) -> Option<usize> {
-    let i = dense.partition_point(|r| r.1 <= p);
-    for &(s, e) in dense.iter().skip(i) {
-        if let Some(t) = hay.get(..e).and_then(|h| find_digit(h, p.max(s))) {
+/// The first digit at or after `p` in a dense range, skipping the ranges other than the last
+/// (at the end of `hay`, it may still grow) with fewer than `min_digits` digits.
+fn find_dense_digit(hay: &[u8], dense: &[Dense], p: usize, min_digits: usize) -> Option<usize> {
+    let i = dense.partition_point(|r| r.end <= p);
+    for r in dense.iter().skip(i) {
+        if r.digits < min_digits && r.end < hay.len() {
+            continue;
+        }
+        if let Some(t) = hay.get(..r.end).and_then(|h| find_digit(h, p.max(r.start))) {
             return Some(t);
         }
     }
@@ -1167,7 +1179,7 @@ mod tests {
     }
 
     /// The byte-at-a-time version the segment version replaced.
-    fn dense_digit_ranges_ref(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    fn dense_digit_ranges_ref(hay: &[u8], from: usize, out: &mut Vec<Dense>) {
         out.clear();
         let mut p = from;
         while let Some(t) = find_digit(hay, p) {
@@ -1184,7 +1196,7 @@ mod tests {
                 re += 1;
             }
             if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
-                out.push((rs, re));
+                out.push(Dense { start: rs, end: re, digits });
             }
             p = re;
         }
@@ -1204,6 +1216,39 @@ mod tests {
             dense_digit_ranges(&hay, from, &mut a);
             dense_digit_ranges_ref(&hay, from, &mut b);
             prop_assert_eq!(a, b);
+        }
+
+        /// Skipping the complete dense ranges with too few digits for a detector changes
+        /// neither its candidates nor the position it returns, at its determined limit or at
+        /// the end of the stream.
+        #[test]
+        fn skipping_sparse_dense_ranges_changes_nothing(parts in prop::collection::vec(prop::sample::select(
+            &["4242 4242 4242 4242", "123-45-6789", "+1 415 555 2671", "DE89 3704 0044 0532 0130 00", "1.2.3.4", "2024", "12",
+              ".", " ", "-", "(", ")", "+", "/", "A", "word", "\n", "4111", "0"][..]), 0..40), from in 0usize..64) {
+            let hay = parts.concat().into_bytes();
+            let mut dense = Vec::new();
+            dense_digit_ranges(&hay, from.min(hay.len()), &mut dense);
+            for b in builtin::BUILTINS {
+                let Ok(scanner) = builtin::scanner(b) else { continue };
+                let Scanner::Run { dense_min, .. } = &scanner else { continue };
+                let dense_min = *dense_min;
+                let max_len = builtin::max_len(b.pattern, false).unwrap().0.unwrap();
+                let make = |scanner| Detector {
+                    name: Arc::from(b.name), label: b.label.to_string(), scanner, max_len, validate: b.validate,
+                    canon: b.canon, request: Action::Redact, response: Action::Redact, mask_keep: 0,
+                };
+                let skipping = make(scanner);
+                let mut all = make(builtin::scanner(b).unwrap());
+                if let Scanner::Run { dense_min, .. } = &mut all.scanner {
+                    *dense_min = 0;
+                }
+                for limit in [skipping.determined_limit(0, &hay, &[]), hay.len()] {
+                    let (mut c1, mut c2) = (Vec::new(), Vec::new());
+                    let p1 = skipping.scan(0, &hay, &[], &dense, from.min(hay.len()), limit, &mut c1);
+                    let p2 = all.scan(0, &hay, &[], &dense, from.min(hay.len()), limit, &mut c2);
+                    prop_assert_eq!((p1, c1), (p2, c2), "{} (dense_min {}) in {:?}", b.name, dense_min, String::from_utf8_lossy(&hay));
+                }
+            }
         }
 
         /// The Teddy path finds exactly the overlapping occurrences the automaton finds, also
