@@ -866,6 +866,11 @@ pub const DENSE_DIGITS_DOTTED: usize = 4;
 pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<Dense>) {
     out.clear();
     let Some(tail) = hay.get(from..) else { return };
+    if tail.len() < 64 {
+        // Less than a block (small chunks): walking it is cheaper than masking a padded block.
+        runs_in(hay, from, hay.len(), out);
+        return;
+    }
     let (blocks, rest) = tail.as_chunks::<64>();
     let mut last = [0u8; 64];
     if let Some(l) = last.get_mut(..rest.len()) {
