@@ -355,7 +355,7 @@ pub struct StreamRedactor {
     pos: Vec<usize>,
     occ: Vec<Occ>,
     occ_done: usize,
-    dense: Vec<(usize, usize)>,
+    dense: Vec<crate::detect::Dense>,
     pending: Vec<Cand>,
     ready: VecDeque<Ready>,
     covered_end: usize,

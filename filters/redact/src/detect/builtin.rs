@@ -309,7 +309,7 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
                 "ssn" => Matcher::Ssn,
                 "ipv4" => Matcher::Ipv4,
                 "phone" => Matcher::Phone,
-                "iban" => Matcher::Iban(re),
+                "iban" => Matcher::Iban,
                 "ipv6" => Matcher::Ipv6(re),
                 _ => Matcher::Regex(re),
             },
@@ -330,14 +330,21 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
 }
 
 fn run_scanner(spec: &RunSpec, re: Matcher) -> Scanner {
+    let alphabet = ByteSet::new(spec.alphabet.0, spec.alphabet.1);
+    let in_union = (0..=255u8).all(|b| !alphabet.has(b) || super::is_numeric_run(b));
+    let dense_min = match spec.trigger {
+        Trigger::Digits(_) if in_union => spec.min_triggers,
+        _ => 0,
+    };
     Scanner::Run {
         re,
-        alphabet: ByteSet::new(spec.alphabet.0, spec.alphabet.1),
+        alphabet,
         starts: ByteSet::new(spec.starts.0, spec.starts.1),
         not_after: ByteSet::new(spec.not_after.0, spec.not_after.1),
         peek: ByteSet::new(spec.peek, &[]),
         trigger: spec.trigger,
         min_len: spec.min_len,
         min_triggers: spec.min_triggers,
+        dense_min,
     }
 }

@@ -128,6 +128,10 @@ pub enum Scanner {
         min_len: usize,
         /// Runs with fewer trigger bytes than this cannot hold an accepted match.
         min_triggers: usize,
+        /// Complete dense ranges ([`Dense`]) with fewer digits than this hold no accepted match:
+        /// `min_triggers` when the alphabet lies inside the union alphabet (a run of it then
+        /// holds no more digits than its dense range), else 0 (IPv4: `/`).
+        dense_min: usize,
     },
     /// Matches start with one of `literals` (found by Aho-Corasick); an optional regex anchored
     /// with `\A` is then matched at the literal. Determined limit: the first position in the
@@ -202,19 +206,36 @@ pub struct Cand {
     pub det: usize,
 }
 
+/// High bit of every byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+/// Low bit of every byte of a word.
+const LOW: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` (little-endian word) that is an ASCII digit, exactly (no
+/// borrow crosses bytes: every byte has its high bit set before the subtractions).
+#[inline]
+fn digit_bits(x: u64) -> u64 {
+    let h = x | HIGH;
+    !x & h.wrapping_sub(LOW * u64::from(b'0')) & !h.wrapping_sub(LOW * u64::from(b'9' + 1)) & HIGH
+}
+
 /// Find the first ASCII digit at or after `from`.
 #[inline]
 pub fn find_digit(h: &[u8], from: usize) -> Option<usize> {
     let (blocks, rest) = h.get(from..)?.as_chunks::<32>();
     let mut i = from;
     for block in blocks {
-        // Branch-free 32-byte mask (vectorised by LLVM into compare + movemask).
-        let mut mask: u32 = 0;
-        for (k, &b) in block.iter().enumerate() {
-            mask |= u32::from(b.wrapping_sub(b'0') < 10) << k;
-        }
-        if mask != 0 {
-            return Some(i + mask.trailing_zeros() as usize);
+        // Four words at a time (SWAR: portable, also to wasm), one test per block.
+        let (words, _) = block.as_chunks::<8>();
+        let any = words.iter().fold(0, |a, w| a | digit_bits(u64::from_le_bytes(*w)));
+        if any != 0 {
+            for w in words {
+                let d = digit_bits(u64::from_le_bytes(*w));
+                if d != 0 {
+                    return Some(i + (d.trailing_zeros() / 8) as usize);
+                }
+                i += 8;
+            }
         }
         i += 32;
     }
@@ -283,36 +304,42 @@ impl Detector {
     /// detector's index `det`. Returns the new scan position (no match of this detector starts
     /// in `[pos, new_pos)` other than those reported).
     #[allow(clippy::too_many_arguments)]
-    pub fn scan(
-        &self,
-        det: usize,
-        hay: &[u8],
-        occ: &[Occ],
-        dense: &[(usize, usize)],
-        pos: usize,
-        limit: usize,
-        out: &mut Vec<Cand>,
-    ) -> usize {
+    pub fn scan(&self, det: usize, hay: &[u8], occ: &[Occ], dense: &[Dense], pos: usize, limit: usize, out: &mut Vec<Cand>) -> usize {
         match &self.scanner {
             Scanner::Full { re } => {
                 let (_, at) = self.scan_region(det, &Matcher::Regex(re.clone()), hay, hay.len(), pos, limit, out);
                 at.max(limit)
             }
-            Scanner::Run { re, alphabet, trigger, min_len, min_triggers, .. } => {
+            Scanner::Run { re, alphabet, trigger, min_len, min_triggers, dense_min, .. } => {
                 let mut p = pos;
                 loop {
                     let t = match trigger {
-                        Trigger::Digits(_) => find_dense_digit(hay, dense, p),
+                        Trigger::Digits(_) => find_dense_digit(hay, dense, p, *dense_min),
                         Trigger::Byte(b) => hay.get(p..).and_then(|t| memchr::memchr(*b, t)).map(|x| x + p),
                     };
                     let Some(t) = t else { return p.max(limit) };
-                    let back = hay.get(p..t).map_or(0, |s| s.iter().rev().take_while(|&&b| alphabet.has(b)).count());
-                    let rs = t.saturating_sub(back);
-                    if rs >= limit {
+                    let run_start =
+                        || t.saturating_sub(hay.get(p..t).map_or(0, |s| s.iter().rev().take_while(|&&b| alphabet.has(b)).count()));
+                    // The run starts at or after `p`, so it starts below `limit` if `t` does.
+                    if t >= limit && run_start() >= limit {
                         return p.max(limit);
                     }
                     let ahead = hay.get(t + 1..).map_or(0, |s| s.iter().take_while(|&&b| alphabet.has(b)).count());
                     let run_end = t + 1 + ahead;
+                    if let Trigger::Byte(b) = trigger {
+                        // `t` is the first trigger byte at or after `p`: all the run's trigger
+                        // bytes are in `[t, run_end)`. Most runs fail here (`items:` for IPv6),
+                        // before their start is looked for.
+                        let n = hay.get(t..run_end).map_or(0, |r| memchr::memchr_iter(*b, r).count());
+                        if n < *min_triggers {
+                            if run_end >= hay.len() {
+                                return p.max(limit);
+                            }
+                            p = run_end + 1;
+                            continue;
+                        }
+                    }
+                    let rs = run_start();
                     // Cheap prefilter: every accepted match has at least `min_len` bytes and
                     // `min_triggers` trigger bytes, all inside the run (PikeVM is slow).
                     let run = hay.get(rs..run_end).unwrap_or_default();
@@ -469,8 +496,8 @@ pub enum Matcher {
     Ipv4,
     /// Hand-written equivalent of the phone pattern ([`phone_at`]).
     Phone,
-    /// A regex that only runs on runs holding `AAdd` (IBAN country code and check digits).
-    Iban(Regex),
+    /// Hand-written equivalent of the IBAN pattern ([`iban_at`]).
+    Iban,
     /// A regex that only runs on runs holding a decimal digit and a hex digit next to a colon
     /// (every accepted IPv6 address has both; its alphabet takes in whole words for zone ids, so
     /// `std::io::Result` and `https://example.com:8080/x` are runs).
@@ -502,12 +529,18 @@ impl Matcher {
                 let hex_colon = tail.windows(2).any(|w| matches!(w, [a, b':'] | [b':', a] if a.is_ascii_hexdigit()));
                 if hex_colon && find_digit(tail, 0).is_some() { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
             }
-            Matcher::Iban(re) => {
-                let has = h
-                    .get(at..)?
-                    .windows(4)
-                    .any(|w| matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit()));
-                if has { re.find_at(h, at).map(|m| (m.start(), m.end())) } else { None }
+            Matcher::Iban => {
+                // Starts are where an IBAN head `AAdd` (country code, check digits) is.
+                let head = |w: &[u8]| matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit());
+                let mut s = at;
+                while let Some(k) = h.get(s..)?.windows(4).position(head) {
+                    let t = s + k;
+                    if let Some(e) = iban_at(h, t) {
+                        return Some((t, e));
+                    }
+                    s = t + 1;
+                }
+                None
             }
         }
     }
@@ -548,6 +581,29 @@ pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
         n += 1;
     }
     (n >= 13).then_some(i)
+}
+
+/// Anchored `[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}` at `s` (greedy, and nothing follows,
+/// so greedy is final; a separator is taken when an upper-case letter or digit follows it, and
+/// the group cannot match at a separator otherwise).
+pub fn iban_at(h: &[u8], s: usize) -> Option<usize> {
+    let head: &[u8; 4] = h.get(s..s + 4)?.try_into().ok()?;
+    let [a, b, c, d] = *head;
+    if !(a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit()) {
+        return None;
+    }
+    let alnum = |x: &u8| x.is_ascii_uppercase() || x.is_ascii_digit();
+    let mut n = 0;
+    let mut i = s + 4;
+    while n < 30 {
+        match (h.get(i), h.get(i + 1)) {
+            (Some(b' ' | b'-'), Some(x)) if alnum(x) => i += 2,
+            (Some(x), _) if alnum(x) => i += 1,
+            _ => break,
+        }
+        n += 1;
+    }
+    (n >= 11).then_some(i)
 }
 
 /// Anchored `[0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}` at `s`.
@@ -775,8 +831,20 @@ fn digit_chain(run: &[u8], gap: usize) -> usize {
 }
 
 /// Union alphabet of the digit-triggered detectors (card, IBAN, SSN, phone, IPv4).
-fn is_numeric_run(b: u8) -> bool {
+pub(crate) fn is_numeric_run(b: u8) -> bool {
     b.is_ascii_digit() || b.is_ascii_uppercase() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-')
+}
+
+/// A run of the union alphabet of the digit-triggered detectors that they look inside (see
+/// [`dense_digit_ranges`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dense {
+    /// Start.
+    pub start: usize,
+    /// End (exclusive).
+    pub end: usize,
+    /// Digits in the run.
+    pub digits: usize,
 }
 
 /// Digit-triggered detectors need at least this many digits in a match, except IPv4.
@@ -788,11 +856,135 @@ pub const DENSE_DIGITS_DOTTED: usize = 4;
 /// detectors) holding at least [`DENSE_DIGITS`] digits (or [`DENSE_DIGITS_DOTTED`] and a dot),
 /// plus the trailing run whatever its count (it may still grow). Digit-triggered detectors only
 /// look inside these.
-pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+///
+/// Bytes from `[` (0x5B) up (lower-case letters, non-ASCII) are outside that alphabet, so no
+/// run crosses one. The text is cut at them into *segments*, and a run holds at least [`DENSE_DIGITS_DOTTED`]
+/// digits only if its segment does. Segments are counted 64 bytes at a time with bit masks and
+/// no branch per digit (`segment_fourth_digits`); only the few segments with that many digits,
+/// and the last segment (its run may still grow), are walked run by run (`runs_in`). In prose
+/// most numbers (`42`, `2024`, `1.`) sit alone between words and are never walked.
+pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<Dense>) {
     out.clear();
-    let mut p = from;
-    while let Some(t) = find_digit(hay, p) {
-        let back = hay.get(from..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
+    let Some(tail) = hay.get(from..) else { return };
+    if tail.len() < 64 {
+        // Less than a block (small chunks): walking it is cheaper than masking a padded block.
+        runs_in(hay, from, hay.len(), out);
+        return;
+    }
+    let (blocks, rest) = tail.as_chunks::<64>();
+    let mut last = [0u8; 64];
+    if let Some(l) = last.get_mut(..rest.len()) {
+        // Zero padding: neither a digit nor outside, so it only continues the last segment.
+        l.copy_from_slice(rest);
+    }
+    // Digits (at most 3 counted) of the segment open at the start of the block, and its start.
+    let mut carry = 0u32;
+    let mut seg = from;
+    // Start of a segment to walk whose end is not reached yet.
+    let mut open: Option<usize> = None;
+    let mut base = from;
+    for block in blocks.iter().chain((!rest.is_empty()).then_some(&last)) {
+        let (digits, outside) = block_masks(block);
+        let mut fourth = segment_fourth_digits(digits, !outside, carry);
+        if let Some(a) = open {
+            if outside == 0 {
+                // The whole block continues the open segment.
+                base += 64;
+                continue;
+            }
+            let b = outside.trailing_zeros();
+            runs_in(hay, a, base + b as usize, out);
+            open = None;
+            fourth &= !low_bits(b);
+        }
+        while fourth != 0 {
+            let q = fourth.trailing_zeros();
+            let before = outside & low_bits(q);
+            let a = if before != 0 { base + 64 - before.leading_zeros() as usize } else { seg };
+            let after = outside & !low_bits(q);
+            if after == 0 {
+                open = Some(a);
+                break;
+            }
+            let b = after.trailing_zeros();
+            runs_in(hay, a, base + b as usize, out);
+            fourth &= !low_bits(b);
+        }
+        if outside == 0 {
+            carry = (carry + digits.count_ones()).min(3);
+        } else {
+            let l = 63 - outside.leading_zeros();
+            seg = base + l as usize + 1;
+            carry = digits.checked_shr(l + 1).unwrap_or(0).count_ones().min(3);
+        }
+        base += 64;
+    }
+    // The last segment, walked whatever its count: its last run may still grow. An open segment
+    // is this one (nothing ends it).
+    runs_in(hay, seg.min(open.unwrap_or(seg)), hay.len(), out);
+}
+
+/// Bits `0..n` set (`n` ≤ 64).
+#[inline]
+fn low_bits(n: u32) -> u64 {
+    1u64.checked_shl(n).map_or(u64::MAX, |b| b - 1)
+}
+
+/// One bit per byte of a 64-byte block: ASCII digits, and bytes from `[` (0x5B) up (lower-case
+/// letters, `_`, non-ASCII), which are all outside the union alphabet. Eight bytes at a time
+/// (SWAR): portable, also to wasm.
+#[inline]
+fn block_masks(block: &[u8; 64]) -> (u64, u64) {
+    let (words, _) = block.as_chunks::<8>();
+    let (mut digits, mut high) = (0u64, 0u64);
+    for (k, w) in words.iter().enumerate() {
+        let x = u64::from_le_bytes(*w);
+        // Low 7 bits of each byte plus `0x80 - c`: the high bit is set iff they are >= `c`, and
+        // no carry crosses bytes.
+        let y = x & !HIGH;
+        let ge = |c: u8| y + LOW * u64::from(0x80 - c);
+        let d = ge(b'0') & !ge(b'9' + 1) & !x & HIGH;
+        let o = (ge(b'[') | x) & HIGH;
+        digits |= gather_high_bits(d) << (8 * k);
+        high |= gather_high_bits(o) << (8 * k);
+    }
+    (digits, high)
+}
+
+/// The high bits of the 8 bytes of `m` (nothing else set) as an 8-bit mask, byte `j` to bit `j`.
+#[inline]
+fn gather_high_bits(m: u64) -> u64 {
+    // Byte j's bit lands at 8j + 7i + 7 for each magic bit i: at 56 + j for i = 7 - j, and no
+    // two products share a position, so there are no carries.
+    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// The digits (bits of `digits`) that are at least the fourth in their segment, a segment being
+/// a maximal run of `inside` bits; `carry` (≤ 3) digits precede bit 0 in the segment open there.
+/// Three rounds of "has an earlier one in the same segment".
+#[inline]
+fn segment_fourth_digits(digits: u64, inside: u64, carry: u32) -> u64 {
+    let mut r = digits;
+    for k in 1..=3 {
+        // The carried digits, seen from bit 0 when it continues their segment.
+        let c = u64::from(carry >= k) & inside;
+        let seeds = r | c;
+        // Adding a segment's seeds to its bits clears them from its first seed to its end (the
+        // carry runs out at the byte after it, outside), later seeds aside: with the seeds put
+        // back, that is every position from the first seed on.
+        let from_first = (inside & !inside.wrapping_add(seeds)) | seeds;
+        r &= ((from_first << 1) | c) & inside;
+    }
+    r
+}
+
+/// The dense ranges among the runs of the segment `hay[a..b)` (`a` is `from` or follows a byte
+/// outside the union alphabet; `hay[b]` is one, or `b` is the end), run by run.
+fn runs_in(hay: &[u8], a: usize, b: usize, out: &mut Vec<Dense>) {
+    let Some(seg) = hay.get(..b) else { return };
+    let mut p = a;
+    while let Some(t) = find_digit(seg, p) {
+        let back = hay.get(a..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
         let rs = t.saturating_sub(back);
         let mut re = t;
         let (mut digits, mut dots) = (0, 0);
@@ -805,16 +997,21 @@ pub fn dense_digit_ranges(hay: &[u8], from: usize, out: &mut Vec<(usize, usize)>
             re += 1;
         }
         if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
-            out.push((rs, re));
+            out.push(Dense { start: rs, end: re, digits });
         }
         p = re;
     }
 }
 
-fn find_dense_digit(hay: &[u8], dense: &[(usize, usize)], p: usize) -> Option<usize> {
-    let i = dense.partition_point(|r| r.1 <= p);
-    for &(s, e) in dense.iter().skip(i) {
-        if let Some(t) = hay.get(..e).and_then(|h| find_digit(h, p.max(s))) {
+/// The first digit at or after `p` in a dense range, skipping the ranges other than the last
+/// (at the end of `hay`, it may still grow) with fewer than `min_digits` digits.
+fn find_dense_digit(hay: &[u8], dense: &[Dense], p: usize, min_digits: usize) -> Option<usize> {
+    let i = dense.partition_point(|r| r.end <= p);
+    for r in dense.iter().skip(i) {
+        if r.digits < min_digits && r.end < hay.len() {
+            continue;
+        }
+        if let Some(t) = hay.get(..r.end).and_then(|h| find_digit(h, p.max(r.start))) {
             return Some(t);
         }
     }
@@ -977,9 +1174,88 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    proptest! {
+        /// The word-at-a-time digit search finds the first digit, from any start.
+        #[test]
+        fn find_digit_finds_the_first(hay in prop::collection::vec(prop::sample::select(&b"abcdefghijk09/:\x80\xff\xb0\xb9 -."[..]), 0..200), from in 0usize..210) {
+            let want = hay.get(from..).and_then(|t| t.iter().position(u8::is_ascii_digit)).map(|p| p + from);
+            prop_assert_eq!(find_digit(&hay, from), want);
+        }
+    }
+
+    /// The byte-at-a-time version the segment version replaced.
+    fn dense_digit_ranges_ref(hay: &[u8], from: usize, out: &mut Vec<Dense>) {
+        out.clear();
+        let mut p = from;
+        while let Some(t) = find_digit(hay, p) {
+            let back = hay.get(from..t).map_or(0, |s| s.iter().rev().take_while(|&&b| is_numeric_run(b)).count());
+            let rs = t.saturating_sub(back);
+            let mut re = t;
+            let (mut digits, mut dots) = (0, 0);
+            for &b in hay.get(t..).unwrap_or_default() {
+                if !is_numeric_run(b) {
+                    break;
+                }
+                digits += usize::from(b.is_ascii_digit());
+                dots += usize::from(b == b'.');
+                re += 1;
+            }
+            if digits >= DENSE_DIGITS || (digits >= DENSE_DIGITS_DOTTED && dots > 0) || re == hay.len() {
+                out.push(Dense { start: rs, end: re, digits });
+            }
+            p = re;
+        }
+    }
+
     const LITS: &[&str] = &["sk-", "sk-ant-", "aws_secret", "secret_access", "AKIA", "eyJ", "-----BEGIN ", "xoxb-"];
 
     proptest! {
+        /// The segment version finds the same ranges as the run-by-run one, from any start.
+        #[test]
+        fn dense_ranges_segments_equal_runs(parts in prop::collection::vec(prop::sample::select(
+            &["1", "2024", "4242 4242", "1.2.3.4", "12", ".", " ", "-", "(", ")", "+", "A", "DE89", "a", "word", "x", "\n", "é", "\0", "_", "{", "Z["][..]), 0..120),
+            from in any::<usize>()) {
+            let hay = parts.concat().into_bytes();
+            let from = from % (hay.len() + 2);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            dense_digit_ranges(&hay, from, &mut a);
+            dense_digit_ranges_ref(&hay, from, &mut b);
+            prop_assert_eq!(a, b);
+        }
+
+        /// Skipping the complete dense ranges with too few digits for a detector changes
+        /// neither its candidates nor the position it returns, at its determined limit or at
+        /// the end of the stream.
+        #[test]
+        fn skipping_sparse_dense_ranges_changes_nothing(parts in prop::collection::vec(prop::sample::select(
+            &["4242 4242 4242 4242", "123-45-6789", "+1 415 555 2671", "DE89 3704 0044 0532 0130 00", "1.2.3.4", "2024", "12",
+              ".", " ", "-", "(", ")", "+", "/", "A", "word", "\n", "4111", "0"][..]), 0..40), from in 0usize..64) {
+            let hay = parts.concat().into_bytes();
+            let mut dense = Vec::new();
+            dense_digit_ranges(&hay, from.min(hay.len()), &mut dense);
+            for b in builtin::BUILTINS {
+                let Ok(scanner) = builtin::scanner(b) else { continue };
+                let Scanner::Run { dense_min, .. } = &scanner else { continue };
+                let dense_min = *dense_min;
+                let max_len = builtin::max_len(b.pattern, false).unwrap().0.unwrap();
+                let make = |scanner| Detector {
+                    name: Arc::from(b.name), label: b.label.to_string(), scanner, max_len, validate: b.validate,
+                    canon: b.canon, request: Action::Redact, response: Action::Redact, mask_keep: 0,
+                };
+                let skipping = make(scanner);
+                let mut all = make(builtin::scanner(b).unwrap());
+                if let Scanner::Run { dense_min, .. } = &mut all.scanner {
+                    *dense_min = 0;
+                }
+                for limit in [skipping.determined_limit(0, &hay, &[]), hay.len()] {
+                    let (mut c1, mut c2) = (Vec::new(), Vec::new());
+                    let p1 = skipping.scan(0, &hay, &[], &dense, from.min(hay.len()), limit, &mut c1);
+                    let p2 = all.scan(0, &hay, &[], &dense, from.min(hay.len()), limit, &mut c2);
+                    prop_assert_eq!((p1, c1), (p2, c2), "{} (dense_min {}) in {:?}", b.name, dense_min, String::from_utf8_lossy(&hay));
+                }
+            }
+        }
+
         /// The Teddy path finds exactly the overlapping occurrences the automaton finds, also
         /// when collected incrementally.
         #[test]

@@ -767,7 +767,7 @@ mod tests {
 #[cfg(test)]
 mod matcher_equivalence {
     use crate::detect::builtin::{BUILTINS, compile};
-    use crate::detect::{card_at, ipv4_at, phone_at, ssn_at};
+    use crate::detect::{Matcher, card_at, iban_at, ipv4_at, phone_at, ssn_at};
     use proptest::prelude::*;
 
     /// Pieces of phone numbers and near misses: dense enough that most strings hold a match.
@@ -810,6 +810,9 @@ mod matcher_equivalence {
     /// Pieces of card numbers, issuer prefixes and separators.
     const CARD_PARTS: &[&str] = &["4111", "1111", "5555", "8112", "9792", "7777", "0", "1", "8", "9", "3", " ", "-", "  ", "a"];
 
+    /// Pieces of IBANs, country codes, check digits and separators.
+    const IBAN_PARTS: &[&str] = &["DE", "GB", "89", "3704", "0044", "WEST", "A", "Z", "0", "9", " ", "-", "  ", "a", "DE89", "GB82"];
+
     fn anchored(name: &str) -> regex::bytes::Regex {
         let b = BUILTINS.iter().find(|b| b.name == name).unwrap();
         compile(&format!(r"\A(?:{})", b.pattern)).unwrap()
@@ -840,6 +843,22 @@ mod matcher_equivalence {
             for st in 0..=h.len() {
                 let want = re.find(&h[st..]).map(|m| st + m.end());
                 prop_assert_eq!(card_at(h, st), want, "card at {} in {:?}", st, s);
+            }
+        }
+
+        /// The IBAN matcher agrees with the IBAN regex at every start, and its leftmost search
+        /// with the regex's search from every position.
+        #[test]
+        fn iban_matcher_equals_regex(parts in prop::collection::vec(prop::sample::select(IBAN_PARTS), 0..16)) {
+            let s = parts.concat();
+            let h = s.as_bytes();
+            let re = anchored("iban");
+            let unanchored = compile(BUILTINS.iter().find(|b| b.name == "iban").unwrap().pattern).unwrap();
+            for st in 0..=h.len() {
+                let want = re.find(&h[st..]).map(|m| st + m.end());
+                prop_assert_eq!(iban_at(h, st), want, "iban at {} in {:?}", st, s);
+                let want = unanchored.find_at(h, st).map(|m| (m.start(), m.end()));
+                prop_assert_eq!(Matcher::Iban.find_at(h, st), want, "iban from {} in {:?}", st, s);
             }
         }
 
