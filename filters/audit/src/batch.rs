@@ -151,7 +151,14 @@ impl Signer {
     /// Signs consecutive entries of `node`'s chain starting at `first_seq`.
     pub fn sign_batch(&self, node: &Ident, first_seq: u64, entries: Vec<Vec<u8>>) -> Batch {
         let hashes: Vec<Hash> = entries.iter().map(|e| chain_hash(e)).collect();
-        let signature = self.sign(&batch_message(node, self.key_id(), first_seq, &hashes));
+        self.sign_hashed_batch(node, first_seq, entries, &hashes)
+    }
+
+    /// [`Signer::sign_batch`] for a writer that already holds each entry's chain hash (the
+    /// chain computed it when sealing): the same signature without hashing every entry again.
+    /// `hashes[i]` must be `chain_hash(&entries[i])`.
+    pub fn sign_hashed_batch(&self, node: &Ident, first_seq: u64, entries: Vec<Vec<u8>>, hashes: &[Hash]) -> Batch {
+        let signature = self.sign(&batch_message(node, self.key_id(), first_seq, hashes));
         Batch { node: node.clone(), key_id: self.key_id().to_owned(), first_seq, entries, signature }
     }
 }

@@ -229,18 +229,20 @@ impl Shipper {
         }
         // A batch holds consecutive seqs: it ends before a gap entry, whose seq follows the
         // numbers it names.
-        let entries: Vec<Vec<u8>> = self
+        let taken: Vec<&Sealed> = self
             .sealed
             .iter()
             .take(self.bounds.batch)
             .enumerate()
             .take_while(|(i, s)| Some(s.seq) == first.checked_add(*i as u64))
-            .map(|(_, s)| s.bytes.clone())
+            .map(|(_, s)| s)
             .collect();
+        let hashes: Vec<cordon_audit::Hash> = taken.iter().map(|s| s.hash).collect();
+        let entries: Vec<Vec<u8>> = taken.iter().map(|s| s.bytes.clone()).collect();
         self.stream = Stream::Ready { in_flight: entries.len() };
         // What stays behind (more than a batch, or after a gap) goes with the next ack.
         self.unsent_since = (self.sealed.len() > entries.len()).then_some(now_ms);
-        Some(Outgoing::Batch(self.signer.sign_batch(&self.node, first, entries)))
+        Some(Outgoing::Batch(self.signer.sign_hashed_batch(&self.node, first, entries, &hashes)))
     }
 
     /// Adopts the control plane's position for this node.
