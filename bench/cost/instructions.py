@@ -13,6 +13,7 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
   b      + cordon.identity
   r      + cordon.identity + cordon.redact (default detectors)
   d      + cordon.identity with rate and token limits (+ cordon.redact)
+  g      the combined role cordon.gateway (identity + redaction in one HTTP context): r's work
   e      + cordon.identity with the signed audit trail shipped to a real control plane
   c      Envoy's native api_key_auth + rbac (for scale)
   a-get, b-get  a and b with a GET (no body): b-get - a-get is identity's header
@@ -101,6 +102,7 @@ def config(variant: str, upstream_port: int, cp=None) -> dict:
         "r": [E.wasm_filter("cordon.identity", {"policy": ident.POLICY})] + redact,
         "d": [E.wasm_filter("cordon.identity", {"policy": ident.POLICY_LIMITS})] + [E.wasm_filter("cordon.redact", {"policy": ident.POLICY_LIMITS})],
         "c": ident.native_filters(),
+        "g": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY})],
     }[variant]
     return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
 
@@ -161,7 +163,7 @@ def measure(variant: str, upstream_port: int, n: int, annotate: bool, cp=None, e
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--variants", default="a,b,r,d,e,c,a-get,b-get")
+    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,a-get,b-get,f-get")
     ap.add_argument("--annotate", action="store_true")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")

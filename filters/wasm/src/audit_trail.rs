@@ -110,6 +110,12 @@ pub fn join_or_open(role: Role, request_id: impl FnOnce() -> Option<String>) -> 
     open(role, &request_id().unwrap_or_default())
 }
 
+/// `role` joins the draft `key` of this same VM (known without a filter-state read).
+pub fn join(key: Option<u64>, role: Role) -> Option<u64> {
+    let key = key?;
+    ASSEMBLY.with(|a| a.borrow_mut().join(key, role)).then_some(key)
+}
+
 /// Writes into the draft `key`, if it is open.
 pub fn with(key: Option<u64>, f: impl FnOnce(&mut Draft)) {
     let Some(key) = key else { return };

@@ -118,6 +118,7 @@ fn static_ref(policy: Option<&CompiledPolicy>) -> (String, String) {
 enum HttpRole {
     Identity,
     Redact,
+    Gateway,
 }
 
 enum Role {
@@ -230,6 +231,7 @@ impl RootContext for Root {
         match root_id().as_str() {
             crate::ROOT_IDENTITY | "" => self.configure_http(HttpRole::Identity),
             crate::ROOT_REDACT => self.configure_http(HttpRole::Redact),
+            crate::ROOT_GATEWAY => self.configure_http(HttpRole::Gateway),
             crate::ROOT_POLICY_STREAM => {
                 let mut service = Box::<PolicyStreamService>::default();
                 let ok = service.on_configure(size);
@@ -239,7 +241,13 @@ impl RootContext for Root {
             other => {
                 log(
                     LogLevel::Critical,
-                    &format!("unknown root_id '{other}'; expected '{}' or '{}'", crate::ROOT_IDENTITY, crate::ROOT_POLICY_STREAM),
+                    &format!(
+                        "unknown root_id '{other}'; expected '{}', '{}', '{}' or '{}'",
+                        crate::ROOT_IDENTITY,
+                        crate::ROOT_REDACT,
+                        crate::ROOT_GATEWAY,
+                        crate::ROOT_POLICY_STREAM
+                    ),
                 );
                 false
             }
@@ -265,6 +273,7 @@ impl RootContext for Root {
                 match role {
                     HttpRole::Identity => Some(Box::new(IdentityFilter::new(shared.clone()))),
                     HttpRole::Redact => Some(Box::new(RedactFilter::new(shared.clone()))),
+                    HttpRole::Gateway => Some(Box::new(crate::gateway::GatewayFilter::new(shared.clone()))),
                 }
             }
             _ => None,

@@ -29,12 +29,24 @@ pub struct IdentityFilter {
     path: String,
     /// This request's audit draft, when audit delivery is set up.
     audit: Option<u64>,
+    /// The request body's length after this role rewrote it, if it did.
+    rewritten_len: Option<usize>,
 }
 
 impl IdentityFilter {
     pub fn new(shared: Rc<Shared>) -> Self {
         let policy = shared.policy.borrow().clone();
-        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new(), audit: None }
+        Self {
+            shared,
+            policy,
+            admitted: None,
+            refused: false,
+            exchange: None,
+            watch_response: false,
+            path: String::new(),
+            audit: None,
+            rewritten_len: None,
+        }
     }
 
     fn property(&self, path: &[&str]) -> Option<String> {
@@ -72,6 +84,23 @@ impl IdentityFilter {
                 let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
             }
         }
+    }
+}
+
+impl IdentityFilter {
+    /// Whether this role answered the request itself (a local reply is on its way).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// The request body's length if this role rewrote it (the next role must read that much).
+    pub fn rewritten_len(&self) -> Option<usize> {
+        self.rewritten_len
+    }
+
+    /// This request's audit draft key, for the roles after this one in the same context.
+    pub fn audit_key(&self) -> Option<u64> {
+        self.audit
     }
 }
 
@@ -248,6 +277,7 @@ impl IdentityFilter {
                 }
                 if let Some(new) = rewritten {
                     self.set_http_request_body(0, body.len(), &new);
+                    self.rewritten_len = Some(new.len());
                     self.set_http_request_header("content-length", Some(&new.len().to_string()));
                 }
                 self.exchange = Some(x);

@@ -7,6 +7,7 @@
 mod audit_stream;
 mod audit_trail;
 mod faults;
+mod gateway;
 mod host;
 mod identity;
 mod metrics;
@@ -22,6 +23,8 @@ use proxy_wasm::types::LogLevel;
 pub const ROOT_IDENTITY: &str = "cordon.identity";
 /// Root id of the streaming redaction role.
 pub const ROOT_REDACT: &str = "cordon.redact";
+/// Root id of the combined role: identity, limits and redaction in one HTTP context.
+pub const ROOT_GATEWAY: &str = "cordon.gateway";
 /// Root id of the singleton service that holds the policy stream to the control plane.
 pub const ROOT_POLICY_STREAM: &str = "cordon.policy_stream";
 

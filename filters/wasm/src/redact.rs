@@ -15,6 +15,8 @@ pub struct RedactFilter {
     session: Option<Session>,
     /// This request's audit draft, shared with the roles before this one.
     audit: Option<u64>,
+    /// A local reply was sent.
+    refused: bool,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -23,10 +25,11 @@ fn log(level: LogLevel, msg: &str) {
 
 impl RedactFilter {
     pub fn new(shared: Rc<Shared>) -> Self {
-        Self { shared, session: None, audit: None }
+        Self { shared, session: None, audit: None, refused: false }
     }
 
     fn refuse(&mut self, refusal: &Refusal) -> Action {
+        self.refused = true;
         crate::audit_trail::with(self.audit, |d| d.refused(refusal));
         self.shared.decisions.count(refusal.code());
         log(LogLevel::Info, &format!("redact: refused {} ({})", refusal.status(), refusal.code()));
@@ -89,12 +92,41 @@ impl RedactFilter {
     }
 }
 
+impl RedactFilter {
+    /// Joins the audit draft a role before it opened in this same context (the combined role:
+    /// no filter-state round trip).
+    pub fn adopt_audit(&mut self, key: Option<u64>) {
+        self.audit = crate::audit_trail::join(key, Role::Redact);
+    }
+
+    /// Whether this role answered the request itself (a local reply is on its way).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// The response-body step and the body's size after it (changed when redaction replaced
+    /// it), for a role that reads the body after redaction in the same context.
+    pub fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> (Action, usize) {
+        let Some(mut session) = self.session.take() else { return (Action::Continue, body_size) };
+        let step = session.response_body(body_size, end_of_stream, || self.get_http_response_body(0, body_size).unwrap_or_default());
+        self.session = Some(session);
+        self.drain_events();
+        let size = match &step {
+            BodyStep::Replace(body) => body.len(),
+            _ => body_size,
+        };
+        (self.body_action(step, |this, body| this.set_http_response_body(0, body_size, body)), size)
+    }
+}
+
 impl Context for RedactFilter {}
 
 impl HttpContext for RedactFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let policy = self.shared.policy.borrow().clone();
-        self.audit = crate::audit_trail::join_or_open(Role::Redact, || self.get_http_request_header("x-request-id"));
+        if self.audit.is_none() {
+            self.audit = crate::audit_trail::join_or_open(Role::Redact, || self.get_http_request_header("x-request-id"));
+        }
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let encoding = self.get_http_request_header("content-encoding");
@@ -134,11 +166,7 @@ impl HttpContext for RedactFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(mut session) = self.session.take() else { return Action::Continue };
-        let step = session.response_body(body_size, end_of_stream, || self.get_http_response_body(0, body_size).unwrap_or_default());
-        self.session = Some(session);
-        self.drain_events();
-        self.body_action(step, |this, body| this.set_http_response_body(0, body_size, body))
+        self.response_body(body_size, end_of_stream).0
     }
 
     fn on_log(&mut self) {

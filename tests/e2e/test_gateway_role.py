@@ -1,0 +1,64 @@
+"""The combined role `cordon.gateway` (identity, limits and redaction in one HTTP context)
+behaves exactly as the two-filter chain: the whole redaction and limits suites run again here
+against it (their fixtures are overridden below, their tests imported unchanged), and one
+exchange through it is one audit record carrying both roles' facts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e import test_limits as limits_suite
+from tests.e2e import test_redaction as redaction_suite
+from tests.e2e.test_limits import *  # noqa: F401,F403  (the limits suite, re-run on cordon.gateway)
+from tests.e2e.test_redaction import *  # noqa: F401,F403  (the redaction suite, re-run on cordon.gateway)
+from tests.harness import envoy as E
+
+
+@pytest.fixture(scope="module")
+def redacting(gateways, upstream):
+    """Envoy with the one combined role instead of cordon.identity + cordon.redact."""
+    cfg = {"policy": redaction_suite.POLICY}
+    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", cfg)], "model")], [E.cluster("model", upstream.port)]))
+    gateways.running.append(env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def limited(gateways, upstream):
+    """Two workers sharing counters, the combined role."""
+    cfg = {"policy": limits_suite.POLICY}
+    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", cfg)], "model")], [E.cluster("model", upstream.port)]),
+                        concurrency=2)
+    gateways.running.append(env)
+    return env
+
+
+def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_roles_facts(tmp_path):
+    from tests.e2e.test_audit import NODE, POLICY, chat, post, push, records
+    from tests.harness.control_plane import ControlPlane, node_key, policy_stream_extension
+    from tests.harness.fake_upstream import FakeUpstream
+
+    cp = ControlPlane().start()
+    up = FakeUpstream()
+    env = None
+    try:
+        seed = node_key(cp, NODE)
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"],
+                                      audit={"node_key_env": "CORDON_NODE_KEY", "linger_ms": 0})
+        cfg = E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", {}, ["CORDON_NODE_KEY"])], "model")],
+                          [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+                          extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}})
+        env = E.Envoy.start(cfg, env={"CORDON_NODE_KEY": seed})
+        key = push(cp, POLICY)
+        assert post(env, key, chat("write to ada@example.org")).status_code == 200
+        assert "ada@example.org" not in str(up.last().body)
+        got = records(cp, 1)
+        assert len(got) == 1, got
+        r = got[0]
+        assert (r["decision"], r["user"], r["model"]) == ("allow", "ada", "gpt-4o-mini")
+        assert r["redactions"] == ["request:email:redact=1"] and r["rate_limit"].startswith("per-key-burst")
+    finally:
+        if env is not None:
+            env.cleanup()
+        up.stop()
+        cp.stop()
