@@ -1,0 +1,850 @@
+//! The Envoy dynamic-module ABI, as far as an HTTP filter needs it, and the crate's only unsafe
+//! code.
+//!
+//! These declarations are written from the ABI's documentation (Envoy's
+//! `source/extensions/dynamic_modules/abi/abi.h`, read at the version of Envoy 1.40); nothing is
+//! generated or copied. `scripts/check-dynamic-abi.sh` checks that every symbol imported here
+//! exists in the pinned Envoy binary (read from the built library's undefined symbols) and that
+//! every HTTP-filter hook the binary looks up is exported, so an Envoy upgrade that renames or
+//! drops part of the ABI fails loudly instead of at load time or, worse, at run time.
+//!
+//! Two directions:
+//! * **hooks** (`envoy_dynamic_module_on_*`): Envoy calls them. Every hook catches panics and
+//!   fails closed (a local reply, or a null pointer Envoy treats as a failed initialisation):
+//!   a panic never unwinds into Envoy.
+//! * **callbacks** (`envoy_dynamic_module_callback_*`): we call them, only through the safe
+//!   wrappers [`Stream`] and [`ConfigHost`], and only with the pointer Envoy handed to the hook
+//!   that is running.
+//!
+//! Enums cross the boundary as `u32` (C `enum`s are `int`-sized on the platforms Envoy runs on).
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The ABI version this module is written against (Envoy 1.40 reports `v0.2.0`). Envoy only
+/// warns on a mismatch, so the real guard is `scripts/check-dynamic-abi.sh` and the end-to-end
+/// tests against the pinned binary.
+pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+// ------------------------------------------------------------------------------------------
+// Types shared with Envoy.
+// ------------------------------------------------------------------------------------------
+
+/// A byte range owned by Envoy, valid until the running hook returns (or a setter is called).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EnvoyBuffer {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl EnvoyBuffer {
+    const EMPTY: Self = Self { ptr: std::ptr::null(), len: 0 };
+
+    /// Copies the bytes out. Safety: `ptr` is null or valid for `len` bytes (Envoy's contract
+    /// while the hook runs).
+    unsafe fn to_vec(self) -> Vec<u8> {
+        if self.ptr.is_null() || self.len == 0 {
+            return Vec::new();
+        }
+        // SAFETY: non-null and valid for `len` bytes per the ABI contract above.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+}
+
+/// A byte range owned by the module, lent to Envoy for the duration of one callback.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ModuleBuffer {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl ModuleBuffer {
+    fn of(bytes: &[u8]) -> Self {
+        Self { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+    const NULL: Self = Self { ptr: std::ptr::null(), len: 0 };
+}
+
+/// A header owned by Envoy's header map.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EnvoyHeader {
+    key: EnvoyBuffer,
+    value: EnvoyBuffer,
+}
+
+/// A header owned by the module (local replies).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ModuleHeader {
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+}
+
+/// Which header map a header callback works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HeaderKind {
+    Request = 0,
+    Response = 2,
+}
+
+/// Which body a body callback works on: the chunk of the current hook, or what Envoy buffered
+/// before it (after a `StopIterationAndBuffer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+enum BodyKind {
+    ReceivedRequest = 0,
+    BufferedRequest = 1,
+    ReceivedResponse = 2,
+    BufferedResponse = 3,
+}
+
+/// Direction of a body operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    fn received(self) -> BodyKind {
+        match self {
+            Direction::Request => BodyKind::ReceivedRequest,
+            Direction::Response => BodyKind::ReceivedResponse,
+        }
+    }
+    fn buffered(self) -> BodyKind {
+        match self {
+            Direction::Request => BodyKind::BufferedRequest,
+            Direction::Response => BodyKind::BufferedResponse,
+        }
+    }
+}
+
+/// Envoy's log levels (`spdlog`), as the ABI numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+#[allow(dead_code)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Attributes (Envoy's attribute vocabulary) the filter reads, numbered as the ABI's
+/// `envoy_dynamic_module_type_attribute_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Attribute {
+    /// `connection.uri_san_peer_certificate`
+    ConnectionUriSanPeerCertificate = 37,
+    /// `xds.cluster_name`
+    XdsClusterName = 57,
+}
+
+/// What a header hook tells Envoy (`FilterHeadersStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HeadersStatus {
+    Continue = 0,
+    /// Hold the headers (and everything after them) until a later hook continues.
+    StopIteration = 1,
+}
+
+/// What a body hook tells Envoy (`FilterDataStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DataStatus {
+    Continue = 0,
+    /// Keep this chunk in Envoy's buffer and wait for more.
+    StopIterationAndBuffer = 1,
+    /// Stop without buffering (after a local reply).
+    StopIterationNoBuffer = 3,
+}
+
+// ------------------------------------------------------------------------------------------
+// Callbacks: implemented by Envoy, resolved when Envoy dlopen()s the module.
+// ------------------------------------------------------------------------------------------
+
+unsafe extern "C" {
+    fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
+
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config_envoy_ptr: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_len: usize,
+        counter_id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter_envoy_ptr: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
+
+    fn envoy_dynamic_module_callback_http_get_header(
+        filter_envoy_ptr: *mut c_void,
+        kind: u32,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        index: usize,
+        optional_count: *mut usize,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(filter_envoy_ptr: *mut c_void, kind: u32, result: *mut EnvoyHeader) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter_envoy_ptr: *mut c_void,
+        kind: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter_envoy_ptr: *mut c_void,
+        status: u32,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    );
+
+    fn envoy_dynamic_module_callback_http_get_body_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks(filter_envoy_ptr: *mut c_void, kind: u32, result: *mut EnvoyBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_append_body(filter_envoy_ptr: *mut c_void, kind: u32, data: ModuleBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_drain_body(filter_envoy_ptr: *mut c_void, kind: u32, bytes: usize) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_request_body(filter_envoy_ptr: *mut c_void) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_response_body(filter_envoy_ptr: *mut c_void) -> bool;
+
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter_envoy_ptr: *mut c_void,
+        attribute: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+}
+
+// ------------------------------------------------------------------------------------------
+// The safe surface the rest of the crate uses.
+// ------------------------------------------------------------------------------------------
+
+/// Logs under Envoy's `dynamic_modules` logger.
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: the buffer is valid for the call; Envoy copies what it keeps.
+    unsafe { envoy_dynamic_module_callback_log(level as u32, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// Envoy's side of one filter configuration, while `envoy_dynamic_module_on_http_filter_config_new`
+/// runs (metrics can only be defined then).
+pub struct ConfigHost {
+    ptr: *mut c_void,
+}
+
+impl ConfigHost {
+    /// Defines a counter named `name` (Envoy prefixes the metrics namespace); its id for
+    /// [`Stream::increment_counter`].
+    pub fn define_counter(&self, name: &str) -> Option<usize> {
+        let mut id = 0usize;
+        // SAFETY: `ptr` is the config pointer of the running hook; the name buffer and the out
+        // pointer are valid for the call; no labels.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                self.ptr,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            )
+        };
+        (result == 0).then_some(id)
+    }
+}
+
+/// Envoy's side of one HTTP stream, while one of its hooks runs. Not `Send`: it is only valid on
+/// the worker thread and during the hook it was made for.
+pub struct Stream {
+    ptr: *mut c_void,
+    replied: std::cell::Cell<bool>,
+}
+
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+impl Stream {
+    /// Every header of `kind`, pseudo-headers included, in Envoy's order. Values that are not
+    /// UTF-8 are read lossily (they can then never match a key digest or a name).
+    pub fn headers(&self, kind: HeaderKind) -> Vec<(String, String)> {
+        // SAFETY: `ptr` is the running hook's filter pointer.
+        let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.ptr, kind as u32) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![EnvoyHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY }; n];
+        // SAFETY: `raw` has room for the `n` headers Envoy just reported.
+        if !unsafe { envoy_dynamic_module_callback_http_get_headers(self.ptr, kind as u32, raw.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        // SAFETY: Envoy filled each entry with buffers valid until this hook returns; we copy now.
+        raw.into_iter().map(|h| unsafe { (utf8(h.key.to_vec()), utf8(h.value.to_vec())) }).collect()
+    }
+
+    /// The first value of header `name`, if present.
+    pub fn header(&self, kind: HeaderKind, name: &str) -> Option<String> {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: key and out pointer valid for the call; the optional count pointer may be null.
+        let ok = unsafe {
+            envoy_dynamic_module_callback_http_get_header(
+                self.ptr,
+                kind as u32,
+                ModuleBuffer::of(name.as_bytes()),
+                &mut out,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        // SAFETY: on success `out` is null or valid until the hook returns; we copy now.
+        (ok && !out.ptr.is_null()).then(|| utf8(unsafe { out.to_vec() }))
+    }
+
+    /// Sets header `name` to `value` (replacing every value), or removes it (`None`).
+    pub fn set_header(&self, kind: HeaderKind, name: &str, value: Option<&str>) {
+        let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: buffers valid for the call; Envoy copies them into the header map.
+        unsafe { envoy_dynamic_module_callback_http_set_header(self.ptr, kind as u32, ModuleBuffer::of(name.as_bytes()), value) };
+    }
+
+    fn body_of(&self, kind: BodyKind) -> Vec<u8> {
+        // SAFETY: `ptr` is the running hook's filter pointer.
+        let n = unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, kind as u32) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+        // SAFETY: `chunks` has room for the `n` slices Envoy just reported.
+        if !unsafe { envoy_dynamic_module_callback_http_get_body_chunks(self.ptr, kind as u32, chunks.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for c in chunks {
+            // SAFETY: each slice is valid until the hook returns; copied now.
+            out.extend_from_slice(&unsafe { c.to_vec() });
+        }
+        out
+    }
+
+    fn body_size(&self, kind: BodyKind) -> usize {
+        // SAFETY: a plain query on the running hook's filter.
+        unsafe { envoy_dynamic_module_callback_http_get_body_size(self.ptr, kind as u32) }
+    }
+
+    /// Whether the chunk of this hook *is* Envoy's buffer (a filter before us buffered and
+    /// resumed), in which case buffered and received must not be added up.
+    fn received_is_buffered(&self, direction: Direction) -> bool {
+        // SAFETY: plain queries on the running hook's filter.
+        unsafe {
+            match direction {
+                Direction::Request => envoy_dynamic_module_callback_http_received_buffered_request_body(self.ptr),
+                Direction::Response => envoy_dynamic_module_callback_http_received_buffered_response_body(self.ptr),
+            }
+        }
+    }
+
+    /// Bytes of the body so far: what Envoy buffered for us plus this hook's chunk.
+    pub fn body_len(&self, direction: Direction) -> usize {
+        let received = self.body_size(direction.received());
+        if self.received_is_buffered(direction) { received } else { self.body_size(direction.buffered()).saturating_add(received) }
+    }
+
+    /// The body so far: what Envoy buffered for us, then this hook's chunk.
+    pub fn body(&self, direction: Direction) -> Vec<u8> {
+        if self.received_is_buffered(direction) {
+            return self.body_of(direction.received());
+        }
+        let mut all = self.body_of(direction.buffered());
+        all.extend_from_slice(&self.body_of(direction.received()));
+        all
+    }
+
+    /// Only this hook's chunk.
+    pub fn chunk(&self, direction: Direction) -> Vec<u8> {
+        self.body_of(direction.received())
+    }
+
+    /// Replaces the whole body so far (buffered and this chunk) with `bytes`. Envoy moves this
+    /// hook's chunk behind its buffer when the hook continues, so the new bytes go there.
+    pub fn replace_body(&self, direction: Direction, bytes: &[u8]) {
+        // SAFETY: plain operations on the running hook's filter; `bytes` valid for the call.
+        unsafe {
+            if !self.received_is_buffered(direction) {
+                envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.buffered() as u32, usize::MAX);
+            }
+            envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.received() as u32, usize::MAX);
+            envoy_dynamic_module_callback_http_append_body(self.ptr, direction.received() as u32, ModuleBuffer::of(bytes));
+        }
+    }
+
+    /// Replaces only this hook's chunk (streamed responses).
+    pub fn replace_chunk(&self, direction: Direction, bytes: &[u8]) {
+        // SAFETY: as in `replace_body`.
+        unsafe {
+            envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.received() as u32, usize::MAX);
+            envoy_dynamic_module_callback_http_append_body(self.ptr, direction.received() as u32, ModuleBuffer::of(bytes));
+        }
+    }
+
+    /// Sends a local reply; the stream goes no further. At most once per stream.
+    pub fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8], details: &str) {
+        if self.replied.replace(true) {
+            return;
+        }
+        let raw: Vec<ModuleHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHeader { key: ModuleBuffer::of(k.as_bytes()), value: ModuleBuffer::of(v.as_bytes()) })
+            .collect();
+        // SAFETY: every buffer lives until the call returns; Envoy copies the reply.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.ptr,
+                u32::from(status),
+                raw.as_ptr(),
+                raw.len(),
+                ModuleBuffer::of(body),
+                ModuleBuffer::of(details.as_bytes()),
+            )
+        }
+    }
+
+    /// A string attribute (`connection.*`, `xds.*`), if Envoy has one.
+    pub fn attribute(&self, attribute: Attribute) -> Option<String> {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: out pointer valid for the call; result valid until the hook returns, copied now.
+        let ok = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.ptr, attribute as u32, &mut out) };
+        (ok && !out.ptr.is_null()).then(|| utf8(unsafe { out.to_vec() })).filter(|s| !s.is_empty())
+    }
+
+    /// Adds `n` to a counter defined by [`ConfigHost::define_counter`] on this stream's config.
+    pub fn increment_counter(&self, id: usize, n: u64) {
+        // SAFETY: `id` came from this filter's config; no labels.
+        unsafe { envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, id, std::ptr::null(), 0, n) };
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The module's side: what the safe code implements.
+// ------------------------------------------------------------------------------------------
+
+/// One filter configuration (one `DynamicModuleFilter` in Envoy's config). Shared by every
+/// worker, hence `Send + Sync`.
+pub trait FilterFactory: Send + Sync {
+    /// A filter for one new HTTP stream.
+    fn new_filter(&self) -> Box<dyn HttpFilter>;
+}
+
+/// One HTTP stream's filter. Defaults pass everything through.
+pub trait HttpFilter {
+    fn request_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+        HeadersStatus::Continue
+    }
+    fn request_body(&mut self, _s: &Stream, _end_of_stream: bool) -> DataStatus {
+        DataStatus::Continue
+    }
+    fn response_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+        HeadersStatus::Continue
+    }
+    fn response_body(&mut self, _s: &Stream, _end_of_stream: bool) -> DataStatus {
+        DataStatus::Continue
+    }
+    /// The stream ended (completed, reset or aborted), before the filter is dropped.
+    fn complete(&mut self, _s: &Stream) {}
+}
+
+/// What the module builds a configuration with: `crate::new_factory`.
+type NewFactory = fn(&ConfigHost, &str, &[u8]) -> Option<Box<dyn FilterFactory>>;
+const NEW_FACTORY: NewFactory = crate::new_factory;
+
+/// The reply when the filter itself failed (a panic): the request never goes upstream.
+const FAILURE_BODY: &[u8] = br#"{"error":{"message":"The Cordon filter failed while handling this request; it was not forwarded.","type":"server_error","code":"filter_failure","param":null}}"#;
+
+struct FilterBox {
+    filter: Box<dyn HttpFilter>,
+    /// A hook panicked: the stream was failed closed and the filter is not called again.
+    poisoned: bool,
+    /// A local reply went out for this stream.
+    replied: bool,
+}
+
+/// Runs `f` and turns a panic into `None` (the panic hook has logged it).
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// Runs one stream hook for `filter_module_ptr`, failing the stream closed on a panic.
+fn stream_hook<T: Copy>(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    passive: T,
+    failed: T,
+    f: impl FnOnce(&mut dyn HttpFilter, &Stream) -> T,
+) -> T {
+    if filter_module_ptr.is_null() {
+        return passive;
+    }
+    // SAFETY: a non-null `filter_module_ptr` is the `FilterBox` we leaked in `on_http_filter_new`
+    // and Envoy hands it back only on this stream's worker until `on_http_filter_destroy`.
+    let slot = unsafe { &mut *(filter_module_ptr as *mut FilterBox) };
+    if slot.poisoned {
+        return failed;
+    }
+    let stream = Stream { ptr: filter_envoy_ptr, replied: std::cell::Cell::new(slot.replied) };
+    let outcome = guarded(|| f(slot.filter.as_mut(), &stream));
+    slot.replied = stream.replied.get();
+    match outcome {
+        Some(status) => status,
+        None => {
+            slot.poisoned = true;
+            // Fail closed: a local reply if none went out yet (after response headers Envoy
+            // resets the stream instead), and stop iteration.
+            let _ = guarded(|| {
+                stream.send_response(
+                    500,
+                    &[("content-type", "application/json"), ("x-cordon-error", "filter_failure")],
+                    FAILURE_BODY,
+                    "cordon_filter_failure",
+                )
+            });
+            slot.replied = true;
+            failed
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
+    if cfg!(panic = "abort") {
+        // Built without unwinding (e.g. `--release`): a panic could not be caught and would
+        // abort Envoy. Refuse to load; build with `--profile dynamic` (scripts/build-dynamic.sh).
+        log(LogLevel::Critical, "cordon: this build aborts on panic; refusing to load (build with --profile dynamic)");
+        return std::ptr::null();
+    }
+    let ok = guarded(|| {
+        std::panic::set_hook(Box::new(|info| {
+            // Panic messages carry code locations and our own text, never request content.
+            log(LogLevel::Critical, &format!("cordon: panic: {info}"));
+        }));
+    });
+    if ok.is_some() { ABI_VERSION.as_ptr() } else { std::ptr::null() }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy_ptr: *mut c_void,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    guarded(|| {
+        // SAFETY: both buffers are valid for the duration of this hook; copied now.
+        let (name, config) = unsafe { (utf8(name.to_vec()), config.to_vec()) };
+        let host = ConfigHost { ptr: config_envoy_ptr };
+        NEW_FACTORY(&host, &name, &config).map(|factory| Box::into_raw(Box::new(factory)) as *const c_void)
+    })
+    .flatten()
+    .unwrap_or(std::ptr::null())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_module_ptr: *const c_void) {
+    if config_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: the pointer is the `Box<Box<dyn FilterFactory>>` leaked in `config_new`; Envoy
+    // destroys each config exactly once, after its last filter.
+    let factory = unsafe { Box::from_raw(config_module_ptr as *mut Box<dyn FilterFactory>) };
+    let _ = guarded(move || drop(factory));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_new(config_module_ptr: *const c_void, _filter_envoy_ptr: *mut c_void) -> *const c_void {
+    if config_module_ptr.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: the config outlives its filters (Envoy's contract); shared, never mutated.
+    let factory = unsafe { &*(config_module_ptr as *const Box<dyn FilterFactory>) };
+    // A null filter makes Envoy close the stream: fail closed.
+    guarded(|| Box::into_raw(Box::new(FilterBox { filter: factory.new_filter(), poisoned: false, replied: false })) as *const c_void)
+        .unwrap_or(std::ptr::null())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
+        f.request_headers(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
+        f.request_body(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) -> u32 {
+    0 // Continue
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
+        f.response_headers(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
+        f.response_body(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) -> u32 {
+    0 // Continue
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy_ptr: *mut c_void, filter_module_ptr: *const c_void) {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, (), (), |f, s| f.complete(s));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module_ptr: *const c_void) {
+    if filter_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: the `FilterBox` leaked in `on_http_filter_new`; Envoy destroys it exactly once.
+    let slot = unsafe { Box::from_raw(filter_module_ptr as *mut FilterBox) };
+    let _ = guarded(move || drop(slot));
+}
+
+// Hooks Envoy requires to exist but this filter never triggers (no callouts, no scheduler, not
+// a terminal filter): they do nothing.
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _body: *const EnvoyBuffer,
+    _body_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _data: *const EnvoyBuffer,
+    _data_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHeader,
+    _trailers_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _event_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) {
+}
+
+// Optional hooks (Envoy runs without them) exported anyway, so the ABI check can demand every
+// hook name the binary knows: a new hook in an Envoy upgrade then shows up in the check.
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _status: u32,
+    _details: EnvoyBuffer,
+    _reset_imminent: bool,
+) -> u32 {
+    0 // Continue: send the local reply as it is
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _event_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _body: *const EnvoyBuffer,
+    _body_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _data: *const EnvoyBuffer,
+    _data_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHeader,
+    _trailers_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(_name: EnvoyBuffer, _config: EnvoyBuffer) -> *const c_void {
+    // No per-route configuration: refusing it makes such a config fail loudly at load.
+    std::ptr::null()
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config_module_ptr: *const c_void) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_version_is_a_c_string() {
+        assert_eq!(ABI_VERSION.last(), Some(&0));
+        assert!(ABI_VERSION.starts_with(b"v0."));
+    }
+}
