@@ -248,14 +248,16 @@ class Envoy:
         return self.ports[listener]
 
     def stat(self, name: str) -> int | None:
-        """A counter from /stats/prometheus by its exact metric name (labels ignored)."""
+        """A counter from /stats/prometheus by its exact metric name (labels ignored). The
+        dynamic module's counters carry Envoy's `envoy_` prefix before their namespace
+        (`cordon_decision_allowed` is `envoy_cordon_decision_allowed` there)."""
+        found: dict[str, int] = {}
         for line in self.admin_get("/stats/prometheus").splitlines():
             if line.startswith("#"):
                 continue
             metric, _, value = line.rpartition(" ")
-            if metric.split("{", 1)[0] == name:
-                return int(float(value))
-        return None
+            found.setdefault(metric.split("{", 1)[0], int(float(value)))
+        return found.get(name, found.get(f"envoy_{name}"))
 
     def log(self) -> str:
         return read_log(self.log_path, "(no envoy log)")
