@@ -40,6 +40,8 @@ pub struct IdentityFilter {
     /// Whether the response body is read (token usage) or rewritten (cut, usage chunk).
     watch_response: bool,
     path: String,
+    /// Test builds only: the hook that must panic (`x-cordon-test-panic`).
+    fault: Option<String>,
 }
 
 fn now() -> std::time::Duration {
@@ -53,7 +55,7 @@ fn now_ns() -> u64 {
 impl IdentityFilter {
     fn new(shared: Arc<Shared>) -> Self {
         let policy = shared.policy.clone();
-        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new() }
+        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new(), fault: None }
     }
 
     fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
@@ -119,6 +121,10 @@ impl HttpFilter for IdentityFilter {
             return HeadersStatus::StopIteration;
         }
         let headers = s.headers(HeaderKind::Request);
+        if cfg!(feature = "test-faults") {
+            self.fault = headers.iter().find(|(k, _)| k == crate::faults::PANIC_HEADER).map(|(_, v)| v.clone());
+            crate::faults::maybe_panic(self.fault.as_deref(), "request");
+        }
         let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
         self.path = pseudo(":path").to_owned();
         let peer = if policy.uses_mesh_identity() { s.attribute(Attribute::ConnectionUriSanPeerCertificate) } else { None };
@@ -183,6 +189,7 @@ impl HttpFilter for IdentityFilter {
     }
 
     fn response_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+        crate::faults::maybe_panic(self.fault.as_deref(), "response");
         if self.refused {
             return HeadersStatus::Continue;
         }

@@ -19,6 +19,7 @@
 
 mod abi;
 mod counters;
+mod faults;
 mod identity;
 mod shared;
 
