@@ -183,6 +183,20 @@ unsafe extern "C" {
         label_names_len: usize,
         counter_id: *mut usize,
     ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config_envoy_ptr: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_len: usize,
+        gauge_id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config_envoy_ptr: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter_envoy_ptr: *mut c_void,
         id: usize,
@@ -265,6 +279,25 @@ impl ConfigHost {
             )
         };
         (result == 0).then_some(id)
+    }
+
+    /// Defines a gauge named `name` and sets it to `value` (a figure fixed for the lifetime of
+    /// the configuration).
+    pub fn set_gauge(&self, name: &str, value: u64) {
+        let mut id = 0usize;
+        // SAFETY: as in `define_counter`; the id is used at once on the same config.
+        unsafe {
+            if envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                self.ptr,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            ) == 0
+            {
+                envoy_dynamic_module_callback_http_filter_config_set_gauge(self.ptr, id, std::ptr::null(), 0, value);
+            }
+        }
     }
 }
 

@@ -18,8 +18,8 @@ pub struct Factory {
 }
 
 impl Factory {
-    pub fn new(shared: Shared) -> Self {
-        Self { shared: Arc::new(shared) }
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 }
 

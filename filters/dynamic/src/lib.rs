@@ -9,7 +9,7 @@
 //!   filter needs, the exported hooks (each catches panics and fails closed) and safe wrappers.
 //! * `shared` is one filter configuration: the static policy (same JSON as the wasm plugin
 //!   configuration), the JWT cache, the counters.
-//! * `identity` is the `cordon.identity` role; `counters` is the rate limiter's compare-and-swap
+//! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role; `counters` is the rate limiter's compare-and-swap
 //!   store, one per process (the native equivalent of proxy-wasm shared data).
 //!
 //! The module runs unsandboxed in Envoy's address space: see `docs/dynamic-module.md` for the
@@ -21,26 +21,28 @@ mod abi;
 mod counters;
 mod faults;
 mod identity;
+mod redact;
 mod shared;
 
 use abi::{ConfigHost, FilterFactory, LogLevel};
 
 /// Filter name (`filter_name` in Envoy's config) of the identity and model-access role.
 pub const ROLE_IDENTITY: &str = "cordon.identity";
+/// Filter name of the streaming redaction role.
+pub const ROLE_REDACT: &str = "cordon.redact";
 
 /// Builds one filter configuration; `None` makes Envoy reject the configuration.
 fn new_factory(host: &ConfigHost, name: &str, config: &[u8]) -> Option<Box<dyn FilterFactory>> {
-    match name {
-        ROLE_IDENTITY => match shared::Shared::configure(host, config) {
-            Ok(shared) => Some(Box::new(identity::Factory::new(shared))),
-            Err(e) => {
-                abi::log(LogLevel::Critical, &format!("cordon: invalid filter configuration for {name}: {e}"));
-                None
-            }
-        },
-        other => {
-            abi::log(LogLevel::Critical, &format!("cordon: unknown filter_name '{other}'; expected '{ROLE_IDENTITY}'"));
-            None
-        }
+    if name != ROLE_IDENTITY && name != ROLE_REDACT {
+        abi::log(LogLevel::Critical, &format!("cordon: unknown filter_name '{name}'; expected '{ROLE_IDENTITY}' or '{ROLE_REDACT}'"));
+        return None;
     }
+    let shared = match shared::Shared::configure(host, config, name) {
+        Ok(shared) => std::sync::Arc::new(shared),
+        Err(e) => {
+            abi::log(LogLevel::Critical, &format!("cordon: invalid filter configuration for {name}: {e}"));
+            return None;
+        }
+    };
+    Some(if name == ROLE_REDACT { Box::new(redact::Factory::new(shared)) } else { Box::new(identity::Factory::new(shared)) })
 }

@@ -25,7 +25,14 @@ pub struct Shared {
     decisions: HashMap<&'static str, usize>,
     /// `ratelimit_evictions` under the metrics namespace.
     evictions: Option<usize>,
+    /// `redaction_<direction>_<detector>_<action>` counter ids (redact role only), defined up
+    /// front for every detector of the policy: Envoy lets a module define metrics only while
+    /// the configuration is created.
+    redactions: HashMap<String, usize>,
 }
+
+/// What a redaction outcome can be counted as (`redact` actions, plus `pass` for unscannable).
+const REDACTION_ACTIONS: &[&str] = &["allow", "mask", "redact", "pseudonymize", "block", "pass"];
 
 fn secret(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -34,7 +41,7 @@ fn secret(name: &str) -> Option<String> {
 impl Shared {
     /// Parses the configuration (the wasm plugin's JSON), compiles its policy and defines the
     /// counters. An error rejects the configuration in Envoy.
-    pub fn configure(host: &ConfigHost, raw: &[u8]) -> Result<Self, String> {
+    pub fn configure(host: &ConfigHost, raw: &[u8], role: &str) -> Result<Self, String> {
         let config = FilterConfig::from_json(raw).map_err(|e| e.to_string())?;
         let policy = match &config.policy {
             None => {
@@ -68,7 +75,24 @@ impl Shared {
             }
         }
         let evictions = host.define_counter("ratelimit_evictions");
-        Ok(Self { policy, tokens: Mutex::new(TokenCache::new(config.token_cache_size)), decisions, evictions })
+        let mut redactions = HashMap::new();
+        if role == crate::ROLE_REDACT
+            && let Some(engine) = policy.as_ref().and_then(|p| p.redaction().engine().ok())
+        {
+            host.set_gauge("redaction_holdback_bound_bytes", engine.holdback_bound() as u64);
+            let detectors: Vec<String> = engine.detector_names().iter().map(|d| d.to_string()).chain(["unscannable".to_owned()]).collect();
+            for direction in ["request", "response"] {
+                for detector in &detectors {
+                    for action in REDACTION_ACTIONS {
+                        let name = format!("redaction_{direction}_{detector}_{action}");
+                        if let Some(id) = host.define_counter(&name) {
+                            redactions.insert(name, id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self { policy, tokens: Mutex::new(TokenCache::new(config.token_cache_size)), decisions, evictions, redactions })
     }
 
     /// Runs `f` with the JWT cache (a poisoned lock only means another stream panicked; the
@@ -81,6 +105,13 @@ impl Shared {
     /// Counts one decision.
     pub fn count(&self, stream: &Stream, code: &str) {
         if let Some(id) = self.decisions.get(code) {
+            stream.increment_counter(*id, 1);
+        }
+    }
+
+    /// Counts one redaction outcome (`redaction_<direction>_<detector>_<action>`).
+    pub fn count_redaction(&self, stream: &Stream, direction: &str, detector: &str, action: &str) {
+        if let Some(id) = self.redactions.get(&format!("redaction_{direction}_{detector}_{action}")) {
             stream.increment_counter(*id, 1);
         }
     }
