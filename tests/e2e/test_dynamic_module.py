@@ -58,6 +58,18 @@ def test_a_missing_module_fails_the_configuration(gateways, upstream, tmp_path):
     assert "libcordon_dynamic.so" in str(err.value)
 
 
+def test_loads_from_an_absolute_path_without_a_search_path(gateways, upstream, jwt_keys):
+    # What production configs use (envoy/sidecar-dynamic.yaml): `module.local.filename`, so no
+    # search path or system library path can supply a different lib<name>.so.
+    flt = E.dynamic_filter("cordon.identity", {"policy": base_policy(jwt_keys)})
+    flt["typed_config"]["dynamic_module_config"] = {"module": {"local": {"filename": str(E.DYNAMIC_MODULE)}}, "metrics_namespace": "cordon"}
+    cfg = E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", upstream.port)])
+    env = E.Envoy.start(cfg, env={"CORDON_TEST_PROVIDER_KEY": PROVIDER_SECRET})
+    gateways.running.append(env)
+    assert requests.post(env.url() + "/v1/chat/completions", json=chat(), headers=ALICE, timeout=10).status_code == 200
+    assert requests.post(env.url() + "/v1/chat/completions", json=chat(), timeout=10).status_code == 401
+
+
 @pytest.fixture(scope="module")
 def faulty(gateways, upstream, jwt_keys):
     if not FAULTS_MODULE.exists():

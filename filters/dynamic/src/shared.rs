@@ -61,10 +61,7 @@ impl Shared {
                 if let Err(e) = compiled.rate_limits().prepare(&crate::counters::ProcessStore) {
                     abi::log(LogLevel::Error, &format!("cordon: rate limits: could not create counters: {e}"));
                 }
-                abi::log(
-                    LogLevel::Info,
-                    &format!("cordon.identity loaded static policy {}", compiled.digest().get(..16).unwrap_or_default()),
-                );
+                abi::log(LogLevel::Info, &format!("{role} loaded static policy {}", compiled.digest().get(..16).unwrap_or_default()));
                 Some(Arc::new(compiled))
             }
         };
