@@ -19,6 +19,7 @@
 //! Enums cross the boundary as `u32` (C `enum`s are `int`-sized on the platforms Envoy runs on).
 #![allow(unsafe_code)]
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -303,16 +304,17 @@ impl ConfigHost {
 
 /// Envoy's side of one HTTP stream, while one of its hooks runs. Not `Send`: it is only valid on
 /// the worker thread and during the hook it was made for.
-pub struct Stream {
+pub struct Stream<'a> {
     ptr: *mut c_void,
-    replied: std::cell::Cell<bool>,
+    /// Shared with every hook of the stream, nested ones included.
+    replied: &'a Cell<bool>,
 }
 
 fn utf8(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-impl Stream {
+impl Stream<'_> {
     /// Every header of `kind`, pseudo-headers included, in Envoy's order. Values that are not
     /// UTF-8 are read lossily (they can then never match a key digest or a name).
     pub fn headers(&self, kind: HeaderKind) -> Vec<(String, String)> {
@@ -434,7 +436,8 @@ impl Stream {
         }
     }
 
-    /// Sends a local reply; the stream goes no further. At most once per stream.
+    /// Sends a local reply; the stream goes no further. At most once per stream. Should Envoy run
+    /// this stream's response hooks before it returns, they see a busy filter and pass.
     pub fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8], details: &str) {
         if self.replied.replace(true) {
             return;
@@ -507,12 +510,16 @@ const NEW_FACTORY: NewFactory = crate::new_factory;
 /// The reply when the filter itself failed (a panic): the request never goes upstream.
 const FAILURE_BODY: &[u8] = br#"{"error":{"message":"The Cordon filter failed while handling this request; it was not forwarded.","type":"server_error","code":"filter_failure","param":null}}"#;
 
+/// One stream's filter and its failure state. Only ever reached through a shared reference:
+/// if Envoy ever ran a hook *inside* another hook of the same stream (e.g. our local reply
+/// passing this filter's response hooks before `send_response` returns; Envoy 1.40 does not, as
+/// the debug log shows), nothing here is borrowed mutably across a callback into Envoy.
 struct FilterBox {
-    filter: Box<dyn HttpFilter>,
+    filter: RefCell<Box<dyn HttpFilter>>,
     /// A hook panicked: the stream was failed closed and the filter is not called again.
-    poisoned: bool,
+    poisoned: Cell<bool>,
     /// A local reply went out for this stream.
-    replied: bool,
+    replied: Cell<bool>,
 }
 
 /// Runs `f` and turns a panic into `None` (the panic hook has logged it).
@@ -520,32 +527,52 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
+/// Which way a hook's data flows, for what a failed stream does with it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
+}
+
 /// Runs one stream hook for `filter_module_ptr`, failing the stream closed on a panic.
+///
+/// * `passive`: what Envoy is told when the filter is not run: a hook re-entered while another
+///   of the same stream runs (that is our own local reply on its way out), or a response hook
+///   of a failed stream (the only response left is our failure reply, which must go out).
+/// * `failed`: what a request hook of a failed stream returns (nothing goes upstream), and
+///   what the hook that panicked returns.
 fn stream_hook<T: Copy>(
     filter_envoy_ptr: *mut c_void,
     filter_module_ptr: *const c_void,
+    side: Side,
     passive: T,
     failed: T,
-    f: impl FnOnce(&mut dyn HttpFilter, &Stream) -> T,
+    f: impl FnOnce(&mut dyn HttpFilter, &Stream<'_>) -> T,
 ) -> T {
     if filter_module_ptr.is_null() {
         return passive;
     }
-    // SAFETY: a non-null `filter_module_ptr` is the `FilterBox` we leaked in `on_http_filter_new`
-    // and Envoy hands it back only on this stream's worker until `on_http_filter_destroy`.
-    let slot = unsafe { &mut *(filter_module_ptr as *mut FilterBox) };
-    if slot.poisoned {
-        return failed;
+    // SAFETY: a non-null `filter_module_ptr` is the `FilterBox` we leaked in `on_http_filter_new`;
+    // Envoy hands it back only on this stream's worker until `on_http_filter_destroy`. Shared
+    // reference only (see `FilterBox`).
+    let slot = unsafe { &*(filter_module_ptr as *const FilterBox) };
+    if slot.poisoned.get() {
+        return if side == Side::Response { passive } else { failed };
     }
-    let stream = Stream { ptr: filter_envoy_ptr, replied: std::cell::Cell::new(slot.replied) };
-    let outcome = guarded(|| f(slot.filter.as_mut(), &stream));
-    slot.replied = stream.replied.get();
+    let Ok(mut filter) = slot.filter.try_borrow_mut() else {
+        // Re-entered from inside another hook of this stream: our own local reply on its way out.
+        log(LogLevel::Debug, "cordon: hook re-entered during a local reply; passing it");
+        return passive;
+    };
+    let stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
+    let outcome = guarded(|| f(filter.as_mut(), &stream));
+    drop(filter);
     match outcome {
         Some(status) => status,
         None => {
-            slot.poisoned = true;
-            // Fail closed: a local reply if none went out yet (after response headers Envoy
-            // resets the stream instead), and stop iteration.
+            slot.poisoned.set(true);
+            // Fail closed: a local reply if none went out yet (once the response has started,
+            // Envoy resets the stream instead), and stop iteration.
             let _ = guarded(|| {
                 stream.send_response(
                     500,
@@ -554,7 +581,6 @@ fn stream_hook<T: Copy>(
                     "cordon_filter_failure",
                 )
             });
-            slot.replied = true;
             failed
         }
     }
@@ -612,8 +638,11 @@ extern "C" fn envoy_dynamic_module_on_http_filter_new(config_module_ptr: *const 
     // SAFETY: the config outlives its filters (Envoy's contract); shared, never mutated.
     let factory = unsafe { &*(config_module_ptr as *const Box<dyn FilterFactory>) };
     // A null filter makes Envoy close the stream: fail closed.
-    guarded(|| Box::into_raw(Box::new(FilterBox { filter: factory.new_filter(), poisoned: false, replied: false })) as *const c_void)
-        .unwrap_or(std::ptr::null())
+    guarded(|| {
+        let slot = FilterBox { filter: RefCell::new(factory.new_filter()), poisoned: Cell::new(false), replied: Cell::new(false) };
+        Box::into_raw(Box::new(slot)) as *const c_void
+    })
+    .unwrap_or(std::ptr::null())
 }
 
 #[unsafe(no_mangle)]
@@ -622,7 +651,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_module_ptr: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Request, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
         f.request_headers(s, end_of_stream)
     }) as u32
 }
@@ -633,7 +662,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_module_ptr: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Request, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
         f.request_body(s, end_of_stream)
     }) as u32
 }
@@ -652,7 +681,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_module_ptr: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Response, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
         f.response_headers(s, end_of_stream)
     }) as u32
 }
@@ -663,7 +692,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_module_ptr: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Response, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
         f.response_body(s, end_of_stream)
     }) as u32
 }
@@ -678,7 +707,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
 
 #[unsafe(no_mangle)]
 extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy_ptr: *mut c_void, filter_module_ptr: *const c_void) {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, (), (), |f, s| f.complete(s));
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Response, (), (), |f, s| f.complete(s));
 }
 
 #[unsafe(no_mangle)]
