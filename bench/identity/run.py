@@ -550,7 +550,7 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
 
 
 NAMES = {"a": "a  envoy, no filter", "b": "b  cordon.identity (wasm)", "c": "c  api_key_auth + rbac",
-         "d": "d  b + rate/token limits", "e": "e  b + signed audit trail", "f": "f  cordon.identity (native .so)",
+         "d": "d  b + rate/token limits", "e": "e  b + signed audit trail", "f": "f  cordon.identity (native)",
          "a-get": "a-get  (GET, no body)", "b-get": "b-get  (GET, no body)"}
 
 
