@@ -902,11 +902,287 @@ extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_conf
 
 #[cfg(test)]
 mod tests {
+    //! The boundary itself, without Envoy: a fake host implements the callbacks this module
+    //! imports (the linker resolves them to these definitions in the test binary), so the hook
+    //! plumbing (panic guard, failed streams, re-entry, body assembly) is tested natively. The
+    //! end-to-end tests run the same code in the real Envoy.
     use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        replies: Vec<(u32, Vec<u8>)>,
+        buffered: Vec<Vec<u8>>,
+        received: Vec<Vec<u8>>,
+        received_is_buffered: bool,
+        /// A filter pointer whose response-headers hook `send_response` runs re-entrantly.
+        reenter: Option<(*mut c_void, *const c_void)>,
+        reentered: Vec<u32>,
+    }
+
+    thread_local! {
+        static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
+    }
+
+    fn with<T>(f: impl FnOnce(&mut Fake) -> T) -> T {
+        FAKE.with(|h| f(&mut h.borrow_mut()))
+    }
+
+    fn chunks(kind: u32) -> Vec<Vec<u8>> {
+        with(|h| if kind == BodyKind::BufferedRequest as u32 { h.buffered.clone() } else { h.received.clone() })
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_log(_level: u32, _message: ModuleBuffer) {}
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_send_response(
+        _filter: *mut c_void,
+        status: u32,
+        _headers: *const ModuleHeader,
+        _headers_len: usize,
+        body: ModuleBuffer,
+        _details: ModuleBuffer,
+    ) {
+        // SAFETY: the module passes a valid body buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(body.ptr, body.len) }.to_vec();
+        let reenter = with(|h| {
+            h.replies.push((status, bytes));
+            h.reenter
+        });
+        if let Some((envoy, module)) = reenter {
+            let status = envoy_dynamic_module_on_http_filter_response_headers(envoy, module, true);
+            with(|h| h.reentered.push(status));
+        }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks_size(_filter: *mut c_void, kind: u32) -> usize {
+        chunks(kind).len()
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_size(_filter: *mut c_void, kind: u32) -> usize {
+        chunks(kind).iter().map(Vec::len).sum()
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks(_filter: *mut c_void, kind: u32, result: *mut EnvoyBuffer) -> bool {
+        // The slices must outlive the call: leak them (test only).
+        for (i, c) in chunks(kind).into_iter().enumerate() {
+            let c: &'static [u8] = Box::leak(c.into_boxed_slice());
+            // SAFETY: the module sized `result` with `get_body_chunks_size`.
+            unsafe { *result.add(i) = EnvoyBuffer { ptr: c.as_ptr(), len: c.len() } };
+        }
+        true
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_received_buffered_request_body(_filter: *mut c_void) -> bool {
+        with(|h| h.received_is_buffered)
+    }
+
+    // The rest of the imported callbacks: inert in this fake host.
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_received_buffered_response_body(_filter: *mut c_void) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_append_body(_filter: *mut c_void, _kind: u32, _data: ModuleBuffer) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_drain_body(_filter: *mut c_void, _kind: u32, _bytes: usize) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_header(
+        _filter: *mut c_void,
+        _kind: u32,
+        _key: ModuleBuffer,
+        _result: *mut EnvoyBuffer,
+        _index: usize,
+        _count: *mut usize,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(_filter: *mut c_void, _kind: u32) -> usize {
+        0
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_headers(_filter: *mut c_void, _kind: u32, _result: *mut EnvoyHeader) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_set_header(
+        _filter: *mut c_void,
+        _kind: u32,
+        _key: ModuleBuffer,
+        _value: ModuleBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        _filter: *mut c_void,
+        _attribute: u32,
+        _result: *mut EnvoyBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        _config: *mut c_void,
+        _name: ModuleBuffer,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _id: *mut usize,
+    ) -> u32 {
+        1
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        _config: *mut c_void,
+        _name: ModuleBuffer,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _id: *mut usize,
+    ) -> u32 {
+        1
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        _config: *mut c_void,
+        _id: usize,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _value: u64,
+    ) -> u32 {
+        1
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        _filter: *mut c_void,
+        _id: usize,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _value: u64,
+    ) -> u32 {
+        1
+    }
+
+    /// A filter that panics on request headers when asked, and reports what it saw otherwise.
+    struct Probe {
+        panic: bool,
+        seen: std::rc::Rc<RefCell<Vec<String>>>,
+    }
+
+    impl HttpFilter for Probe {
+        fn request_headers(&mut self, s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+            self.seen.borrow_mut().push("request_headers".into());
+            if self.panic {
+                std::panic::panic_any("probe panic");
+            }
+            s.send_response(403, &[], b"no", "probe");
+            HeadersStatus::StopIteration
+        }
+        fn request_body(&mut self, s: &Stream, _end_of_stream: bool) -> DataStatus {
+            self.seen.borrow_mut().push(format!(
+                "body {} {:?}",
+                s.body_len(Direction::Request),
+                String::from_utf8_lossy(&s.body(Direction::Request))
+            ));
+            DataStatus::Continue
+        }
+        fn response_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+            self.seen.borrow_mut().push("response_headers".into());
+            HeadersStatus::StopIteration
+        }
+    }
+
+    fn probe(panic: bool) -> (*const c_void, std::rc::Rc<RefCell<Vec<String>>>) {
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let filter: Box<dyn HttpFilter> = Box::new(Probe { panic, seen: seen.clone() });
+        let slot = FilterBox { filter: RefCell::new(filter), poisoned: Cell::new(false), replied: Cell::new(false) };
+        (Box::into_raw(Box::new(slot)) as *const c_void, seen)
+    }
+
+    const ENVOY: *mut c_void = std::ptr::dangling_mut::<c_void>(); // never dereferenced by the fake host
 
     #[test]
     fn abi_version_is_a_c_string() {
         assert_eq!(ABI_VERSION.last(), Some(&0));
         assert!(ABI_VERSION.starts_with(b"v0."));
+    }
+
+    #[test]
+    fn a_panicking_hook_fails_the_stream_closed_once_and_never_runs_again() {
+        with(|h| *h = Fake::default());
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let (module, seen) = probe(true);
+        let status = envoy_dynamic_module_on_http_filter_request_headers(ENVOY, module, false);
+        std::panic::set_hook(prev);
+        assert_eq!(status, HeadersStatus::StopIteration as u32);
+        let replies = with(|h| h.replies.clone());
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].0, 500);
+        assert!(String::from_utf8_lossy(&replies[0].1).contains("filter_failure"));
+        // Request data of a failed stream never goes on; our own 500 passes the response hooks.
+        assert_eq!(envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true), DataStatus::StopIterationNoBuffer as u32);
+        assert_eq!(envoy_dynamic_module_on_http_filter_response_headers(ENVOY, module, true), HeadersStatus::Continue as u32);
+        assert_eq!(*seen.borrow(), ["request_headers"], "the filter is not called after its panic");
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn a_hook_re_entered_during_a_local_reply_passes_without_touching_the_filter() {
+        let (module, seen) = probe(false);
+        with(|h| {
+            *h = Fake::default();
+            h.reenter = Some((ENVOY, module));
+        });
+        let status = envoy_dynamic_module_on_http_filter_request_headers(ENVOY, module, true);
+        assert_eq!(status, HeadersStatus::StopIteration as u32);
+        assert_eq!(with(|h| h.reentered.clone()), [HeadersStatus::Continue as u32]);
+        assert_eq!(*seen.borrow(), ["request_headers"]);
+        // A second local reply on the same stream is not sent.
+        assert_eq!(with(|h| h.replies.len()), 1);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn the_body_is_what_envoy_buffered_then_this_chunk_unless_they_are_the_same_buffer() {
+        let (module, seen) = probe(false);
+        with(|h| {
+            *h = Fake::default();
+            h.buffered = vec![b"ab".to_vec(), b"c".to_vec()];
+            h.received = vec![b"de".to_vec()];
+        });
+        envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
+        with(|h| h.received_is_buffered = true);
+        envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
+        assert_eq!(*seen.borrow(), ["body 5 \"abcde\"", "body 2 \"de\""]);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn null_pointers_from_envoy_are_passed_not_dereferenced() {
+        assert_eq!(envoy_dynamic_module_on_http_filter_request_headers(ENVOY, std::ptr::null(), true), HeadersStatus::Continue as u32);
+        envoy_dynamic_module_on_http_filter_destroy(std::ptr::null());
+        envoy_dynamic_module_on_http_filter_config_destroy(std::ptr::null());
+        assert!(envoy_dynamic_module_on_http_filter_new(std::ptr::null(), ENVOY).is_null());
     }
 }
