@@ -11,9 +11,13 @@ step "format and lints (clippy denies unwrap/expect/panic in filter code)"
 cargo fmt --all --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo clippy --quiet -p cordon-filter -p cordon-core --target wasm32-wasip1 -- -D warnings
+cargo clippy --quiet -p cordon-dynamic --features test-faults -- -D warnings
 
 step "filter module (and the test-only fault-injection build)"
 scripts/build-wasm.sh --test-faults
+
+step "native dynamic module (and its fault-injection build), ABI symbols checked against the pinned Envoy"
+scripts/build-dynamic.sh --test-faults
 
 step "native tests"
 cargo nextest run --workspace --no-fail-fast

@@ -15,6 +15,9 @@ Runs the same load against three Envoys on one pinned worker:
      every request's record to a real control plane (on the client core) over ShipAudit. e-b is
      what auditing adds per request in Envoy (worker: draft, filter-state key, hand-over to the
      shared queue; main thread: seal, sign per batch, send).
+  f  the same `cordon.identity` role and policy as b, built natively as an Envoy dynamic module
+     (dist/libcordon_dynamic.so, scripts/build-dynamic.sh): f/b is what leaving V8 saves, f/a
+     what the filter costs natively.
   c  Envoy's own native filters doing comparable work: `envoy.filters.http.api_key_auth` with the
      same keys (client id forwarded upstream, key stripped) plus `envoy.filters.http.rbac`
      allowing POST /v1/ for those clients. Neither reads the body.
@@ -228,6 +231,7 @@ def under_test_config(variant: str, upstream_port: int, cp=None) -> dict:
         "b": [E.wasm_filter("cordon.identity", {"policy": POLICY})],
         "c": native_filters(),
         "d": [E.wasm_filter("cordon.identity", {"policy": POLICY_LIMITS})],
+        "f": [E.dynamic_filter("cordon.identity", {"policy": POLICY})],
     }[variant]
     return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
 
@@ -420,7 +424,8 @@ def preflight(envoys: dict[str, E.Envoy]) -> None:
             if status != 200 or json.loads(body).get("object") != "chat.completion":
                 raise SystemExit(f"preflight: {v} {method} answered {status}: {body[:300]!r}\n{env.log()[-3000:]}")
     expectations = [("b", BAD_KEY, "gpt-4o-mini", 401), ("c", BAD_KEY, "gpt-4o-mini", 401), ("b", good, "o1-preview", 403),
-                    ("b", "sk-cordon-bench-revoked", "gpt-4o-mini", 401)]
+                    ("b", "sk-cordon-bench-revoked", "gpt-4o-mini", 401),
+                    ("f", BAD_KEY, "gpt-4o-mini", 401), ("f", good, "o1-preview", 403), ("f", "sk-cordon-bench-revoked", "gpt-4o-mini", 401)]
     for v, key, model, want in expectations:
         status, body = check(envoys[v].url(), key, model)
         if status != want:
@@ -462,7 +467,7 @@ def med(xs: list[float]) -> float:
 def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str]) -> dict:
     by = lambda runs, v: [r for r in runs if r["variant"] == v]  # noqa: E731
     per: dict[str, dict] = {}
-    for v in ["a", "b", "c"] + [x for x in variants_lat if x not in ("a", "b", "c")]:
+    for v in ["a", "b", "c", "f"] + [x for x in variants_lat if x not in ("a", "b", "c", "f")]:
         t, l = by(thr_runs, v), by(lat_runs, v)
         per[v] = {
             "max_rps": med([r["rps"] for r in t]) if t else None,
@@ -508,6 +513,15 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
         "cpu_e_over_b": paired(lat_runs, "e", "b", "cpu_us_per_req", div, name="cpu_e_over_b"),
         "cpu_us_added_c_minus_a": paired(lat_runs, "c", "a", "cpu_us_per_req", sub, name="cpu_us_added_c_minus_a"),
         "cpu_b_over_c_at_max": paired(thr_runs, "b", "c", "cpu_us_per_req", div, name="cpu_b_over_c_at_max"),
+        # f: the same role natively (dynamic module).
+        "throughput_f_over_a": paired(thr_runs, "f", "a", "rps", div, name="throughput_f_over_a"),
+        "throughput_f_over_b": paired(thr_runs, "f", "b", "rps", div, name="throughput_f_over_b"),
+        "p99_added_us_f_minus_a": paired(lat_runs, "f", "a", "p99_us", sub, name="p99_added_us_f_minus_a"),
+        "cpu_f_over_a": paired(lat_runs, "f", "a", "cpu_us_per_req", div, name="cpu_f_over_a"),
+        "cpu_f_over_b": paired(lat_runs, "f", "b", "cpu_us_per_req", div, name="cpu_f_over_b"),
+        "cpu_f_over_c": paired(lat_runs, "f", "c", "cpu_us_per_req", div, name="cpu_f_over_c"),
+        "cpu_us_added_f_minus_a": paired(lat_runs, "f", "a", "cpu_us_per_req", sub, name="cpu_us_added_f_minus_a"),
+        "cpu_f_over_b_at_max": paired(thr_runs, "f", "b", "cpu_us_per_req", div, name="cpu_f_over_b_at_max"),
     }
     breakdown = None
     if "b-get" in variants_lat:
@@ -536,7 +550,7 @@ def summarise(thr_runs: list[dict], lat_runs: list[dict], variants_lat: list[str
 
 
 NAMES = {"a": "a  envoy, no filter", "b": "b  cordon.identity (wasm)", "c": "c  api_key_auth + rbac",
-         "d": "d  b + rate/token limits", "e": "e  b + signed audit trail",
+         "d": "d  b + rate/token limits", "e": "e  b + signed audit trail", "f": "f  cordon.identity (native)",
          "a-get": "a-get  (GET, no body)", "b-get": "b-get  (GET, no body)"}
 
 
@@ -583,6 +597,12 @@ def print_report(s: dict, half: float, meta: dict) -> None:
           f"goal <= 3 µs  {mark(r['cpu_us_added_d_minus_b'] <= 3.0)}  (d/b {r['cpu_d_over_b']:.2f})")
     print(f"{'CPU µs/request added by the audit trail: e-b':<44}{r['cpu_us_added_e_minus_b']:>10.1f} {rng('cpu_us_added_e_minus_b', '.1f'):<20}  "
           f"goal <= 3 µs  {mark(r['cpu_us_added_e_minus_b'] <= 3.0)}  (e/b {r['cpu_e_over_b']:.2f}; {meta.get('audited_records', 0)} records reached the control plane)")
+    print(f"{'f (native dynamic module): f/a CPU per request':<44}{r['cpu_f_over_a']:>10.2f} {rng('cpu_f_over_a', '.2f'):<20}  "
+          f"(CPU µs/request added f-a {r['cpu_us_added_f_minus_a']:.1f} vs b-a {r['cpu_us_added_b_minus_a']:.1f})")
+    print(f"{'f/b CPU per request (native vs wasm)':<44}{r['cpu_f_over_b']:>10.2f} {rng('cpu_f_over_b', '.2f'):<20}  "
+          f"(at max {r['cpu_f_over_b_at_max']:.2f}; f/c {r['cpu_f_over_c']:.2f})")
+    print(f"{'f/a max throughput; f/b':<44}{r['throughput_f_over_a']:>10.3f} {rng('throughput_f_over_a', '.3f'):<20}  "
+          f"(f/b {r['throughput_f_over_b']:.3f}; f-a p99 at half load {r['p99_added_us_f_minus_a']:.0f} µs)")
     if s["breakdown"]:
         b = s["breakdown"]
         print()
@@ -643,6 +663,8 @@ def main() -> int:
         raise SystemExit("needs 2 cores: the Envoy under test on core 0, wrk and the upstream on core 1")
     if not E.WASM.exists():
         raise SystemExit(f"{E.WASM} is missing: build it with scripts/build-wasm.sh")
+    if not E.DYNAMIC_MODULE.exists():
+        raise SystemExit(f"{E.DYNAMIC_MODULE} is missing: build it with scripts/build-dynamic.sh")
     for tool in ("wrk", "taskset"):
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             raise SystemExit(f"{tool} is missing: run scripts/setup.sh (wrk is in scripts/apt-packages.txt)")
@@ -665,17 +687,18 @@ def main() -> int:
     try:
         for v in ("a", "b", "c", "d"):
             envoys[v] = start_envoy(under_test_config(v, upstream.port()), ENVOY_CORE)
+        envoys["f"] = start_envoy(under_test_config("f", upstream.port()), ENVOY_CORE, E.dynamic_module_env())
         envoys["e"] = start_envoy(under_test_config("e", upstream.port(), cp), ENVOY_CORE, {"CORDON_NODE_KEY": node_key(cp, AUDIT_NODE)})
         preflight(envoys)
         bench = Bench(workdir, upstream, envoys)
         print(f"envoys up (a :{envoys['a'].port()}, b :{envoys['b'].port()}, c :{envoys['c'].port()}, upstream :{upstream.port()}); "
               f"body {len(BODY)} bytes; {rounds} rounds x {duration:g} s", flush=True)
-        for v in ("a", "b", "c"):  # warm up connections, V8 tiers, allocator
+        for v in ("a", "b", "c", "f"):  # warm up connections, V8 tiers, allocator
             bench.run(v, 1.0)
 
         thr_runs: list[dict] = []
         for rd in range(rounds):
-            for v in ("a", "b", "c"):
+            for v in ("a", "b", "c", "f"):
                 r = bench.run(v, duration)
                 r["round"] = rd
                 thr_runs.append(r)
@@ -684,7 +707,7 @@ def main() -> int:
                       f"other load {r['foreign_core0']:.2f}/{r['foreign_core1']:.2f}", flush=True)
         half = med([r["rps"] for r in thr_runs if r["variant"] == "a"]) / 2
 
-        variants_lat = ["a", "b", "c", "d", "e"] + ([] if args.no_breakdown else ["a-get", "b-get"])
+        variants_lat = ["a", "b", "c", "d", "e", "f"] + ([] if args.no_breakdown else ["a-get", "b-get"])
         for v in variants_lat:  # calibrates each variant's pacing (and warms up the GET variants)
             bench.run(v, 1.0, rate=half)
         lat_runs: list[dict] = []
@@ -711,6 +734,7 @@ def main() -> int:
         "git_commit": git_commit(),
         "envoy_version": envoy_version(),
         "wasm_sha256": hashlib.sha256(E.WASM.read_bytes()).hexdigest(),
+        "dynamic_module_sha256": hashlib.sha256(E.DYNAMIC_MODULE.read_bytes()).hexdigest(),
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
         "quick": args.quick, "rounds": rounds, "duration_s": duration, "connections": CONNECTIONS,
         "half_load_rps_offered": half,

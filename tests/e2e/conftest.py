@@ -69,15 +69,23 @@ class Gateways:
     def __init__(self):
         self.running: list[E.Envoy] = []
 
-    def start(self, policy: dict | None, upstream: FakeUpstream, pki: I.Pki | None = None, config_extra: dict | None = None) -> E.Envoy:
+    def start(self, policy: dict | None, upstream: FakeUpstream, pki: I.Pki | None = None, config_extra: dict | None = None,
+              build: str = "wasm") -> E.Envoy:
+        """`build`: "wasm" (dist/cordon.wasm in V8) or "dynamic" (the native dynamic module,
+        dist/libcordon_dynamic.so), same configuration JSON."""
         configuration = {"policy": policy} if policy is not None else {}
         configuration.update(config_extra or {})
-        flt = E.wasm_filter("cordon.identity", configuration, ["CORDON_TEST_PROVIDER_KEY"])
+        env_vars = {"CORDON_TEST_PROVIDER_KEY": PROVIDER_SECRET}
+        if build == "dynamic":
+            flt = E.dynamic_filter("cordon.identity", configuration)
+            env_vars.update(E.dynamic_module_env())
+        else:
+            flt = E.wasm_filter("cordon.identity", configuration, ["CORDON_TEST_PROVIDER_KEY"])
         listeners = [E.listener("main", [flt], "model")]
         if pki is not None:
             listeners.append(E.listener("mtls", [flt], "model", tls=I.mtls_context(pki)))
         cfg = E.bootstrap(listeners, [E.cluster("model", upstream.port)])
-        env = E.Envoy.start(cfg, env={"CORDON_TEST_PROVIDER_KEY": PROVIDER_SECRET})
+        env = E.Envoy.start(cfg, env=env_vars)
         self.running.append(env)
         return env
 
@@ -105,10 +113,20 @@ def _envoy_log_on_failure(request):
         request.getfixturevalue("gateways").dump_logs()
 
 
+# Every test that takes `gateway` runs against both builds of the same filter: the wasm module
+# and the native dynamic module. Same configuration, same assertions.
+BUILDS = ["wasm", "dynamic"]
+
+
+@pytest.fixture(scope="module", params=BUILDS)
+def build(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def gateway(gateways, upstream, jwt_keys, pki):
+def gateway(gateways, upstream, jwt_keys, pki, build):
     """One Envoy with the identity filter over plain HTTP ('main') and mTLS ('mtls')."""
-    return gateways.start(base_policy(jwt_keys), upstream, pki=pki)
+    return gateways.start(base_policy(jwt_keys), upstream, pki=pki, build=build)
 
 
 def chat(model: str = "gpt-4o-mini", stream: bool = False, **extra) -> dict:

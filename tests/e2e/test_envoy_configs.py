@@ -47,3 +47,13 @@ def test_policy_stream_without_trusted_keys_is_refused_at_start():
     with pytest.raises(RuntimeError) as err:
         E.Envoy.start(cfg).cleanup()
     assert "control_plane.trusted_keys is empty" in str(err.value)
+
+
+def test_dynamic_module_sidecar_example_validates_with_the_library(tmp_path):
+    from tests.harness.envoy import DYNAMIC_MODULE
+
+    text = (REPO / "envoy" / "sidecar-dynamic.yaml").read_text().replace("/etc/cordon/libcordon_dynamic.so", str(DYNAMIC_MODULE))
+    r = validate(text, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cordon.identity loaded static policy" in r.stdout + r.stderr
+    assert "cordon.redact loaded static policy" in r.stdout + r.stderr

@@ -44,10 +44,16 @@ POLICY = {
 
 
 @pytest.fixture(scope="module")
-def limited(gateways, upstream):
+def limited(gateways, upstream, build):
+    """Both builds: the wasm module counts in Envoy's shared data, the native dynamic module in
+    one compare-and-swap map per process; both are shared by the two workers."""
     cfg = {"policy": POLICY}
-    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", cfg)], "model")],
-                                    [E.cluster("model", upstream.port)]), concurrency=2)
+    if build == "dynamic":
+        flt, env_vars = E.dynamic_filter("cordon.identity", cfg), E.dynamic_module_env()
+    else:
+        flt, env_vars = E.wasm_filter("cordon.identity", cfg), {}
+    env = E.Envoy.start(E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", upstream.port)]),
+                        env=env_vars, concurrency=2)
     gateways.running.append(env)
     return env
 

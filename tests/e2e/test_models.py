@@ -124,26 +124,26 @@ def test_streamed_completion_passes_unchanged_and_unbuffered(gateway, upstream):
         assert events[k - 1].t < sent[k], f"event {k - 1} was held back until after event {k} was sent"
 
 
-def test_no_policy_means_503_until_one_arrives(gateways, upstream):
-    env = gateways.start(None, upstream)
+def test_no_policy_means_503_until_one_arrives(gateways, upstream, build):
+    env = gateways.start(None, upstream, build=build)
     r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers=ALICE, timeout=10)
     assert r.status_code == 503
     assert code(r) == "policy_unavailable"
 
 
-def test_invalid_policy_is_refused_with_the_field_named(gateways, upstream, jwt_keys):
+def test_invalid_policy_is_refused_with_the_field_named(gateways, upstream, jwt_keys, build):
     policy = base_policy(jwt_keys)
     policy["routes"][0]["accept"] = [["password"]]
     with pytest.raises(RuntimeError) as err:
-        gateways.start(policy, upstream)
+        gateways.start(policy, upstream, build=build)
     assert "policy.routes[0].accept[0][0]" in str(err.value)
 
 
-def test_missing_provider_secret_fails_closed(gateways, jwt_keys):
+def test_missing_provider_secret_fails_closed(gateways, jwt_keys, build):
     with FakeUpstream() as up:
         policy = base_policy(jwt_keys)
         policy["upstreams"][0]["secret_env"] = "CORDON_TEST_NOT_SET"
-        env = gateways.start(policy, up)
+        env = gateways.start(policy, up, build=build)
         r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers=ALICE, timeout=10)
         assert r.status_code == 503
         assert code(r) == "upstream_credential_unavailable"

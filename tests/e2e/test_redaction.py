@@ -37,14 +37,23 @@ POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
-def redacting(gateways, upstream):
-    """Envoy with cordon.identity then cordon.redact, one VM."""
-    cfg = {"policy": POLICY}
-    filters = [E.wasm_filter("cordon.identity", cfg), E.wasm_filter("cordon.redact", cfg)]
-    env = E.Envoy.start(E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream.port)]))
+def start_chain(gateways, upstream, cfg: dict, build: str) -> E.Envoy:
+    """Envoy with cordon.identity then cordon.redact: one VM (wasm), or one library (dynamic)."""
+    if build == "dynamic":
+        filters = [E.dynamic_filter("cordon.identity", cfg), E.dynamic_filter("cordon.redact", cfg)]
+        env_vars = E.dynamic_module_env()
+    else:
+        filters = [E.wasm_filter("cordon.identity", cfg), E.wasm_filter("cordon.redact", cfg)]
+        env_vars = {}
+    env = E.Envoy.start(E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream.port)]), env=env_vars)
     gateways.running.append(env)
     return env
+
+
+@pytest.fixture(scope="module")
+def redacting(gateways, upstream, build):
+    """Envoy with cordon.identity then cordon.redact, on both builds."""
+    return start_chain(gateways, upstream, {"policy": POLICY}, build)
 
 
 def stream_text(env, body=None, path="/v1/chat/completions"):
@@ -216,17 +225,13 @@ def test_redaction_outcomes_and_holdback_bound_are_metrics(redacting, upstream):
 
 
 @pytest.fixture(scope="module")
-def failing_open(gateways, upstream):
+def failing_open(gateways, upstream, build):
     """The same chain with `on_unscannable: pass` (an explicit, counted fail-open) and a small
     JSON response cap."""
     policy = json.loads(json.dumps(POLICY))
     policy["redaction"]["on_unscannable"] = "pass"
     policy["limits"] = {"max_response_body_bytes": 2048}
-    cfg = {"policy": policy}
-    filters = [E.wasm_filter("cordon.identity", cfg), E.wasm_filter("cordon.redact", cfg)]
-    env = E.Envoy.start(E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream.port)]))
-    gateways.running.append(env)
-    return env
+    return start_chain(gateways, upstream, {"policy": policy}, build)
 
 
 def test_on_unscannable_pass_forwards_unscanned_and_counts_it(failing_open, upstream):

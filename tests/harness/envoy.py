@@ -23,6 +23,12 @@ WASM = Path(os.environ.get("CORDON_WASM", REPO / "dist" / "cordon.wasm"))
 # filters/wasm/src/faults.rs): a request header traps the VM; a marked policy fails to publish.
 FAULTS_WASM = REPO / "dist" / "cordon-test-faults.wasm"
 ENVOY_BIN = Path(os.environ.get("CORDON_ENVOY", REPO / ".venv" / "bin" / "envoy"))
+# The native build of the same filter, an Envoy dynamic module (scripts/build-dynamic.sh).
+DYNAMIC_MODULE = Path(os.environ.get("CORDON_DYNAMIC_MODULE", REPO / "dist" / "libcordon_dynamic.so"))
+# The module's name in Envoy's config: Envoy loads lib<name>.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+DYNAMIC_MODULE_NAME = "cordon_dynamic"
+# What the module's counters are prefixed with (dynamic_module_config.metrics_namespace).
+DYNAMIC_METRICS_NAMESPACE = "cordon"
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
@@ -83,6 +89,30 @@ def wasm_filter(root_id: str, configuration: dict | None, env_keys: list[str] | 
             },
         },
     }
+
+
+def dynamic_filter(filter_name: str, configuration: dict | None) -> dict:
+    """An HTTP filter entry running one Cordon role from the native dynamic module; the
+    configuration is the same JSON the wasm plugin takes. Envoy finds the library through
+    ENVOY_DYNAMIC_MODULES_SEARCH_PATH (see `dynamic_module_env`)."""
+    return {
+        "name": filter_name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": DYNAMIC_MODULE_NAME, "metrics_namespace": DYNAMIC_METRICS_NAMESPACE},
+            "filter_name": filter_name,
+            "filter_config": string_config(configuration),
+        },
+    }
+
+
+def dynamic_module_env(module: Path = DYNAMIC_MODULE) -> dict[str, str]:
+    """The environment Envoy needs to find the module (`lib<name>.so` in the search path)."""
+    if not module.exists():
+        raise RuntimeError(f"{module} is missing: build it with scripts/build-dynamic.sh")
+    if module.name != f"lib{DYNAMIC_MODULE_NAME}.so":
+        raise RuntimeError(f"{module} must be named lib{DYNAMIC_MODULE_NAME}.so")
+    return {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module.parent)}
 
 
 def router() -> dict:
@@ -168,8 +198,8 @@ class Envoy:
         return []
 
     def log_args(self) -> list[str]:
-        """Wasm logs at debug: tests print them when they fail."""
-        return ["--log-level", "warning", "--component-log-level", "wasm:debug"]
+        """Wasm and dynamic-module logs at debug: tests print them when they fail."""
+        return ["--log-level", "warning", "--component-log-level", "wasm:debug,dynamic_modules:debug"]
 
     def _launch(self, timeout: float) -> None:
         if not WASM.exists():
@@ -218,14 +248,16 @@ class Envoy:
         return self.ports[listener]
 
     def stat(self, name: str) -> int | None:
-        """A counter from /stats/prometheus by its exact metric name (labels ignored)."""
+        """A counter from /stats/prometheus by its exact metric name (labels ignored). The
+        dynamic module's counters carry Envoy's `envoy_` prefix before their namespace
+        (`cordon_decision_allowed` is `envoy_cordon_decision_allowed` there)."""
+        found: dict[str, int] = {}
         for line in self.admin_get("/stats/prometheus").splitlines():
             if line.startswith("#"):
                 continue
             metric, _, value = line.rpartition(" ")
-            if metric.split("{", 1)[0] == name:
-                return int(float(value))
-        return None
+            found.setdefault(metric.split("{", 1)[0], int(float(value)))
+        return found.get(name, found.get(f"envoy_{name}"))
 
     def log(self) -> str:
         return read_log(self.log_path, "(no envoy log)")

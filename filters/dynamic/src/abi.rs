@@ -1,0 +1,1188 @@
+//! The Envoy dynamic-module ABI, as far as an HTTP filter needs it, and the crate's only unsafe
+//! code.
+//!
+//! These declarations are written from the ABI's documentation (Envoy's
+//! `source/extensions/dynamic_modules/abi/abi.h`, read at the version of Envoy 1.40); nothing is
+//! generated or copied. `scripts/check-dynamic-abi.sh` checks that every symbol imported here
+//! exists in the pinned Envoy binary (read from the built library's undefined symbols) and that
+//! every HTTP-filter hook the binary looks up is exported, so an Envoy upgrade that renames or
+//! drops part of the ABI fails loudly instead of at load time or, worse, at run time.
+//!
+//! Two directions:
+//! * **hooks** (`envoy_dynamic_module_on_*`): Envoy calls them. Every hook catches panics and
+//!   fails closed (a local reply, or a null pointer Envoy treats as a failed initialisation):
+//!   a panic never unwinds into Envoy.
+//! * **callbacks** (`envoy_dynamic_module_callback_*`): we call them, only through the safe
+//!   wrappers [`Stream`] and [`ConfigHost`], and only with the pointer Envoy handed to the hook
+//!   that is running.
+//!
+//! Enums cross the boundary as `u32` (C `enum`s are `int`-sized on the platforms Envoy runs on).
+#![allow(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The ABI version this module is written against (Envoy 1.40 reports `v0.2.0`). Envoy only
+/// warns on a mismatch, so the real guard is `scripts/check-dynamic-abi.sh` and the end-to-end
+/// tests against the pinned binary.
+pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+// ------------------------------------------------------------------------------------------
+// Types shared with Envoy.
+// ------------------------------------------------------------------------------------------
+
+/// A byte range owned by Envoy, valid until the running hook returns (or a setter is called).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EnvoyBuffer {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl EnvoyBuffer {
+    const EMPTY: Self = Self { ptr: std::ptr::null(), len: 0 };
+
+    /// Copies the bytes out. Safety: `ptr` is null or valid for `len` bytes (Envoy's contract
+    /// while the hook runs).
+    unsafe fn to_vec(self) -> Vec<u8> {
+        if self.ptr.is_null() || self.len == 0 {
+            return Vec::new();
+        }
+        // SAFETY: non-null and valid for `len` bytes per the ABI contract above.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+}
+
+/// A byte range owned by the module, lent to Envoy for the duration of one callback.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ModuleBuffer {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl ModuleBuffer {
+    fn of(bytes: &[u8]) -> Self {
+        Self { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+    const NULL: Self = Self { ptr: std::ptr::null(), len: 0 };
+}
+
+/// A header owned by Envoy's header map.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EnvoyHeader {
+    key: EnvoyBuffer,
+    value: EnvoyBuffer,
+}
+
+/// A header owned by the module (local replies).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ModuleHeader {
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+}
+
+/// Which header map a header callback works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HeaderKind {
+    Request = 0,
+    Response = 2,
+}
+
+/// Which body a body callback works on: the chunk of the current hook, or what Envoy buffered
+/// before it (after a `StopIterationAndBuffer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+enum BodyKind {
+    ReceivedRequest = 0,
+    BufferedRequest = 1,
+    ReceivedResponse = 2,
+    BufferedResponse = 3,
+}
+
+/// Direction of a body operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    fn received(self) -> BodyKind {
+        match self {
+            Direction::Request => BodyKind::ReceivedRequest,
+            Direction::Response => BodyKind::ReceivedResponse,
+        }
+    }
+    fn buffered(self) -> BodyKind {
+        match self {
+            Direction::Request => BodyKind::BufferedRequest,
+            Direction::Response => BodyKind::BufferedResponse,
+        }
+    }
+}
+
+/// Envoy's log levels (`spdlog`), as the ABI numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+#[allow(dead_code)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Attributes (Envoy's attribute vocabulary) the filter reads, numbered as the ABI's
+/// `envoy_dynamic_module_type_attribute_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Attribute {
+    /// `connection.uri_san_peer_certificate`
+    ConnectionUriSanPeerCertificate = 37,
+    /// `xds.cluster_name`
+    XdsClusterName = 57,
+}
+
+/// What a header hook tells Envoy (`FilterHeadersStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HeadersStatus {
+    Continue = 0,
+    /// Hold the headers (and everything after them) until a later hook continues.
+    StopIteration = 1,
+}
+
+/// What a body hook tells Envoy (`FilterDataStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DataStatus {
+    Continue = 0,
+    /// Keep this chunk in Envoy's buffer and wait for more.
+    StopIterationAndBuffer = 1,
+    /// Stop without buffering (after a local reply).
+    StopIterationNoBuffer = 3,
+}
+
+// ------------------------------------------------------------------------------------------
+// Callbacks: implemented by Envoy, resolved when Envoy dlopen()s the module.
+// ------------------------------------------------------------------------------------------
+
+unsafe extern "C" {
+    fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
+
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config_envoy_ptr: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_len: usize,
+        counter_id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config_envoy_ptr: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_len: usize,
+        gauge_id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config_envoy_ptr: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter_envoy_ptr: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
+
+    fn envoy_dynamic_module_callback_http_get_header(
+        filter_envoy_ptr: *mut c_void,
+        kind: u32,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        index: usize,
+        optional_count: *mut usize,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(filter_envoy_ptr: *mut c_void, kind: u32, result: *mut EnvoyHeader) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter_envoy_ptr: *mut c_void,
+        kind: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter_envoy_ptr: *mut c_void,
+        status: u32,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    );
+
+    fn envoy_dynamic_module_callback_http_get_body_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks(filter_envoy_ptr: *mut c_void, kind: u32, result: *mut EnvoyBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_append_body(filter_envoy_ptr: *mut c_void, kind: u32, data: ModuleBuffer) -> bool;
+    fn envoy_dynamic_module_callback_http_drain_body(filter_envoy_ptr: *mut c_void, kind: u32, bytes: usize) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_request_body(filter_envoy_ptr: *mut c_void) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_response_body(filter_envoy_ptr: *mut c_void) -> bool;
+
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter_envoy_ptr: *mut c_void,
+        attribute: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+}
+
+// ------------------------------------------------------------------------------------------
+// The safe surface the rest of the crate uses.
+// ------------------------------------------------------------------------------------------
+
+/// Logs under Envoy's `dynamic_modules` logger.
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: the buffer is valid for the call; Envoy copies what it keeps.
+    unsafe { envoy_dynamic_module_callback_log(level as u32, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// Envoy's side of one filter configuration, while `envoy_dynamic_module_on_http_filter_config_new`
+/// runs (metrics can only be defined then).
+pub struct ConfigHost {
+    ptr: *mut c_void,
+}
+
+impl ConfigHost {
+    /// Defines a counter named `name` (Envoy prefixes the metrics namespace); its id for
+    /// [`Stream::increment_counter`].
+    pub fn define_counter(&self, name: &str) -> Option<usize> {
+        let mut id = 0usize;
+        // SAFETY: `ptr` is the config pointer of the running hook; the name buffer and the out
+        // pointer are valid for the call; no labels.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                self.ptr,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            )
+        };
+        (result == 0).then_some(id)
+    }
+
+    /// Defines a gauge named `name` and sets it to `value` (a figure fixed for the lifetime of
+    /// the configuration).
+    pub fn set_gauge(&self, name: &str, value: u64) {
+        let mut id = 0usize;
+        // SAFETY: as in `define_counter`; the id is used at once on the same config.
+        unsafe {
+            if envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                self.ptr,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            ) == 0
+            {
+                envoy_dynamic_module_callback_http_filter_config_set_gauge(self.ptr, id, std::ptr::null(), 0, value);
+            }
+        }
+    }
+}
+
+/// Envoy's side of one HTTP stream, while one of its hooks runs. Not `Send`: it is only valid on
+/// the worker thread and during the hook it was made for.
+pub struct Stream<'a> {
+    ptr: *mut c_void,
+    /// Shared with every hook of the stream, nested ones included.
+    replied: &'a Cell<bool>,
+}
+
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+impl Stream<'_> {
+    /// Every header of `kind`, pseudo-headers included, in Envoy's order. Values that are not
+    /// UTF-8 are read lossily (they can then never match a key digest or a name).
+    pub fn headers(&self, kind: HeaderKind) -> Vec<(String, String)> {
+        // SAFETY: `ptr` is the running hook's filter pointer.
+        let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.ptr, kind as u32) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![EnvoyHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY }; n];
+        // SAFETY: `raw` has room for the `n` headers Envoy just reported.
+        if !unsafe { envoy_dynamic_module_callback_http_get_headers(self.ptr, kind as u32, raw.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        // SAFETY: Envoy filled each entry with buffers valid until this hook returns; we copy now.
+        raw.into_iter().map(|h| unsafe { (utf8(h.key.to_vec()), utf8(h.value.to_vec())) }).collect()
+    }
+
+    /// The first value of header `name`, if present.
+    pub fn header(&self, kind: HeaderKind, name: &str) -> Option<String> {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: key and out pointer valid for the call; the optional count pointer may be null.
+        let ok = unsafe {
+            envoy_dynamic_module_callback_http_get_header(
+                self.ptr,
+                kind as u32,
+                ModuleBuffer::of(name.as_bytes()),
+                &mut out,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        // SAFETY: on success `out` is null or valid until the hook returns; we copy now.
+        (ok && !out.ptr.is_null()).then(|| utf8(unsafe { out.to_vec() }))
+    }
+
+    /// Sets header `name` to `value` (replacing every value), or removes it (`None`).
+    pub fn set_header(&self, kind: HeaderKind, name: &str, value: Option<&str>) {
+        let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: buffers valid for the call; Envoy copies them into the header map.
+        unsafe { envoy_dynamic_module_callback_http_set_header(self.ptr, kind as u32, ModuleBuffer::of(name.as_bytes()), value) };
+    }
+
+    fn body_of(&self, kind: BodyKind) -> Vec<u8> {
+        // SAFETY: `ptr` is the running hook's filter pointer.
+        let n = unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, kind as u32) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+        // SAFETY: `chunks` has room for the `n` slices Envoy just reported.
+        if !unsafe { envoy_dynamic_module_callback_http_get_body_chunks(self.ptr, kind as u32, chunks.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for c in chunks {
+            // SAFETY: each slice is valid until the hook returns; copied now.
+            out.extend_from_slice(&unsafe { c.to_vec() });
+        }
+        out
+    }
+
+    fn body_size(&self, kind: BodyKind) -> usize {
+        // SAFETY: a plain query on the running hook's filter.
+        unsafe { envoy_dynamic_module_callback_http_get_body_size(self.ptr, kind as u32) }
+    }
+
+    /// Whether the chunk of this hook *is* Envoy's buffer (a filter before us buffered and
+    /// resumed), in which case buffered and received must not be added up.
+    fn received_is_buffered(&self, direction: Direction) -> bool {
+        // SAFETY: plain queries on the running hook's filter.
+        unsafe {
+            match direction {
+                Direction::Request => envoy_dynamic_module_callback_http_received_buffered_request_body(self.ptr),
+                Direction::Response => envoy_dynamic_module_callback_http_received_buffered_response_body(self.ptr),
+            }
+        }
+    }
+
+    /// Bytes of the body so far: what Envoy buffered for us plus this hook's chunk.
+    pub fn body_len(&self, direction: Direction) -> usize {
+        let received = self.body_size(direction.received());
+        if self.received_is_buffered(direction) { received } else { self.body_size(direction.buffered()).saturating_add(received) }
+    }
+
+    /// The body so far: what Envoy buffered for us, then this hook's chunk.
+    pub fn body(&self, direction: Direction) -> Vec<u8> {
+        if self.received_is_buffered(direction) {
+            return self.body_of(direction.received());
+        }
+        let mut all = self.body_of(direction.buffered());
+        all.extend_from_slice(&self.body_of(direction.received()));
+        all
+    }
+
+    /// Only this hook's chunk.
+    pub fn chunk(&self, direction: Direction) -> Vec<u8> {
+        self.body_of(direction.received())
+    }
+
+    /// Replaces the whole body so far (buffered and this chunk) with `bytes`. Envoy moves this
+    /// hook's chunk behind its buffer when the hook continues, so the new bytes go there.
+    pub fn replace_body(&self, direction: Direction, bytes: &[u8]) {
+        // SAFETY: plain operations on the running hook's filter; `bytes` valid for the call.
+        unsafe {
+            if !self.received_is_buffered(direction) {
+                envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.buffered() as u32, usize::MAX);
+            }
+            envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.received() as u32, usize::MAX);
+            envoy_dynamic_module_callback_http_append_body(self.ptr, direction.received() as u32, ModuleBuffer::of(bytes));
+        }
+    }
+
+    /// Replaces only this hook's chunk (streamed responses).
+    pub fn replace_chunk(&self, direction: Direction, bytes: &[u8]) {
+        // SAFETY: as in `replace_body`.
+        unsafe {
+            envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.received() as u32, usize::MAX);
+            envoy_dynamic_module_callback_http_append_body(self.ptr, direction.received() as u32, ModuleBuffer::of(bytes));
+        }
+    }
+
+    /// Sends a local reply; the stream goes no further. At most once per stream. Should Envoy run
+    /// this stream's response hooks before it returns, they see a busy filter and pass.
+    pub fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8], details: &str) {
+        if self.replied.replace(true) {
+            return;
+        }
+        let raw: Vec<ModuleHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHeader { key: ModuleBuffer::of(k.as_bytes()), value: ModuleBuffer::of(v.as_bytes()) })
+            .collect();
+        // SAFETY: every buffer lives until the call returns; Envoy copies the reply.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.ptr,
+                u32::from(status),
+                raw.as_ptr(),
+                raw.len(),
+                ModuleBuffer::of(body),
+                ModuleBuffer::of(details.as_bytes()),
+            )
+        }
+    }
+
+    /// A string attribute (`connection.*`, `xds.*`), if Envoy has one.
+    pub fn attribute(&self, attribute: Attribute) -> Option<String> {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: out pointer valid for the call; result valid until the hook returns, copied now.
+        let ok = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.ptr, attribute as u32, &mut out) };
+        (ok && !out.ptr.is_null()).then(|| utf8(unsafe { out.to_vec() })).filter(|s| !s.is_empty())
+    }
+
+    /// Adds `n` to a counter defined by [`ConfigHost::define_counter`] on this stream's config.
+    pub fn increment_counter(&self, id: usize, n: u64) {
+        // SAFETY: `id` came from this filter's config; no labels.
+        unsafe { envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, id, std::ptr::null(), 0, n) };
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The module's side: what the safe code implements.
+// ------------------------------------------------------------------------------------------
+
+/// One filter configuration (one `DynamicModuleFilter` in Envoy's config). Shared by every
+/// worker, hence `Send + Sync`.
+pub trait FilterFactory: Send + Sync {
+    /// A filter for one new HTTP stream.
+    fn new_filter(&self) -> Box<dyn HttpFilter>;
+}
+
+/// One HTTP stream's filter. Defaults pass everything through.
+pub trait HttpFilter {
+    fn request_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+        HeadersStatus::Continue
+    }
+    fn request_body(&mut self, _s: &Stream, _end_of_stream: bool) -> DataStatus {
+        DataStatus::Continue
+    }
+    fn response_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+        HeadersStatus::Continue
+    }
+    fn response_body(&mut self, _s: &Stream, _end_of_stream: bool) -> DataStatus {
+        DataStatus::Continue
+    }
+    /// The stream ended (completed, reset or aborted), before the filter is dropped.
+    fn complete(&mut self, _s: &Stream) {}
+}
+
+/// What the module builds a configuration with: `crate::new_factory`.
+type NewFactory = fn(&ConfigHost, &str, &[u8]) -> Option<Box<dyn FilterFactory>>;
+const NEW_FACTORY: NewFactory = crate::new_factory;
+
+/// The reply when the filter itself failed (a panic): the request never goes upstream.
+const FAILURE_BODY: &[u8] = br#"{"error":{"message":"The Cordon filter failed while handling this request; it was not forwarded.","type":"server_error","code":"filter_failure","param":null}}"#;
+
+/// One stream's filter and its failure state. Only ever reached through a shared reference:
+/// if Envoy ever ran a hook *inside* another hook of the same stream (e.g. our local reply
+/// passing this filter's response hooks before `send_response` returns; Envoy 1.40 does not, as
+/// the debug log shows), nothing here is borrowed mutably across a callback into Envoy.
+struct FilterBox {
+    filter: RefCell<Box<dyn HttpFilter>>,
+    /// A hook panicked: the stream was failed closed and the filter is not called again.
+    poisoned: Cell<bool>,
+    /// A local reply went out for this stream.
+    replied: Cell<bool>,
+}
+
+/// Runs `f` and turns a panic into `None` (the panic hook has logged it).
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// Which way a hook's data flows, for what a failed stream does with it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
+}
+
+/// Runs one stream hook for `filter_module_ptr`, failing the stream closed on a panic.
+///
+/// * `passive`: what Envoy is told when the filter is not run: a hook re-entered while another
+///   of the same stream runs (that is our own local reply on its way out), or a response hook
+///   of a failed stream (the only response left is our failure reply, which must go out).
+/// * `failed`: what a request hook of a failed stream returns (nothing goes upstream), and
+///   what the hook that panicked returns.
+fn stream_hook<T: Copy>(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    side: Side,
+    passive: T,
+    failed: T,
+    f: impl FnOnce(&mut dyn HttpFilter, &Stream<'_>) -> T,
+) -> T {
+    if filter_module_ptr.is_null() {
+        return passive;
+    }
+    // SAFETY: a non-null `filter_module_ptr` is the `FilterBox` we leaked in `on_http_filter_new`;
+    // Envoy hands it back only on this stream's worker until `on_http_filter_destroy`. Shared
+    // reference only (see `FilterBox`).
+    let slot = unsafe { &*(filter_module_ptr as *const FilterBox) };
+    if slot.poisoned.get() {
+        return if side == Side::Response { passive } else { failed };
+    }
+    let Ok(mut filter) = slot.filter.try_borrow_mut() else {
+        // Re-entered from inside another hook of this stream: our own local reply on its way out.
+        log(LogLevel::Debug, "cordon: hook re-entered during a local reply; passing it");
+        return passive;
+    };
+    let stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
+    let outcome = guarded(|| f(filter.as_mut(), &stream));
+    drop(filter);
+    match outcome {
+        Some(status) => status,
+        None => {
+            slot.poisoned.set(true);
+            // Fail closed: a local reply if none went out yet (once the response has started,
+            // Envoy resets the stream instead), and stop iteration.
+            let _ = guarded(|| {
+                stream.send_response(
+                    500,
+                    &[("content-type", "application/json"), ("x-cordon-error", "filter_failure")],
+                    FAILURE_BODY,
+                    "cordon_filter_failure",
+                )
+            });
+            failed
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
+    if cfg!(panic = "abort") {
+        // Built without unwinding (e.g. `--release`): a panic could not be caught and would
+        // abort Envoy. Refuse to load; build with `--profile dynamic` (scripts/build-dynamic.sh).
+        log(LogLevel::Critical, "cordon: this build aborts on panic; refusing to load (build with --profile dynamic)");
+        return std::ptr::null();
+    }
+    let ok = guarded(|| {
+        std::panic::set_hook(Box::new(|info| {
+            // Panic messages carry code locations and our own text, never request content.
+            log(LogLevel::Critical, &format!("cordon: panic: {info}"));
+        }));
+    });
+    if ok.is_some() { ABI_VERSION.as_ptr() } else { std::ptr::null() }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy_ptr: *mut c_void,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    guarded(|| {
+        // SAFETY: both buffers are valid for the duration of this hook; copied now.
+        let (name, config) = unsafe { (utf8(name.to_vec()), config.to_vec()) };
+        let host = ConfigHost { ptr: config_envoy_ptr };
+        NEW_FACTORY(&host, &name, &config).map(|factory| Box::into_raw(Box::new(factory)) as *const c_void)
+    })
+    .flatten()
+    .unwrap_or(std::ptr::null())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_module_ptr: *const c_void) {
+    if config_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: the pointer is the `Box<Box<dyn FilterFactory>>` leaked in `config_new`; Envoy
+    // destroys each config exactly once, after its last filter.
+    let factory = unsafe { Box::from_raw(config_module_ptr as *mut Box<dyn FilterFactory>) };
+    let _ = guarded(move || drop(factory));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_new(config_module_ptr: *const c_void, _filter_envoy_ptr: *mut c_void) -> *const c_void {
+    if config_module_ptr.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: the config outlives its filters (Envoy's contract); shared, never mutated.
+    let factory = unsafe { &*(config_module_ptr as *const Box<dyn FilterFactory>) };
+    // A null filter makes Envoy close the stream: fail closed.
+    guarded(|| {
+        let slot = FilterBox { filter: RefCell::new(factory.new_filter()), poisoned: Cell::new(false), replied: Cell::new(false) };
+        Box::into_raw(Box::new(slot)) as *const c_void
+    })
+    .unwrap_or(std::ptr::null())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Request, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
+        f.request_headers(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Request, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
+        f.request_body(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) -> u32 {
+    0 // Continue
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Response, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
+        f.response_headers(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Response, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
+        f.response_body(s, end_of_stream)
+    }) as u32
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) -> u32 {
+    0 // Continue
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy_ptr: *mut c_void, filter_module_ptr: *const c_void) {
+    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Response, (), (), |f, s| f.complete(s));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module_ptr: *const c_void) {
+    if filter_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: the `FilterBox` leaked in `on_http_filter_new`; Envoy destroys it exactly once.
+    let slot = unsafe { Box::from_raw(filter_module_ptr as *mut FilterBox) };
+    let _ = guarded(move || drop(slot));
+}
+
+// Hooks Envoy requires to exist but this filter never triggers (no callouts, no scheduler, not
+// a terminal filter): they do nothing.
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _body: *const EnvoyBuffer,
+    _body_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _data: *const EnvoyBuffer,
+    _data_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHeader,
+    _trailers_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _event_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+) {
+}
+
+// Optional hooks (Envoy runs without them) exported anyway, so the ABI check can demand every
+// hook name the binary knows: a new hook in an Envoy upgrade then shows up in the check.
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
+    _filter_envoy_ptr: *mut c_void,
+    _filter_module_ptr: *const c_void,
+    _status: u32,
+    _details: EnvoyBuffer,
+    _reset_imminent: bool,
+) -> u32 {
+    0 // Continue: send the local reply as it is
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _event_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _body: *const EnvoyBuffer,
+    _body_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _headers: *const EnvoyHeader,
+    _headers_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _data: *const EnvoyBuffer,
+    _data_len: usize,
+    _end_stream: bool,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHeader,
+    _trailers_len: usize,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+    _config_envoy_ptr: *mut c_void,
+    _config_module_ptr: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(_name: EnvoyBuffer, _config: EnvoyBuffer) -> *const c_void {
+    // No per-route configuration: refusing it makes such a config fail loudly at load.
+    std::ptr::null()
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config_module_ptr: *const c_void) {}
+
+#[cfg(test)]
+mod tests {
+    //! The boundary itself, without Envoy: a fake host implements the callbacks this module
+    //! imports (the linker resolves them to these definitions in the test binary), so the hook
+    //! plumbing (panic guard, failed streams, re-entry, body assembly) is tested natively. The
+    //! end-to-end tests run the same code in the real Envoy.
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        replies: Vec<(u32, Vec<u8>)>,
+        buffered: Vec<Vec<u8>>,
+        received: Vec<Vec<u8>>,
+        received_is_buffered: bool,
+        /// A filter pointer whose response-headers hook `send_response` runs re-entrantly.
+        reenter: Option<(*mut c_void, *const c_void)>,
+        reentered: Vec<u32>,
+    }
+
+    thread_local! {
+        static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
+    }
+
+    fn with<T>(f: impl FnOnce(&mut Fake) -> T) -> T {
+        FAKE.with(|h| f(&mut h.borrow_mut()))
+    }
+
+    fn chunks(kind: u32) -> Vec<Vec<u8>> {
+        with(|h| if kind == BodyKind::BufferedRequest as u32 { h.buffered.clone() } else { h.received.clone() })
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_log(_level: u32, _message: ModuleBuffer) {}
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_send_response(
+        _filter: *mut c_void,
+        status: u32,
+        _headers: *const ModuleHeader,
+        _headers_len: usize,
+        body: ModuleBuffer,
+        _details: ModuleBuffer,
+    ) {
+        // SAFETY: the module passes a valid body buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(body.ptr, body.len) }.to_vec();
+        let reenter = with(|h| {
+            h.replies.push((status, bytes));
+            h.reenter
+        });
+        if let Some((envoy, module)) = reenter {
+            let status = envoy_dynamic_module_on_http_filter_response_headers(envoy, module, true);
+            with(|h| h.reentered.push(status));
+        }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks_size(_filter: *mut c_void, kind: u32) -> usize {
+        chunks(kind).len()
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_size(_filter: *mut c_void, kind: u32) -> usize {
+        chunks(kind).iter().map(Vec::len).sum()
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks(_filter: *mut c_void, kind: u32, result: *mut EnvoyBuffer) -> bool {
+        // The slices must outlive the call: leak them (test only).
+        for (i, c) in chunks(kind).into_iter().enumerate() {
+            let c: &'static [u8] = Box::leak(c.into_boxed_slice());
+            // SAFETY: the module sized `result` with `get_body_chunks_size`.
+            unsafe { *result.add(i) = EnvoyBuffer { ptr: c.as_ptr(), len: c.len() } };
+        }
+        true
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_received_buffered_request_body(_filter: *mut c_void) -> bool {
+        with(|h| h.received_is_buffered)
+    }
+
+    // The rest of the imported callbacks: inert in this fake host.
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_received_buffered_response_body(_filter: *mut c_void) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_append_body(_filter: *mut c_void, _kind: u32, _data: ModuleBuffer) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_drain_body(_filter: *mut c_void, _kind: u32, _bytes: usize) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_header(
+        _filter: *mut c_void,
+        _kind: u32,
+        _key: ModuleBuffer,
+        _result: *mut EnvoyBuffer,
+        _index: usize,
+        _count: *mut usize,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(_filter: *mut c_void, _kind: u32) -> usize {
+        0
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_headers(_filter: *mut c_void, _kind: u32, _result: *mut EnvoyHeader) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_set_header(
+        _filter: *mut c_void,
+        _kind: u32,
+        _key: ModuleBuffer,
+        _value: ModuleBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        _filter: *mut c_void,
+        _attribute: u32,
+        _result: *mut EnvoyBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        _config: *mut c_void,
+        _name: ModuleBuffer,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _id: *mut usize,
+    ) -> u32 {
+        1
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        _config: *mut c_void,
+        _name: ModuleBuffer,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _id: *mut usize,
+    ) -> u32 {
+        1
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        _config: *mut c_void,
+        _id: usize,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _value: u64,
+    ) -> u32 {
+        1
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        _filter: *mut c_void,
+        _id: usize,
+        _labels: *const ModuleBuffer,
+        _labels_len: usize,
+        _value: u64,
+    ) -> u32 {
+        1
+    }
+
+    /// A filter that panics on request headers when asked, and reports what it saw otherwise.
+    struct Probe {
+        panic: bool,
+        seen: std::rc::Rc<RefCell<Vec<String>>>,
+    }
+
+    impl HttpFilter for Probe {
+        fn request_headers(&mut self, s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+            self.seen.borrow_mut().push("request_headers".into());
+            if self.panic {
+                std::panic::panic_any("probe panic");
+            }
+            s.send_response(403, &[], b"no", "probe");
+            HeadersStatus::StopIteration
+        }
+        fn request_body(&mut self, s: &Stream, _end_of_stream: bool) -> DataStatus {
+            self.seen.borrow_mut().push(format!(
+                "body {} {:?}",
+                s.body_len(Direction::Request),
+                String::from_utf8_lossy(&s.body(Direction::Request))
+            ));
+            DataStatus::Continue
+        }
+        fn response_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+            self.seen.borrow_mut().push("response_headers".into());
+            HeadersStatus::StopIteration
+        }
+    }
+
+    fn probe(panic: bool) -> (*const c_void, std::rc::Rc<RefCell<Vec<String>>>) {
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let filter: Box<dyn HttpFilter> = Box::new(Probe { panic, seen: seen.clone() });
+        let slot = FilterBox { filter: RefCell::new(filter), poisoned: Cell::new(false), replied: Cell::new(false) };
+        (Box::into_raw(Box::new(slot)) as *const c_void, seen)
+    }
+
+    const ENVOY: *mut c_void = std::ptr::dangling_mut::<c_void>(); // never dereferenced by the fake host
+
+    #[test]
+    fn abi_version_is_a_c_string() {
+        assert_eq!(ABI_VERSION.last(), Some(&0));
+        assert!(ABI_VERSION.starts_with(b"v0."));
+    }
+
+    #[test]
+    fn a_panicking_hook_fails_the_stream_closed_once_and_never_runs_again() {
+        with(|h| *h = Fake::default());
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let (module, seen) = probe(true);
+        let status = envoy_dynamic_module_on_http_filter_request_headers(ENVOY, module, false);
+        std::panic::set_hook(prev);
+        assert_eq!(status, HeadersStatus::StopIteration as u32);
+        let replies = with(|h| h.replies.clone());
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].0, 500);
+        assert!(String::from_utf8_lossy(&replies[0].1).contains("filter_failure"));
+        // Request data of a failed stream never goes on; our own 500 passes the response hooks.
+        assert_eq!(envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true), DataStatus::StopIterationNoBuffer as u32);
+        assert_eq!(envoy_dynamic_module_on_http_filter_response_headers(ENVOY, module, true), HeadersStatus::Continue as u32);
+        assert_eq!(*seen.borrow(), ["request_headers"], "the filter is not called after its panic");
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn a_hook_re_entered_during_a_local_reply_passes_without_touching_the_filter() {
+        let (module, seen) = probe(false);
+        with(|h| {
+            *h = Fake::default();
+            h.reenter = Some((ENVOY, module));
+        });
+        let status = envoy_dynamic_module_on_http_filter_request_headers(ENVOY, module, true);
+        assert_eq!(status, HeadersStatus::StopIteration as u32);
+        assert_eq!(with(|h| h.reentered.clone()), [HeadersStatus::Continue as u32]);
+        assert_eq!(*seen.borrow(), ["request_headers"]);
+        // A second local reply on the same stream is not sent.
+        assert_eq!(with(|h| h.replies.len()), 1);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn the_body_is_what_envoy_buffered_then_this_chunk_unless_they_are_the_same_buffer() {
+        let (module, seen) = probe(false);
+        with(|h| {
+            *h = Fake::default();
+            h.buffered = vec![b"ab".to_vec(), b"c".to_vec()];
+            h.received = vec![b"de".to_vec()];
+        });
+        envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
+        with(|h| h.received_is_buffered = true);
+        envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
+        assert_eq!(*seen.borrow(), ["body 5 \"abcde\"", "body 2 \"de\""]);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn null_pointers_from_envoy_are_passed_not_dereferenced() {
+        assert_eq!(envoy_dynamic_module_on_http_filter_request_headers(ENVOY, std::ptr::null(), true), HeadersStatus::Continue as u32);
+        envoy_dynamic_module_on_http_filter_destroy(std::ptr::null());
+        envoy_dynamic_module_on_http_filter_config_destroy(std::ptr::null());
+        assert!(envoy_dynamic_module_on_http_filter_new(std::ptr::null(), ENVOY).is_null());
+    }
+}

@@ -1,0 +1,273 @@
+//! The `cordon.identity` role as a native filter: identity, header hygiene, credential
+//! injection, model access, and rate and token limits, applied as `cordon-core` decides. The
+//! same steps as the wasm adapter's `identity.rs`, over the dynamic-module ABI.
+
+use crate::abi::{Attribute, DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
+use crate::counters::ProcessStore;
+use crate::shared::{Shared, send_refusal};
+use cordon_core::pipeline::{self, BodyStage, ResponseStage};
+use cordon_core::ratelimit::Caller;
+use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
+use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The configuration's factory: one filter per stream, all sharing the configuration.
+pub struct Factory {
+    shared: Arc<Shared>,
+}
+
+impl Factory {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl FilterFactory for Factory {
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        Box::new(IdentityFilter::new(self.shared.clone()))
+    }
+}
+
+pub struct IdentityFilter {
+    shared: Arc<Shared>,
+    /// The policy snapshot this request runs under from start to end.
+    policy: Option<Arc<CompiledPolicy>>,
+    admitted: Option<Admitted>,
+    refused: bool,
+    /// The request's metering under the rate and token limits, if any limit matched.
+    exchange: Option<Exchange>,
+    /// Whether the response body is read (token usage) or rewritten (cut, usage chunk).
+    watch_response: bool,
+    path: String,
+    /// Test builds only: the hook that must panic (`x-cordon-test-panic`).
+    fault: Option<String>,
+}
+
+fn now() -> std::time::Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(now().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl IdentityFilter {
+    fn new(shared: Arc<Shared>) -> Self {
+        let policy = shared.policy.clone();
+        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new(), fault: None }
+    }
+
+    fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
+        self.refused = true;
+        self.shared.count(s, refusal.code());
+        crate::abi::log(LogLevel::Info, &format!("refused {} ({})", refusal.status(), refusal.code()));
+        send_refusal(s, refusal);
+    }
+
+    /// Ends the metering once (response end, or the stream ended early): reconcile reservations.
+    fn finish_exchange(&mut self) {
+        let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return };
+        if let Err(e) = x.finish(policy.rate_limits(), &ProcessStore, now_ns()) {
+            crate::abi::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
+        }
+    }
+
+    fn filters_model_list(&self) -> bool {
+        matches!(self.admitted.as_ref().map(|a| a.response), Some(ResponseStage::FilterModelList { .. }))
+    }
+
+    /// The complete request body is in: check the model, then meter the request.
+    fn judge_body(&mut self, s: &Stream, policy: &CompiledPolicy, body: &[u8]) -> bool {
+        let Some(admitted) = self.admitted.as_ref() else { return true };
+        let model = match pipeline::evaluate_body(policy, admitted, body) {
+            Ok(model) => model,
+            Err(r) => {
+                self.refuse(s, &r);
+                return false;
+            }
+        };
+        let who = Caller { principal: &admitted.identity.principal, key_id: admitted.identity.key_id.as_deref(), model: &model };
+        match Exchange::begin(policy.rate_limits(), &who, &self.path, body, &ProcessStore, now_ns()) {
+            Err(r) => {
+                self.refuse(s, &r);
+                return false;
+            }
+            Ok(None) => {}
+            Ok(Some((x, rewritten))) => {
+                self.shared.count_evictions(s, x.evictions());
+                if let Some(new) = rewritten {
+                    s.replace_body(Direction::Request, &new);
+                    s.set_header(HeaderKind::Request, "content-length", Some(&new.len().to_string()));
+                }
+                self.exchange = Some(x);
+            }
+        }
+        self.shared.count(s, "allowed");
+        true
+    }
+}
+
+impl HttpFilter for IdentityFilter {
+    fn request_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+        let Some(policy) = self.policy.clone() else {
+            self.refuse(s, &Refusal::PolicyUnavailable);
+            return HeadersStatus::StopIteration;
+        };
+        // No audit trail in the native module yet: a policy that refuses requests without one
+        // fails closed here, exactly as the wasm build does when delivery is not set up.
+        if !cordon_core::audit::admits(policy.audit(), None) {
+            self.refuse(s, &Refusal::AuditUnavailable);
+            return HeadersStatus::StopIteration;
+        }
+        let headers = s.headers(HeaderKind::Request);
+        if cfg!(feature = "test-faults") {
+            self.fault = headers.iter().find(|(k, _)| k == crate::faults::PANIC_HEADER).map(|(_, v)| v.clone());
+            crate::faults::maybe_panic(self.fault.as_deref(), "request");
+        }
+        let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        self.path = pseudo(":path").to_owned();
+        let peer = if policy.uses_mesh_identity() { s.attribute(Attribute::ConnectionUriSanPeerCertificate) } else { None };
+        let cluster = if policy.injects_credentials() { s.attribute(Attribute::XdsClusterName) } else { None };
+        let head = RequestHead {
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            headers: &headers,
+            peer_uri_san: peer.as_deref(),
+            cluster: cluster.as_deref(),
+            now: now().as_secs(),
+        };
+        let verdict = self.shared.with_tokens(|tokens| pipeline::evaluate_head(&policy, tokens, &head));
+        let admitted = match verdict {
+            HeadVerdict::Refuse(r) => {
+                self.refuse(s, &r);
+                return HeadersStatus::StopIteration;
+            }
+            HeadVerdict::Admit(a) => *a,
+        };
+        // Natively each header change is a direct call (no boundary to amortise), so the plan
+        // is applied as it is rather than as a rewritten list.
+        for name in &admitted.headers.remove {
+            s.set_header(HeaderKind::Request, name, None);
+        }
+        for (name, value) in &admitted.headers.set {
+            s.set_header(HeaderKind::Request, name, Some(value));
+        }
+        let needs_body = admitted.body != BodyStage::None;
+        self.admitted = Some(admitted);
+        if !needs_body {
+            self.shared.count(s, "allowed");
+            return HeadersStatus::Continue;
+        }
+        if end_of_stream {
+            // A POST without a body still has to name a model.
+            return if self.judge_body(s, &policy, &[]) { HeadersStatus::Continue } else { HeadersStatus::StopIteration };
+        }
+        // Hold the headers until the body has named an allowed model.
+        HeadersStatus::StopIteration
+    }
+
+    fn request_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
+        if self.refused {
+            return DataStatus::StopIterationNoBuffer;
+        }
+        let (Some(policy), Some(admitted)) = (self.policy.clone(), self.admitted.as_ref()) else {
+            return DataStatus::Continue;
+        };
+        let BodyStage::ReadModel { limit } = admitted.body else {
+            return DataStatus::Continue;
+        };
+        if s.body_len(Direction::Request) as u64 > limit {
+            self.refuse(s, &Refusal::BodyTooLarge { limit });
+            return DataStatus::StopIterationNoBuffer;
+        }
+        if !end_of_stream {
+            return DataStatus::StopIterationAndBuffer;
+        }
+        let body = s.body(Direction::Request);
+        if self.judge_body(s, &policy, &body) { DataStatus::Continue } else { DataStatus::StopIterationNoBuffer }
+    }
+
+    fn response_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+        crate::faults::maybe_panic(self.fault.as_deref(), "response");
+        if self.refused {
+            return HeadersStatus::Continue;
+        }
+        let status = s.header(HeaderKind::Response, ":status");
+        if let Some(mut x) = self.exchange.take() {
+            let code = status.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let content_type = s.header(HeaderKind::Response, "content-type");
+            self.watch_response = x.response_head(code, content_type.as_deref()) && !end_of_stream;
+            let rewrites = x.rewrites_stream();
+            for (name, value) in x.response_headers() {
+                s.set_header(HeaderKind::Response, &name, Some(&value));
+            }
+            self.exchange = Some(x);
+            if rewrites {
+                s.set_header(HeaderKind::Response, "content-length", None);
+            }
+            if !self.watch_response {
+                self.finish_exchange();
+            }
+        }
+        if end_of_stream || !self.filters_model_list() {
+            return HeadersStatus::Continue;
+        }
+        if status.as_deref() != Some("200") {
+            // Errors from upstream carry no model list; pass them through as they are.
+            self.admitted = None;
+            return HeadersStatus::Continue;
+        }
+        // The filtered list has a different length.
+        s.set_header(HeaderKind::Response, "content-length", None);
+        HeadersStatus::StopIteration
+    }
+
+    fn response_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
+        if self.refused {
+            return DataStatus::Continue;
+        }
+        if self.watch_response {
+            let chunk = s.chunk(Direction::Response);
+            let step = self.exchange.as_mut().map_or(ChunkStep::Continue, |x| x.response_chunk(&chunk, end_of_stream));
+            if let ChunkStep::Replace(bytes) = step {
+                s.replace_chunk(Direction::Response, &bytes);
+            }
+            if end_of_stream {
+                self.watch_response = false;
+                self.finish_exchange();
+            }
+            return DataStatus::Continue;
+        }
+        let ResponseStage::FilterModelList { limit } = self.admitted.as_ref().map_or(ResponseStage::PassThrough, |a| a.response) else {
+            return DataStatus::Continue;
+        };
+        if s.body_len(Direction::Response) as u64 > limit {
+            self.refuse(s, &Refusal::UpstreamResponseInvalid);
+            return DataStatus::StopIterationNoBuffer;
+        }
+        if !end_of_stream {
+            return DataStatus::StopIterationAndBuffer;
+        }
+        let (Some(policy), Some(admitted)) = (self.policy.clone(), self.admitted.as_ref()) else {
+            return DataStatus::Continue;
+        };
+        let body = s.body(Direction::Response);
+        match cordon_core::access::filter_model_list(&policy, &admitted.identity.principal, &body) {
+            Ok(filtered) => {
+                s.replace_body(Direction::Response, &filtered);
+                DataStatus::Continue
+            }
+            Err(r) => {
+                self.refuse(s, &r);
+                DataStatus::StopIterationNoBuffer
+            }
+        }
+    }
+
+    /// The stream ended: a client abort or a reset never reached the end of the response, so its
+    /// reservation is reconciled here (counted from what was streamed, else kept).
+    fn complete(&mut self, _s: &Stream) {
+        self.finish_exchange();
+    }
+}

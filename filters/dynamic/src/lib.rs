@@ -1,0 +1,48 @@
+//! Cordon as an Envoy **dynamic module**: a native shared library (`libcordon_dynamic.so`) that
+//! Envoy loads in-process through `envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter`.
+//!
+//! Like the proxy-wasm adapter (`cordon-filter`), this crate only translates: it reads host state
+//! (headers, body, connection attributes, the clock, environment secrets), asks `cordon-core` for
+//! a verdict and applies it. Decisions never live here.
+//!
+//! * `abi` holds every line of unsafe code: our own declarations of the ABI subset an HTTP
+//!   filter needs, the exported hooks (each catches panics and fails closed) and safe wrappers.
+//! * `shared` is one filter configuration: the static policy (same JSON as the wasm plugin
+//!   configuration), the JWT cache, the counters.
+//! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role; `counters` is the rate limiter's compare-and-swap
+//!   store, one per process (the native equivalent of proxy-wasm shared data).
+//!
+//! The module runs unsandboxed in Envoy's address space: see `docs/dynamic-module.md` for the
+//! trust model and version pinning.
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
+
+mod abi;
+mod counters;
+mod faults;
+mod identity;
+mod redact;
+mod shared;
+
+use abi::{ConfigHost, FilterFactory, LogLevel};
+
+/// Filter name (`filter_name` in Envoy's config) of the identity and model-access role.
+pub const ROLE_IDENTITY: &str = "cordon.identity";
+/// Filter name of the streaming redaction role.
+pub const ROLE_REDACT: &str = "cordon.redact";
+
+/// Builds one filter configuration; `None` makes Envoy reject the configuration.
+fn new_factory(host: &ConfigHost, name: &str, config: &[u8]) -> Option<Box<dyn FilterFactory>> {
+    if name != ROLE_IDENTITY && name != ROLE_REDACT {
+        abi::log(LogLevel::Critical, &format!("cordon: unknown filter_name '{name}'; expected '{ROLE_IDENTITY}' or '{ROLE_REDACT}'"));
+        return None;
+    }
+    let shared = match shared::Shared::configure(host, config, name) {
+        Ok(shared) => std::sync::Arc::new(shared),
+        Err(e) => {
+            abi::log(LogLevel::Critical, &format!("cordon: invalid filter configuration for {name}: {e}"));
+            return None;
+        }
+    };
+    Some(if name == ROLE_REDACT { Box::new(redact::Factory::new(shared)) } else { Box::new(identity::Factory::new(shared)) })
+}

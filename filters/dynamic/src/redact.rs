@@ -1,0 +1,168 @@
+//! The `cordon.redact` role as a native filter: moves bytes between Envoy and
+//! `cordon_core::redaction::session::Session`, which makes every decision (what is scanned, which
+//! encodings are readable, size caps, `on_unscannable`), and applies the step it returns. The
+//! same steps as the wasm adapter's `redact.rs`.
+//!
+//! Body sizes and reads are "what Envoy buffered for this filter plus this hook's chunk": for a
+//! body the session holds, that is the body so far; for a stream it lets flow, only the chunk
+//! (nothing is buffered), exactly the proxy-wasm semantics the session was written against.
+
+use crate::abi::{DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
+use crate::shared::{Shared, send_refusal};
+use cordon_core::Refusal;
+use cordon_core::redaction::session::{BodyStep, Event, FORCED_REQUEST_HEADERS, Head, HeadStep, ResponseHead, Session};
+use std::sync::Arc;
+
+pub struct Factory {
+    shared: Arc<Shared>,
+}
+
+impl Factory {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl FilterFactory for Factory {
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        Box::new(RedactFilter { shared: self.shared.clone(), session: None })
+    }
+}
+
+pub struct RedactFilter {
+    shared: Arc<Shared>,
+    session: Option<Session>,
+}
+
+fn log(level: LogLevel, msg: &str) {
+    crate::abi::log(level, msg);
+}
+
+impl RedactFilter {
+    fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
+        self.shared.count(s, refusal.code());
+        log(LogLevel::Info, &format!("redact: refused {} ({})", refusal.status(), refusal.code()));
+        send_refusal(s, refusal);
+    }
+
+    /// Counts and logs what the session reported (detector names and reasons, never content).
+    fn drain_events(&mut self, s: &Stream) {
+        let Some(session) = self.session.as_mut() else { return };
+        let events: Vec<Event> = session.drain_events().collect();
+        for event in events {
+            match event {
+                Event::Detected { direction, detector, action } => self.shared.count_redaction(s, direction.as_str(), &detector, action),
+                Event::PassedUnscanned(open) => {
+                    self.shared.count_redaction(s, open.direction.as_str(), "unscannable", "pass");
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "redact: {} body passed unscanned by policy (on_unscannable: pass): {}",
+                            open.direction.as_str(),
+                            open.why
+                        ),
+                    );
+                }
+                Event::StreamEnded(refusal) => {
+                    self.shared.count(s, refusal.code());
+                    log(LogLevel::Warn, &format!("redact: ended the stream ({})", refusal.code()));
+                }
+            }
+        }
+    }
+
+    fn head_status(&mut self, s: &Stream, step: HeadStep, kind: HeaderKind) -> HeadersStatus {
+        match step {
+            HeadStep::Continue => HeadersStatus::Continue,
+            HeadStep::Hold => HeadersStatus::StopIteration,
+            HeadStep::ContinueUnsized => {
+                s.set_header(kind, "content-length", None);
+                HeadersStatus::Continue
+            }
+            HeadStep::HoldUnsized => {
+                s.set_header(kind, "content-length", None);
+                HeadersStatus::StopIteration
+            }
+            HeadStep::Refuse(refusal) => {
+                self.refuse(s, &refusal);
+                HeadersStatus::StopIteration
+            }
+        }
+    }
+
+    fn body_status(&mut self, s: &Stream, step: BodyStep, direction: Direction) -> DataStatus {
+        match step {
+            BodyStep::Continue => DataStatus::Continue,
+            BodyStep::Hold => DataStatus::StopIterationAndBuffer,
+            BodyStep::Replace(body) => {
+                s.replace_body(direction, &body);
+                if direction == Direction::Request {
+                    s.set_header(HeaderKind::Request, "content-length", Some(&body.len().to_string()));
+                }
+                DataStatus::Continue
+            }
+            BodyStep::Refuse(refusal) => {
+                self.refuse(s, &refusal);
+                DataStatus::StopIterationNoBuffer
+            }
+        }
+    }
+}
+
+impl HttpFilter for RedactFilter {
+    fn request_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+        let method = s.header(HeaderKind::Request, ":method").unwrap_or_default();
+        let path = s.header(HeaderKind::Request, ":path").unwrap_or_default();
+        let encoding = s.header(HeaderKind::Request, "content-encoding");
+        let head = Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream };
+        let (session, step) = match Session::start(self.shared.policy.as_deref(), &head) {
+            Ok(started) => started,
+            Err(refusal) => {
+                self.refuse(s, &refusal);
+                return HeadersStatus::StopIteration;
+            }
+        };
+        self.session = Some(session);
+        for (name, value) in FORCED_REQUEST_HEADERS {
+            s.set_header(HeaderKind::Request, name, Some(value));
+        }
+        self.drain_events(s);
+        self.head_status(s, step, HeaderKind::Request)
+    }
+
+    fn request_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
+        let Some(mut session) = self.session.take() else { return DataStatus::Continue };
+        let step = session.request_body(s.body_len(Direction::Request), end_of_stream, || s.body(Direction::Request));
+        self.session = Some(session);
+        self.drain_events(s);
+        self.body_status(s, step, Direction::Request)
+    }
+
+    fn response_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+        let Some(mut session) = self.session.take() else { return HeadersStatus::Continue };
+        let content_type = s.header(HeaderKind::Response, "content-type");
+        let encoding = s.header(HeaderKind::Response, "content-encoding");
+        let head = ResponseHead { content_type: content_type.as_deref(), content_encoding: encoding.as_deref(), end_of_stream };
+        let step = session.response_head(&head);
+        self.session = Some(session);
+        self.drain_events(s);
+        self.head_status(s, step, HeaderKind::Response)
+    }
+
+    fn response_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
+        let Some(mut session) = self.session.take() else { return DataStatus::Continue };
+        let step = session.response_body(s.body_len(Direction::Response), end_of_stream, || s.body(Direction::Response));
+        self.session = Some(session);
+        self.drain_events(s);
+        self.body_status(s, step, Direction::Response)
+    }
+
+    fn complete(&mut self, _s: &Stream) {
+        let Some(session) = &self.session else { return };
+        if !session.outcomes().is_empty() {
+            // Counts only: never the matched text.
+            let summary: Vec<String> = session.outcomes().iter().map(|((d, det, a), n)| format!("{}:{det}:{a}={n}", d.as_str())).collect();
+            log(LogLevel::Debug, &format!("redact: outcomes {}", summary.join(" ")));
+        }
+    }
+}
