@@ -5,6 +5,8 @@ exchange through it is one audit record carrying both roles' facts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.e2e import test_limits as limits_suite
@@ -14,23 +16,38 @@ from tests.e2e.test_redaction import *  # noqa: F401,F403  (the redaction suite,
 from tests.harness import envoy as E
 
 
-@pytest.fixture(scope="module")
-def redacting(gateways, upstream):
+def start_gateway(gateways, upstream, cfg: dict, concurrency: int = 1) -> E.Envoy:
     """Envoy with the one combined role instead of cordon.identity + cordon.redact."""
-    cfg = {"policy": redaction_suite.POLICY}
-    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", cfg)], "model")], [E.cluster("model", upstream.port)]))
+    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", cfg)], "model")], [E.cluster("model", upstream.port)]),
+                        concurrency=concurrency)
     gateways.running.append(env)
     return env
+
+
+@pytest.fixture(scope="module")
+def build():
+    """The combined role is a role of the wasm module: one build here."""
+    return "wasm"
+
+
+@pytest.fixture(scope="module")
+def redacting(gateways, upstream):
+    return start_gateway(gateways, upstream, {"policy": redaction_suite.POLICY})
+
+
+@pytest.fixture(scope="module")
+def failing_open(gateways, upstream):
+    """As the redaction suite's: `on_unscannable: pass` and a small JSON response cap."""
+    policy = json.loads(json.dumps(redaction_suite.POLICY))
+    policy["redaction"]["on_unscannable"] = "pass"
+    policy["limits"] = {"max_response_body_bytes": 2048}
+    return start_gateway(gateways, upstream, {"policy": policy})
 
 
 @pytest.fixture(scope="module")
 def limited(gateways, upstream):
     """Two workers sharing counters, the combined role."""
-    cfg = {"policy": limits_suite.POLICY}
-    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", cfg)], "model")], [E.cluster("model", upstream.port)]),
-                        concurrency=2)
-    gateways.running.append(env)
-    return env
+    return start_gateway(gateways, upstream, {"policy": limits_suite.POLICY}, concurrency=2)
 
 
 def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_roles_facts(tmp_path):
