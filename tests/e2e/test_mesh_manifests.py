@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -288,3 +289,81 @@ def test_envoy_gateway_resources_agree_with_each_other():
     assert ops == {"/allow_on_headers_stop_iteration": True, "/vm_id": "cordon"}
     backend, tls = documents(DEPLOY / "envoy-gateway" / "control-plane-backend.yaml")
     assert tls["spec"]["targetRefs"][0]["name"] == backend["metadata"]["name"]
+
+
+# --- The Envoy configuration Envoy Gateway renders, as a plain bootstrap -------------------------
+
+JSONPATH = re.compile(r"^\.\.http_filters\[\?\(@\.name =~ '([^']+)'\)\]((?:\.[a-z_]+)+)$")
+
+
+def eg_renders_wasm(eep: dict, module: Path, configuration: dict) -> list[dict]:
+    """The HTTP filters Envoy Gateway v1.9 (internal/xds/translator/wasm.go) renders for an
+    EnvoyExtensionPolicy, the module served to Envoy replaced by the local file."""
+    ns, name = eep["metadata"]["namespace"], eep["metadata"]["name"]
+    filters = []
+    for i, w in enumerate(eep["spec"]["wasm"]):
+        ir_name = f"envoyextensionpolicy/{ns}/{name}/wasm/{i}"
+        filters.append({"name": f"envoy.filters.http.wasm/{ir_name}", "typed_config": {"@type": WASM_TYPE, "config": {
+            "name": w["name"], "root_id": w["rootID"], "fail_open": w["failOpen"], "configuration": E.string_config(configuration),
+            "vm_config": {"vm_id": ir_name, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(module)}},
+                          "environment_variables": {"host_env_keys": w["env"]["hostKeys"]}}}}})
+    return filters
+
+
+def apply_eg_patch(filters: list[dict], epp: dict) -> int:
+    """Applies the EnvoyPatchPolicy's operations to the HTTP filters, for the one JSONPath shape
+    it uses (Envoy Gateway's dialect: `=~` is a regular-expression search). Returns how many
+    places were patched."""
+    patched = 0
+    for p in epp["spec"]["jsonPatches"]:
+        op = p["operation"]
+        m = JSONPATH.match(op["jsonPath"])
+        assert m, op["jsonPath"]
+        for f in filters:
+            if not re.search(m.group(1), f["name"]):
+                continue
+            node = f
+            for key in m.group(2).strip(".").split("."):
+                node = node[key]
+            key = op["path"].lstrip("/")
+            assert (key in node) == (op["op"] == "replace")
+            node[key] = op["value"]
+            patched += 1
+    return patched
+
+
+def test_envoy_gateway_filters_with_the_patch_serve_requests_in_one_vm(tmp_path, upstream, jwt_keys):
+    eep = documents(DEPLOY / "envoy-gateway" / "envoyextensionpolicy.yaml")[0]
+    epp = documents(DEPLOY / "envoy-gateway" / "envoypatchpolicy.yaml")[0]
+    filters = eg_renders_wasm(eep, MODULE, policy(jwt_keys))
+    # As rendered: two VMs (a vm_id per filter) and no flag.
+    assert len({f["typed_config"]["config"]["vm_config"]["vm_id"] for f in filters}) == 2
+    assert apply_eg_patch(filters, epp) == 4  # both operations matched both filters
+    cfgs = [f["typed_config"]["config"] for f in filters]
+    assert {c["vm_config"]["vm_id"] for c in cfgs} == {"cordon"} and all(c["allow_on_headers_stop_iteration"] for c in cfgs)
+    env = start(filters, upstream, tmp_path)
+    try:
+        upstream.clear()
+        r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={"authorization": f"Bearer {KEYS['alice']}"}, timeout=20)
+        assert r.status_code == 200, r.text
+        assert upstream.last().headers["x-cordon-user"] == "alice"
+        shared = active_vms(env)
+    finally:
+        env.cleanup()
+    # Without the vm_id operation each role gets its own VMs (twice as many), so the roles could
+    # not share the singleton's policy or one audit record per request.
+    only_flag = {**epp, "spec": {**epp["spec"], "jsonPatches": epp["spec"]["jsonPatches"][:1]}}
+    split = eg_renders_wasm(eep, MODULE, policy(jwt_keys))
+    apply_eg_patch(split, only_flag)
+    env = start(split, upstream, tmp_path)
+    try:
+        assert active_vms(env) == 2 * shared
+    finally:
+        env.cleanup()
+
+
+def active_vms(env: E.Envoy) -> int:
+    for line in env.admin_get("/stats").splitlines():
+        if line.startswith("wasm.envoy.wasm.runtime.v8.active: "):
+            return int(line.rsplit(" ", 1)[1])
+    raise AssertionError("no wasm VM gauge")
