@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from pathlib import Path
 
 import jsonschema
@@ -265,7 +266,9 @@ def test_istio_resources_agree_with_each_other():
     se, dr = documents(DEPLOY / "istio" / "control-plane-mtls.yaml")
     host, port = se["spec"]["hosts"][0], se["spec"]["ports"][0]
     assert port["protocol"] == "GRPC"
-    assert json.loads(singleton["config"]["configuration"]["value"])["control_plane"]["cluster"] == f"outbound|{port['number']}||{host}"
+    cp_cfg = json.loads(singleton["config"]["configuration"]["value"])["control_plane"]
+    assert cp_cfg["cluster"] == f"outbound|{port['number']}||{host}"
+    assert cp_cfg["authority"] == host  # Istio's cluster names are no valid :authority
     assert dr["spec"]["host"] == host and dr["spec"]["trafficPolicy"]["tls"]["mode"] == "MUTUAL"
     assert "credentialName" in dr["spec"]["trafficPolicy"]["tls"]  # a Secret, never inline keys
     # The Sidecar lets the governed workloads reach exactly the provider and the control plane.
@@ -367,3 +370,82 @@ def active_vms(env: E.Envoy) -> int:
         if line.startswith("wasm.envoy.wasm.runtime.v8.active: "):
             return int(line.rsplit(" ", 1)[1])
     raise AssertionError("no wasm VM gauge")
+
+
+# --- The Istio pieces together: singleton bootstrap + EnvoyFilter roles + mTLS to the control plane
+
+ISTIO_POLICY = """
+routes:
+  - name: openai
+    path_prefix: /v1/
+    accept: [[api_key]]
+models:
+  - match: {team: research}
+    allow: ["gpt-4o-mini"]
+upstreams:
+  - cluster: model
+    secret_env: OPENAI_API_KEY
+"""
+
+
+def test_istio_singleton_bootstrap_feeds_the_envoyfilter_roles_over_mtls(tmp_path, upstream):
+    """bootstrap-policy-stream.yaml's singleton, the EnvoyFilter's two roles (no policy of their
+    own) and the cluster Istio builds from control-plane-mtls.yaml (DestinationRule MUTUAL): a
+    policy applied with cordonctl reaches the roles, and a key created with cordonctl works."""
+    from tests.harness import identity as I
+    from tests.harness.control_plane import ControlPlane, control_plane_tls_socket, node_key
+
+    pki = I.make_pki(tmp_path / "pki")
+    ctl_cert, ctl_key = pki.client("cordonctl", None)
+    cp = ControlPlane(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca,
+                      ctl_ca_cert=pki.ca, ctl_client_cert=ctl_cert, ctl_client_key=ctl_key).start()
+    env = None
+    try:
+        node = "sidecar~127.0.0.1~app-0.apps~apps.svc.cluster.local"
+        seed = node_key(cp, node)
+        # The singleton, from the ConfigMap, with the module as a local file and the real key.
+        cm = documents(DEPLOY / "istio" / "bootstrap-policy-stream.yaml")[0]
+        boot = json.loads(cm["data"]["custom_bootstrap.json"])
+        ext = boot["bootstrap_extensions"][0]
+        sconf = ext["typed_config"]["config"]
+        sconf["vm_config"]["code"] = {"local": {"filename": str(MODULE)}}
+        stream_cfg = json.loads(sconf["configuration"]["value"])
+        stream_cfg["control_plane"]["trusted_keys"] = [cp.trusted_key]
+        sconf["configuration"]["value"] = json.dumps(stream_cfg)
+        # The cluster Istio builds for the ServiceEntry + DestinationRule (GRPC port: HTTP/2;
+        # MUTUAL: the node's client certificate), under the name the singleton uses.
+        se, dr = documents(DEPLOY / "istio" / "control-plane-mtls.yaml")
+        cluster_name = stream_cfg["control_plane"]["cluster"]
+        cluster = E.cluster(cluster_name, cp.port, http2=True)
+        node_cert, node_key_file = pki.client("node", None)
+        cluster["transport_socket"] = control_plane_tls_socket(pki.ca, node_cert, node_key_file, sni="localhost")
+        assert dr["spec"]["trafficPolicy"]["tls"]["mode"] == "MUTUAL"
+        # The roles, from the EnvoyFilter as shipped (configuration "{}": policy from the stream).
+        configs, filters = istio_renders_envoyfilter(envoyfilter(), MODULE, {}, tmp_path)
+        for c in configs:
+            c["typed_config"]["config"]["configuration"]["value"] = "{}"
+        write_ecds(tmp_path, configs)
+        listener = E.listener("main", filters, "model")
+        cfg = E.bootstrap([listener], [E.cluster("model", upstream.port), cluster],
+                          extra={"bootstrap_extensions": [ext], "node": {"id": node, "cluster": "app.apps"}})
+        env = E.Envoy.start(cfg, env={"OPENAI_API_KEY": PROVIDER_SECRET, "CORDON_NODE_KEY": seed})
+        cp.apply(ISTIO_POLICY)
+        key = cp.ctl("keys", "create", "--id", "k-istio", "--user", "ivy", "--team", "research")
+        version = key["version"]["version"]
+        cp.wait_node(node, lambda n: n["state"] == "SYNCED" and n["acked_version"] == version, timeout=20)
+        deadline = time.monotonic() + 15
+        while True:
+            r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={"authorization": f"Bearer {key['plaintext']}"}, timeout=10)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        assert upstream.last().headers["x-cordon-user"] == "ivy"
+    except BaseException:
+        if env is not None:
+            print(f"\n===== envoy log =====\n{env.log()[-6000:]}")
+        raise
+    finally:
+        if env is not None:
+            env.cleanup()
+        cp.stop()
