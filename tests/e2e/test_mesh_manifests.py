@@ -388,12 +388,12 @@ upstreams:
 """
 
 
-def test_istio_singleton_bootstrap_feeds_the_envoyfilter_roles_over_mtls(tmp_path, upstream):
-    """bootstrap-policy-stream.yaml's singleton, the EnvoyFilter's two roles (no policy of their
-    own) and the cluster Istio builds from control-plane-mtls.yaml (DestinationRule MUTUAL): a
-    policy applied with cordonctl reaches the roles, and a key created with cordonctl works."""
+def serve_through_the_singleton(tmp_path, upstream, build) -> None:
+    """A real control plane over mTLS (test CA); `build(cp, pki, node, tmp_path)` returns the
+    singleton extension, the clusters and HTTP filters of a bootstrap. A policy and a key made
+    with cordonctl must reach the roles through the singleton and serve a request."""
     from tests.harness import identity as I
-    from tests.harness.control_plane import ControlPlane, control_plane_tls_socket, node_key
+    from tests.harness.control_plane import ControlPlane, node_key
 
     pki = I.make_pki(tmp_path / "pki")
     ctl_cert, ctl_key = pki.client("cordonctl", None)
@@ -403,34 +403,12 @@ def test_istio_singleton_bootstrap_feeds_the_envoyfilter_roles_over_mtls(tmp_pat
     try:
         node = "sidecar~127.0.0.1~app-0.apps~apps.svc.cluster.local"
         seed = node_key(cp, node)
-        # The singleton, from the ConfigMap, with the module as a local file and the real key.
-        cm = documents(DEPLOY / "istio" / "bootstrap-policy-stream.yaml")[0]
-        boot = json.loads(cm["data"]["custom_bootstrap.json"])
-        ext = boot["bootstrap_extensions"][0]
-        sconf = ext["typed_config"]["config"]
-        sconf["vm_config"]["code"] = {"local": {"filename": str(MODULE)}}
-        stream_cfg = json.loads(sconf["configuration"]["value"])
-        stream_cfg["control_plane"]["trusted_keys"] = [cp.trusted_key]
-        sconf["configuration"]["value"] = json.dumps(stream_cfg)
-        # The cluster Istio builds for the ServiceEntry + DestinationRule (GRPC port: HTTP/2;
-        # MUTUAL: the node's client certificate), under the name the singleton uses.
-        se, dr = documents(DEPLOY / "istio" / "control-plane-mtls.yaml")
-        cluster_name = stream_cfg["control_plane"]["cluster"]
-        cluster = E.cluster(cluster_name, cp.port, http2=True)
-        node_cert, node_key_file = pki.client("node", None)
-        cluster["transport_socket"] = control_plane_tls_socket(pki.ca, node_cert, node_key_file, sni="localhost")
-        assert dr["spec"]["trafficPolicy"]["tls"]["mode"] == "MUTUAL"
-        # The roles, from the EnvoyFilter as shipped (configuration "{}": policy from the stream).
-        configs, filters = istio_renders_envoyfilter(envoyfilter(), MODULE, {}, tmp_path)
-        for c in configs:
-            c["typed_config"]["config"]["configuration"]["value"] = "{}"
-        write_ecds(tmp_path, configs)
-        listener = E.listener("main", filters, "model")
-        cfg = E.bootstrap([listener], [E.cluster("model", upstream.port), cluster],
+        ext, clusters, filters = build(cp, pki, tmp_path)
+        cfg = E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream.port), *clusters],
                           extra={"bootstrap_extensions": [ext], "node": {"id": node, "cluster": "app.apps"}})
         env = E.Envoy.start(cfg, env={"OPENAI_API_KEY": PROVIDER_SECRET, "CORDON_NODE_KEY": seed})
         cp.apply(ISTIO_POLICY)
-        key = cp.ctl("keys", "create", "--id", "k-istio", "--user", "ivy", "--team", "research")
+        key = cp.ctl("keys", "create", "--id", "k-mesh", "--user", "ivy", "--team", "research")
         version = key["version"]["version"]
         cp.wait_node(node, lambda n: n["state"] == "SYNCED" and n["acked_version"] == version, timeout=20)
         deadline = time.monotonic() + 15
@@ -444,8 +422,73 @@ def test_istio_singleton_bootstrap_feeds_the_envoyfilter_roles_over_mtls(tmp_pat
     except BaseException:
         if env is not None:
             print(f"\n===== envoy log =====\n{env.log()[-6000:]}")
+        print(f"\n===== control plane log =====\n{cp.log()[-3000:]}")
         raise
     finally:
         if env is not None:
             env.cleanup()
         cp.stop()
+
+
+def local_singleton(ext: dict, trusted_key: dict) -> dict:
+    """The shipped singleton with the module as a local file and the control plane's real key."""
+    sconf = ext["typed_config"]["config"]
+    sconf["vm_config"]["code"] = {"local": {"filename": str(MODULE)}}
+    stream_cfg = json.loads(sconf["configuration"]["value"])
+    stream_cfg["control_plane"]["trusted_keys"] = [trusted_key]
+    sconf["configuration"]["value"] = json.dumps(stream_cfg)
+    return ext
+
+
+def test_istio_singleton_bootstrap_feeds_the_envoyfilter_roles_over_mtls(tmp_path, upstream):
+    """bootstrap-policy-stream.yaml's singleton, the EnvoyFilter's two roles (no policy of their
+    own) and the cluster Istio builds from control-plane-mtls.yaml (DestinationRule MUTUAL)."""
+    from tests.harness.control_plane import control_plane_tls_socket
+
+    def build(cp, pki, tmp):
+        cm = documents(DEPLOY / "istio" / "bootstrap-policy-stream.yaml")[0]
+        ext = local_singleton(json.loads(cm["data"]["custom_bootstrap.json"])["bootstrap_extensions"][0], cp.trusted_key)
+        # The cluster Istio builds for the ServiceEntry + DestinationRule (GRPC port: HTTP/2;
+        # MUTUAL: the node's client certificate), under the name the singleton uses.
+        _, dr = documents(DEPLOY / "istio" / "control-plane-mtls.yaml")
+        assert dr["spec"]["trafficPolicy"]["tls"]["mode"] == "MUTUAL"
+        name = json.loads(ext["typed_config"]["config"]["configuration"]["value"])["control_plane"]["cluster"]
+        cluster = E.cluster(name, cp.port, http2=True)
+        cert, key = pki.client("node", None)
+        cluster["transport_socket"] = control_plane_tls_socket(pki.ca, cert, key, sni="localhost")
+        # The roles, from the EnvoyFilter as shipped (configuration "{}": policy from the stream).
+        configs, filters = istio_renders_envoyfilter(envoyfilter(), MODULE, {}, tmp)  # "{}", as shipped
+        write_ecds(tmp, configs)
+        return ext, [cluster], filters
+
+    serve_through_the_singleton(tmp_path, upstream, build)
+
+
+def test_envoy_gateway_singleton_bootstrap_feeds_the_patched_roles_over_mtls(tmp_path, upstream):
+    """envoyproxy.yaml's bootstrap merge (singleton + its mTLS cluster) with the roles Envoy
+    Gateway renders from envoyextensionpolicy.yaml, patched by envoypatchpolicy.yaml."""
+    ep = documents(DEPLOY / "envoy-gateway" / "envoyproxy.yaml")[0]
+    merge = yaml.safe_load(ep["spec"]["bootstrap"]["value"])
+    eep = documents(DEPLOY / "envoy-gateway" / "envoyextensionpolicy.yaml")[0]
+    epp = documents(DEPLOY / "envoy-gateway" / "envoypatchpolicy.yaml")[0]
+
+    def build(cp, pki, tmp):
+        ext = local_singleton(merge["bootstrap_extensions"][0], cp.trusted_key)
+        name = json.loads(ext["typed_config"]["config"]["configuration"]["value"])["control_plane"]["cluster"]
+        cluster = next(c for c in merge["static_resources"]["clusters"] if c["name"] == name)
+        # Its address and the files mounted from the Secret, here the test's.
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"].update(address="127.0.0.1", port_value=cp.port)
+        cluster["type"] = "STATIC"
+        tls = cluster["transport_socket"]["typed_config"]
+        tls["sni"] = "localhost"
+        cert, key = pki.client("node", None)
+        ctx = tls["common_tls_context"]
+        ctx["tls_certificates"] = [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]
+        ctx["validation_context"]["trusted_ca"] = {"filename": str(pki.ca)}
+        ctx["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"] = "localhost"
+        filters = eg_renders_wasm(eep, MODULE, eep["spec"]["wasm"][0]["config"])  # "{}": policy from the stream
+        assert apply_eg_patch(filters, epp) == 4
+        assert {f["typed_config"]["config"]["vm_config"]["vm_id"] for f in filters} == {ext["typed_config"]["config"]["vm_config"]["vm_id"]}
+        return ext, [cluster], filters
+
+    serve_through_the_singleton(tmp_path, upstream, build)
