@@ -175,6 +175,11 @@ def istio_renders_envoyfilter(doc: dict, module: Path, configuration: dict, ecds
         value = copy.deepcopy(p["patch"]["value"])
         if p["applyTo"] == "EXTENSION_CONFIG":
             assert p["patch"]["operation"] == "ADD"
+            # The istio-agent unwraps the TypedStruct into the Wasm message when it rewrites the
+            # module to its local file (pkg/wasm/convert.go).
+            ts = value["typed_config"]
+            assert ts["@type"] == "type.googleapis.com/udpa.type.v1.TypedStruct" and ts["type_url"] == WASM_TYPE
+            value["typed_config"] = {"@type": WASM_TYPE, **ts["value"]}
             cfg = value["typed_config"]["config"]
             remote = cfg["vm_config"]["code"]["remote"]
             assert remote["http_uri"]["uri"].startswith("oci://") and remote["sha256"] == DIGEST
@@ -247,7 +252,7 @@ def test_istio_envoyfilter_filters_serve_requests_with_the_flag(tmp_path, upstre
 
 def test_istio_resources_agree_with_each_other():
     ef = envoyfilter()
-    role_cfgs = [p["patch"]["value"]["typed_config"]["config"] for p in ef["spec"]["configPatches"] if p["applyTo"] == "EXTENSION_CONFIG"]
+    role_cfgs = [p["patch"]["value"]["typed_config"]["value"]["config"] for p in ef["spec"]["configPatches"] if p["applyTo"] == "EXTENSION_CONFIG"]
     # One VM: every role has the same vm_config (same image, digest, env, vm_id).
     assert len({json.dumps(c["vm_config"], sort_keys=True) for c in role_cfgs}) == 1
     vm = role_cfgs[0]["vm_config"]
