@@ -35,7 +35,7 @@ CARGO_TARGET_WASM32_WASIP1_RUNNER="$PWD/.venv/bin/python $PWD/scripts/wasi-run.p
   cargo test --quiet -p cordon-core --target wasm32-wasip1 --lib --tests
 
 step "binaries the end-to-end tests run"
-cargo build --quiet -p cordon-control-plane -p cordonctl -p cordon-verify --bins
+cargo build --quiet -p cordon-control-plane -p cordonctl -p cordon-verify -p cordon-oci --bins
 
 step "end-to-end tests (real Envoy, real module, fake model upstream)"
 .venv/bin/python -m pytest tests -q -n 4 -p no:cacheprovider

@@ -107,6 +107,36 @@ pub struct ControlPlane {
     /// Largest reconnect delay.
     #[serde(default = "default_max_backoff")]
     pub reconnect_max_ms: u64,
+    /// The `:authority` of the gRPC streams to the control plane (default: the cluster's name).
+    /// Needed when the cluster's name is not a valid host, as Istio's `outbound|PORT||HOST` names
+    /// are: the control plane refuses a request with such an authority.
+    #[serde(default)]
+    pub authority: Option<String>,
+}
+
+impl ControlPlane {
+    /// What the singleton hands Envoy as the gRPC upstream: the cluster's name, or, with an
+    /// `authority`, a serialized `envoy.config.core.v3.GrpcService { envoy_grpc { cluster_name,
+    /// authority } }` (Envoy takes either: a string that is no such message is a cluster name).
+    /// The message stays ASCII (and so a `&str`) for names under 62 bytes each.
+    pub fn grpc_upstream(&self) -> Result<String, String> {
+        let Some(authority) = &self.authority else { return Ok(self.cluster.clone()) };
+        let ok = |v: &str| !v.is_empty() && v.len() < 62 && v.bytes().all(|b| b.is_ascii_graphic());
+        if !ok(&self.cluster) || !ok(authority) {
+            return Err(
+                "control_plane.cluster and control_plane.authority must be printable ASCII, 1 to 61 bytes, when authority is set".into()
+            );
+        }
+        // Lengths below 128 encode as one byte each; field 1 (cluster_name) and 2 (authority) of
+        // EnvoyGrpc, inside field 1 (envoy_grpc) of GrpcService, all length-delimited.
+        let mut inner = vec![0x0a, self.cluster.len() as u8];
+        inner.extend_from_slice(self.cluster.as_bytes());
+        inner.extend_from_slice(&[0x12, authority.len() as u8]);
+        inner.extend_from_slice(authority.as_bytes());
+        let mut msg = vec![0x0a, inner.len() as u8];
+        msg.extend(inner);
+        String::from_utf8(msg).map_err(|e| e.to_string())
+    }
 }
 
 fn default_initial_backoff() -> u64 {
@@ -144,6 +174,24 @@ impl FilterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_upstream_is_the_cluster_or_a_grpc_service_naming_the_authority() {
+        let json = |extra: &str| {
+            let text = format!(r#"{{"control_plane":{{"cluster":"outbound|18000||cp.internal","trusted_keys":[]{extra}}}}}"#);
+            FilterConfig::from_json(text.as_bytes()).unwrap().control_plane.unwrap()
+        };
+        assert_eq!(json("").grpc_upstream().unwrap(), "outbound|18000||cp.internal");
+        let up = json(r#","authority":"cp.internal""#).grpc_upstream().unwrap();
+        // GrpcService{envoy_grpc{cluster_name: "outbound|18000||cp.internal", authority: "cp.internal"}}
+        let mut want = vec![0x0a, 2 + 27 + 2 + 11, 0x0a, 27];
+        want.extend_from_slice(b"outbound|18000||cp.internal");
+        want.extend_from_slice(&[0x12, 11]);
+        want.extend_from_slice(b"cp.internal");
+        assert_eq!(up.as_bytes(), want.as_slice());
+        assert!(json(&format!(r#","authority":"{}""#, "a".repeat(62))).grpc_upstream().is_err());
+        assert!(json(r#","authority":"""#).grpc_upstream().is_err());
+    }
 
     #[test]
     fn empty_configuration_means_no_policy() {

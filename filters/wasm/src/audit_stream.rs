@@ -28,6 +28,8 @@ fn now_ms() -> u64 {
 /// The singleton's audit delivery.
 pub struct AuditShipping {
     cluster: String,
+    /// What Envoy is handed for the stream: the cluster, or a GrpcService naming the authority.
+    upstream: String,
     shipper: Shipper,
     queue: u32,
     token: Option<u32>,
@@ -39,7 +41,7 @@ pub struct AuditShipping {
 impl AuditShipping {
     /// Sets up delivery for `node` to the control plane behind `cluster`; `Err` says why the
     /// configuration cannot work (the node key above all).
-    pub fn configure(cluster: &str, node: &str, cfg: &AuditDelivery) -> Result<Self, String> {
+    pub fn configure(cluster: &str, upstream: &str, node: &str, cfg: &AuditDelivery) -> Result<Self, String> {
         let signer = cfg.signer(&|name: &str| std::env::var(name).ok()).map_err(|e| e.to_string())?;
         let node = Ident::new("node", node).map_err(|e| format!("node id cannot name an audit chain: {e}"))?;
         let queue = hostcalls::register_shared_queue(QUEUE).map_err(|s| format!("register_shared_queue: {s:?}"))?;
@@ -47,6 +49,7 @@ impl AuditShipping {
         let shipper = Shipper::new(node, signer, Bounds { buffer: cfg.buffer_records, batch: cfg.batch_records, linger_ms: cfg.linger_ms });
         let mut me = Self {
             cluster: cluster.to_owned(),
+            upstream: upstream.to_owned(),
             shipper,
             queue,
             token: None,
@@ -77,7 +80,7 @@ impl AuditShipping {
     }
 
     fn connect(&mut self) {
-        match self.open_grpc_stream(&self.cluster, pb::AUDIT_SERVICE, pb::AUDIT_METHOD, vec![]) {
+        match self.open_grpc_stream(&self.upstream, pb::AUDIT_SERVICE, pb::AUDIT_METHOD, vec![]) {
             Ok(token) => {
                 self.token = Some(token);
                 let probe = self.shipper.connected();

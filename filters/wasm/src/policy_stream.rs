@@ -35,6 +35,8 @@ pub struct PolicyStreamService {
     reconnect_at_ms: u64,
     /// Audit delivery on its own stream, when configured.
     audit: Option<crate::audit_stream::AuditShipping>,
+    /// The gRPC upstream handed to Envoy (`ControlPlane::grpc_upstream`).
+    upstream: String,
 }
 
 impl Default for PolicyStreamService {
@@ -47,6 +49,7 @@ impl Default for PolicyStreamService {
             token: None,
             reconnect_at_ms: 0,
             audit: None,
+            upstream: String::new(),
         }
     }
 }
@@ -54,7 +57,7 @@ impl Default for PolicyStreamService {
 impl PolicyStreamService {
     fn connect(&mut self) {
         let Some(cfg) = &self.config else { return };
-        match self.open_grpc_stream(&cfg.cluster, pb::POLICY_SERVICE, pb::POLICY_METHOD, vec![]) {
+        match self.open_grpc_stream(&self.upstream, pb::POLICY_SERVICE, pb::POLICY_METHOD, vec![]) {
             Ok(token) => {
                 self.token = Some(token);
                 let hello = self.stream.hello();
@@ -211,8 +214,15 @@ impl RootContext for PolicyStreamService {
             .filter(|s| !s.is_empty());
         self.node_id = cp.node_id.clone().or(envoy_node).unwrap_or_else(|| "cordon-node".into());
         self.backoff = Backoff::new(cp.reconnect_initial_ms, cp.reconnect_max_ms);
+        self.upstream = match cp.grpc_upstream() {
+            Ok(u) => u,
+            Err(e) => {
+                log(LogLevel::Critical, &e);
+                return false;
+            }
+        };
         if let Some(audit) = &config.audit {
-            match crate::audit_stream::AuditShipping::configure(&cp.cluster, &self.node_id, audit) {
+            match crate::audit_stream::AuditShipping::configure(&cp.cluster, &self.upstream, &self.node_id, audit) {
                 Ok(a) => self.audit = Some(a),
                 Err(e) => {
                     // Fail closed: an Envoy told to keep an audit trail must not run without one.
