@@ -65,7 +65,7 @@ fn a_generated_export_verifies() {
     let s = setup("ok");
     let (code, out) = run(&s, &s.export);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("OK: 5 entries (5 records, 0 gap entries) from 1 nodes, 2 signed tree heads"), "{out}");
+    assert!(out.starts_with("OK: 5 entries (5 records, 0 gap entries, 0 pruned by retention) from 1 nodes, 2 signed tree heads"), "{out}");
     assert!(out.contains("extends the pinned head of size 3"), "{out}");
 }
 
