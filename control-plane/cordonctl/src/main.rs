@@ -480,6 +480,25 @@ fn keygen(path: &std::path::Path) -> Result<String, CtlError> {
     ))
 }
 
+/// Each node's audit state as a table (`audit nodes`, and the audit part of `status`).
+fn audit_nodes_table(r: &AuditNodesResponse) -> String {
+    let rows = r
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node_id.clone(),
+                n.entries.to_string(),
+                n.next_seq.to_string(),
+                time(n.last_batch_unix_ms),
+                n.refused.to_string(),
+                if n.last_error.is_empty() { "-".into() } else { format!("{} {}", time(n.last_error_unix_ms), n.last_error) },
+            ]
+        })
+        .collect();
+    table(&["NODE", "ENTRIES", "NEXT SEQ", "LAST BATCH", "REFUSED BATCHES", "LAST ERROR"], rows)
+}
+
 async fn run(cli: Cli) -> Result<String, CtlError> {
     if let Command::Nodes(NodesCommand::Keygen { seed_out }) = &cli.command {
         return keygen(seed_out);
@@ -577,21 +596,8 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                 if let Ok(a) = c.audit_nodes(request(AuditNodesRequest {}, &token)?).await {
                     let a = a.into_inner();
                     if !a.nodes.is_empty() {
-                        let rows = a
-                            .nodes
-                            .iter()
-                            .map(|n| {
-                                vec![
-                                    n.node_id.clone(),
-                                    n.entries.to_string(),
-                                    n.next_seq.to_string(),
-                                    n.refused.to_string(),
-                                    if n.last_error.is_empty() { "-".into() } else { n.last_error.clone() },
-                                ]
-                            })
-                            .collect();
                         text += "\naudit trail:\n";
-                        text += &table(&["NODE", "ENTRIES", "NEXT SEQ", "REFUSED BATCHES", "LAST REFUSAL"], rows);
+                        text += &audit_nodes_table(&a);
                     }
                 }
                 text
@@ -689,25 +695,7 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
         }
         Command::Audit(AuditCommand::Nodes) => {
             let r = c.audit_nodes(request(AuditNodesRequest {}, &token)?).await?.into_inner();
-            if out == Output::Json {
-                json(&r)
-            } else {
-                let rows = r
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            n.node_id.clone(),
-                            n.entries.to_string(),
-                            n.next_seq.to_string(),
-                            time(n.last_batch_unix_ms),
-                            n.refused.to_string(),
-                            if n.last_error.is_empty() { "-".into() } else { format!("{} {}", time(n.last_error_unix_ms), n.last_error) },
-                        ]
-                    })
-                    .collect();
-                table(&["NODE", "ENTRIES", "NEXT SEQ", "LAST BATCH", "REFUSED", "LAST ERROR"], rows)
-            }
+            if out == Output::Json { json(&r) } else { audit_nodes_table(&r) }
         }
         Command::Audit(AuditCommand::Export { out: path, keys_out }) => {
             let r = c.audit_export(request(AuditExportRequest {}, &token)?).await?.into_inner();
