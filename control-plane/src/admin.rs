@@ -541,6 +541,8 @@ fn record_details(entry: &[u8]) -> AuditEntryInfo {
             .collect(),
         fail_open: r.fail_open.iter().map(|p| p.as_str().to_owned()).collect(),
         duration_ms: r.duration_ms,
+        request_digest: r.request_digest.map(|h| cordon_audit::hex(&h)).unwrap_or_default(),
+        response_digest: r.response_digest.map(|h| cordon_audit::hex(&h)).unwrap_or_default(),
         ..AuditEntryInfo::default()
     }
 }

@@ -3,7 +3,11 @@ audit singleton, identity, redaction, limits), the real control plane, cordonctl
 offline verifier. Every exchange through Envoy becomes one record whose fields match what
 happened; the export verifies offline and fails after one changed byte."""
 
+import base64
+import hashlib
+import hmac
 import json
+import os
 import subprocess
 import time
 
@@ -15,6 +19,7 @@ from tests.harness.control_plane import BIN_DIR, ControlPlane, node_key, policy_
 from tests.harness.fake_upstream import FakeUpstream
 
 NODE = "envoy-audit-node"
+CONTENT_KEY_ENV = "CORDON_AUDIT_CONTENT_KEY"
 
 POLICY = """
 routes:
@@ -46,14 +51,19 @@ def stack(request):
     up = FakeUpstream()
     started = []
 
-    def envoy(audit=True, buffer_records=10_000):
+    def envoy(audit=True, buffer_records=10_000, content_key=None):
         env_vars = {}
         audit_cfg = None
+        keys = ["CORDON_NODE_KEY", CONTENT_KEY_ENV]
         if audit:
             env_vars["CORDON_NODE_KEY"] = node_key(cp, NODE)
             audit_cfg = {"node_key_env": "CORDON_NODE_KEY", "buffer_records": buffer_records}
-        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit=audit_cfg)
-        filters = [E.wasm_filter("cordon.identity", {}, ["CORDON_NODE_KEY"]), E.wasm_filter("cordon.redact", {}, ["CORDON_NODE_KEY"])]
+        if content_key is not None:
+            audit_cfg["content_key_env"] = CONTENT_KEY_ENV
+            if content_key:
+                env_vars[CONTENT_KEY_ENV] = content_key
+        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, keys, audit=audit_cfg)
+        filters = [E.wasm_filter("cordon.identity", {}, keys), E.wasm_filter("cordon.redact", {}, keys)]
         cfg = E.bootstrap(
             [E.listener("main", filters, "model")],
             [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
@@ -237,3 +247,52 @@ def test_the_usage_ledger_agrees_with_what_the_limiter_counted(stack):
     assert int(r.headers["x-ratelimit-remaining-tokens"]) == budget - used - reserved, (r.headers, used, reserved)
     table = cp.ctl("usage", "--by", "team,model", json_out=False).stdout
     assert "research" in table and "gpt-4o-mini" in table and "TOTAL" in table
+
+
+def keyed_digest(key: bytes, direction: str, content: bytes) -> str:
+    """docs/audit.md, written independently of the Rust code: HMAC-SHA256 under the content key
+    of "cordon-audit/content/v1" NUL, one byte for the direction (1 request, 2 response), then
+    the exact bytes."""
+    tag = {"request": b"\x01", "response": b"\x02"}[direction]
+    return hmac.new(key, b"cordon-audit/content/v1\x00" + tag + content, hashlib.sha256).hexdigest()
+
+
+def test_records_carry_keyed_digests_of_the_content_after_redaction(stack, tmp_path):
+    cp, up, envoy = stack
+    key = os.urandom(32)
+    env = envoy(content_key=base64.b64encode(key).decode())
+    api_key = push(cp)
+    secret_mail = "grace.hopper@example.org"
+    r = post(env, api_key, chat(f"write to {secret_mail} today"))
+    assert r.status_code == 200, r.text
+    sent = up.last().body
+    assert secret_mail.encode() not in sent, "redaction ran before the digest"
+    r2 = post(env, "sk-not-a-key", chat())
+    assert r2.status_code == 401
+    got = sorted(records(cp, 2), key=lambda e: int(e["seq"]))
+    assert len(got) == 2, got
+    ok, refused = got
+    # The request digest is of what went upstream (redacted), the response's of what the app got.
+    assert ok["request_digest"] == keyed_digest(key, "request", sent), ok
+    assert ok["response_digest"] == keyed_digest(key, "response", r.content), ok
+    original = json.dumps(chat(f"write to {secret_mail} today")).encode()
+    assert ok["request_digest"] != keyed_digest(key, "request", original)
+    # A refused request went nowhere: no digest is claimed for it.
+    assert not refused.get("request_digest") and not refused.get("response_digest"), refused
+    # A reviewer holding the key and the content recomputes the same digest with cordonctl.
+    body = tmp_path / "sent.json"
+    body.write_bytes(sent)
+    out = subprocess.run([str(BIN_DIR / "cordonctl"), "audit", "digest", "--direction", "request", str(body)],
+                         env={**os.environ, CONTENT_KEY_ENV: base64.b64encode(key).decode()},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == ok["request_digest"], out.stdout + out.stderr
+    # Neither the key nor the content is in any log.
+    assert base64.b64encode(key).decode() not in env.log() + cp.log()
+
+
+@pytest.mark.parametrize("value, why", [("", "is not set"), (base64.b64encode(b"short").decode(), "at least 32")])
+def test_a_named_content_key_that_is_missing_or_short_stops_envoy(stack, value, why):
+    cp, up, envoy = stack
+    with pytest.raises(RuntimeError) as failed:
+        envoy(content_key=value)
+    assert "content-digest key" in str(failed.value) and why in str(failed.value), failed.value

@@ -173,6 +173,18 @@ enum AuditCommand {
     },
     /// Recompute chains, batch signatures and tree heads from the database; name every changed row.
     Verify,
+    /// Offline: the keyed digest of content you hold (e.g. a prompt the app logged), to compare
+    /// with a record's request_digest / response_digest. Needs the fleet's content-digest key.
+    Digest {
+        /// `request` (as sent upstream) or `response` (as passed on to the app).
+        #[arg(long)]
+        direction: String,
+        /// The environment variable holding the content-digest key (base64).
+        #[arg(long, default_value = "CORDON_AUDIT_CONTENT_KEY")]
+        key_env: String,
+        /// The exact bytes (`-` for stdin).
+        file: PathBuf,
+    },
     /// Retention: prune the content of entries written before a UTC day (operator role). Their
     /// place, chain hash and leaf hash stay: the trail and older exports still verify.
     Retain {
@@ -453,6 +465,30 @@ fn tls_config(cli: &Cli) -> Result<Option<ClientTlsConfig>, CtlError> {
 }
 
 /// Writes a fresh node seed to `path` (0600, refusing to overwrite) and returns the public key.
+/// The same HMAC the filter computes (`cordon_audit::digest`), over the file's exact bytes.
+fn content_digest(direction: &str, key_env: &str, file: &std::path::Path) -> Result<String, CtlError> {
+    use base64::Engine as _;
+    use cordon_audit::record::Direction;
+    use std::io::Read;
+    let direction = match direction {
+        "request" => Direction::Request,
+        "response" => Direction::Response,
+        other => return Err(CtlError::Usage(format!("--direction must be request or response, not `{other}`"))),
+    };
+    let secret = std::env::var(key_env).map_err(|_| CtlError::Usage(format!("the content-digest key variable {key_env} is not set")))?;
+    let raw =
+        base64::engine::general_purpose::STANDARD.decode(secret.trim()).map_err(|_| CtlError::Usage(format!("{key_env} is not base64")))?;
+    let key = cordon_audit::digest::ContentKey::new(&raw).map_err(|e| CtlError::Usage(format!("{key_env}: {e}")))?;
+    let mut content = Vec::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut content)
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut content))
+    };
+    read.map_err(|source| CtlError::Read { path: file.display().to_string(), source })?;
+    Ok(format!("{}\n", cordon_audit::hex(&key.digest(direction, &content))))
+}
+
 fn keygen(path: &std::path::Path) -> Result<String, CtlError> {
     use base64::Engine as _;
     use std::io::{Read, Write};
@@ -502,6 +538,9 @@ fn audit_nodes_table(r: &AuditNodesResponse) -> String {
 async fn run(cli: Cli) -> Result<String, CtlError> {
     if let Command::Nodes(NodesCommand::Keygen { seed_out }) = &cli.command {
         return keygen(seed_out);
+    }
+    if let Command::Audit(AuditCommand::Digest { direction, key_env, file }) = &cli.command {
+        return content_digest(direction, key_env, file);
     }
     let token = token(&cli)?;
     let mut endpoint = Channel::from_shared(cli.server.clone())
@@ -723,6 +762,7 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                 )
             }
         }
+        Command::Audit(AuditCommand::Digest { direction, key_env, file }) => content_digest(&direction, &key_env, &file)?,
         Command::Audit(AuditCommand::Verify) => {
             let r = c.audit_verify(request(AuditVerifyRequest {}, &token)?).await?.into_inner();
             if out == Output::Json {

@@ -2,6 +2,7 @@
 
 use crate::bundle::TrustedKey;
 use crate::policy::{Policy, PolicyError};
+use cordon_audit::digest::ContentKey;
 use serde::Deserialize;
 
 /// What the filter does before any policy is available.
@@ -52,6 +53,11 @@ pub struct AuditDelivery {
     /// send per batch instead of per record, at the price of that much delay.
     #[serde(default = "default_audit_linger")]
     pub linger_ms: u64,
+    /// The environment variable holding the content-digest key (base64, at least 32 bytes):
+    /// records then carry keyed SHA-256 digests of the content after redaction. Absent: no
+    /// digests. Give every Envoy of a fleet the same key so digests compare across nodes.
+    #[serde(default)]
+    pub content_key_env: Option<String>,
 }
 
 fn default_audit_linger() -> u64 {
@@ -68,26 +74,47 @@ fn default_audit_batch() -> usize {
 
 /// Why the node key cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NodeKeyError {
+pub enum AuditKeyError {
     /// The variable is not set.
     #[error("the node key variable '{0}' is not set (add it to vm_config.environment_variables)")]
     Missing(String),
     /// The value is not a base64 32-byte seed.
     #[error("the node key in '{0}' is not a base64 32-byte Ed25519 seed (make one with `cordonctl nodes keygen`)")]
     Malformed(String),
+    /// The content-digest key variable is named but not set.
+    #[error("the content-digest key variable '{0}' is not set (add it to vm_config.environment_variables)")]
+    ContentKeyMissing(String),
+    /// The content-digest key is not base64 of at least 32 bytes.
+    #[error("the content-digest key in '{0}' is not base64 of at least 32 random bytes (make one with `head -c 32 /dev/urandom | base64`)")]
+    ContentKeyMalformed(String),
 }
 
 impl AuditDelivery {
     /// The node's signer, from the runtime secret `node_key_env` names.
-    pub fn signer(&self, secrets: &dyn crate::policy::SecretSource) -> Result<cordon_audit::keys::Signer, NodeKeyError> {
+    pub fn signer(&self, secrets: &dyn crate::policy::SecretSource) -> Result<cordon_audit::keys::Signer, AuditKeyError> {
         use base64::Engine as _;
-        let value = secrets.secret(&self.node_key_env).ok_or_else(|| NodeKeyError::Missing(self.node_key_env.clone()))?;
+        let value = secrets.secret(&self.node_key_env).ok_or_else(|| AuditKeyError::Missing(self.node_key_env.clone()))?;
         let raw = base64::engine::general_purpose::STANDARD
             .decode(value.trim())
-            .map_err(|_| NodeKeyError::Malformed(self.node_key_env.clone()))?;
-        let seed = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| NodeKeyError::Malformed(self.node_key_env.clone()))?;
+            .map_err(|_| AuditKeyError::Malformed(self.node_key_env.clone()))?;
+        let seed = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| AuditKeyError::Malformed(self.node_key_env.clone()))?;
         Ok(cordon_audit::keys::Signer::from_seed(&seed))
     }
+
+    /// The content-digest key from the runtime secret `content_key_env` names, if one is named.
+    pub fn content_key(&self, secrets: &dyn crate::policy::SecretSource) -> Result<Option<ContentKey>, AuditKeyError> {
+        let Some(name) = &self.content_key_env else { return Ok(None) };
+        content_key_from(name, secrets).map(Some)
+    }
+}
+
+/// The content-digest key held in the variable `name`.
+pub fn content_key_from(name: &str, secrets: &dyn crate::policy::SecretSource) -> Result<ContentKey, AuditKeyError> {
+    use base64::Engine as _;
+    let value = secrets.secret(name).ok_or_else(|| AuditKeyError::ContentKeyMissing(name.to_owned()))?;
+    let raw =
+        base64::engine::general_purpose::STANDARD.decode(value.trim()).map_err(|_| AuditKeyError::ContentKeyMalformed(name.to_owned()))?;
+    ContentKey::new(&raw).map_err(|_| AuditKeyError::ContentKeyMalformed(name.to_owned()))
 }
 
 /// Where and how the singleton reaches the control plane.
@@ -220,10 +247,28 @@ mod tests {
         let seed = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
         let ok = a.signer(&|n: &str| (n == "NODE_KEY").then(|| seed.clone())).unwrap();
         assert_eq!(ok.public_key(), cordon_audit::keys::Signer::from_seed(&[9; 32]).public_key());
-        assert_eq!(a.signer(&|_: &str| None).unwrap_err(), NodeKeyError::Missing("NODE_KEY".into()));
+        assert_eq!(a.signer(&|_: &str| None).unwrap_err(), AuditKeyError::Missing("NODE_KEY".into()));
         let short = |_: &str| Some("AAAA".to_string());
         assert!(a.signer(&short).unwrap_err().to_string().contains("cordonctl nodes keygen"));
         let e = FilterConfig::from_json(br#"{"audit":{"node_key":"inline-secret"}}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn the_content_key_is_optional_and_a_named_but_missing_or_short_one_is_refused() {
+        let none = FilterConfig::from_json(br#"{"audit":{"node_key_env":"N"}}"#).unwrap().audit.unwrap();
+        assert!(none.content_key(&|_: &str| None).unwrap().is_none(), "no variable named: no digests");
+        let a = FilterConfig::from_json(br#"{"audit":{"node_key_env":"N","content_key_env":"CK"}}"#).unwrap().audit.unwrap();
+        assert_eq!(a.content_key(&|_: &str| None).unwrap_err(), AuditKeyError::ContentKeyMissing("CK".into()));
+        let b64 = |n: usize| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![7u8; n]);
+        let short = b64(16);
+        let e = a.content_key(&|_: &str| Some(short.clone())).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        assert!(a.content_key(&|_: &str| Some("not base64!".into())).is_err());
+        let good = b64(32);
+        let key = a.content_key(&|_: &str| Some(good.clone())).unwrap().unwrap();
+        let direct = ContentKey::new(&[7u8; 32]).unwrap();
+        let dir = cordon_audit::record::Direction::Request;
+        assert_eq!(key.digest(dir, b"x"), direct.digest(dir, b"x"), "the key is the decoded bytes");
     }
 }

@@ -3,7 +3,7 @@
 //! decision (sealing, signing, buffering, gaps, what an ack means) is
 //! `cordon_core::audit::shipper`'s; this moves bytes and publishes the delivery state.
 
-use crate::audit_trail::{QUEUE, STATE_KEY};
+use crate::audit_trail::{CONTENT_KEY_ENV, QUEUE, STATE_KEY};
 use cordon_audit::encoding::decode_record;
 use cordon_audit::record::Ident;
 use cordon_core::audit::DeliveryState;
@@ -44,6 +44,13 @@ impl AuditShipping {
     pub fn configure(cluster: &str, upstream: &str, node: &str, cfg: &AuditDelivery) -> Result<Self, String> {
         let signer = cfg.signer(&|name: &str| std::env::var(name).ok()).map_err(|e| e.to_string())?;
         let node = Ident::new("node", node).map_err(|e| format!("node id cannot name an audit chain: {e}"))?;
+        // Checked here so a missing key stops Envoy instead of silently dropping digests; the
+        // workers read the key themselves (same vm_config), only its variable's name is shared.
+        if cfg.content_key(&|name: &str| std::env::var(name).ok()).map_err(|e| e.to_string())?.is_some() {
+            let name = cfg.content_key_env.as_deref().unwrap_or_default();
+            hostcalls::set_shared_data(CONTENT_KEY_ENV, Some(name.as_bytes()), None)
+                .map_err(|s| format!("set_shared_data({CONTENT_KEY_ENV}): {s:?}"))?;
+        }
         let queue = hostcalls::register_shared_queue(QUEUE).map_err(|s| format!("register_shared_queue: {s:?}"))?;
         log(LogLevel::Info, &format!("audit: node {node} signs with key {}; buffer {} records", signer.key_id(), cfg.buffer_records));
         let shipper = Shipper::new(node, signer, Bounds { buffer: cfg.buffer_records, batch: cfg.batch_records, linger_ms: cfg.linger_ms });

@@ -3,6 +3,7 @@
 //! (set by the first role, read by the next; a client cannot set it), and the finished record
 //! is handed to the singleton's shared queue. Nothing here decides what a record says.
 
+use cordon_audit::digest::ContentKey;
 use cordon_audit::record::AuditRecord;
 use cordon_core::CompiledPolicy;
 use cordon_core::audit::assembly::{Assembly, Left, Role};
@@ -17,6 +18,9 @@ use std::time::UNIX_EPOCH;
 pub const QUEUE: &str = "cordon.audit.records";
 /// Shared-data key of the delivery state the singleton publishes.
 pub const STATE_KEY: &str = "cordon.audit.state";
+/// Shared-data key naming the environment variable of the content-digest key (set by the
+/// singleton when records carry digests; never the key itself).
+pub const CONTENT_KEY_ENV: &str = "cordon.audit.content_key_env";
 /// Filter-state property holding the request's draft key.
 const KEY_PROPERTY: &str = "cordon_audit_key";
 /// Open drafts per worker; beyond it the oldest is finished early, marked incomplete.
@@ -32,6 +36,8 @@ thread_local! {
     static WARNED_SPLIT: Cell<bool> = const { Cell::new(false) };
     static QUEUE_ID: Cell<Option<u32>> = const { Cell::new(None) };
     static NEXT_RESOLVE_MS: Cell<u64> = const { Cell::new(0) };
+    /// The content-digest key, read once when the queue resolves (the singleton has checked it).
+    static CONTENT_KEY: RefCell<Option<ContentKey>> = const { RefCell::new(None) };
 }
 
 fn now_ms() -> u64 {
@@ -51,8 +57,19 @@ fn queue() -> Option<u32> {
     NEXT_RESOLVE_MS.set(now.saturating_add(RESOLVE_RETRY_MS));
     let vm_id = hostcalls::get_property(vec!["plugin_vm_id"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
     let id = hostcalls::resolve_shared_queue(&vm_id, QUEUE).ok().flatten();
+    if id.is_some() {
+        let name = hostcalls::get_shared_data(CONTENT_KEY_ENV).ok().and_then(|(v, _)| v).and_then(|v| String::from_utf8(v).ok());
+        let key = name.and_then(|n| cordon_core::config::content_key_from(&n, &|v: &str| std::env::var(v).ok()).ok());
+        CONTENT_KEY.with(|k| *k.borrow_mut() = key);
+    }
     QUEUE_ID.set(id);
     id
+}
+
+/// The content-digest key, when records carry digests and `key` is an open draft.
+pub fn content_key(key: Option<u64>) -> Option<ContentKey> {
+    key?;
+    CONTENT_KEY.with(|k| k.borrow().clone())
 }
 
 fn vm_nonce() -> u64 {

@@ -131,10 +131,13 @@ impl HttpContext for RedactFilter {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let encoding = self.get_http_request_header("content-encoding");
         let head = Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream };
-        let (session, step) = match Session::start(policy.as_deref(), &head) {
+        let (mut session, step) = match Session::start(policy.as_deref(), &head) {
             Ok(started) => started,
             Err(refusal) => return self.refuse(&refusal),
         };
+        if let Some(key) = crate::audit_trail::content_key(self.audit) {
+            session.digest_content(&key);
+        }
         self.session = Some(session);
         for (name, value) in FORCED_REQUEST_HEADERS {
             self.set_http_request_header(name, Some(value));
@@ -170,10 +173,12 @@ impl HttpContext for RedactFilter {
     }
 
     fn on_log(&mut self) {
-        if let Some(session) = &self.session {
+        if let Some(session) = self.session.as_mut() {
+            let (request, response) = session.content_digests();
             crate::audit_trail::with(self.audit, |d| {
                 d.redactions(session.outcomes());
                 d.failed_open(session.failed_open());
+                d.digests(request, response);
             });
         }
         crate::audit_trail::leave(self.audit, Role::Redact);

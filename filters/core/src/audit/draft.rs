@@ -186,6 +186,13 @@ impl Draft {
         }
     }
 
+    /// Keyed digests of the content after redaction (request as sent upstream, response as
+    /// passed on to the app); `None` where a body was not read whole.
+    pub fn digests(&mut self, request: Option<Hash>, response: Option<Hash>) {
+        self.record.request_digest = request;
+        self.record.response_digest = response;
+    }
+
     /// Marks that a role could not contribute its part (evicted, or bounds exceeded).
     pub fn mark_incomplete(&mut self) {
         self.incomplete = true;

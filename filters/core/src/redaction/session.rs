@@ -13,9 +13,14 @@ use super::{OnUnscannable, sse_format, stream_error_event};
 use crate::CompiledPolicy;
 use crate::encoding::is_identity;
 use crate::refusal::Refusal;
+use cordon_audit::Hash;
+use cordon_audit::digest::ContentKey;
 use cordon_redact::{Detection, Direction, Engine, JsonVerdict, SseFormat, SseRedactor};
+use digests::ContentDigests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+mod digests;
 
 /// Request headers the adapter sets on every request the session governs: responses must
 /// arrive in a form Cordon can scan.
@@ -126,6 +131,10 @@ pub struct Session {
     failed_open: Vec<FailOpen>,
     /// A local reply was sent: it flows back through the response hooks untouched.
     refused: bool,
+    /// Whether the request body is read (`Some(true)`), passes unread, or there is none (`None`).
+    request_read: Option<bool>,
+    /// Keyed content digests for the audit record, when the adapter asked for them.
+    digests: Option<ContentDigests>,
 }
 
 impl Session {
@@ -148,6 +157,8 @@ impl Session {
             outcomes: BTreeMap::new(),
             failed_open: Vec::new(),
             refused: false,
+            request_read: (!head.end_of_stream).then_some(false),
+            digests: None,
         };
         if head.end_of_stream || !head.method.eq_ignore_ascii_case("POST") {
             return Ok((session, HeadStep::Continue));
@@ -160,7 +171,46 @@ impl Session {
             return Ok((session, step));
         }
         session.scan_request = true;
+        session.request_read = Some(true);
         Ok((session, HeadStep::Hold))
+    }
+
+    /// Keeps keyed digests of the content this session lets through (request as sent upstream,
+    /// response as passed on), for the audit record; call right after [`Session::start`].
+    pub fn digest_content(&mut self, key: &ContentKey) {
+        self.digests = Some(ContentDigests::new(key, self.request_read));
+    }
+
+    /// The request and response content digests, if asked for and the bodies were read whole
+    /// (a response the app left early: what was passed on until then).
+    pub fn content_digests(&mut self) -> (Option<Hash>, Option<Hash>) {
+        self.digests.take().map_or((None, None), ContentDigests::finish)
+    }
+
+    fn digest(&mut self, direction: Direction, bytes: &[u8], end: bool) {
+        if let Some(d) = self.digests.as_mut() {
+            d.feed(direction, bytes);
+            if end {
+                d.close(direction);
+            }
+        }
+    }
+
+    /// A refused request went nowhere (nothing to digest); a refused response had its request
+    /// forwarded (that digest stands) but the app got Cordon's reply, not the response.
+    fn digest_refused(&mut self, refusal: &Refusal) {
+        match refusal {
+            Refusal::ResponseTooLarge { .. } | Refusal::ResponseBlocked { .. } | Refusal::UnscannableResponse(_) => {
+                self.digest_unread(Direction::Response)
+            }
+            _ => self.digests = None,
+        }
+    }
+
+    fn digest_unread(&mut self, direction: Direction) {
+        if let Some(d) = self.digests.as_mut() {
+            d.unread(direction);
+        }
     }
 
     /// A request body hook: `size` bytes buffered so far, `read` returns them (called only when
@@ -180,7 +230,13 @@ impl Session {
         match cordon_redact::redact_request(&self.engine, &body) {
             Ok(JsonVerdict::Forward { body: new, changed, detections }) => {
                 self.record(Direction::Request, &detections);
-                if changed { BodyStep::Replace(new) } else { BodyStep::Continue }
+                if changed {
+                    self.digest(Direction::Request, &new, true);
+                    BodyStep::Replace(new)
+                } else {
+                    self.digest(Direction::Request, &body, true);
+                    BodyStep::Continue
+                }
             }
             Ok(JsonVerdict::Block { block, detections }) => {
                 self.record(Direction::Request, &detections);
@@ -188,23 +244,33 @@ impl Session {
             }
             Err(e) => match self.unscannable(Direction::Request, &e.to_string()) {
                 Some(refusal) => self.refuse(refusal),
-                None => BodyStep::Continue,
+                None => {
+                    // Unscannable, passed as it is: what went upstream is still known exactly.
+                    self.digest(Direction::Request, &body, true);
+                    BodyStep::Continue
+                }
             },
         }
     }
 
     /// The response head: SSE is scanned as it flows, JSON whole; anything else passes.
     pub fn response_head(&mut self, head: &ResponseHead<'_>) -> HeadStep {
-        if head.end_of_stream || self.refused {
+        if self.refused {
+            return HeadStep::Continue;
+        }
+        if head.end_of_stream {
+            self.digest(Direction::Response, b"", true);
             return HeadStep::Continue;
         }
         let content_type = head.content_type.unwrap_or_default().trim().to_ascii_lowercase();
         let is_sse = content_type.starts_with("text/event-stream");
         let is_json = content_type.starts_with("application/json") || content_type.contains("+json");
         if !is_sse && !is_json {
+            self.digest_unread(Direction::Response);
             return HeadStep::Continue;
         }
         if !is_identity(head.content_encoding) {
+            self.digest_unread(Direction::Response);
             return match self.unscannable(Direction::Response, "the response is compressed") {
                 Some(refusal) => self.refuse_head(refusal),
                 None => HeadStep::Continue,
@@ -267,13 +333,17 @@ impl Session {
                     return self.end_stream(out.bytes, Refusal::ResponseBlocked { detector: block.detector.to_string() });
                 }
                 self.response = Response::Stream(redactor);
+                self.digest(Direction::Response, &out.bytes, end_of_stream);
                 // Most chunks are whole events that pass unchanged: no copy back into the host.
                 if out.bytes == chunk { BodyStep::Continue } else { BodyStep::Replace(out.bytes) }
             }
             Err(e) => match self.unscannable(Direction::Response, &e.to_string()) {
                 Some(refusal) => self.end_stream(Vec::new(), refusal),
                 // Already-scanned text was emitted; from here on the raw stream flows.
-                None => BodyStep::Continue,
+                None => {
+                    self.digest_unread(Direction::Response);
+                    BodyStep::Continue
+                }
             },
         }
     }
@@ -282,7 +352,13 @@ impl Session {
         match cordon_redact::redact_response(&self.engine, body) {
             Ok(JsonVerdict::Forward { body: new, changed, detections }) => {
                 self.record(Direction::Response, &detections);
-                if changed { BodyStep::Replace(new) } else { BodyStep::Continue }
+                if changed {
+                    self.digest(Direction::Response, &new, true);
+                    BodyStep::Replace(new)
+                } else {
+                    self.digest(Direction::Response, body, true);
+                    BodyStep::Continue
+                }
             }
             Ok(JsonVerdict::Block { block, detections }) => {
                 self.record(Direction::Response, &detections);
@@ -290,7 +366,10 @@ impl Session {
             }
             Err(e) => match self.unscannable(Direction::Response, &e.to_string()) {
                 Some(refusal) => self.refuse(refusal),
-                None => BodyStep::Continue,
+                None => {
+                    self.digest(Direction::Response, body, true);
+                    BodyStep::Continue
+                }
             },
         }
     }
@@ -298,6 +377,8 @@ impl Session {
     /// The stream is under way (headers sent): end it with the provider's error event.
     fn end_stream(&mut self, mut prefix: Vec<u8>, refusal: Refusal) -> BodyStep {
         prefix.extend_from_slice(&stream_error_event(self.format, &refusal));
+        // What the app got: the settled text, the error event, then nothing more.
+        self.digest(Direction::Response, &prefix, true);
         self.events.push(Event::StreamEnded(refusal));
         self.response = Response::Ended;
         BodyStep::Replace(prefix)
@@ -305,6 +386,7 @@ impl Session {
 
     /// A local reply: it flows back through the response hooks, which must let it pass.
     fn refuse(&mut self, refusal: Refusal) -> BodyStep {
+        self.digest_refused(&refusal);
         self.response = Response::Pass;
         self.scan_request = false;
         self.refused = true;
@@ -312,6 +394,7 @@ impl Session {
     }
 
     fn refuse_head(&mut self, refusal: Refusal) -> HeadStep {
+        self.digest_refused(&refusal);
         self.response = Response::Pass;
         self.scan_request = false;
         self.refused = true;

@@ -36,6 +36,15 @@ fn an_allowed_exchange_records_who_what_and_how_much() {
     assert_eq!((u.prompt, u.completion, u.total, u.source), (12, 30, 42, UsageSource::Reported));
     assert_eq!((r.duration_ms, r.bytes_in, r.bytes_out), (250, 300, 900));
     assert!(r.fail_open.is_empty());
+    assert_eq!((r.request_digest, r.response_digest), (None, None), "no digest unless redaction computed one");
+}
+
+#[test]
+fn content_digests_reach_the_record() {
+    let mut d = Draft::new("req-d", 0);
+    d.digests(Some([1; 32]), None);
+    let r = d.finish(end(Some(200)));
+    assert_eq!((r.request_digest, r.response_digest), (Some([1; 32]), None));
 }
 
 #[test]

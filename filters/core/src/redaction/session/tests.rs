@@ -293,3 +293,131 @@ fn our_own_refusal_flows_back_unscanned() {
     assert_eq!(s.response_head(&json_head()), HeadStep::Continue);
     assert_eq!(s.response_body(100, true, || panic!("not read")), BodyStep::Continue);
 }
+
+mod content_digests {
+    //! The audit record's keyed digests cover exactly the bytes the session let through.
+    use super::*;
+    use cordon_audit::digest::ContentKey;
+    use cordon_audit::record::Direction as D;
+
+    fn key() -> ContentKey {
+        ContentKey::new(&[42u8; 32]).unwrap()
+    }
+
+    fn digesting(p: &CompiledPolicy, head: &Head<'_>) -> Session {
+        let (mut s, _) = start(p, head);
+        s.digest_content(&key());
+        s
+    }
+
+    #[test]
+    fn a_redacted_prompt_is_digested_as_sent_upstream_not_as_written() {
+        let p = blocking();
+        let mut s = digesting(&p, &post("/v1/chat/completions"));
+        let body = chat_body("mail me at john.doe@example.com please");
+        let sent = text(&s.request_body(body.len(), true, || body.clone())).into_bytes();
+        let resp = br#"{"choices":[]}"#.to_vec();
+        assert_eq!(s.response_head(&json_head()), HeadStep::HoldUnsized);
+        assert_eq!(s.response_body(resp.len(), true, || resp.clone()), BodyStep::Continue);
+        let (req, res) = s.content_digests();
+        assert_eq!(req, Some(key().digest(D::Request, &sent)));
+        assert_ne!(req, Some(key().digest(D::Request, &body)), "the original prompt never left");
+        assert_eq!(res, Some(key().digest(D::Response, &resp)));
+    }
+
+    #[test]
+    fn a_stream_is_digested_as_passed_on_whatever_its_chunking() {
+        let p = blocking();
+        let whole: Vec<u8> = [sse("my mail is john.doe@"), sse("example.com ok"), b"data: [DONE]\n\n".to_vec()].concat();
+        let mut digests = Vec::new();
+        for split in [1, 7, 30, whole.len() / 2, whole.len() - 1] {
+            let mut s = digesting(&p, &post("/v1/chat/completions"));
+            let body = chat_body("hi");
+            assert_eq!(s.request_body(body.len(), true, || body.clone()), BodyStep::Continue);
+            assert_eq!(s.response_head(&sse_head()), HeadStep::ContinueUnsized);
+            let mut passed = Vec::new();
+            for (i, part) in [&whole[..split], &whole[split..]].into_iter().enumerate() {
+                match s.response_body(part.len(), i == 1, || part.to_vec()) {
+                    BodyStep::Continue => passed.extend_from_slice(part),
+                    BodyStep::Replace(b) => passed.extend_from_slice(&b),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(!String::from_utf8_lossy(&passed).contains("john.doe@example.com"));
+            let (_, res) = s.content_digests();
+            assert_eq!(res, Some(key().digest(D::Response, &passed)), "split at {split}");
+            digests.push(res);
+        }
+        digests.dedup();
+        assert_eq!(digests.len(), 1, "the same stream digests the same at every split");
+    }
+
+    #[test]
+    fn a_blocked_stream_digests_what_the_app_got_and_a_refused_request_has_none() {
+        let p = policy(json!({"rules": {"detectors": {"card": {"response": "block"}}}}), serde_json::Value::Null);
+        let mut s = digesting(&p, &post("/v1/chat/completions"));
+        let body = chat_body("hi");
+        s.request_body(body.len(), true, || body.clone());
+        s.response_head(&sse_head());
+        let chunk = sse("card 4111111111111111 done");
+        let got = text(&s.response_body(chunk.len(), false, || chunk.clone())).into_bytes();
+        assert_eq!(s.response_body(5, true, || b"later".to_vec()), BodyStep::Replace(Vec::new()));
+        let (req, res) = s.content_digests();
+        assert_eq!(req, Some(key().digest(D::Request, &body)));
+        assert_eq!(res, Some(key().digest(D::Response, &got)), "the error event is part of what the app got");
+
+        let p = policy(json!({"rules": {"detectors": {"email": {"request": "block"}}}}), serde_json::Value::Null);
+        let mut s = digesting(&p, &post("/v1/chat/completions"));
+        let body = chat_body("a@example.com");
+        assert!(matches!(s.request_body(body.len(), true, || body.clone()), BodyStep::Refuse(_)));
+        assert_eq!(s.content_digests(), (None, None), "nothing of a refused request went on");
+    }
+
+    #[test]
+    fn bodies_not_read_whole_have_no_digest_and_no_body_is_the_empty_digest() {
+        let p = passing();
+        let get = Head { method: "GET", path: "/v1/models", content_encoding: None, end_of_stream: true };
+        let mut s = digesting(&p, &get);
+        assert_eq!(s.response_head(&ResponseHead { end_of_stream: true, ..json_head() }), HeadStep::Continue);
+        assert_eq!(s.content_digests(), (Some(key().digest(D::Request, b"")), Some(key().digest(D::Response, b""))));
+
+        let gz = Head { content_encoding: Some("gzip"), ..post("/v1/chat/completions") };
+        let mut s = digesting(&p, &gz);
+        s.response_head(&ResponseHead { content_type: Some("text/plain"), ..json_head() });
+        assert_eq!(s.content_digests(), (None, None), "a compressed prompt and a text/plain answer pass unread");
+
+        // Unscannable JSON passed as it is under `pass`: what went upstream is still exact.
+        let mut s = digesting(&p, &post("/v1/chat/completions"));
+        let junk = b"{not json".to_vec();
+        assert_eq!(s.request_body(junk.len(), true, || junk.clone()), BodyStep::Continue);
+        assert_eq!(s.content_digests().0, Some(key().digest(D::Request, &junk)));
+    }
+
+    #[test]
+    fn an_app_that_leaves_mid_stream_gets_the_digest_of_what_it_was_sent() {
+        let p = blocking();
+        let mut s = digesting(&p, &post("/v1/chat/completions"));
+        let body = chat_body("hi");
+        s.request_body(body.len(), true, || body.clone());
+        s.response_head(&sse_head());
+        let first = sse("hello there");
+        // Redaction may hold back the tail it has not settled: only what it passed on counts.
+        let passed = match s.response_body(first.len(), false, || first.clone()) {
+            BodyStep::Continue => first.clone(),
+            BodyStep::Replace(b) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(s.content_digests().1, Some(key().digest(D::Response, &passed)));
+        let mut never = digesting(&p, &post("/v1/chat/completions"));
+        assert_eq!(never.content_digests(), (None, None), "a prompt never completed went nowhere; no response began");
+    }
+
+    #[test]
+    fn without_a_key_there_are_no_digests() {
+        let p = blocking();
+        let (mut s, _) = start(&p, &post("/v1/chat/completions"));
+        let body = chat_body("hi");
+        s.request_body(body.len(), true, || body.clone());
+        assert_eq!(s.content_digests(), (None, None));
+    }
+}
