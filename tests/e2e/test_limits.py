@@ -38,6 +38,8 @@ POLICY = {
          "tokens": {"limit": 400, "per": "hour", "count": "completion"}, "on_exceed": "cut"},
         # A calendar budget: resets on the 1st, not continuously.
         {"name": "research-monthly", "match": {"model": "gpt-4o-budget"}, "by": ["team"], "budget": {"tokens": 120, "per": "month"}},
+        # Two exchanges in flight per key, streamed or not.
+        {"name": "two-at-once", "match": {"model": "gpt-4o-concurrent"}, "by": ["key"], "concurrent": {"limit": 2}},
     ],
     "token_estimate": {"default_completion_tokens": 16},
 }
@@ -157,3 +159,55 @@ def test_a_monthly_budget_refuses_with_budget_exceeded_until_the_month_ends(limi
     first_of_next = (now.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     to_month_end = (first_of_next - now).total_seconds()
     assert abs(int(last.headers["retry-after"]) - to_month_end) <= 5, (last.headers["retry-after"], to_month_end)
+
+
+def wait_until(pred, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_concurrency_limit_refuses_the_third_exchange_in_flight_and_frees_places_as_they_end(limited, upstream):
+    upstream.clear()
+    body = {"model": "gpt-4o-concurrent", "messages": [{"role": "user", "content": "hi"}]}
+    upstream.push(Script(first_delay_s=1.5), Script(first_delay_s=1.5))
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        slow = [pool.submit(post, limited, body, ALICE) for _ in range(2)]
+        wait_until(lambda: len(upstream.received) == 2)  # both are in flight at the model
+        third = post(limited, body, ALICE)
+        other_key = post(limited, body, ERIN)
+        done = [f.result() for f in slow]
+    assert [r.status_code for r in done] == [200, 200]
+    assert third.status_code == 429, third.text
+    assert third.json()["error"]["code"] == "concurrency_limit_exceeded" and third.headers["x-cordon-limit"] == "two-at-once"
+    assert third.headers["retry-after"] == "1"
+    assert other_key.status_code == 200, "per key: another caller is not held up"
+    # Both ended: their places are free again.
+    assert post(limited, body, ALICE).status_code == 200
+
+
+def test_an_app_that_leaves_mid_stream_gives_its_place_back(limited, upstream):
+    body = {"model": "gpt-4o-concurrent", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for _ in range(2):  # more than the limit: a leaked place would refuse the later ones
+        upstream.push(Script(chunks=["a"] * 50, delay_s=0.1))
+        with SSEStream(limited.url() + "/v1/chat/completions", body, headers=ALICE) as s:
+            assert s.status == 200
+            next(iter(s))  # one event, then the app hangs up
+    import time
+
+    def admitted():
+        # The hang-up reaches Envoy's log hook a moment later: retry within a bounded wait.
+        for _ in range(50):
+            r = post(limited, {**body, "stream": False}, ALICE)
+            if r.status_code != 429:
+                return r.status_code
+            time.sleep(0.1)
+        return r.status_code
+
+    upstream.push(Script(first_delay_s=1.0), Script(first_delay_s=1.0))
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        got = list(pool.map(lambda _: admitted(), range(2)))
+    assert got == [200, 200], f"two places are free once the streams' apps left: {got}"

@@ -7,6 +7,7 @@
 //! with the usage the model reports (or counted from the streamed text when it reports none).
 
 pub mod exchange;
+pub mod gauge;
 pub mod gcra;
 pub mod meter;
 pub mod schema;
@@ -17,6 +18,7 @@ pub mod window;
 use crate::glob::Glob;
 use crate::policy::{PolicyError, Principal};
 use crate::refusal::Refusal;
+use gauge::Gauge;
 use gcra::{Gcra, Verdict};
 use meter::Meter;
 use schema::{BudgetPer, KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
@@ -35,6 +37,8 @@ pub enum Counts {
         /// Whether a stream is ended once the limit is reached.
         cut: bool,
     },
+    /// Exchanges in flight.
+    Concurrent,
 }
 
 /// A validated limit.
@@ -72,12 +76,21 @@ impl CompiledLimits {
                 return Err(PolicyError::invalid(at("name"), format!("'{}' is used by an earlier limit", l.name)));
             }
             let cut = l.on_exceed == OnExceed::Cut;
-            let (counts, meter, field) = match (&l.requests, &l.tokens, &l.budget) {
-                (Some(q), None, None) => (Counts::Requests, Meter::Rate(Gcra::new(q.limit, q.per.nanos())), "requests.limit"),
-                (None, Some(t), None) => {
+            let (counts, meter, field) = match (&l.requests, &l.tokens, &l.budget, &l.concurrent) {
+                (Some(q), None, None, None) => (Counts::Requests, Meter::Rate(Gcra::new(q.limit, q.per.nanos())), "requests.limit"),
+                (None, Some(t), None, None) => {
                     (Counts::Tokens { count: t.count, cut }, Meter::Rate(Gcra::new(t.limit, t.per.nanos())), "tokens.limit")
                 }
-                (None, None, Some(b)) => {
+                (None, None, None, Some(c)) => {
+                    if c.limit > gauge::MAX_CONCURRENT {
+                        return Err(PolicyError::invalid(at("concurrent.limit"), format!("must be at most {}", gauge::MAX_CONCURRENT)));
+                    }
+                    if c.stale_after_s == 0 || c.stale_after_s > 86_400 {
+                        return Err(PolicyError::invalid(at("concurrent.stale_after_s"), "must be between 1 and 86400"));
+                    }
+                    (Counts::Concurrent, Meter::Concurrent(Gauge::new(c.limit, c.stale_after_s * 1_000_000_000)), "concurrent.limit")
+                }
+                (None, None, Some(b), None) => {
                     let calendar = match b.per {
                         BudgetPer::Day => Calendar::Day,
                         BudgetPer::Week => Calendar::Week,
@@ -85,18 +98,19 @@ impl CompiledLimits {
                     };
                     (Counts::Tokens { count: b.count, cut }, Meter::Budget(Window::new(b.tokens, calendar)), "budget.tokens")
                 }
-                _ => return Err(PolicyError::invalid(at("requests"), "set exactly one of `requests`, `tokens` or `budget`")),
+                _ => return Err(PolicyError::invalid(at("requests"), "set exactly one of `requests`, `tokens`, `budget` or `concurrent`")),
             };
-            let quota = match (&l.requests, &l.tokens, &l.budget) {
-                (Some(q), _, _) => q.limit,
-                (_, Some(t), _) => t.limit,
-                (_, _, Some(b)) => b.tokens,
+            let quota = match (&l.requests, &l.tokens, &l.budget, &l.concurrent) {
+                (Some(q), _, _, _) => q.limit,
+                (_, Some(t), _, _) => t.limit,
+                (_, _, Some(b), _) => b.tokens,
+                (_, _, _, Some(c)) => c.limit,
                 _ => 0,
             };
             if quota == 0 {
                 return Err(PolicyError::invalid(at(field), "must be greater than zero"));
             }
-            if cut && matches!(counts, Counts::Requests) {
+            if cut && matches!(counts, Counts::Requests | Counts::Concurrent) {
                 return Err(PolicyError::invalid(at("on_exceed"), "`cut` applies to token limits and budgets only"));
             }
             if l.slots == 0 || l.slots > 1_000_000 {
@@ -187,6 +201,7 @@ impl CompiledLimits {
                         (_, Meter::Budget(_)) => LimitKind::Budget,
                         (Counts::Requests, _) => LimitKind::Requests,
                         (Counts::Tokens { .. }, _) => LimitKind::Tokens,
+                        (Counts::Concurrent, _) => LimitKind::Concurrency,
                     };
                     return Err(Refusal::RateLimited { limit: limit.name.clone(), kind: code, retry_after_secs });
                 }
@@ -194,6 +209,13 @@ impl CompiledLimits {
         }
         Ok(admission)
     }
+}
+
+/// The counter after a debit or refund; a refund to a counter that owes nothing (its key lost
+/// the slot to eviction, or a concurrency place went stale) writes nothing, so it can never
+/// evict another key's counter or push one below empty.
+fn give_or_take(meter: &Meter, state: u64, now: u64, delta: i64) -> Option<u64> {
+    (delta >= 0 || !meter.idle(state, now)).then(|| meter.adjust(state, now, delta))
 }
 
 fn limit_index(all: &CompiledLimits, l: &CompiledLimit) -> usize {
@@ -233,7 +255,7 @@ impl CompiledLimit {
     /// Units this limit counts for a request of these token figures.
     fn cost(&self, prompt: u64, completion: u64, requests: u64) -> u64 {
         match self.counts {
-            Counts::Requests => requests,
+            Counts::Requests | Counts::Concurrent => requests,
             Counts::Tokens { count: TokenCount::Prompt, .. } => prompt,
             Counts::Tokens { count: TokenCount::Completion, .. } => completion,
             Counts::Tokens { count: TokenCount::Total, .. } => prompt.saturating_add(completion),
@@ -272,6 +294,8 @@ pub enum LimitKind {
     Tokens,
     /// A calendar token budget (`budget_exceeded`).
     Budget,
+    /// Exchanges in flight (`concurrency_limit_exceeded`).
+    Concurrency,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -295,6 +319,8 @@ impl Headers {
         let slot = match limit.counts {
             Counts::Requests => &mut self.requests,
             Counts::Tokens { .. } => &mut self.tokens,
+            // OpenAI's headers have no concurrency figure; a refusal names the limit.
+            Counts::Concurrent => return,
         };
         let candidate = (limit.meter.limit(), remaining, reset_ns);
         if slot.is_none_or(|(_, r, _)| remaining < r) {
@@ -398,20 +424,24 @@ impl Admission {
     }
 
     /// Reconciles each token reservation with the usage: refunds what was not used, debits what
-    /// was used beyond it. Idempotent per admission (reservations are consumed).
+    /// was used beyond it; gives back the places taken under concurrency limits. Idempotent per
+    /// admission (reservations are consumed).
     pub fn reconcile(&mut self, limits: &CompiledLimits, usage: &Usage, store: &dyn CasStore, now: u64) -> Result<(), Refusal> {
         for t in std::mem::take(&mut self.taken) {
             let Some(l) = limits.limits.get(t.limit) else { continue };
-            if !matches!(l.counts, Counts::Tokens { .. }) {
-                continue;
-            }
-            let actual = l.cost(usage.prompt, usage.completion, 1);
-            let delta = i64::try_from(actual).unwrap_or(i64::MAX).saturating_sub(i64::try_from(t.reserved).unwrap_or(i64::MAX));
+            let delta = match l.counts {
+                Counts::Requests => continue,
+                Counts::Concurrent => -1,
+                Counts::Tokens { .. } => {
+                    let actual = l.cost(usage.prompt, usage.completion, 1);
+                    i64::try_from(actual).unwrap_or(i64::MAX).saturating_sub(i64::try_from(t.reserved).unwrap_or(i64::MAX))
+                }
+            };
             if delta == 0 {
                 continue;
             }
             let meter = l.meter;
-            store::update(store, &l.name, l.slots, t.key, now, &meter, |state| (Some(meter.adjust(state, now, delta)), ()))
+            store::update(store, &l.name, l.slots, t.key, now, &meter, |state| (give_or_take(&meter, state, now, delta), ()))
                 .map_err(|e| unavailable(&e))?;
         }
         Ok(())
@@ -424,7 +454,7 @@ impl Admission {
             let meter = l.meter;
             let delta = -i64::try_from(t.reserved).unwrap_or(i64::MAX);
             // Best effort: a failed refund only errs towards refusing.
-            let _ = store::update(store, &l.name, l.slots, t.key, now, &meter, |state| (Some(meter.adjust(state, now, delta)), ()));
+            let _ = store::update(store, &l.name, l.slots, t.key, now, &meter, |state| (give_or_take(&meter, state, now, delta), ()));
         }
     }
 }

@@ -182,6 +182,7 @@ impl Refusal {
             RateLimited { kind: crate::ratelimit::LimitKind::Requests, .. } => "rate_limit_exceeded",
             RateLimited { kind: crate::ratelimit::LimitKind::Tokens, .. } => "token_limit_exceeded",
             RateLimited { kind: crate::ratelimit::LimitKind::Budget, .. } => "budget_exceeded",
+            RateLimited { kind: crate::ratelimit::LimitKind::Concurrency, .. } => "concurrency_limit_exceeded",
             RateLimitUnavailable(_) => "rate_limit_unavailable",
             ResponseTooLarge { .. } => "response_too_large",
             ResponseBlocked { .. } => "response_blocked",
@@ -240,6 +241,7 @@ impl Refusal {
                     crate::ratelimit::LimitKind::Requests => "Rate limit '{limit}' on requests",
                     crate::ratelimit::LimitKind::Tokens => "Rate limit '{limit}' on tokens",
                     crate::ratelimit::LimitKind::Budget => "Token budget '{limit}'",
+                    crate::ratelimit::LimitKind::Concurrency => "Concurrency limit '{limit}' (requests in flight)",
                 };
                 format!("{} reached; retry in {retry_after_secs} s.", what.replace("{limit}", limit))
             }
@@ -306,6 +308,7 @@ impl Refusal {
             "rate_limit_exceeded",
             "token_limit_exceeded",
             "budget_exceeded",
+            "concurrency_limit_exceeded",
             "rate_limit_unavailable",
             "response_too_large",
             "response_blocked",
@@ -361,6 +364,7 @@ mod tests {
             Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Requests, retry_after_secs: 1 },
             Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Tokens, retry_after_secs: 1 },
             Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Budget, retry_after_secs: 1 },
+            Refusal::RateLimited { limit: "l".into(), kind: crate::ratelimit::LimitKind::Concurrency, retry_after_secs: 1 },
             Refusal::RateLimitUnavailable("x".into()),
             Refusal::ResponseTooLarge { limit: 1 },
             Refusal::ResponseBlocked { detector: "card".into() },

@@ -1,6 +1,8 @@
-//! What a limit counts with: GCRA for rates (a rolling refill) or a calendar window for
-//! budgets (a reset at the boundary). Both keep one `u64` per counter in the same slot tables.
+//! What a limit counts with: GCRA for rates (a rolling refill), a calendar window for budgets
+//! (a reset at the boundary), or a gauge for exchanges in flight. All keep one `u64` per
+//! counter in the same slot tables.
 
+use super::gauge::Gauge;
 use super::gcra::{Gcra, Verdict};
 use super::window::Window;
 
@@ -11,6 +13,8 @@ pub enum Meter {
     Rate(Gcra),
     /// A budget: `limit` units per calendar window.
     Budget(Window),
+    /// Concurrency: at most `limit` exchanges in flight.
+    Concurrent(Gauge),
 }
 
 impl Meter {
@@ -19,6 +23,7 @@ impl Meter {
         match self {
             Meter::Rate(g) => g.limit(),
             Meter::Budget(w) => w.limit(),
+            Meter::Concurrent(g) => g.limit(),
         }
     }
 
@@ -27,6 +32,7 @@ impl Meter {
         match self {
             Meter::Rate(g) => g.check(state, now, cost),
             Meter::Budget(w) => w.check(state, now, cost),
+            Meter::Concurrent(g) => g.check(state, now, cost),
         }
     }
 
@@ -35,6 +41,7 @@ impl Meter {
         match self {
             Meter::Rate(g) => g.adjust(state, now, delta),
             Meter::Budget(w) => w.adjust(state, now, delta),
+            Meter::Concurrent(g) => g.adjust(state, now, delta),
         }
     }
 
@@ -43,6 +50,7 @@ impl Meter {
         match self {
             Meter::Rate(g) => g.period_ns(),
             Meter::Budget(w) => w.status(state, now).1,
+            Meter::Concurrent(g) => g.retry_ns(),
         }
     }
 
@@ -51,6 +59,7 @@ impl Meter {
         match self {
             Meter::Rate(_) => state <= now,
             Meter::Budget(w) => w.idle(state, now),
+            Meter::Concurrent(g) => g.idle(state, now),
         }
     }
 
@@ -59,6 +68,7 @@ impl Meter {
         match self {
             Meter::Rate(_) => state.saturating_sub(now),
             Meter::Budget(w) => w.load(state, now),
+            Meter::Concurrent(g) => g.in_flight(state, now),
         }
     }
 }

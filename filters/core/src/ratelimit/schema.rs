@@ -24,6 +24,9 @@ pub struct RateLimit {
     /// LLM tokens per calendar day, week or month (UTC), reset at the boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// Exchanges (streamed or not) in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<Concurrency>,
     /// What a token limit does when a streamed completion runs past it.
     #[serde(default)]
     pub on_exceed: OnExceed,
@@ -151,6 +154,22 @@ pub struct TokenQuota {
     /// Which tokens count.
     #[serde(default)]
     pub count: TokenCount,
+}
+
+/// At most `limit` exchanges in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Exchanges in flight at once (1..=1048575).
+    pub limit: u64,
+    /// Seconds after which a counter nobody changed counts as empty: bounds how long an
+    /// exchange whose end was lost (a VM torn down mid-stream) can hold its place.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_s: u64,
+}
+
+fn default_stale_after() -> u64 {
+    900
 }
 
 /// `tokens` per calendar window: a budget.

@@ -277,7 +277,7 @@ fn budget_fields_are_validated_by_name() {
     };
     assert!(bad(json!([{"name": "b", "budget": {"tokens": 0, "per": "month"}}])).contains("rate_limits[0].budget.tokens"));
     let e = bad(json!([{"name": "b", "budget": {"tokens": 5, "per": "month"}, "tokens": {"limit": 5, "per": "day"}}]));
-    assert!(e.contains("exactly one of `requests`, `tokens` or `budget`"), "{e}");
+    assert!(e.contains("exactly one of `requests`, `tokens`, `budget` or `concurrent`"), "{e}");
     let rl: Result<Vec<RateLimit>, _> = serde_json::from_value(json!([{"name": "b", "budget": {"tokens": 5, "per": "year"}}]));
     assert!(rl.is_err(), "only day, week and month");
 }
@@ -293,4 +293,88 @@ fn contention_between_workers_is_retried_and_counted() {
     assert_eq!(a.retries, 3, "each lost compare-and-swap is retried and counted (cordon_ratelimit_cas_retries)");
     let h = a.headers().pairs();
     assert!(h.contains(&("x-ratelimit-remaining-requests".into(), "9".into())), "admitted once despite the retries: {h:?}");
+}
+
+#[test]
+fn a_concurrency_limit_counts_exchanges_in_flight_and_their_end_gives_the_place_back() {
+    let l = limits(json!([
+        {"name": "two-at-once", "by": ["key"], "concurrent": {"limit": 2}},
+        {"name": "rpm", "requests": {"limit": 100, "per": "minute"}}
+    ]));
+    let store = MemoryStore::new();
+    let p = principal("t");
+    let who = caller(&p, "k", "m");
+    let mut first = l.admit(&who, &ONE, &store, NOW).unwrap();
+    let _second = l.admit(&who, &ONE, &store, NOW + S).unwrap();
+    let r = l.admit(&who, &ONE, &store, NOW + 2 * S).unwrap_err();
+    assert_eq!(code(&r), ("concurrency_limit_exceeded", 429));
+    assert!(r.message().contains("two-at-once"), "{}", r.message());
+    assert_eq!(r.headers().first(), Some(&("retry-after", "1".to_owned())));
+    assert!(l.admit(&caller(&p, "other-key", "m"), &ONE, &store, NOW).is_ok(), "per key");
+    // The first exchange ends (usage settled): its place is free again.
+    first.reconcile(&l, &Usage { prompt: 1, completion: 1, reported: true }, &store, NOW + 3 * S).unwrap();
+    let mut third = l.admit(&who, &ONE, &store, NOW + 3 * S).unwrap();
+    // A request refused further down the chain (or never sent) gives its place back too.
+    third.release(&l, &store, NOW + 4 * S);
+    assert!(l.admit(&who, &ONE, &store, NOW + 4 * S).is_ok());
+    // No OpenAI header speaks of concurrency: the requests figures come from the rate limit.
+    let h = l.admit(&caller(&p, "k3", "m"), &ONE, &store, NOW + 5 * S).unwrap().headers().pairs();
+    assert!(h.contains(&("x-ratelimit-limit-requests".into(), "100".into())), "{h:?}");
+}
+
+#[test]
+fn concurrency_fields_are_validated_by_name() {
+    let bad = |v: serde_json::Value| {
+        let rl: Vec<RateLimit> = serde_json::from_value(v).unwrap();
+        CompiledLimits::compile(&rl, None).unwrap_err().to_string()
+    };
+    assert!(bad(json!([{"name": "c", "concurrent": {"limit": 0}}])).contains("rate_limits[0].concurrent.limit"));
+    assert!(bad(json!([{"name": "c", "concurrent": {"limit": 2_000_000}}])).contains("rate_limits[0].concurrent.limit"));
+    assert!(bad(json!([{"name": "c", "concurrent": {"limit": 2, "stale_after_s": 0}}])).contains("concurrent.stale_after_s"));
+    assert!(bad(json!([{"name": "c", "concurrent": {"limit": 2}, "on_exceed": "cut"}])).contains("on_exceed"));
+}
+
+proptest! {
+    /// Over any interleaving of starts and ends across keys, no key ever has more exchanges
+    /// admitted and not yet ended than its limit, and every refusal happened at the limit.
+    #[test]
+    fn in_flight_never_exceeds_the_limit(ops in proptest::collection::vec((0u8..3, any::<bool>(), 0u64..5), 1..200)) {
+        let l = limits(json!([{"name": "c", "concurrent": {"limit": 3}}]));
+        let store = MemoryStore::new();
+        let p = principal("t");
+        let keys = ["a", "b", "c"];
+        let mut open: Vec<Vec<Admission>> = vec![Vec::new(), Vec::new(), Vec::new()];
+        let mut now = NOW;
+        for (k, start, dt) in ops {
+            now += dt * S;
+            let k = usize::from(k);
+            if start {
+                match l.admit(&caller(&p, keys[k], "m"), &ONE, &store, now) {
+                    Ok(a) => open[k].push(a),
+                    Err(r) => {
+                        prop_assert_eq!(r.code(), "concurrency_limit_exceeded");
+                        prop_assert_eq!(open[k].len(), 3, "refused below the limit");
+                    }
+                }
+                prop_assert!(open[k].len() <= 3);
+            } else if let Some(mut a) = open[k].pop() {
+                a.reconcile(&l, &Usage::default(), &store, now).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn giving_back_a_place_whose_counter_was_evicted_evicts_nobody() {
+    // One slot: the second key evicts the first's busy counter (counted), and the first
+    // exchange's end must not take the slot back from the second.
+    let l = limits(json!([{"name": "c", "concurrent": {"limit": 1}, "slots": 1}]));
+    let store = MemoryStore::new();
+    let p = principal("t");
+    let mut a = l.admit(&caller(&p, "a", "m"), &ONE, &store, NOW).unwrap();
+    let b = l.admit(&caller(&p, "b", "m"), &ONE, &store, NOW).unwrap();
+    assert_eq!(b.evictions, 1, "bounded state: the busy counter of 'a' was evicted");
+    a.reconcile(&l, &Usage::default(), &store, NOW + S).unwrap();
+    let r = l.admit(&caller(&p, "b", "m"), &ONE, &store, NOW + S).unwrap_err();
+    assert_eq!(r.code(), "concurrency_limit_exceeded", "b's exchange still holds its place");
 }
