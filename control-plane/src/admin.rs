@@ -427,6 +427,37 @@ impl Admin {
         .await
     }
 
+    /// Every budget of the policy in force and what is left of it in its current window,
+    /// fleet-wide, from verified audit records.
+    pub async fn budgets(&self, who: Credentials<'_>, _r: BudgetsRequest) -> Result<BudgetsResponse, AdminError> {
+        self.call(who, "budgets", Role::Viewer, String::new(), |_| async move {
+            let Some(snapshot) = self.service.current() else {
+                return Ok((BudgetsResponse::default(), String::new()));
+            };
+            let policy = cordon_core::Policy::from_json(&snapshot.bundle.policy_json)
+                .map_err(|e| AuditError::Invalid(format!("the policy in force does not parse: {e}")))?;
+            let rows = self
+                .audit
+                .budgets(&policy.rate_limits, u64::try_from(now_ms()).unwrap_or(0))
+                .into_iter()
+                .map(|s| BudgetRow {
+                    remaining: s.remaining(),
+                    limit: s.limit,
+                    counter: s.counter,
+                    per: format!("{:?}", s.per).to_ascii_lowercase(),
+                    window_start_day: s.window_start_day,
+                    resets_day: s.resets_day,
+                    count: format!("{:?}", s.count).to_ascii_lowercase(),
+                    tokens: s.tokens,
+                    used: s.used,
+                    estimated: s.estimated,
+                })
+                .collect();
+            Ok((BudgetsResponse { policy_version: snapshot.bundle.version.clone(), rows }, String::new()))
+        })
+        .await
+    }
+
     /// Usage per day, team, user, key and model from verified audit records.
     pub async fn usage(&self, who: Credentials<'_>, r: UsageRequest) -> Result<UsageResponse, AdminError> {
         self.call(who, "usage", Role::Viewer, String::new(), |_| async move {
@@ -447,6 +478,7 @@ impl Admin {
                     day: k.day,
                     team: k.team,
                     user: k.user,
+                    app: k.app,
                     key_id: k.key_id,
                     model: k.model,
                     requests: c.requests,

@@ -145,6 +145,12 @@ impl PolicyAdmin for AdminGrpc {
         let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
         Ok(Response::new(self.0.audit_retain(who, request.into_inner()).await?))
     }
+    async fn budgets(&self, request: Request<BudgetsRequest>) -> Result<Response<BudgetsResponse>, Status> {
+        let t = token(&request);
+        let cert = request.extensions().get::<PeerCertificate>().cloned();
+        let who = Credentials { token: t.as_deref(), cert: cert.as_ref() };
+        Ok(Response::new(self.0.budgets(who, request.into_inner()).await?))
+    }
     async fn usage(&self, request: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
         let t = token(&request);
         let cert = request.extensions().get::<PeerCertificate>().cloned();

@@ -247,6 +247,19 @@ def test_the_usage_ledger_agrees_with_what_the_limiter_counted(stack):
     assert int(r.headers["x-ratelimit-remaining-tokens"]) == budget - used - reserved, (r.headers, used, reserved)
     table = cp.ctl("usage", "--by", "team,model", json_out=False).stdout
     assert "research" in table and "gpt-4o-mini" in table and "TOTAL" in table
+    # `cordonctl budgets`: the budget, its counter (by key, the default) and what is left of it,
+    # fleet-wide from the same verified records: the two first exchanges and the probe.
+    assert len(records(cp, 3)) == 3
+    probe_used = int(cp.ctl("usage", "--by", "key")["rows"][0]["total_tokens"]) - used
+    got = cp.ctl("budgets")
+    rows = [r for r in got["rows"] if r["limit"] == "key-monthly"]
+    assert len(rows) == 1 and rows[0]["counter"] == "key=k-audit", got
+    b = rows[0]
+    assert (b["per"], b["count"], int(b["tokens"])) == ("month", "total", budget), b
+    assert int(b["used"]) == used + probe_used and int(b["remaining"]) == budget - used - probe_used, (b, used, probe_used)
+    assert b["window_start_day"].endswith("-01") and b["resets_day"].endswith("-01"), b
+    text = cp.ctl("budgets", json_out=False).stdout
+    assert "key-monthly" in text and "key=k-audit" in text and "LEFT" in text, text
 
 
 def keyed_digest(key: bytes, direction: str, content: bytes) -> str:

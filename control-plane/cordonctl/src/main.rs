@@ -98,10 +98,13 @@ enum Command {
         /// Last UTC day, YYYY-MM-DD (inclusive).
         #[arg(long, default_value = "")]
         until: String,
-        /// Group by: any of day,team,user,key,model (default day,team,key,model).
+        /// Group by: any of day,team,user,app,key,model (default day,team,key,model).
         #[arg(long, value_delimiter = ',')]
         by: Vec<String>,
     },
+    /// Every token budget of the policy in force and what is left of it in the current window,
+    /// per counter, fleet-wide (from verified audit records).
+    Budgets,
     /// Read the admin log (auditor role).
     Log {
         #[arg(long, default_value_t = 0)]
@@ -311,6 +314,10 @@ fn request<T>(msg: T, token: &Option<String>) -> Result<tonic::Request<T>, CtlEr
 }
 
 /// Pads columns; the last column is not padded.
+fn dash_or(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -838,6 +845,7 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                             dash(&u.day),
                             dash(&u.team),
                             dash(&u.user),
+                            dash(&u.app),
                             dash(&u.key_id),
                             dash(&u.model),
                             u.requests.to_string(),
@@ -849,7 +857,37 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
                         ]
                     })
                     .collect();
-                table(&["DAY", "TEAM", "USER", "KEY", "MODEL", "REQUESTS", "REFUSED", "PROMPT", "COMPLETION", "TOTAL", "ESTIMATED"], rows)
+                table(
+                    &["DAY", "TEAM", "USER", "APP", "KEY", "MODEL", "REQUESTS", "REFUSED", "PROMPT", "COMPLETION", "TOTAL", "ESTIMATED"],
+                    rows,
+                )
+            }
+        }
+        Command::Budgets => {
+            let r = c.budgets(request(BudgetsRequest {}, &token)?).await?.into_inner();
+            if out == Output::Json {
+                json(&r)
+            } else {
+                let rows = r
+                    .rows
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.limit.clone(),
+                            if b.counter.is_empty() { "(none used)".to_owned() } else { b.counter.clone() },
+                            format!("{} {}", b.per, b.window_start_day),
+                            b.count.clone(),
+                            b.tokens.to_string(),
+                            b.used.to_string(),
+                            b.remaining.to_string(),
+                            b.resets_day.clone(),
+                            b.estimated.to_string(),
+                        ]
+                    })
+                    .collect();
+                let mut text = format!("policy {}; used = verified audit records across every Envoy\n", dash_or(&r.policy_version));
+                text.push_str(&table(&["BUDGET", "COUNTER", "WINDOW", "COUNTS", "TOKENS", "USED", "LEFT", "RESETS", "ESTIMATED"], rows));
+                text
             }
         }
         Command::Log { after, limit } => {

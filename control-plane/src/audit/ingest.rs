@@ -291,6 +291,11 @@ impl AuditLog {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner()).report(since, until, by)
     }
 
+    /// Where each budget among `limits` stands in its current window at `now_ms`, fleet-wide.
+    pub fn budgets(&self, limits: &[cordon_core::ratelimit::schema::RateLimit], now_ms: u64) -> Vec<super::budgets::Standing> {
+        super::budgets::standings(limits, &self.ledger.lock().unwrap_or_else(|p| p.into_inner()), now_ms)
+    }
+
     /// Signs and stores a head if entries arrived since the last one; returns the newest head.
     pub async fn sign_head(&self) -> StoreResult<Option<cordon_audit::head::SignedTreeHead>> {
         let mut st = self.state.lock().await;

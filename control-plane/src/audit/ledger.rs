@@ -17,6 +17,8 @@ pub struct LedgerKey {
     pub team: String,
     /// User.
     pub user: String,
+    /// App.
+    pub app: String,
     /// API key id.
     pub key_id: String,
     /// Model.
@@ -60,6 +62,8 @@ pub struct GroupBy {
     pub team: bool,
     /// By user.
     pub user: bool,
+    /// By app.
+    pub app: bool,
     /// By API key id.
     pub key: bool,
     /// By model.
@@ -67,10 +71,10 @@ pub struct GroupBy {
 }
 
 impl GroupBy {
-    /// Parses `day,team,user,key,model` (any subset); empty means `day,team,key,model`.
+    /// Parses `day,team,user,app,key,model` (any subset); empty means `day,team,key,model`.
     pub fn parse(fields: &[String]) -> Result<Self, String> {
         if fields.is_empty() {
-            return Ok(Self { day: true, team: true, user: false, key: true, model: true });
+            return Ok(Self { day: true, team: true, user: false, app: false, key: true, model: true });
         }
         let mut g = Self::default();
         for f in fields.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()) {
@@ -78,9 +82,10 @@ impl GroupBy {
                 "day" => g.day = true,
                 "team" => g.team = true,
                 "user" => g.user = true,
+                "app" => g.app = true,
                 "key" => g.key = true,
                 "model" => g.model = true,
-                other => return Err(format!("--by: unknown field `{other}` (day, team, user, key, model)")),
+                other => return Err(format!("--by: unknown field `{other}` (day, team, user, app, key, model)")),
             }
         }
         Ok(g)
@@ -105,6 +110,7 @@ impl Ledger {
             day: utc_date(i64::try_from(entry.time_ms).unwrap_or(i64::MAX)),
             team: s(&r.principal.team),
             user: s(&r.principal.user),
+            app: s(&r.principal.app),
             key_id: s(&r.principal.key_id),
             model: s(&r.model),
         };
@@ -116,6 +122,11 @@ impl Ledger {
             c.estimated = u64::from(u.source == UsageSource::Estimated);
         }
         self.rows.entry(key).or_default().add(&c);
+    }
+
+    /// Every row of days `since..=until` (`YYYY-MM-DD`, inclusive), ungrouped.
+    pub fn rows(&self, since: &str, until: &str) -> impl Iterator<Item = (&LedgerKey, &LedgerCounts)> {
+        self.rows.iter().filter(move |(k, _)| k.day.as_str() >= since && k.day.as_str() <= until)
     }
 
     /// Rows for days in `since..=until` (`YYYY-MM-DD`, empty = unbounded), grouped by `by`.
@@ -130,6 +141,7 @@ impl Ledger {
                 day: pick(by.day, &k.day),
                 team: pick(by.team, &k.team),
                 user: pick(by.user, &k.user),
+                app: pick(by.app, &k.app),
                 key_id: pick(by.key, &k.key_id),
                 model: pick(by.model, &k.model),
             };

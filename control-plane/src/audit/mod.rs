@@ -10,6 +10,7 @@
 //! * [`service`]: the `cordon.v1.AuditService` gRPC stream.
 //! * [`store`], [`sqlite`], [`postgres`]: persistence.
 
+pub mod budgets;
 pub mod check;
 pub mod ingest;
 pub mod ledger;

@@ -15,13 +15,12 @@ pub mod store;
 pub mod usage;
 pub mod window;
 
-use crate::glob::Glob;
 use crate::policy::{PolicyError, Principal};
 use crate::refusal::Refusal;
 use gauge::Gauge;
 use gcra::{Gcra, Verdict};
 use meter::Meter;
-use schema::{BudgetPer, KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
+use schema::{KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
 use store::{CasStore, StoreError};
 use window::{Calendar, Window};
 
@@ -91,12 +90,7 @@ impl CompiledLimits {
                     (Counts::Concurrent, Meter::Concurrent(Gauge::new(c.limit, c.stale_after_s * 1_000_000_000)), "concurrent.limit")
                 }
                 (None, None, Some(b), None) => {
-                    let calendar = match b.per {
-                        BudgetPer::Day => Calendar::Day,
-                        BudgetPer::Week => Calendar::Week,
-                        BudgetPer::Month => Calendar::Month,
-                    };
-                    (Counts::Tokens { count: b.count, cut }, Meter::Budget(Window::new(b.tokens, calendar)), "budget.tokens")
+                    (Counts::Tokens { count: b.count, cut }, Meter::Budget(Window::new(b.tokens, Calendar::from(b.per))), "budget.tokens")
                 }
                 _ => return Err(PolicyError::invalid(at("requests"), "set exactly one of `requests`, `tokens`, `budget` or `concurrent`")),
             };
@@ -228,13 +222,8 @@ fn unavailable(e: &StoreError) -> Refusal {
 
 impl CompiledLimit {
     fn matches(&self, who: &Caller<'_>) -> bool {
-        let field = |pat: &Option<Glob>, val: Option<&str>| pat.as_ref().is_none_or(|g| val.is_some_and(|v| g.matches(v)));
-        let s = &self.selector;
-        field(&s.user, who.principal.user.as_deref())
-            && field(&s.team, who.principal.team.as_deref())
-            && field(&s.app, who.principal.app.as_deref())
-            && field(&s.key, who.key_id)
-            && field(&s.model, Some(who.model))
+        let p = who.principal;
+        self.selector.matches(p.user.as_deref(), p.team.as_deref(), p.app.as_deref(), who.key_id, Some(who.model))
     }
 
     fn key(&self, who: &Caller<'_>) -> u64 {

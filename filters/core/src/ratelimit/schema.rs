@@ -64,6 +64,15 @@ pub struct LimitMatch {
     pub model: Option<Glob>,
 }
 
+impl LimitMatch {
+    /// Whether a caller with these values is selected: every set pattern must match a present
+    /// value (a caller without a team never matches a `team` pattern).
+    pub fn matches(&self, user: Option<&str>, team: Option<&str>, app: Option<&str>, key: Option<&str>, model: Option<&str>) -> bool {
+        let field = |pat: &Option<Glob>, val: Option<&str>| pat.as_ref().is_none_or(|g| val.is_some_and(|v| g.matches(v)));
+        field(&self.user, user) && field(&self.team, team) && field(&self.app, app) && field(&self.key, key) && field(&self.model, model)
+    }
+}
+
 /// A field a counter is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -183,6 +192,16 @@ pub struct Budget {
     /// Which tokens count.
     #[serde(default)]
     pub count: TokenCount,
+}
+
+impl From<BudgetPer> for super::window::Calendar {
+    fn from(per: BudgetPer) -> Self {
+        match per {
+            BudgetPer::Day => Self::Day,
+            BudgetPer::Week => Self::Week,
+            BudgetPer::Month => Self::Month,
+        }
+    }
 }
 
 /// A budget's calendar window (UTC).

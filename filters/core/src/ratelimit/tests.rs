@@ -378,3 +378,21 @@ fn giving_back_a_place_whose_counter_was_evicted_evicts_nobody() {
     let r = l.admit(&caller(&p, "b", "m"), &ONE, &store, NOW + S).unwrap_err();
     assert_eq!(r.code(), "concurrency_limit_exceeded", "b's exchange still holds its place");
 }
+
+#[test]
+fn calendar_bounds_hold_now_and_begin_at_the_boundary() {
+    use window::{Calendar, utc_date};
+    // 2026-11-30 is a Monday.
+    let now = 1_796_036_400 * S + 3_600 * S;
+    let day = |ns: u64| utc_date(i64::try_from(ns / 1_000_000).unwrap());
+    for (cal, start, end) in [
+        (Calendar::Day, "2026-11-30", "2026-12-01"),
+        (Calendar::Week, "2026-11-30", "2026-12-07"),
+        (Calendar::Month, "2026-11-01", "2026-12-01"),
+    ] {
+        let (s, e) = cal.bounds(now);
+        assert!(s <= now && now < e, "{cal:?}");
+        assert_eq!((day(s).as_str(), day(e).as_str()), (start, end), "{cal:?}");
+        assert_eq!(s % (86_400 * S), 0, "starts at midnight");
+    }
+}

@@ -61,6 +61,20 @@ pub fn utc_date(unix_ms: i64) -> String {
 }
 
 impl Calendar {
+    /// The window containing `now_ns` (unix): its start and its end (unix ns).
+    pub fn bounds(self, now_ns: u64) -> (u64, u64) {
+        let (_, end) = self.window(now_ns);
+        let start = match self {
+            Calendar::Day => end.saturating_sub(DAY_NS),
+            Calendar::Week => end.saturating_sub(7 * DAY_NS),
+            Calendar::Month => {
+                let (y, m) = civil_from_days((now_ns / DAY_NS) as i64);
+                days_from_civil(y, m, 1) as u64 * DAY_NS
+            }
+        };
+        (start, end)
+    }
+
     /// The window containing `now_ns` (unix): its index and its end (unix ns).
     pub fn window(self, now_ns: u64) -> (u64, u64) {
         let day = (now_ns / DAY_NS) as i64;
