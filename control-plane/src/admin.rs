@@ -342,6 +342,7 @@ impl Admin {
                     last_error: n.refusals.last_error,
                     last_error_unix_ms: n.refusals.last_error_ms,
                     refused: n.refusals.refused,
+                    claimed_through: n.claimed_through,
                 })
                 .collect();
             Ok((AuditNodesResponse { nodes }, String::new()))
@@ -516,8 +517,8 @@ impl Admin {
                     node_id: e.node,
                     seq: u64::try_from(e.seq).unwrap_or(0),
                     time_unix_ms: e.time_ms,
+                    reason: gap_reason(&e.entry).unwrap_or(e.reason),
                     decision: e.decision,
-                    reason: e.reason,
                     model: e.model,
                     team: e.team,
                     user: e.user,
@@ -529,6 +530,13 @@ impl Admin {
         })
         .await
     }
+}
+
+/// A gap entry's reason and range (`restart 2..=6`), for `audit query`.
+fn gap_reason(entry: &[u8]) -> Option<String> {
+    let e = cordon_audit::encoding::decode(entry).ok()?;
+    let cordon_audit::entry::Body::Gap(g) = e.body else { return None };
+    Some(format!("{} {}..={}", g.reason.as_str(), g.from, g.to))
 }
 
 /// The details of a stored record for `audit query` (empty for gaps and undecodable rows,

@@ -39,8 +39,11 @@ impl Link {
     /// Sends what the shipper asks for, the way the singleton converts it, and hands back the ack.
     async fn exchange(&mut self, s: &mut Shipper, out: Outgoing) -> AckEvent {
         let msg = match out {
-            Outgoing::Probe { node, key_id } => {
-                AuditBatch { node_id: node.as_str().into(), key_id, first_seq: 0, entries: vec![], signature: vec![] }
+            Outgoing::Probe { node, key_id } => AuditBatch { node_id: node.as_str().into(), key_id, ..Default::default() },
+            Outgoing::Watermark { node, key_id, claim_through } => {
+                let msg = AuditBatch { node_id: node.as_str().into(), key_id, watermark: true, claim_through, ..Default::default() };
+                self.tx.send(msg).await.unwrap();
+                return AckEvent::Unexpected; // never answered
             }
             Outgoing::Batch(b) => AuditBatch {
                 node_id: b.node.as_str().into(),
@@ -48,10 +51,14 @@ impl Link {
                 first_seq: b.first_seq,
                 entries: b.entries,
                 signature: b.signature.to_vec(),
+                ..Default::default()
             },
         };
         self.tx.send(msg).await.unwrap();
         let ack = tokio::time::timeout(PATIENCE, self.rx.message()).await.unwrap().unwrap().unwrap();
+        if let Some(claim) = ack.claimed_through {
+            s.note_claim(claim, 1_700_000_000_000);
+        }
         s.on_ack(ack.next_seq, &ack.prev_hash, &ack.error)
     }
 }
@@ -115,5 +122,68 @@ async fn the_filters_shipper_positions_batches_gaps_and_survives_restarts() {
     let v = admin(&r).await.audit_verify(authed(AuditVerifyRequest {}, AUDIT_TOKEN)).await.unwrap().into_inner();
     assert!(v.ok, "{:?}", v.problems);
     assert_eq!(entries(&r).await.last(), Some(&(10, "refuse".to_string())));
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_node_is_named_by_a_restart_gap_and_only_its_own_stream_can_claim() {
+    let r = start_with(Arc::new(SqliteStore::open(&tempfile::tempdir().unwrap().keep().join("cp.db")).unwrap())).await;
+    let public_key = base64::engine::general_purpose::STANDARD.encode(Signer::from_seed(&NODE_SEED).public_key());
+    admin(&r).await.register_node_key(authed(RegisterNodeKeyRequest { node_id: NODE.into(), public_key }, OPS_TOKEN)).await.unwrap();
+
+    // A stranger's watermark (no verified batch on its stream) is not kept.
+    let stranger = Link::open(&r).await;
+    let planted = AuditBatch { node_id: NODE.into(), watermark: true, claim_through: 1_000, ..Default::default() };
+    stranger.tx.send(planted).await.unwrap();
+
+    // The first run delivers 2 records, seals 2 more it never sends, and has 3 exchanges in flight.
+    let mut run1 = shipper(100);
+    let mut link = Link::open(&r).await;
+    let probe = run1.connected();
+    assert!(matches!(link.exchange(&mut run1, probe).await, AckEvent::Positioned { next_seq: 0 }));
+    for i in 0..2 {
+        run1.push(i, record(i, Decision::Allow));
+    }
+    while let Some(out) = run1.next_batch(1_700_000_000_000) {
+        assert!(matches!(link.exchange(&mut run1, out).await, AckEvent::Stored { .. }));
+    }
+    run1.push(2, record(2, Decision::Allow));
+    run1.push(3, record(3, Decision::Allow));
+    let wm = run1.watermark(1_700_000_000_000, 3).expect("a watermark");
+    link.exchange(&mut run1, wm).await;
+
+    // The next run learns the claim with its position and names seq 2..=6 before its own records.
+    let mut run2 = shipper(100);
+    run2.push(10, record(10, Decision::Refuse));
+    let mut held = None;
+    for _ in 0..100 {
+        // The watermark is processed asynchronously: wait until the control plane holds it.
+        let mut probe_link = Link::open(&r).await;
+        let key_id = Signer::from_seed(&NODE_SEED).key_id().to_owned();
+        probe_link.tx.send(AuditBatch { node_id: NODE.into(), key_id, ..Default::default() }).await.unwrap();
+        let ack = tokio::time::timeout(PATIENCE, probe_link.rx.message()).await.unwrap().unwrap().unwrap();
+        held = ack.claimed_through;
+        assert_ne!(held, Some(1_000), "a stranger's claim was kept");
+        if held == Some(6) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, Some(6), "6 used (4 sealed) + 3 in flight, through seq 6");
+    drop(link);
+    drop(run1); // killed
+    assert_eq!(deliver(&r, &mut run2).await, 9);
+    let got = entries(&r).await;
+    assert_eq!(got.iter().map(|(s, d)| (*s, d.as_str())).collect::<Vec<_>>(), vec![(0, "allow"), (1, "allow"), (7, "gap"), (8, "refuse")]);
+    let q = admin(&r)
+        .await
+        .audit_query(authed(AuditQueryRequest { node_id: NODE.into(), ..Default::default() }, AUDIT_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    let gap = q.entries.iter().find(|e| e.decision == "gap").unwrap();
+    assert_eq!(gap.reason, "restart 2..=6", "{gap:?}");
+    let v = admin(&r).await.audit_verify(authed(AuditVerifyRequest {}, AUDIT_TOKEN)).await.unwrap().into_inner();
+    assert!(v.ok, "{:?}", v.problems);
     r.shutdown().await;
 }

@@ -50,13 +50,16 @@ def stack(request):
     cp = ControlPlane().start()
     up = FakeUpstream()
     started = []
+    seeds = {}
 
     def envoy(audit=True, buffer_records=10_000, content_key=None):
         env_vars = {}
         audit_cfg = None
         keys = ["CORDON_NODE_KEY", CONTENT_KEY_ENV]
         if audit:
-            env_vars["CORDON_NODE_KEY"] = node_key(cp, NODE)
+            if "seed" not in seeds:  # one key per node: a restarted Envoy keeps its key
+                seeds["seed"] = node_key(cp, NODE)
+            env_vars["CORDON_NODE_KEY"] = seeds["seed"]
             audit_cfg = {"node_key_env": "CORDON_NODE_KEY", "buffer_records": buffer_records}
         if content_key is not None:
             audit_cfg["content_key_env"] = CONTENT_KEY_ENV
@@ -309,3 +312,57 @@ def test_a_named_content_key_that_is_missing_or_short_stops_envoy(stack, value, 
     with pytest.raises(RuntimeError) as failed:
         envoy(content_key=value)
     assert "content-digest key" in str(failed.value) and why in str(failed.value), failed.value
+
+
+def test_a_killed_envoy_leaves_a_restart_gap_for_the_stream_it_had_in_flight(stack):
+    """Kill -9 mid-stream: the exchange in flight can never be recorded by that Envoy, so its
+    number is named by a `restart` gap that the next run of the node seals, never silently absent."""
+    import signal
+    import threading
+
+    from tests.harness.fake_upstream import Script
+    from tests.harness.sse import SSEStream
+
+    cp, up, envoy = stack
+    env = envoy()
+    key = push(cp)
+    assert post(env, key, chat("before")).status_code == 200
+    assert len(records(cp, 1)) == 1
+    up.push(Script(chunks=["tick "] * 400, delay_s=0.05))
+    started = threading.Event()
+
+    def stream():
+        try:
+            with SSEStream(env.url() + "/v1/chat/completions", {**chat("long"), "stream": True},
+                           headers={"authorization": f"Bearer {key}"}) as s:
+                for _ in s:
+                    started.set()
+        except Exception:
+            pass  # the Envoy under it is killed
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    assert started.wait(10), "the stream began"
+
+    def node():
+        return next((n for n in cp.ctl("audit", "nodes")["nodes"] if n["node_id"] == NODE), {})
+
+    # The node's watermark says one exchange is in flight beyond what is stored (seq 1).
+    deadline = time.monotonic() + 10
+    while int(node().get("claimed_through", -1)) != int(node().get("next_seq", 0)):
+        assert time.monotonic() < deadline, node()
+        time.sleep(0.1)
+    env.proc.send_signal(signal.SIGKILL)
+    env.proc.wait(10)
+    t.join(10)
+
+    again = envoy()
+    deadline = time.monotonic() + 15
+    while (r := post(again, key, chat("after"))).status_code == 503:  # until the policy arrives
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.1)
+    assert r.status_code == 200, r.text
+    got = sorted(records(cp, 3), key=lambda e: int(e["seq"]))
+    assert [(int(e["seq"]), e["decision"]) for e in got] == [(0, "allow"), (2, "gap"), (3, "allow")], got
+    assert got[1]["reason"] == "restart 1..=1", got[1]
+    assert cp.ctl("audit", "verify").get("ok") is True

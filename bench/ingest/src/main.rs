@@ -56,6 +56,7 @@ fn batches(n: u64, per: usize, signer: &Signer) -> Vec<AuditBatch> {
                 first_seq: first,
                 entries: b.entries,
                 signature: b.signature.to_vec(),
+                ..Default::default()
             });
         }
     }

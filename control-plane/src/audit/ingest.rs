@@ -58,6 +58,8 @@ pub struct NodeAuditState {
     pub last_batch_ms: i64,
     /// Refusals since start-up.
     pub refusals: Refusals,
+    /// The node's last watermark: the highest seq its run may have used (sealed or in flight).
+    pub claimed_through: Option<u64>,
 }
 
 /// Ingest state guarded together: chains and tree must advance with the store, in one order.
@@ -79,6 +81,8 @@ pub struct AuditLog {
     state: AsyncMutex<State>,
     refusals: Mutex<HashMap<String, Refusals>>,
     ledger: Mutex<super::ledger::Ledger>,
+    /// Each node's last watermark (in memory: a control-plane restart forgets them).
+    claims: Mutex<HashMap<String, u64>>,
 }
 
 fn active_keys(keys: &[StoredNodeKey]) -> NodeKeys {
@@ -153,7 +157,14 @@ impl AuditLog {
                 ledger.add(&entry);
             }
         }
-        Ok(Self { store, signer, state: AsyncMutex::new(state), refusals: Mutex::new(HashMap::new()), ledger: Mutex::new(ledger) })
+        Ok(Self {
+            store,
+            signer,
+            state: AsyncMutex::new(state),
+            refusals: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(ledger),
+            claims: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The control plane's tree-head public key.
@@ -176,7 +187,18 @@ impl AuditLog {
                 e
             }
         };
-        AuditAck { next_seq: tip.next_seq, prev_hash: tip.prev.to_vec(), error }
+        let claimed_through = self.claims.lock().unwrap_or_else(|p| p.into_inner()).get(&b.node_id).copied();
+        AuditAck { next_seq: tip.next_seq, prev_hash: tip.prev.to_vec(), error, claimed_through }
+    }
+
+    /// Keeps a node's watermark for its next run. The caller only passes watermarks from a
+    /// stream that delivered a verified batch of that node.
+    pub fn note_claim(&self, node: &str, claim_through: u64) {
+        let mut c = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= MAX_REFUSAL_NODES && !c.contains_key(node) {
+            return;
+        }
+        c.insert(node.to_owned(), claim_through);
     }
 
     fn note_refusal(&self, node: &str, error: &str) {
@@ -366,6 +388,7 @@ impl AuditLog {
     pub async fn nodes(&self) -> Vec<NodeAuditState> {
         let tips = self.state.lock().await.tips.clone();
         let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut names: Vec<&String> = tips.keys().chain(refusals.keys()).collect();
         names.sort();
         names.dedup();
@@ -379,6 +402,7 @@ impl AuditLog {
                     next_seq: t.next_seq,
                     last_batch_ms: t.last_batch_ms,
                     refusals: refusals.get(n).cloned().unwrap_or_default(),
+                    claimed_through: claims.get(n).copied(),
                 }
             })
             .collect()

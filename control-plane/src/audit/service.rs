@@ -25,10 +25,23 @@ impl AuditService for AuditGrpc {
         // A small buffer: a node waits for its ack before its next batch anyway.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
+            // The node this stream proved to speak for (a verified batch): only its watermarks
+            // are kept, so nobody else can plant a claim that a node's next run would gap.
+            let mut verified: Option<String> = None;
             loop {
                 match batches.message().await {
+                    Ok(Some(b)) if b.watermark => {
+                        if verified.as_deref() == Some(b.node_id.as_str()) {
+                            log.note_claim(&b.node_id, b.claim_through);
+                        }
+                    }
                     Ok(Some(b)) => {
+                        let node = b.node_id.clone();
+                        let carries_entries = !b.entries.is_empty();
                         let ack = log.ingest(b).await;
+                        if carries_entries && ack.error.is_empty() {
+                            verified = Some(node);
+                        }
                         if tx.send(Ok(ack)).await.is_err() {
                             break;
                         }

@@ -67,7 +67,14 @@ impl AuditNode {
 
     pub fn batch(&self, first_seq: u64, entries: Vec<Vec<u8>>) -> AuditBatch {
         let b = self.signer.sign_batch(&self.node(), first_seq, entries);
-        AuditBatch { node_id: self.id.clone(), key_id: b.key_id, first_seq, entries: b.entries, signature: b.signature.to_vec() }
+        AuditBatch {
+            node_id: self.id.clone(),
+            key_id: b.key_id,
+            first_seq,
+            entries: b.entries,
+            signature: b.signature.to_vec(),
+            ..Default::default()
+        }
     }
 
     pub async fn ship(&mut self, batch: AuditBatch) -> AuditAck {

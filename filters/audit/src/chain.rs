@@ -157,6 +157,19 @@ impl Chain {
         seq
     }
 
+    /// Notes that `count` numbers from the next one on stand for records that will never
+    /// arrive (see [`GapReason::Restart`]); the gap entry names them. Constant time.
+    pub fn drop_records(&mut self, count: u64, reason: GapReason) {
+        let Some(last) = count.checked_sub(1) else { return };
+        let from = self.next_seq;
+        let to = from.saturating_add(last);
+        self.dropped = Some(match self.dropped {
+            Some((first, _, first_reason)) => (first, to, first_reason),
+            None => (from, to, reason),
+        });
+        self.next_seq = to.saturating_add(1);
+    }
+
     /// Seals the gap entry for the dropped records, if there are any.
     pub fn seal_gap(&mut self, time_ms: u64) -> Option<Sealed> {
         let (from, to, reason) = self.dropped.take()?;

@@ -186,6 +186,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
             let reason = match r.u8("gap.reason")? {
                 1 => GapReason::BufferFull,
                 2 => GapReason::Shutdown,
+                3 => GapReason::Restart,
                 value => return Err(DecodeError::BadTag { field: "gap.reason", value, at: reason_at }),
             };
             // The gap entry takes the number right after the dropped ones.

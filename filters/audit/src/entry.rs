@@ -49,6 +49,10 @@ pub enum GapReason {
     BufferFull = 1,
     /// The node was shutting down with records it could not send.
     Shutdown = 2,
+    /// The node's previous run ended (killed, crashed) before these arrived: numbers it had
+    /// sealed but not delivered, and one per exchange it still had in flight, as it last
+    /// reported them to the control plane. Sealed by the next run of the node.
+    Restart = 3,
 }
 
 impl GapReason {
@@ -57,6 +61,7 @@ impl GapReason {
         match self {
             GapReason::BufferFull => "buffer_full",
             GapReason::Shutdown => "shutdown",
+            GapReason::Restart => "restart",
         }
     }
 }

@@ -127,3 +127,22 @@ fn key_id_matches_the_bundle_scheme() {
     let pk = [0u8; 32];
     assert_eq!(cordon_audit::key_id(&pk), "ed25519:66687aadf862bd77");
 }
+
+#[test]
+fn a_restart_gap_names_a_whole_range_in_one_step_and_verifies() {
+    let mut chain = Chain::resume(id("envoy-a"), 5, [7; 32]);
+    chain.drop_records(0, GapReason::Restart);
+    assert_eq!(chain.pending_gap(), None, "nothing claimed, nothing to name");
+    chain.drop_records(3, GapReason::Restart);
+    assert_eq!(chain.pending_gap(), Some((5, 7)));
+    let gap = chain.seal_gap(10).unwrap();
+    assert_eq!(gap.seq, 8);
+    let entry = decode(&gap.bytes).unwrap();
+    assert!(matches!(entry.body, Body::Gap(ref g) if (g.from, g.to, g.reason) == (5, 7, GapReason::Restart)), "{entry:?}");
+    let mut v = ChainVerifier::resume(id("envoy-a"), 5, [7; 32]);
+    v.check(&entry, &gap.bytes).unwrap();
+    // A claim beyond any real chain costs nothing to name (no loop over the numbers).
+    let mut far = Chain::resume(id("envoy-a"), 0, [0; 32]);
+    far.drop_records(u64::MAX, GapReason::Restart);
+    assert_eq!(far.pending_gap(), Some((0, u64::MAX - 1)));
+}

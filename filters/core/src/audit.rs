@@ -6,6 +6,7 @@
 
 pub mod assembly;
 pub mod draft;
+pub mod in_flight;
 pub mod shipper;
 
 use serde::{Deserialize, Serialize};

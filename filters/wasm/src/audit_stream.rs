@@ -6,8 +6,8 @@
 use crate::audit_trail::{CONTENT_KEY_ENV, QUEUE, STATE_KEY};
 use cordon_audit::encoding::decode_record;
 use cordon_audit::record::Ident;
-use cordon_core::audit::DeliveryState;
-use cordon_core::audit::shipper::{AckEvent, Bounds, Outgoing, Shipper};
+use cordon_core::audit::shipper::{AckEvent, Bounds, Outgoing, Shipper, WATERMARK_MS};
+use cordon_core::audit::{DeliveryState, in_flight};
 use cordon_core::config::AuditDelivery;
 use cordon_core::discovery::Backoff;
 use cordon_proto::v1 as pb;
@@ -36,7 +36,13 @@ pub struct AuditShipping {
     backoff: Backoff,
     reconnect_at_ms: u64,
     published: Option<DeliveryState>,
+    /// The workers' open-draft count keys (announced through the queue).
+    workers: Vec<String>,
+    next_watermark_ms: u64,
 }
+
+/// Worker VMs whose open drafts are summed (a VM reload announces a new key; the old one stays).
+const MAX_WORKERS: usize = 1024;
 
 impl AuditShipping {
     /// Sets up delivery for `node` to the control plane behind `cluster`; `Err` says why the
@@ -63,6 +69,8 @@ impl AuditShipping {
             backoff: Backoff::new(250, 15_000),
             reconnect_at_ms: 0,
             published: None,
+            workers: Vec::new(),
+            next_watermark_ms: 0,
         };
         me.publish_state();
         Ok(me)
@@ -109,8 +117,9 @@ impl AuditShipping {
 
     fn send(&self, token: u32, out: Outgoing) {
         let msg = match out {
-            Outgoing::Probe { node, key_id } => {
-                pb::AuditBatch { node_id: node.as_str().to_owned(), key_id, first_seq: 0, entries: vec![], signature: vec![] }
+            Outgoing::Probe { node, key_id } => pb::AuditBatch { node_id: node.as_str().to_owned(), key_id, ..Default::default() },
+            Outgoing::Watermark { node, key_id, claim_through } => {
+                pb::AuditBatch { node_id: node.as_str().to_owned(), key_id, watermark: true, claim_through, ..Default::default() }
             }
             Outgoing::Batch(b) => pb::AuditBatch {
                 node_id: b.node.as_str().to_owned(),
@@ -118,6 +127,7 @@ impl AuditShipping {
                 first_seq: b.first_seq,
                 entries: b.entries,
                 signature: b.signature.to_vec(),
+                ..Default::default()
             },
         };
         self.send_grpc_stream_message(token, Some(&msg.encode_to_vec()), false);
@@ -129,7 +139,27 @@ impl AuditShipping {
         {
             self.send(token, out);
         }
+        self.send_watermark();
         self.publish_state();
+    }
+
+    /// At most every `WATERMARK_MS`: sums the workers' open drafts and sends the watermark if
+    /// the claim changed.
+    fn send_watermark(&mut self) {
+        let now = now_ms();
+        let Some(token) = self.token else { return };
+        if now < self.next_watermark_ms {
+            return;
+        }
+        self.next_watermark_ms = now.saturating_add(WATERMARK_MS);
+        let open: u64 = self
+            .workers
+            .iter()
+            .map(|k| hostcalls::get_shared_data(k).ok().and_then(|(v, _)| v).map_or(0, |v| in_flight::decode_count(&v)))
+            .sum();
+        if let Some(wm) = self.shipper.watermark(now, open) {
+            self.send(token, wm);
+        }
     }
 
     /// Takes every record the workers queued.
@@ -138,6 +168,12 @@ impl AuditShipping {
             return;
         }
         while let Ok(Some(bytes)) = hostcalls::dequeue_shared_queue(self.queue) {
+            if let Some(key) = in_flight::announced(&bytes) {
+                if !self.workers.iter().any(|k| k == key) && self.workers.len() < MAX_WORKERS {
+                    self.workers.push(key.to_owned());
+                }
+                continue;
+            }
             match decode_record(&bytes) {
                 Ok((time_ms, record)) => self.shipper.push(time_ms, record),
                 Err(e) => log(LogLevel::Error, &format!("audit: a worker handed over an unreadable record ({e}); module versions differ?")),
@@ -166,6 +202,9 @@ impl AuditShipping {
                 return;
             }
         };
+        if let Some(claim) = ack.claimed_through {
+            self.shipper.note_claim(claim, now_ms());
+        }
         match self.shipper.on_ack(ack.next_seq, &ack.prev_hash, &ack.error) {
             AckEvent::Positioned { next_seq } => {
                 self.backoff.reset();

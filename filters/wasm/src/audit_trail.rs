@@ -8,7 +8,7 @@ use cordon_audit::record::AuditRecord;
 use cordon_core::CompiledPolicy;
 use cordon_core::audit::assembly::{Assembly, Left, Role};
 use cordon_core::audit::draft::{Draft, Ending};
-use cordon_core::audit::{DeliveryState, OnAuditUnavailable, admits};
+use cordon_core::audit::{DeliveryState, OnAuditUnavailable, admits, in_flight};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 use std::cell::{Cell, RefCell};
@@ -38,6 +38,28 @@ thread_local! {
     static NEXT_RESOLVE_MS: Cell<u64> = const { Cell::new(0) };
     /// The content-digest key, read once when the queue resolves (the singleton has checked it).
     static CONTENT_KEY: RefCell<Option<ContentKey>> = const { RefCell::new(None) };
+    /// This VM's open-draft count key, once announced to the singleton.
+    static OPEN_KEY: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Publishes this worker's open-draft count for the singleton's watermark (announcing the key
+/// the first time): what a killed Envoy had in flight is then named by the next run.
+fn publish_open(q: u32) {
+    let count = ASSEMBLY.with(|a| a.borrow().len());
+    let key = OPEN_KEY.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.is_none() {
+            let key = in_flight::worker_key(vm_nonce());
+            if hostcalls::enqueue_shared_queue(q, Some(&in_flight::hello(&key))).is_err() {
+                return None;
+            }
+            *k = Some(key);
+        }
+        k.clone()
+    });
+    if let Some(key) = key {
+        let _ = hostcalls::set_shared_data(&key, Some(&in_flight::encode_count(count)), None);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -96,11 +118,12 @@ pub fn admits_request(policy: &CompiledPolicy) -> bool {
 /// The first role of a request opens its draft (when audit delivery is set up) and leaves the
 /// key for the roles after it.
 pub fn open(role: Role, request_id: &str) -> Option<u64> {
-    queue()?;
+    let q = queue()?;
     let (key, evicted) = ASSEMBLY.with(|a| a.borrow_mut().open(role, request_id, now_ms()));
     if let Some(r) = evicted {
         hand_over(&r);
     }
+    publish_open(q);
     let _ = hostcalls::set_property(vec![KEY_PROPERTY], Some(format!("{:016x}:{key}", vm_nonce()).as_bytes()));
     Some(key)
 }
@@ -162,6 +185,9 @@ pub fn leave(key: Option<u64>, role: Role) {
     });
     if let Left::Finished(record) = left {
         hand_over(&record);
+        if let Some(q) = QUEUE_ID.get() {
+            publish_open(q);
+        }
     }
 }
 

@@ -12,6 +12,11 @@
 //! * The buffer is bounded. A record that does not fit is dropped *with its sequence number*,
 //!   and a gap entry naming the exact range is sealed as soon as there is room again: loss is
 //!   never silent. Records kept before the position is known are sealed once it is.
+//! * A killed Envoy cannot say what it loses, so it says it ahead: a **watermark** (at most
+//!   every [`WATERMARK_MS`] while it changes) tells the control plane the highest number this
+//!   run may have used: what it sealed, plus one for each exchange still in flight. The next
+//!   run of the node gets the last watermark with its position and seals a `restart` gap for
+//!   every number it names that never arrived.
 
 use super::DeliveryState;
 use cordon_audit::Hash;
@@ -21,6 +26,9 @@ use cordon_audit::entry::GapReason;
 use cordon_audit::keys::Signer;
 use cordon_audit::record::{AuditRecord, Ident};
 use std::collections::VecDeque;
+
+/// Least time between two watermarks (ms).
+pub const WATERMARK_MS: u64 = 250;
 
 /// Bounds of the node's audit buffer and batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +53,16 @@ pub enum Outgoing {
     },
     /// A signed batch of consecutive entries.
     Batch(Batch),
+    /// The highest seq this run may have used (sealed, or owed to an exchange in flight); the
+    /// control plane keeps it for the node's next run and does not answer it.
+    Watermark {
+        /// The node.
+        node: Ident,
+        /// The node key's id.
+        key_id: String,
+        /// The highest seq claimed.
+        claim_through: u64,
+    },
 }
 
 /// What an acknowledgement meant.
@@ -95,6 +113,10 @@ pub struct Shipper {
     acked: u64,
     dropped_total: u64,
     stored_total: u64,
+    /// The previous run's last watermark and when it was learnt, until the position is adopted.
+    claim: Option<(u64, u64)>,
+    /// The last watermark sent, and when.
+    watermark_sent: Option<(u64, u64)>,
 }
 
 impl Shipper {
@@ -114,7 +136,36 @@ impl Shipper {
             acked: 0,
             dropped_total: 0,
             stored_total: 0,
+            claim: None,
+            watermark_sent: None,
         }
+    }
+
+    /// The control plane's answer to the position probe carried the previous run's last
+    /// watermark (`claim_through`), learnt at `now_ms`: numbers it names beyond the stored
+    /// chain become a `restart` gap, sealed first. Ignored once this run has a position (its
+    /// own watermarks are what the control plane holds then).
+    pub fn note_claim(&mut self, claim_through: u64, now_ms: u64) {
+        if self.chain.is_none() && matches!(self.stream, Stream::Probing) {
+            self.claim = Some((claim_through, now_ms));
+        }
+    }
+
+    /// The watermark to send now, if the stream is ready and the claim changed since the last
+    /// one (at most every [`WATERMARK_MS`]). `in_flight`: exchanges the workers hold open.
+    pub fn watermark(&mut self, now_ms: u64, in_flight: u64) -> Option<Outgoing> {
+        if !matches!(self.stream, Stream::Ready { .. }) {
+            return None;
+        }
+        let next = self.chain.as_ref()?.next_seq();
+        let claim_through = next.saturating_add(in_flight).checked_sub(1)?;
+        if let Some((last, at)) = self.watermark_sent
+            && (last == claim_through || now_ms.saturating_sub(at) < WATERMARK_MS)
+        {
+            return None;
+        }
+        self.watermark_sent = Some((claim_through, now_ms));
+        Some(Outgoing::Watermark { node: self.node.clone(), key_id: self.signer.key_id().to_owned(), claim_through })
     }
 
     /// The node key's id.
@@ -177,6 +228,8 @@ impl Shipper {
     /// The stream closed: unacknowledged entries are sent again after the next connect.
     pub fn disconnected(&mut self) {
         self.stream = Stream::Down;
+        // The next stream's control plane may not have heard the last one.
+        self.watermark_sent = None;
     }
 
     /// Whether a stream is open (probing or ready).
@@ -250,6 +303,15 @@ impl Shipper {
         match &self.chain {
             None => {
                 let mut chain = Chain::resume(self.node.clone(), next_seq, prev);
+                if let Some((claim, at)) = self.claim.take()
+                    && claim >= next_seq
+                {
+                    // The previous run used these numbers and they never arrived.
+                    chain.drop_records(claim - next_seq + 1, GapReason::Restart);
+                    if let Some(gap) = chain.seal_gap(at) {
+                        self.sealed.push_back(gap);
+                    }
+                }
                 for _ in 0..self.unnumbered_drops {
                     chain.drop_record(GapReason::BufferFull);
                 }

@@ -25,18 +25,24 @@ struct FakeLog {
     keys: NodeKeys,
     verifier: ChainVerifier,
     stored: Vec<Body>,
+    /// The last watermark, kept for the node's next run.
+    claim: Option<u64>,
 }
 
 impl FakeLog {
     fn new() -> Self {
         let mut keys = NodeKeys::default();
         keys.add(node(), &Signer::from_seed(&SEED).public_key()).unwrap();
-        Self { keys, verifier: ChainVerifier::genesis(node()), stored: vec![] }
+        Self { keys, verifier: ChainVerifier::genesis(node()), stored: vec![], claim: None }
     }
 
     fn answer(&mut self, out: &Outgoing) -> (u64, Vec<u8>, String) {
         let error = match out {
             Outgoing::Probe { .. } => String::new(),
+            Outgoing::Watermark { claim_through, .. } => {
+                self.claim = Some(*claim_through);
+                String::new()
+            }
             Outgoing::Batch(b) => match self.keys.verify(b) {
                 Err(e) => e.to_string(),
                 Ok(entries) => {
@@ -65,7 +71,7 @@ impl FakeLog {
             .iter()
             .map(|b| match b {
                 Body::Record(r) => r.request_id.as_str().to_owned(),
-                Body::Gap(g) => format!("gap {}..={}", g.from, g.to),
+                Body::Gap(g) => format!("{} gap {}..={}", g.reason.as_str(), g.from, g.to),
             })
             .collect()
     }
@@ -83,6 +89,9 @@ fn connect(s: &mut Shipper, log: &mut FakeLog) -> AckEvent {
     let probe = s.connected();
     assert!(matches!(probe, Outgoing::Probe { .. }));
     let (n, p, e) = log.answer(&probe);
+    if let Some(claim) = log.claim {
+        s.note_claim(claim, 0);
+    }
     s.on_ack(n, &p, &e)
 }
 
@@ -120,7 +129,7 @@ fn a_full_buffer_drops_records_into_a_gap_that_names_them() {
     assert_eq!(s.state(), DeliveryState::Open);
     s.push(8, record(8));
     drain(&mut s, &mut log);
-    assert_eq!(log.records(), vec!["req-0", "req-1", "req-2", "gap 3..=6", "req-8"]);
+    assert_eq!(log.records(), vec!["req-0", "req-1", "req-2", "buffer_full gap 3..=6", "req-8"]);
 }
 
 #[test]
@@ -132,7 +141,7 @@ fn a_gap_is_delivered_even_if_no_record_follows() {
     s.push(1, record(1));
     drain(&mut s, &mut log);
     drain(&mut s, &mut log);
-    assert_eq!(log.records(), vec!["req-0", "gap 1..=1"]);
+    assert_eq!(log.records(), vec!["req-0", "buffer_full gap 1..=1"]);
 }
 
 #[test]
@@ -145,7 +154,7 @@ fn drops_before_the_first_connect_are_numbered_once_the_position_is_known() {
     connect(&mut s, &mut log);
     drain(&mut s, &mut log);
     drain(&mut s, &mut log);
-    assert_eq!(log.records(), vec!["gap 0..=1", "req-0", "req-1"]);
+    assert_eq!(log.records(), vec!["buffer_full gap 0..=1", "req-0", "req-1"]);
 }
 
 #[test]
@@ -292,4 +301,53 @@ proptest! {
         prop_assert_eq!(sorted, names, "records in order, none twice");
         prop_assert_eq!(s.dropped_total() + s.stored_total() - log.stored.iter().filter(|b| matches!(b, Body::Gap(_))).count() as u64, pushed);
     }
+}
+
+#[test]
+fn a_killed_run_leaves_a_restart_gap_for_what_it_sealed_or_had_in_flight() {
+    let mut log = FakeLog::new();
+    let mut first = shipper(100, 2);
+    connect(&mut first, &mut log);
+    for n in 0..3 {
+        first.push(0, record(n));
+    }
+    drain(&mut first, &mut log); // 0..=2 stored
+    for n in 3..6 {
+        first.push(0, record(n)); // sealed as 3..=5, never delivered
+    }
+    let Some(wm) = first.watermark(1_000, 2) else { panic!("a changed claim is sent") };
+    assert!(matches!(wm, Outgoing::Watermark { claim_through: 7, .. }), "{wm:?}: 6 used + 2 in flight");
+    log.answer(&wm);
+    assert_eq!(first.watermark(1_000 + WATERMARK_MS, 2), None, "unchanged: not repeated");
+    assert_eq!(first.watermark(1_001, 3), None, "at most every WATERMARK_MS");
+    drop(first); // killed: the buffer and the two exchanges in flight are gone
+
+    let mut second = shipper(100, 8);
+    second.push(0, record(100));
+    assert!(matches!(connect(&mut second, &mut log), AckEvent::Positioned { next_seq: 3 }));
+    drain(&mut second, &mut log);
+    let got = log.records();
+    assert_eq!(got[3..], ["restart gap 3..=7".to_owned(), "req-100".to_owned()], "{got:?}");
+    // A claim the control plane has already stored past makes no gap.
+    let mut third = shipper(100, 8);
+    assert!(matches!(connect(&mut third, &mut log), AckEvent::Positioned { next_seq: 10 }));
+    third.push(0, record(200));
+    drain(&mut third, &mut log);
+    assert_eq!(log.records().last().map(String::as_str), Some("req-200"));
+    assert_eq!(log.records().iter().filter(|r| r.contains("gap")).count(), 1);
+}
+
+#[test]
+fn a_reconnect_within_one_run_ignores_claims() {
+    let mut log = FakeLog::new();
+    let mut s = shipper(100, 8);
+    connect(&mut s, &mut log);
+    s.push(0, record(1));
+    drain(&mut s, &mut log);
+    log.claim = Some(50); // whatever the control plane says, this run knows its own chain
+    s.disconnected();
+    assert!(matches!(connect(&mut s, &mut log), AckEvent::Positioned { next_seq: 1 }));
+    s.push(0, record(2));
+    drain(&mut s, &mut log);
+    assert_eq!(log.records(), vec!["req-1".to_owned(), "req-2".to_owned()]);
 }
