@@ -534,12 +534,15 @@ fn audit_nodes_table(r: &AuditNodesResponse) -> String {
                 n.entries.to_string(),
                 n.next_seq.to_string(),
                 time(n.last_batch_unix_ms),
+                // Numbers the node's run has used beyond what is stored: on their way, or owed to
+                // exchanges in flight (a `restart` gap names them if the node dies).
+                n.claimed_through.map_or("-".into(), |c| (c + 1).saturating_sub(n.next_seq).to_string()),
                 n.refused.to_string(),
                 if n.last_error.is_empty() { "-".into() } else { format!("{} {}", time(n.last_error_unix_ms), n.last_error) },
             ]
         })
         .collect();
-    table(&["NODE", "ENTRIES", "NEXT SEQ", "LAST BATCH", "REFUSED BATCHES", "LAST ERROR"], rows)
+    table(&["NODE", "ENTRIES", "NEXT SEQ", "LAST BATCH", "PENDING", "REFUSED BATCHES", "LAST ERROR"], rows)
 }
 
 async fn run(cli: Cli) -> Result<String, CtlError> {
