@@ -362,7 +362,16 @@ def test_a_killed_envoy_leaves_a_restart_gap_for_the_stream_it_had_in_flight(sta
         assert time.monotonic() < deadline, r.text
         time.sleep(0.1)
     assert r.status_code == 200, r.text
-    got = sorted(records(cp, 3), key=lambda e: int(e["seq"]))
-    assert [(int(e["seq"]), e["decision"]) for e in got] == [(0, "allow"), (2, "gap"), (3, "allow")], got
+    deadline = time.monotonic() + 15
+    while True:
+        got = sorted(records(cp, 3), key=lambda e: int(e["seq"]))
+        if got[-1]["decision"] == "allow" and int(got[-1]["seq"]) > 0:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+    # Seq 0 the first exchange, seq 1 the stream the kill took (named by the gap, seq 2), then
+    # the new run's exchanges: refusals while it waited for its policy (recorded too), the last one.
+    assert [(int(e["seq"]), e["decision"]) for e in got[:3]] == [(0, "allow"), (2, "gap"), (3, got[2]["decision"])], got
     assert got[1]["reason"] == "restart 1..=1", got[1]
+    assert all(e["reason"] == "policy_unavailable" for e in got[2:-1]) and got[-1]["decision"] == "allow", got
     assert cp.ctl("audit", "verify").get("ok") is True

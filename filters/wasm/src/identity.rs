@@ -115,13 +115,14 @@ impl HttpContext for IdentityFilter {
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone() else {
-            return self.refuse(&Refusal::PolicyUnavailable);
-        };
         let headers = self.get_http_request_headers();
         crate::faults::maybe_trap(&headers);
         let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        // Opened before the policy check: a request refused at a cold start is on the record too.
         self.audit = crate::audit_trail::open(cordon_core::audit::assembly::Role::Identity, pseudo("x-request-id"));
+        let Some(policy) = self.policy.clone() else {
+            return self.refuse(&Refusal::PolicyUnavailable);
+        };
         if self.audit.is_some() {
             let (version, sha) = self.shared.policy_ref.borrow().clone();
             crate::audit_trail::with(self.audit, |d| d.policy(&version, &sha));
