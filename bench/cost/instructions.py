@@ -24,9 +24,10 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
 
 Kernel work (TCP on loopback, syscalls) is not counted: callgrind sees user space only, so the
 ratios are larger than CPU-time ratios; the added instructions (x - a) are what Cordon costs.
-`--annotate` also prints where variant r's instructions go (top functions, inclusive).
+`--annotate [VARIANTS]` also prints where those variants' instructions go (top functions,
+inclusive; default r): host-call implementations show by name, V8's generated code does not.
 
-Usage: .venv/bin/python bench/cost/instructions.py [--requests N] [--variants a,b,r,d,c] [--annotate]
+Usage: .venv/bin/python bench/cost/instructions.py [--requests N] [--variants a,b,r,d,c] [--annotate [b,e]]
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def total_ir(pattern: str) -> int:
     return total
 
 
-def measure(variant: str, upstream_port: int, n: int, annotate: bool, cp=None, env_vars=None) -> float:
+def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=None, env_vars=None) -> float:
     env = Callgrind(config=config(variant, upstream_port, cp), concurrency=1, env=env_vars or {})
     env.tag = variant
     saved, E.ENVOY_BIN = E.ENVOY_BIN, REAL_ENVOY
@@ -151,7 +152,7 @@ def measure(variant: str, upstream_port: int, n: int, annotate: bool, cp=None, e
         control(pid, "--dump")
         time.sleep(0.5)
         ir = total_ir(f"{OUT_DIR}/{variant}.{pid}*")
-        if annotate and variant == "r":
+        if variant in annotate:
             files = sorted(glob.glob(f"{OUT_DIR}/{variant}.{pid}*"))
             out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=95", files[-1]], capture_output=True, text=True).stdout
             print("\n".join(out.splitlines()[:60]))
@@ -164,7 +165,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,a-get,b-get,f-get")
-    ap.add_argument("--annotate", action="store_true")
+    ap.add_argument("--annotate", nargs="?", const="r", default="", help="variants to annotate (default r)")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")
     variants = args.variants.split(",")
@@ -173,7 +174,7 @@ def main() -> int:
         per = {}
         for v in variants:
             env_vars = {"CORDON_NODE_KEY": node_key(cp, "bench-cost-node")} if v == "e" else None
-            per[v] = measure(v, upstream.port(), args.requests, args.annotate, cp, env_vars)
+            per[v] = measure(v, upstream.port(), args.requests, [x for x in args.annotate.split(",") if x], cp, env_vars)
             print(f"  {v}: {per[v]:>12,.0f} instructions/request", flush=True)
         if cp is not None:
             got = len(cp.ctl("audit", "query", "--node", "bench-cost-node", "--limit", "10000").get("entries", []))

@@ -27,6 +27,10 @@ const KEY_PROPERTY: &str = "cordon_audit_key";
 const MAX_OPEN: usize = 65_536;
 /// How long a worker waits before asking again for a queue that did not resolve.
 const RESOLVE_RETRY_MS: u64 = 1_000;
+/// Requests between two looks at the clock while the queue is unresolved: a node without audit
+/// delivery then pays no host call per request for it (the singleton registers the queue while
+/// Envoy starts, before listeners take traffic, so a node with audit resolves it at once).
+const RESOLVE_EVERY: u32 = 64;
 
 thread_local! {
     static ASSEMBLY: RefCell<Assembly> = RefCell::new(Assembly::new(MAX_OPEN));
@@ -36,6 +40,7 @@ thread_local! {
     static WARNED_SPLIT: Cell<bool> = const { Cell::new(false) };
     static QUEUE_ID: Cell<Option<u32>> = const { Cell::new(None) };
     static NEXT_RESOLVE_MS: Cell<u64> = const { Cell::new(0) };
+    static SINCE_RESOLVE: Cell<u32> = const { Cell::new(0) };
     /// The content-digest key, read once when the queue resolves (the singleton has checked it).
     static CONTENT_KEY: RefCell<Option<ContentKey>> = const { RefCell::new(None) };
     /// This VM's open-draft count key, once announced to the singleton.
@@ -71,6 +76,11 @@ fn now_ms() -> u64 {
 fn queue() -> Option<u32> {
     if let Some(id) = QUEUE_ID.get() {
         return Some(id);
+    }
+    let calls = SINCE_RESOLVE.get();
+    SINCE_RESOLVE.set(calls.wrapping_add(1));
+    if !calls.is_multiple_of(RESOLVE_EVERY) {
+        return None;
     }
     let now = now_ms();
     if now < NEXT_RESOLVE_MS.get() {
@@ -130,6 +140,8 @@ pub fn open(role: Role, request_id: &str) -> Option<u64> {
 
 /// A later role joins the request's draft, or opens one if no role before it did.
 pub fn join_or_open(role: Role, request_id: impl FnOnce() -> Option<String>) -> Option<u64> {
+    // No audit delivery on this node: no filter-state read either.
+    queue()?;
     let found = hostcalls::get_property(vec![KEY_PROPERTY]).ok().flatten().and_then(|b| String::from_utf8(b).ok());
     if let Some((nonce, key)) = found.as_deref().and_then(|s| s.split_once(':')) {
         let same_vm = u64::from_str_radix(nonce, 16).ok() == Some(vm_nonce());
@@ -198,5 +210,8 @@ fn hand_over(record: &AuditRecord) {
         // The singleton is gone (VM reload): the record cannot be kept; say so, without content.
         let _ = hostcalls::log(LogLevel::Error, &format!("audit: could not hand a record to the singleton: {e:?}"));
         QUEUE_ID.set(None);
+        SINCE_RESOLVE.set(0);
+        // A new singleton must hear of this worker's open-draft count again.
+        OPEN_KEY.with(|k| k.borrow_mut().take());
     }
 }
