@@ -54,7 +54,7 @@ fn now_ns() -> u64 {
 
 impl IdentityFilter {
     fn new(shared: Arc<Shared>) -> Self {
-        let policy = shared.policy.clone();
+        let policy = shared.policy();
         Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new(), fault: None }
     }
 
@@ -137,7 +137,7 @@ impl HttpFilter for IdentityFilter {
             cluster: cluster.as_deref(),
             now: now().as_secs(),
         };
-        let verdict = self.shared.with_tokens(|tokens| pipeline::evaluate_head(&policy, tokens, &head));
+        let verdict = self.shared.with_tokens(&policy, |tokens| pipeline::evaluate_head(&policy, tokens, &head));
         let admitted = match verdict {
             HeadVerdict::Refuse(r) => {
                 self.refuse(s, &r);

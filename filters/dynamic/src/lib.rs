@@ -8,7 +8,9 @@
 //! * `abi` holds every line of unsafe code: our own declarations of the ABI subset an HTTP
 //!   filter needs, the exported hooks (each catches panics and fails closed) and safe wrappers.
 //! * `shared` is one filter configuration: the static policy (same JSON as the wasm plugin
-//!   configuration), the JWT cache, the counters.
+//!   configuration), the JWT cache, the counters; it reads the pushed policy when there is one.
+//! * `policy_stream` is the control plane's policy stream: one background thread per process
+//!   (tonic client) that verifies pushed bundles with the core and swaps the policy workers read.
 //! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role; `counters` is the rate limiter's compare-and-swap
 //!   store, one per process (the native equivalent of proxy-wasm shared data).
 //!
@@ -21,6 +23,7 @@ mod abi;
 mod counters;
 mod faults;
 mod identity;
+mod policy_stream;
 mod redact;
 mod shared;
 

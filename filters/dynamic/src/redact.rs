@@ -115,7 +115,8 @@ impl HttpFilter for RedactFilter {
         let path = s.header(HeaderKind::Request, ":path").unwrap_or_default();
         let encoding = s.header(HeaderKind::Request, "content-encoding");
         let head = Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream };
-        let (session, step) = match Session::start(self.shared.policy.as_deref(), &head) {
+        let policy = self.shared.policy();
+        let (session, step) = match Session::start(policy.as_deref(), &head) {
             Ok(started) => started,
             Err(refusal) => {
                 self.refuse(s, &refusal);
