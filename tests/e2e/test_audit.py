@@ -1,7 +1,9 @@
 """The signed audit trail end to end: the real Envoy with the real module (policy-stream and
 audit singleton, identity, redaction, limits), the real control plane, cordonctl and the
 offline verifier. Every exchange through Envoy becomes one record whose fields match what
-happened; the export verifies offline and fails after one changed byte."""
+happened; the export verifies offline and fails after one changed byte. The tests that take
+`stack` run on both builds: the wasm module (singleton + shared queue) and the native dynamic
+module (one shipper thread per process, fed by a channel)."""
 
 import json
 import subprocess
@@ -11,7 +13,7 @@ import pytest
 import requests
 
 from tests.harness import envoy as E
-from tests.harness.control_plane import BIN_DIR, ControlPlane, node_key, policy_stream_extension
+from tests.harness.control_plane import BIN_DIR, ControlPlane, native_control_plane, node_key, policy_stream_extension
 from tests.harness.fake_upstream import FakeUpstream
 
 NODE = "envoy-audit-node"
@@ -41,7 +43,7 @@ def chat(content="hi", model="gpt-4o-mini"):
 
 
 @pytest.fixture
-def stack(request):
+def stack(request, build):
     cp = ControlPlane().start()
     up = FakeUpstream()
     started = []
@@ -52,6 +54,17 @@ def stack(request):
         if audit:
             env_vars["CORDON_NODE_KEY"] = node_key(cp, NODE)
             audit_cfg = {"node_key_env": "CORDON_NODE_KEY", "buffer_records": buffer_records}
+        if build == "dynamic":
+            # The identity filter carries the control plane and audit sections; redaction runs
+            # the policy the process's stream pushed.
+            identity = {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE)}
+            if audit_cfg is not None:
+                identity["audit"] = audit_cfg
+            filters = [E.dynamic_filter("cordon.identity", identity), E.dynamic_filter("cordon.redact", {})]
+            cfg = E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", up.port)])
+            env = E.Envoy.start(cfg, env={**env_vars, **E.dynamic_module_env()})
+            started.append(env)
+            return env
         ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit=audit_cfg)
         filters = [E.wasm_filter("cordon.identity", {}, ["CORDON_NODE_KEY"]), E.wasm_filter("cordon.redact", {}, ["CORDON_NODE_KEY"])]
         cfg = E.bootstrap(
@@ -180,9 +193,11 @@ def test_audit_required_but_not_set_up_fails_closed(stack):
     assert up.received == [], "nothing reached the model"
 
 
-def test_roles_in_different_vms_still_record_every_exchange_and_say_why_they_split(stack):
+def test_roles_in_different_vms_still_record_every_exchange_and_say_why_they_split(stack, build):
     """An operator gave the roles different vm_configs: no record is lost or merged wrongly;
     each role writes its own, and Envoy's log says how to fix the configuration."""
+    if build == "dynamic":
+        pytest.skip("wasm only: the native roles share one process, there are no VMs to split")
     cp, up, _ = stack
     seed = node_key(cp, NODE)
     ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit={"node_key_env": "CORDON_NODE_KEY"})
@@ -212,6 +227,19 @@ def test_audit_configured_without_its_node_key_refuses_to_start(tmp_path):
                       extra={"bootstrap_extensions": [ext]})
     with pytest.raises(RuntimeError) as err:
         E.Envoy.start(cfg).cleanup()
+    assert "node key variable 'CORDON_NODE_KEY' is not set" in str(err.value)
+
+
+def test_native_audit_configured_without_its_node_key_refuses_to_start():
+    """The same for the native module: the filter configuration is rejected, Envoy does not start."""
+    from tests.harness.control_plane import free_port
+
+    section = {"address": f"http://127.0.0.1:{free_port()}", "node_id": NODE,
+               "trusted_keys": [{"key_id": "ed25519:0000000000000000", "public_key": "A" * 43 + "="}]}
+    flt = E.dynamic_filter("cordon.identity", {"control_plane": section, "audit": {"node_key_env": "CORDON_NODE_KEY"}})
+    cfg = E.bootstrap([E.listener("main", [flt], "cp")], [E.cluster("cp", free_port())])
+    with pytest.raises(RuntimeError) as err:
+        E.Envoy.start(cfg, env=E.dynamic_module_env()).cleanup()
     assert "node key variable 'CORDON_NODE_KEY' is not set" in str(err.value)
 
 

@@ -93,15 +93,12 @@ pub fn ensure_started(cp: &ControlPlane) -> Result<(), String> {
                 .into())
         };
     }
-    let dial = cp.dial().map_err(|e| e.to_string())?;
     if cp.trusted_keys.is_empty() {
         return Err("control_plane.trusted_keys is empty: no bundle could ever be accepted".into());
     }
-    // Read the TLS files now, so a wrong path rejects the configuration instead of retrying forever.
-    let tls = tls_config(&dial)?;
-    let node_id = cp.node_id.clone().filter(|n| !n.is_empty()).unwrap_or_else(host_name);
+    let dialer = Dialer::new(cp)?;
     abi::pin_library().map_err(|e| format!("cannot keep the module loaded for its policy thread: {e}"))?;
-    let runner = Runner { cp: cp.clone(), dial, tls, node_id, stream: PolicyStream::new() };
+    let runner = Runner { cp: cp.clone(), dialer, node_id: node_id(cp), stream: PolicyStream::new() };
     std::thread::Builder::new()
         .name("cordon-policy".into())
         .spawn(move || runner.run())
@@ -110,14 +107,54 @@ pub fn ensure_started(cp: &ControlPlane) -> Result<(), String> {
     Ok(())
 }
 
-/// The node id when `control_plane.node_id` is not set: the host name (the pod name in
-/// Kubernetes). The dynamic-module ABI does not expose Envoy's own `node.id`.
+/// The node id: `control_plane.node_id`, else the host name (the pod name in Kubernetes). The
+/// dynamic-module ABI does not expose Envoy's own `node.id`.
+pub fn node_id(cp: &ControlPlane) -> String {
+    cp.node_id.clone().filter(|n| !n.is_empty()).unwrap_or_else(host_name)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "cordon-node".into())
+}
+
+/// How the module's gRPC clients reach the control plane (the policy stream and audit shipping
+/// dial the same address with the same TLS files).
+#[derive(Clone)]
+pub struct Dialer {
+    dial: Dial,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl Dialer {
+    /// Validates `address`/`tls` and reads the TLS files now, so a wrong path rejects the
+    /// configuration instead of retrying forever.
+    pub fn new(cp: &ControlPlane) -> Result<Self, String> {
+        let dial = cp.dial().map_err(|e| e.to_string())?;
+        let tls = tls_config(&dial)?;
+        Ok(Self { dial, tls })
+    }
+
+    /// The address dialled.
+    pub fn uri(&self) -> &str {
+        &self.dial.uri
+    }
+
+    /// A connected HTTP/2 channel; the error says why not (with its causes).
+    pub async fn channel(&self) -> Result<Channel, String> {
+        let mut endpoint = Endpoint::from_shared(self.dial.uri.clone())
+            .map_err(|e| format!("cannot connect: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("cannot connect: {e}"))?;
+        }
+        endpoint.connect().await.map_err(|e| format!("cannot connect: {}", error_chain(&e)))
+    }
 }
 
 fn tls_config(dial: &Dial) -> Result<Option<ClientTlsConfig>, String> {
@@ -136,7 +173,7 @@ fn tls_config(dial: &Dial) -> Result<Option<ClientTlsConfig>, String> {
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
 enum Closed {
-    #[error("cannot connect: {0}")]
+    #[error("{0}")]
     Connect(String),
     #[error("grpc status {code}: {message}", code = .0.code() as i32, message = .0.message())]
     Status(tonic::Status),
@@ -148,8 +185,7 @@ enum Closed {
 
 struct Runner {
     cp: ControlPlane,
-    dial: Dial,
-    tls: Option<ClientTlsConfig>,
+    dialer: Dialer,
     node_id: String,
     stream: PolicyStream,
 }
@@ -182,29 +218,17 @@ impl Runner {
         }
     }
 
-    async fn channel(&self) -> Result<Channel, Closed> {
-        let mut endpoint = Endpoint::from_shared(self.dial.uri.clone())
-            .map_err(|e| Closed::Connect(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| Closed::Connect(e.to_string()))?;
-        }
-        endpoint.connect().await.map_err(|e| Closed::Connect(error_chain(&e)))
-    }
-
     async fn session(&mut self, backoff: &mut Backoff) -> Closed {
-        let channel = match self.channel().await {
+        let channel = match self.dialer.channel().await {
             Ok(c) => c,
-            Err(e) => return e,
+            Err(e) => return Closed::Connect(e),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::DiscoveryRequest>(4);
         // The first request goes in before the call, so the control plane sees the node at once.
         if tx.send(self.request(&self.stream.hello())).await.is_err() {
             return Closed::Ended;
         }
-        abi::log(LogLevel::Info, &format!("policy stream: connecting to {} as node '{}'", self.dial.uri, self.node_id));
+        abi::log(LogLevel::Info, &format!("policy stream: connecting to {} as node '{}'", self.dialer.uri(), self.node_id));
         let mut client = pb::policy_discovery_service_client::PolicyDiscoveryServiceClient::new(channel);
         let mut responses = match client.stream_policies(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),

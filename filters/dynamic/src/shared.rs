@@ -48,6 +48,15 @@ impl Shared {
         if let Some(cp) = &config.control_plane {
             crate::policy_stream::ensure_started(cp).map_err(|e| format!("control_plane: {e}"))?;
         }
+        match (&config.audit, &config.control_plane) {
+            (Some(audit), Some(cp)) => {
+                let dialer = crate::policy_stream::Dialer::new(cp)?;
+                crate::audit_stream::ensure_started(audit, dialer, &crate::policy_stream::node_id(cp))
+                    .map_err(|e| format!("audit: {e}"))?;
+            }
+            (Some(_), None) => return Err("audit needs a control_plane section: records are shipped to the control plane".into()),
+            _ => {}
+        }
         let policy = match &config.policy {
             None if config.control_plane.is_some() => {
                 abi::log(
@@ -117,6 +126,15 @@ impl Shared {
     /// the static one. One atomic load (see `policy_stream::current`).
     pub fn policy(&self) -> Option<Arc<CompiledPolicy>> {
         crate::policy_stream::current().map(|p| p.policy.clone()).or_else(|| self.static_policy.clone())
+    }
+
+    /// How an audit record names `policy`: the pushed bundle's version and SHA-256, or
+    /// `static` and the document's digest.
+    pub fn policy_ref(&self, policy: &Arc<CompiledPolicy>) -> (String, String) {
+        match crate::policy_stream::current() {
+            Some(p) if Arc::ptr_eq(&p.policy, policy) => (p.version.clone(), p.sha256.clone()),
+            _ => ("static".to_owned(), policy.digest().to_owned()),
+        }
     }
 
     /// Runs `f` with the JWT cache of `policy`; the cache is emptied when the policy changed,
