@@ -45,6 +45,10 @@ impl Shared {
     /// counters. An error rejects the configuration in Envoy.
     pub fn configure(host: &ConfigHost, raw: &[u8], role: &str) -> Result<Self, String> {
         let config = FilterConfig::from_json(raw).map_err(|e| e.to_string())?;
+        // Check the node key before any thread starts, so a rejected configuration leaves none.
+        if let Some(audit) = &config.audit {
+            audit.signer(&secret).map_err(|e| format!("audit: {e}"))?;
+        }
         if let Some(cp) = &config.control_plane {
             crate::policy_stream::ensure_started(cp).map_err(|e| format!("control_plane: {e}"))?;
         }
