@@ -1,7 +1,9 @@
 """The signed audit trail end to end: the real Envoy with the real module (policy-stream and
 audit singleton, identity, redaction, limits), the real control plane, cordonctl and the
 offline verifier. Every exchange through Envoy becomes one record whose fields match what
-happened; the export verifies offline and fails after one changed byte."""
+happened; the export verifies offline and fails after one changed byte. The tests that take
+`stack` run on both builds: the wasm module (singleton + shared queue) and the native dynamic
+module (one shipper thread per process, fed by a channel)."""
 
 import base64
 import hashlib
@@ -15,7 +17,7 @@ import pytest
 import requests
 
 from tests.harness import envoy as E
-from tests.harness.control_plane import BIN_DIR, ControlPlane, node_key, policy_stream_extension
+from tests.harness.control_plane import BIN_DIR, ControlPlane, native_control_plane, node_key, policy_stream_extension
 from tests.harness.fake_upstream import FakeUpstream
 
 NODE = "envoy-audit-node"
@@ -46,7 +48,7 @@ def chat(content="hi", model="gpt-4o-mini"):
 
 
 @pytest.fixture
-def stack(request):
+def stack(request, build):
     cp = ControlPlane().start()
     up = FakeUpstream()
     started = []
@@ -65,6 +67,17 @@ def stack(request):
             audit_cfg["content_key_env"] = CONTENT_KEY_ENV
             if content_key:
                 env_vars[CONTENT_KEY_ENV] = content_key
+        if build == "dynamic":
+            # The identity filter carries the control plane and audit sections; redaction runs
+            # the policy the process's stream pushed.
+            identity = {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE)}
+            if audit_cfg is not None:
+                identity["audit"] = audit_cfg
+            filters = [E.dynamic_filter("cordon.identity", identity), E.dynamic_filter("cordon.redact", {})]
+            cfg = E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", up.port)])
+            env = E.Envoy.start(cfg, env={**env_vars, **E.dynamic_module_env()})
+            started.append(env)
+            return env
         ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, keys, audit=audit_cfg)
         filters = [E.wasm_filter("cordon.identity", {}, keys), E.wasm_filter("cordon.redact", {}, keys)]
         cfg = E.bootstrap(
@@ -193,9 +206,11 @@ def test_audit_required_but_not_set_up_fails_closed(stack):
     assert up.received == [], "nothing reached the model"
 
 
-def test_roles_in_different_vms_still_record_every_exchange_and_say_why_they_split(stack):
+def test_roles_in_different_vms_still_record_every_exchange_and_say_why_they_split(stack, build):
     """An operator gave the roles different vm_configs: no record is lost or merged wrongly;
     each role writes its own, and Envoy's log says how to fix the configuration."""
+    if build == "dynamic":
+        pytest.skip("wasm only: the native roles share one process, there are no VMs to split")
     cp, up, _ = stack
     seed = node_key(cp, NODE)
     ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"], audit={"node_key_env": "CORDON_NODE_KEY"})
@@ -225,6 +240,19 @@ def test_audit_configured_without_its_node_key_refuses_to_start(tmp_path):
                       extra={"bootstrap_extensions": [ext]})
     with pytest.raises(RuntimeError) as err:
         E.Envoy.start(cfg).cleanup()
+    assert "node key variable 'CORDON_NODE_KEY' is not set" in str(err.value)
+
+
+def test_native_audit_configured_without_its_node_key_refuses_to_start():
+    """The same for the native module: the filter configuration is rejected, Envoy does not start."""
+    from tests.harness.control_plane import free_port
+
+    section = {"address": f"http://127.0.0.1:{free_port()}", "node_id": NODE,
+               "trusted_keys": [{"key_id": "ed25519:0000000000000000", "public_key": "A" * 43 + "="}]}
+    flt = E.dynamic_filter("cordon.identity", {"control_plane": section, "audit": {"node_key_env": "CORDON_NODE_KEY"}})
+    cfg = E.bootstrap([E.listener("main", [flt], "cp")], [E.cluster("cp", free_port())])
+    with pytest.raises(RuntimeError) as err:
+        E.Envoy.start(cfg, env=E.dynamic_module_env()).cleanup()
     assert "node key variable 'CORDON_NODE_KEY' is not set" in str(err.value)
 
 
@@ -349,7 +377,12 @@ def test_a_killed_envoy_leaves_a_restart_gap_for_the_stream_it_had_in_flight(sta
 
     # The node's watermark says one exchange is in flight beyond what is stored (seq 1).
     deadline = time.monotonic() + 10
-    while int(node().get("claimed_through", -1)) != int(node().get("next_seq", 0)):
+    def pending():
+        n = node()
+        claimed = n.get("claimed_through")
+        return -1 if claimed is None else int(claimed) + 1 - int(n.get("next_seq") or 0)
+
+    while pending() != 1:
         assert time.monotonic() < deadline, node()
         time.sleep(0.1)
     env.proc.send_signal(signal.SIGKILL)

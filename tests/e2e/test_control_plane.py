@@ -1,5 +1,7 @@
 """The live policy stream end to end: the real control plane, the real Envoy with the real
-module (policy-stream singleton + identity filter), cordonctl, and the fake model upstream."""
+module, cordonctl, and the fake model upstream. Every test runs against both builds (the `build`
+fixture): the wasm module (policy-stream singleton + identity filter, the stream over an Envoy
+cluster) and the native dynamic module (the identity filter's own background stream)."""
 
 import json
 import shutil
@@ -9,7 +11,7 @@ import pytest
 import requests
 
 from tests.harness import envoy as E
-from tests.harness.control_plane import ControlPlane, policy_stream_extension
+from tests.harness.control_plane import ControlPlane, native_control_plane, policy_stream_extension
 from tests.harness.fake_upstream import FakeUpstream
 
 NODE = "envoy-e2e-node"
@@ -30,21 +32,31 @@ def chat(model="gpt-4o-mini"):
 
 
 @pytest.fixture
-def stack(request):
-    """Control plane + upstream + Envoy (no static policy: everything comes over the stream)."""
+def stack(request, build):
+    """Control plane + upstream + Envoy (no static policy: everything comes over the stream).
+    `envoy(faults=True)` loads the build with test-only fault injection."""
     cp = ControlPlane().start()
     up = FakeUpstream()
     started = []
 
-    def envoy(trusted=None, wasm=E.WASM):
-        ext = policy_stream_extension("cordon_control_plane", [trusted or cp.trusted_key], wasm)
-        flt = E.wasm_filter("cordon.identity", {}, [], wasm=wasm)
-        cfg = E.bootstrap(
-            [E.listener("main", [flt], "model")],
-            [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
-            extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}},
-        )
-        env = E.Envoy.start(cfg)
+    def envoy(trusted=None, faults=False):
+        if build == "dynamic":
+            module = E.FAULTS_DYNAMIC_MODULE if faults else E.DYNAMIC_MODULE
+            assert module.exists(), f"{module} is missing: build it with scripts/build-dynamic.sh --test-faults"
+            flt = E.dynamic_filter("cordon.identity", {"control_plane": native_control_plane(cp, [trusted or cp.trusted_key], NODE)})
+            cfg = E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", up.port)], extra={"node": {"id": NODE, "cluster": "e2e"}})
+            env = E.Envoy.start(cfg, env=E.dynamic_module_env(module))
+        else:
+            wasm = E.FAULTS_WASM if faults else E.WASM
+            assert wasm.exists(), f"{wasm} is missing: build it with scripts/build-wasm.sh --test-faults"
+            ext = policy_stream_extension("cordon_control_plane", [trusted or cp.trusted_key], wasm)
+            flt = E.wasm_filter("cordon.identity", {}, [], wasm=wasm)
+            cfg = E.bootstrap(
+                [E.listener("main", [flt], "model")],
+                [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+                extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}},
+            )
+            env = E.Envoy.start(cfg)
         started.append(env)
         return env
 
@@ -150,11 +162,10 @@ def test_a_policy_the_filter_cannot_publish_is_nacked_with_the_version_it_runs(s
     """Regression: the NACK for a bundle that verified but could not be handed to the workers
     carried the *new* version, so the control plane showed the node running a policy it did not."""
     cp, up, envoy = stack
-    assert E.FAULTS_WASM.exists(), "build it with scripts/build-wasm.sh --test-faults"
     cp.apply(POLICY_V1)
     key = cp.ctl("keys", "create", "--id", "k-pub", "--user", "pia", "--team", "research")
     v1 = key["version"]["version"]
-    env = envoy(wasm=E.FAULTS_WASM)
+    env = envoy(faults=True)
     cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == v1)
     hdr = {"authorization": f"Bearer {key['plaintext']}"}
 
@@ -206,20 +217,22 @@ def test_a_replayed_older_bundle_is_nacked_and_the_revoked_key_stays_refused(sta
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def test_a_trapped_vm_is_reloaded_and_keeps_the_pushed_policy(stack):
-    """failure_policy FAIL_RELOAD: the request that trapped is refused, the VM is recreated, and
-    the new VM runs the policy the control plane pushed (not a cold start that refuses all)."""
+def test_a_failed_filter_keeps_the_pushed_policy(stack, build):
+    """wasm, failure_policy FAIL_RELOAD: the request that trapped is refused, the VM is recreated,
+    and the new VM runs the policy the control plane pushed (not a cold start that refuses all).
+    Native: a hook that panics fails its request closed; the next ones run the pushed policy."""
     cp, up, envoy = stack
     cp.apply(POLICY_V1)
     key = cp.ctl("keys", "create", "--id", "k-trap", "--user", "tia", "--team", "research")
-    env = envoy(wasm=E.FAULTS_WASM)
+    env = envoy(faults=True)
     cp.wait_node(NODE, lambda n: n["state"] == "SYNCED" and n["acked_version"] == key["version"]["version"])
     hdr = {"authorization": f"Bearer {key['plaintext']}"}
     assert wait_status(env, key["plaintext"], 200).status_code == 200
 
-    r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={**hdr, "x-cordon-test-trap": "1"}, timeout=10)
-    assert r.status_code >= 500, "the request that trapped the VM is refused, never passed through"
-    assert "test fault: trapping the VM" in env.log()
+    fault = {"x-cordon-test-panic": "request"} if build == "dynamic" else {"x-cordon-test-trap": "1"}
+    r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={**hdr, **fault}, timeout=10)
+    assert r.status_code >= 500, "the request that failed the filter is refused, never passed through"
+    assert ("cordon: panic: " if build == "dynamic" else "test fault: trapping the VM") in env.log()
     # After the reload backoff the same worker serves again, under the pushed policy.
     r = wait_status(env, key["plaintext"], 200)
     assert r.status_code == 200, r.text

@@ -2,7 +2,8 @@
 
 The control plane serves TLS and requires a client certificate from the test CA on every
 connection (`--tls-client-ca`); cordonctl presents one too. Envoy's `cordon_control_plane`
-cluster carries an UpstreamTlsContext with its own client certificate."""
+cluster carries an UpstreamTlsContext with its own client certificate (wasm build); the native
+dynamic module dials the control plane itself with the same files (`control_plane.tls`)."""
 
 import time
 
@@ -11,7 +12,7 @@ import requests
 
 from tests.harness import envoy as E
 from tests.harness import identity as I
-from tests.harness.control_plane import ControlPlane, control_plane_tls_socket, policy_stream_extension
+from tests.harness.control_plane import ControlPlane, control_plane_tls_socket, native_control_plane, policy_stream_extension
 from tests.harness.fake_upstream import FakeUpstream
 
 NODE = "envoy-mtls-node"
@@ -32,7 +33,7 @@ def chat():
 
 
 @pytest.fixture
-def stack(request, tmp_path):
+def stack(request, tmp_path, build):
     pki = I.make_pki(tmp_path / "pki")  # CA, server cert (SANs localhost, 127.0.0.1), clients
     other = I.make_pki(tmp_path / "other-pki")  # a different CA
     ctl_cert, ctl_key = pki.client("cordonctl", None)
@@ -43,6 +44,13 @@ def stack(request, tmp_path):
 
     def envoy(client_pki: I.Pki, name: str):
         cert, key = client_pki.client(name, None)
+        if build == "dynamic":
+            tls = {"ca_file": str(pki.ca), "cert_file": str(cert), "key_file": str(key), "server_name": "localhost"}
+            flt = E.dynamic_filter("cordon.identity", {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE, tls=tls)})
+            cfg = E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", up.port)])
+            env = E.Envoy.start(cfg, env=E.dynamic_module_env())
+            started.append(env)
+            return env
         cluster = E.cluster("cordon_control_plane", cp.port, http2=True)
         # The server's certificate is always checked against the real CA; only Envoy's own
         # client certificate varies.
@@ -109,9 +117,26 @@ def test_envoy_with_a_client_certificate_from_another_ca_is_refused(stack):
     assert "TLS handshake refused" in cp.log()
 
 
-def test_plaintext_envoy_cluster_is_refused_by_a_tls_control_plane(stack):
+def test_plaintext_envoy_cluster_is_refused_by_a_tls_control_plane(stack, build):
     cp, pki, _other, _envoy = stack
     cp.apply(POLICY)
+    if build == "dynamic":
+        # The native module told to dial the TLS port in plaintext (http://).
+        up = FakeUpstream()
+        plain = native_control_plane(cp, [cp.trusted_key], NODE)
+        plain["address"] = f"http://127.0.0.1:{cp.port}"
+        flt = E.dynamic_filter("cordon.identity", {"control_plane": plain})
+        cfg = E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", up.port)])
+        with E.Envoy.start(cfg, env=E.dynamic_module_env()) as env:
+            deadline = time.monotonic() + 15
+            while "policy stream: closed (" not in env.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "policy stream: closed (" in env.log(), env.log()[-3000:]
+            assert cp.node_status(NODE) is None, "the control plane never accepted this node"
+            r = requests.post(env.url() + "/v1/chat/completions", json=chat(), headers={"authorization": "Bearer x"}, timeout=10)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "policy_unavailable"
+        up.stop()
+        return
     # Same node, but its cluster has no transport socket: plaintext h2c to a TLS port.
     ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM)
     flt = E.wasm_filter("cordon.identity", {}, [])

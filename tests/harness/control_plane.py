@@ -167,6 +167,18 @@ def policy_stream_extension(cluster: str, trusted_keys: list[dict], wasm: Path, 
     }
 
 
+def native_control_plane(cp: ControlPlane, trusted_keys: list[dict], node: str, tls: dict | None = None) -> dict:
+    """The `control_plane` section for the native dynamic module, which dials the control plane
+    itself (no Envoy cluster, no singleton): its address, the TLS files, and the node id (the
+    dynamic-module ABI does not expose Envoy's `node.id`). `tls`: {"ca_file", "cert_file",
+    "key_file", "server_name"}; the address is https:// exactly when it is given."""
+    section = {"address": cp.url if tls is None else f"https://{cp.tls_host}:{cp.port}", "node_id": node, "trusted_keys": trusted_keys,
+               "reconnect_initial_ms": 200, "reconnect_max_ms": 1000}
+    if tls is not None:
+        section["tls"] = tls
+    return section
+
+
 def node_key(cp: ControlPlane, node: str) -> str:
     """Makes a node key with `cordonctl nodes keygen`, registers its public key for `node`, and
     returns the secret seed (for the Envoy's node-key variable)."""

@@ -25,6 +25,9 @@ FAULTS_WASM = REPO / "dist" / "cordon-test-faults.wasm"
 ENVOY_BIN = Path(os.environ.get("CORDON_ENVOY", REPO / ".venv" / "bin" / "envoy"))
 # The native build of the same filter, an Envoy dynamic module (scripts/build-dynamic.sh).
 DYNAMIC_MODULE = Path(os.environ.get("CORDON_DYNAMIC_MODULE", REPO / "dist" / "libcordon_dynamic.so"))
+# The native module with test-only fault injection (scripts/build-dynamic.sh --test-faults): a
+# request header makes a hook panic; a marked policy fails to publish.
+FAULTS_DYNAMIC_MODULE = REPO / "dist" / "test-faults" / "libcordon_dynamic.so"
 # The module's name in Envoy's config: Envoy loads lib<name>.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 DYNAMIC_MODULE_NAME = "cordon_dynamic"
 # What the module's counters are prefixed with (dynamic_module_config.metrics_namespace).

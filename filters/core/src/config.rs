@@ -121,8 +121,18 @@ pub fn content_key_from(name: &str, secrets: &dyn crate::policy::SecretSource) -
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlane {
-    /// The Envoy cluster (HTTP/2, optionally mTLS) that points at the control plane.
+    /// The Envoy cluster (HTTP/2, optionally mTLS) that points at the control plane (the wasm
+    /// build; the native dynamic module dials `address` itself instead).
+    #[serde(default)]
     pub cluster: String,
+    /// `http://host:port` or `https://host:port` of the control plane, dialled by the native
+    /// dynamic module's own gRPC client (the wasm build ignores it and uses `cluster`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// TLS for `address` (the native dynamic module): the CA that issued the control plane's
+    /// certificate and, for mTLS, this node's client certificate and key (files, never inline).
+    #[serde(default)]
+    pub tls: Option<ControlPlaneTls>,
     /// Node id sent to the control plane; defaults to Envoy's own `node.id`.
     #[serde(default)]
     pub node_id: Option<String>,
@@ -141,7 +151,79 @@ pub struct ControlPlane {
     pub authority: Option<String>,
 }
 
+/// The files the native dynamic module's gRPC client uses to reach the control plane over TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneTls {
+    /// PEM file of the CA(s) that issued the control plane's certificate.
+    pub ca_file: String,
+    /// PEM file of this node's client certificate (mTLS); needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key; needs `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Name checked against the control plane's certificate (default: the host of `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// Where the native dynamic module dials the control plane, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The URI given to the gRPC client (`http://` or `https://`).
+    pub uri: String,
+    /// TLS settings; present exactly when `uri` is `https://`.
+    pub tls: Option<ControlPlaneTls>,
+}
+
+/// Why the native dynamic module cannot dial the control plane as configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// No `address`: the native module has no Envoy cluster to borrow.
+    #[error(
+        "control_plane.address is not set: the dynamic module dials the control plane itself (e.g. \"https://cp.internal:18000\"); `cluster` is only used by the wasm build"
+    )]
+    MissingAddress,
+    /// The address is not `http://host:port` or `https://host:port`.
+    #[error("control_plane.address '{0}' must be http://host:port or https://host:port")]
+    BadAddress(String),
+    /// `https://` without the CA to check the control plane's certificate against.
+    #[error("control_plane.address is https:// but control_plane.tls.ca_file is not set")]
+    HttpsWithoutTls,
+    /// TLS files with a plaintext address.
+    #[error("control_plane.tls is set but control_plane.address is http://; use https:// to dial with TLS")]
+    TlsWithoutHttps,
+    /// Only one of the client certificate and its key.
+    #[error("control_plane.tls.cert_file and control_plane.tls.key_file must be set together (mTLS needs both)")]
+    HalfClientIdentity,
+}
+
 impl ControlPlane {
+    /// Validates `address` and `tls` for the native dynamic module's gRPC client.
+    pub fn dial(&self) -> Result<Dial, DialError> {
+        let address = self.address.as_deref().map(str::trim).filter(|a| !a.is_empty()).ok_or(DialError::MissingAddress)?;
+        let (https, rest) = if let Some(rest) = address.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = address.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(DialError::BadAddress(address.to_owned()));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let port_ok = rest.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok || rest.contains('/') || rest.contains('@') || rest.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(DialError::BadAddress(address.to_owned()));
+        }
+        match (&self.tls, https) {
+            (None, true) => return Err(DialError::HttpsWithoutTls),
+            (Some(_), false) => return Err(DialError::TlsWithoutHttps),
+            (Some(t), true) if t.cert_file.is_some() != t.key_file.is_some() => return Err(DialError::HalfClientIdentity),
+            _ => {}
+        }
+        Ok(Dial { uri: format!("{}://{rest}", if https { "https" } else { "http" }), tls: self.tls.clone() })
+    }
+
     /// What the singleton hands Envoy as the gRPC upstream: the cluster's name, or, with an
     /// `authority`, a serialized `envoy.config.core.v3.GrpcService { envoy_grpc { cluster_name,
     /// authority } }` (Envoy takes either: a string that is no such message is a cluster name).
@@ -218,6 +300,32 @@ mod tests {
         assert_eq!(up.as_bytes(), want.as_slice());
         assert!(json(&format!(r#","authority":"{}""#, "a".repeat(62))).grpc_upstream().is_err());
         assert!(json(r#","authority":"""#).grpc_upstream().is_err());
+    }
+
+    #[test]
+    fn the_native_module_dials_a_checked_address() {
+        let cp = |extra: &str| {
+            let text = format!(r#"{{"control_plane":{{"trusted_keys":[]{extra}}}}}"#);
+            FilterConfig::from_json(text.as_bytes()).unwrap().control_plane.unwrap()
+        };
+        assert_eq!(cp("").dial(), Err(DialError::MissingAddress));
+        assert!(cp("").dial().unwrap_err().to_string().contains("control_plane.address"));
+        let plain = cp(r#","address":"http://127.0.0.1:18000""#).dial().unwrap();
+        assert_eq!((plain.uri.as_str(), plain.tls), ("http://127.0.0.1:18000", None));
+        for bad in ["127.0.0.1:18000", "grpc://cp:1", "http://cp", "http://cp:0", "http://:80", "http://cp:80/path", "http://u@cp:80"] {
+            let e = cp(&format!(r#","address":"{bad}""#)).dial().unwrap_err();
+            assert_eq!(e, DialError::BadAddress(bad.to_owned()), "{bad}");
+        }
+        assert_eq!(cp(r#","address":"https://cp:443""#).dial(), Err(DialError::HttpsWithoutTls));
+        assert_eq!(cp(r#","address":"http://cp:80","tls":{"ca_file":"/ca.pem"}"#).dial(), Err(DialError::TlsWithoutHttps));
+        let half = cp(r#","address":"https://cp:443","tls":{"ca_file":"/ca.pem","cert_file":"/c.pem"}"#).dial();
+        assert_eq!(half, Err(DialError::HalfClientIdentity));
+        let mtls =
+            cp(r#","address":"https://cp:443/","tls":{"ca_file":"/ca.pem","cert_file":"/c.pem","key_file":"/k.pem"}"#).dial().unwrap();
+        assert_eq!(mtls.uri, "https://cp:443");
+        assert_eq!(mtls.tls.unwrap().key_file.as_deref(), Some("/k.pem"));
+        let e = FilterConfig::from_json(br#"{"control_plane":{"trusted_keys":[],"tls":{"ca_file":"/a","key":"inline"}}}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
     #[test]

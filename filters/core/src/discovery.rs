@@ -42,9 +42,10 @@ impl Outcome {
     }
 }
 
-/// The adapter's step that makes a verified bundle the policy in force (shared data in Envoy).
+/// The adapter's step that makes a verified bundle the policy in force (shared data in Envoy,
+/// an `Arc` swap in the native module, which keeps the compiled policy it is handed).
 /// An error names what failed; the bundle is then NACKed and not recorded as applied.
-pub type Publish<'a> = dyn FnMut(&VerifiedBundle) -> Result<(), String> + 'a;
+pub type Publish<'a> = dyn FnMut(VerifiedBundle) -> Result<(), String> + 'a;
 
 /// The bundle in force: what a resend or a replay is compared against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +151,7 @@ impl PolicyStream {
                 );
             }
         }
-        match publish(&verified) {
+        match publish(verified) {
             Ok(()) => {
                 self.applied = Some(in_force);
                 Outcome::Applied(ack)
@@ -245,7 +246,7 @@ mod tests {
         respond_with(stream, o, nonce, &mut |_| Ok(()))
     }
 
-    fn publish_ok(_: &VerifiedBundle) -> Result<(), String> {
+    fn publish_ok(_: VerifiedBundle) -> Result<(), String> {
         Ok(())
     }
 
@@ -300,7 +301,7 @@ mod tests {
     fn a_failed_publish_is_nacked_with_the_version_still_in_force() {
         let mut s = PolicyStream::new();
         assert!(matches!(respond(&mut s, &signed("1", "{}"), "n1"), Outcome::Applied(_)));
-        let mut failing = |_: &VerifiedBundle| Err("set_shared_data(bundle): InternalFailure".to_string());
+        let mut failing = |_: VerifiedBundle| Err("set_shared_data(bundle): InternalFailure".to_string());
         let out = respond_with(&mut s, &signed("2", r#"{"models":[]}"#), "n2", &mut failing);
         let Outcome::Reject(nack) = out else { panic!("expected a NACK, got {out:?}") };
         assert_eq!(nack.version_info, "1", "the NACK names the version the workers still run, not the one that failed");

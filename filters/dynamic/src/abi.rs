@@ -150,6 +150,18 @@ pub enum Attribute {
     XdsClusterName = 57,
 }
 
+/// Integer attributes the audit trail reads when a stream ends (same numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum IntAttribute {
+    /// `request.total_size`
+    RequestTotalSize = 14,
+    /// `response.code`
+    ResponseCode = 15,
+    /// `response.total_size`
+    ResponseTotalSize = 22,
+}
+
 /// What a header hook tells Envoy (`FilterHeadersStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -245,6 +257,59 @@ unsafe extern "C" {
         attribute: u32,
         result: *mut EnvoyBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_int(filter_envoy_ptr: *mut c_void, attribute: u32, result: *mut u64)
+    -> bool;
+
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter_envoy_ptr: *mut c_void,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        filter_envoy_ptr: *mut c_void,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+}
+
+// The dynamic loader (glibc), to keep this library mapped while our own thread runs its code.
+#[repr(C)]
+struct DlInfo {
+    dli_fname: *const std::ffi::c_char,
+    dli_fbase: *mut c_void,
+    dli_sname: *const std::ffi::c_char,
+    dli_saddr: *mut c_void,
+}
+
+unsafe extern "C" {
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> i32;
+    fn dlopen(filename: *const std::ffi::c_char, flags: i32) -> *mut c_void;
+}
+
+const RTLD_LAZY: i32 = 0x1;
+const RTLD_NOLOAD: i32 = 0x4;
+const RTLD_NODELETE: i32 = 0x1000;
+
+/// Keeps this library loaded until the process exits, whatever `do_not_close` says: the policy
+/// thread runs the library's code, and an unload (`dlclose` once no configuration uses the
+/// module) would pull that code from under it and crash Envoy.
+pub fn pin_library() -> Result<(), String> {
+    let mut info = DlInfo {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: `dladdr` only reads the address (one of our own functions) and fills `info`.
+    let found = unsafe { dladdr(pin_library as *const c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return Err("dladdr found no library for the module's own code".into());
+    }
+    // SAFETY: `dli_fname` is a NUL-terminated path owned by the loader; RTLD_NOLOAD only takes
+    // another reference to the already loaded library, RTLD_NODELETE makes it permanent. The
+    // handle is deliberately never closed.
+    let handle = unsafe { dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE) };
+    if handle.is_null() { Err("dlopen(RTLD_NODELETE) of the module failed".into()) } else { Ok(()) }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -465,6 +530,31 @@ impl Stream<'_> {
         // SAFETY: out pointer valid for the call; result valid until the hook returns, copied now.
         let ok = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.ptr, attribute as u32, &mut out) };
         (ok && !out.ptr.is_null()).then(|| utf8(unsafe { out.to_vec() })).filter(|s| !s.is_empty())
+    }
+
+    /// An integer attribute (`request.total_size`, `response.code`, ...), if Envoy has one.
+    pub fn attribute_int(&self, attribute: IntAttribute) -> Option<u64> {
+        let mut out = 0u64;
+        // SAFETY: out pointer valid for the call.
+        let ok = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_int(self.ptr, attribute as u32, &mut out) };
+        ok.then_some(out)
+    }
+
+    /// Sets a bytes value in this stream's filter state (shared by every filter of the stream;
+    /// a client cannot set it).
+    pub fn set_filter_state(&self, key: &str, value: &[u8]) -> bool {
+        // SAFETY: both buffers valid for the call; Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(self.ptr, ModuleBuffer::of(key.as_bytes()), ModuleBuffer::of(value))
+        }
+    }
+
+    /// A bytes value from this stream's filter state.
+    pub fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: out pointer valid for the call; result valid until the hook returns, copied now.
+        let ok = unsafe { envoy_dynamic_module_callback_http_get_filter_state_bytes(self.ptr, ModuleBuffer::of(key.as_bytes()), &mut out) };
+        ok.then(|| unsafe { out.to_vec() })
     }
 
     /// Adds `n` to a counter defined by [`ConfigHost::define_counter`] on this stream's config.
@@ -1034,6 +1124,33 @@ mod tests {
     extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
         _filter: *mut c_void,
         _attribute: u32,
+        _result: *mut EnvoyBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+        _filter: *mut c_void,
+        _attribute: u32,
+        _result: *mut u64,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        _filter: *mut c_void,
+        _key: ModuleBuffer,
+        _value: ModuleBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        _filter: *mut c_void,
+        _key: ModuleBuffer,
         _result: *mut EnvoyBuffer,
     ) -> bool {
         false

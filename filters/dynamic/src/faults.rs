@@ -14,3 +14,13 @@ pub fn maybe_panic(requested: Option<&str>, phase: &str) {
         panic!("test fault: panicking in the {phase} hook on request");
     }
 }
+
+/// A policy whose JSON contains this marker cannot be published to the workers (the same
+/// marker as the wasm build's), to prove a failed publish is NACKed with the version in force.
+const PUBLISH_MARKER: &[u8] = b"cordon-test-fault-publish";
+
+/// Refuses to publish a policy carrying the marker (only in a `test-faults` build).
+pub fn publish_refused(policy_json: &[u8]) -> Option<String> {
+    (cfg!(feature = "test-faults") && policy_json.windows(PUBLISH_MARKER.len()).any(|w| w == PUBLISH_MARKER))
+        .then(|| "test fault: publish refused for a policy carrying the marker".to_owned())
+}

@@ -3,8 +3,10 @@
 //! same steps as the wasm adapter's `identity.rs`, over the dynamic-module ABI.
 
 use crate::abi::{Attribute, DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
+use crate::audit_trail;
 use crate::counters::ProcessStore;
 use crate::shared::{Shared, send_refusal};
+use cordon_core::audit::assembly::Role;
 use cordon_core::pipeline::{self, BodyStage, ResponseStage};
 use cordon_core::ratelimit::Caller;
 use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
@@ -42,6 +44,8 @@ pub struct IdentityFilter {
     path: String,
     /// Test builds only: the hook that must panic (`x-cordon-test-panic`).
     fault: Option<String>,
+    /// This request's audit draft, when audit delivery is set up.
+    audit: Option<u64>,
 }
 
 fn now() -> std::time::Duration {
@@ -54,12 +58,23 @@ fn now_ns() -> u64 {
 
 impl IdentityFilter {
     fn new(shared: Arc<Shared>) -> Self {
-        let policy = shared.policy.clone();
-        Self { shared, policy, admitted: None, refused: false, exchange: None, watch_response: false, path: String::new(), fault: None }
+        let policy = shared.policy();
+        Self {
+            shared,
+            policy,
+            admitted: None,
+            refused: false,
+            exchange: None,
+            watch_response: false,
+            path: String::new(),
+            fault: None,
+            audit: None,
+        }
     }
 
     fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
         self.refused = true;
+        audit_trail::with(self.audit, |d| d.refused(refusal));
         self.shared.count(s, refusal.code());
         crate::abi::log(LogLevel::Info, &format!("refused {} ({})", refusal.status(), refusal.code()));
         send_refusal(s, refusal);
@@ -68,8 +83,14 @@ impl IdentityFilter {
     /// Ends the metering once (response end, or the stream ended early): reconcile reservations.
     fn finish_exchange(&mut self) {
         let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return };
-        if let Err(e) = x.finish(policy.rate_limits(), &ProcessStore, now_ns()) {
-            crate::abi::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
+        match x.finish(policy.rate_limits(), &ProcessStore, now_ns()) {
+            Ok(usage) => audit_trail::with(self.audit, |d| {
+                d.usage(&usage);
+                if x.was_cut() {
+                    d.ended(x.cut_code());
+                }
+            }),
+            Err(e) => crate::abi::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message())),
         }
     }
 
@@ -87,6 +108,7 @@ impl IdentityFilter {
                 return false;
             }
         };
+        audit_trail::with(self.audit, |d| d.model(&model));
         let who = Caller { principal: &admitted.identity.principal, key_id: admitted.identity.key_id.as_deref(), model: &model };
         match Exchange::begin(policy.rate_limits(), &who, &self.path, body, &ProcessStore, now_ns()) {
             Err(r) => {
@@ -96,6 +118,9 @@ impl IdentityFilter {
             Ok(None) => {}
             Ok(Some((x, rewritten))) => {
                 self.shared.count_evictions(s, x.evictions());
+                if let Some((name, limit, remaining)) = x.tightest(policy.rate_limits()) {
+                    audit_trail::with(self.audit, |d| d.rate_limit(name, limit, remaining));
+                }
                 if let Some(new) = rewritten {
                     s.replace_body(Direction::Request, &new);
                     s.set_header(HeaderKind::Request, "content-length", Some(&new.len().to_string()));
@@ -110,22 +135,28 @@ impl IdentityFilter {
 
 impl HttpFilter for IdentityFilter {
     fn request_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
-        let Some(policy) = self.policy.clone() else {
-            self.refuse(s, &Refusal::PolicyUnavailable);
-            return HeadersStatus::StopIteration;
-        };
-        // No audit trail in the native module yet: a policy that refuses requests without one
-        // fails closed here, exactly as the wasm build does when delivery is not set up.
-        if !cordon_core::audit::admits(policy.audit(), None) {
-            self.refuse(s, &Refusal::AuditUnavailable);
-            return HeadersStatus::StopIteration;
-        }
         let headers = s.headers(HeaderKind::Request);
         if cfg!(feature = "test-faults") {
             self.fault = headers.iter().find(|(k, _)| k == crate::faults::PANIC_HEADER).map(|(_, v)| v.clone());
             crate::faults::maybe_panic(self.fault.as_deref(), "request");
         }
         let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+        // Opened before the policy check: a request refused at a cold start is on the record too.
+        self.audit = audit_trail::open(s, Role::Identity, pseudo("x-request-id"));
+        let Some(policy) = self.policy.clone() else {
+            self.refuse(s, &Refusal::PolicyUnavailable);
+            return HeadersStatus::StopIteration;
+        };
+        if self.audit.is_some() {
+            let (version, sha) = self.shared.policy_ref(&policy);
+            audit_trail::with(self.audit, |d| d.policy(&version, &sha));
+        }
+        // A policy that refuses requests without an audit trail fails closed here while records
+        // cannot be kept (delivery not set up, or the buffer full), exactly as the wasm build.
+        if !audit_trail::admits_request(&policy) {
+            self.refuse(s, &Refusal::AuditUnavailable);
+            return HeadersStatus::StopIteration;
+        }
         self.path = pseudo(":path").to_owned();
         let peer = if policy.uses_mesh_identity() { s.attribute(Attribute::ConnectionUriSanPeerCertificate) } else { None };
         let cluster = if policy.injects_credentials() { s.attribute(Attribute::XdsClusterName) } else { None };
@@ -137,7 +168,7 @@ impl HttpFilter for IdentityFilter {
             cluster: cluster.as_deref(),
             now: now().as_secs(),
         };
-        let verdict = self.shared.with_tokens(|tokens| pipeline::evaluate_head(&policy, tokens, &head));
+        let verdict = self.shared.with_tokens(&policy, |tokens| pipeline::evaluate_head(&policy, tokens, &head));
         let admitted = match verdict {
             HeadVerdict::Refuse(r) => {
                 self.refuse(s, &r);
@@ -145,6 +176,10 @@ impl HttpFilter for IdentityFilter {
             }
             HeadVerdict::Admit(a) => *a,
         };
+        audit_trail::with(self.audit, |d| {
+            d.identity(&admitted.identity);
+            d.route(&admitted.route);
+        });
         // Natively each header change is a direct call (no boundary to amortise), so the plan
         // is applied as it is rather than as a rewritten list.
         for name in &admitted.headers.remove {
@@ -196,6 +231,7 @@ impl HttpFilter for IdentityFilter {
         let status = s.header(HeaderKind::Response, ":status");
         if let Some(mut x) = self.exchange.take() {
             let code = status.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            audit_trail::with(self.audit, |d| d.status(code));
             let content_type = s.header(HeaderKind::Response, "content-type");
             self.watch_response = x.response_head(code, content_type.as_deref()) && !end_of_stream;
             let rewrites = x.rewrites_stream();
@@ -267,7 +303,8 @@ impl HttpFilter for IdentityFilter {
 
     /// The stream ended: a client abort or a reset never reached the end of the response, so its
     /// reservation is reconciled here (counted from what was streamed, else kept).
-    fn complete(&mut self, _s: &Stream) {
+    fn complete(&mut self, s: &Stream) {
         self.finish_exchange();
+        audit_trail::leave(s, self.audit, Role::Identity);
     }
 }

@@ -8,7 +8,11 @@
 //! * `abi` holds every line of unsafe code: our own declarations of the ABI subset an HTTP
 //!   filter needs, the exported hooks (each catches panics and fails closed) and safe wrappers.
 //! * `shared` is one filter configuration: the static policy (same JSON as the wasm plugin
-//!   configuration), the JWT cache, the counters.
+//!   configuration), the JWT cache, the counters; it reads the pushed policy when there is one.
+//! * `policy_stream` is the control plane's policy stream: one background thread per process
+//!   (tonic client) that verifies pushed bundles with the core and swaps the policy workers read.
+//! * `audit_trail` (workers: one draft per request, shared by the roles through filter state)
+//!   and `audit_stream` (one shipper thread per process, fed by a channel) keep the audit trail.
 //! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role; `counters` is the rate limiter's compare-and-swap
 //!   store, one per process (the native equivalent of proxy-wasm shared data).
 //!
@@ -18,9 +22,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::string_slice))]
 
 mod abi;
+mod audit_stream;
+mod audit_trail;
 mod counters;
 mod faults;
 mod identity;
+mod policy_stream;
 mod redact;
 mod shared;
 

@@ -10,6 +10,7 @@
 use crate::abi::{DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
 use crate::shared::{Shared, send_refusal};
 use cordon_core::Refusal;
+use cordon_core::audit::assembly::Role;
 use cordon_core::redaction::session::{BodyStep, Event, FORCED_REQUEST_HEADERS, Head, HeadStep, ResponseHead, Session};
 use std::sync::Arc;
 
@@ -25,13 +26,16 @@ impl Factory {
 
 impl FilterFactory for Factory {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(RedactFilter { shared: self.shared.clone(), session: None })
+        Box::new(RedactFilter { shared: self.shared.clone(), session: None, audit: None })
     }
 }
 
 pub struct RedactFilter {
     shared: Arc<Shared>,
     session: Option<Session>,
+    /// This request's audit draft (joined from the role before, or opened), when audit
+    /// delivery is set up.
+    audit: Option<u64>,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -40,6 +44,7 @@ fn log(level: LogLevel, msg: &str) {
 
 impl RedactFilter {
     fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
+        crate::audit_trail::with(self.audit, |d| d.refused(refusal));
         self.shared.count(s, refusal.code());
         log(LogLevel::Info, &format!("redact: refused {} ({})", refusal.status(), refusal.code()));
         send_refusal(s, refusal);
@@ -64,6 +69,7 @@ impl RedactFilter {
                     );
                 }
                 Event::StreamEnded(refusal) => {
+                    crate::audit_trail::with(self.audit, |d| d.ended(refusal.code()));
                     self.shared.count(s, refusal.code());
                     log(LogLevel::Warn, &format!("redact: ended the stream ({})", refusal.code()));
                 }
@@ -111,17 +117,22 @@ impl RedactFilter {
 
 impl HttpFilter for RedactFilter {
     fn request_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+        self.audit = crate::audit_trail::join_or_open(s, Role::Redact, || s.header(HeaderKind::Request, "x-request-id"));
         let method = s.header(HeaderKind::Request, ":method").unwrap_or_default();
         let path = s.header(HeaderKind::Request, ":path").unwrap_or_default();
         let encoding = s.header(HeaderKind::Request, "content-encoding");
         let head = Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream };
-        let (session, step) = match Session::start(self.shared.policy.as_deref(), &head) {
+        let policy = self.shared.policy();
+        let (mut session, step) = match Session::start(policy.as_deref(), &head) {
             Ok(started) => started,
             Err(refusal) => {
                 self.refuse(s, &refusal);
                 return HeadersStatus::StopIteration;
             }
         };
+        if let Some(key) = crate::audit_trail::content_key(self.audit) {
+            session.digest_content(key);
+        }
         self.session = Some(session);
         for (name, value) in FORCED_REQUEST_HEADERS {
             s.set_header(HeaderKind::Request, name, Some(value));
@@ -157,7 +168,16 @@ impl HttpFilter for RedactFilter {
         self.body_status(s, step, Direction::Response)
     }
 
-    fn complete(&mut self, _s: &Stream) {
+    fn complete(&mut self, s: &Stream) {
+        if let Some(session) = self.session.as_mut() {
+            let (request, response) = session.content_digests();
+            crate::audit_trail::with(self.audit, |d| {
+                d.redactions(session.outcomes());
+                d.failed_open(session.failed_open());
+                d.digests(request, response);
+            });
+        }
+        crate::audit_trail::leave(s, self.audit, Role::Redact);
         let Some(session) = &self.session else { return };
         if !session.outcomes().is_empty() {
             // Counts only: never the matched text.

@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub struct Shared {
-    /// The static policy; `None` refuses every request with 503 `policy_unavailable` (the
-    /// policy stream from the control plane is not wired into the native module yet).
-    pub policy: Option<Arc<CompiledPolicy>>,
-    /// Verified JWTs, shared by the workers (the wasm build keeps one per worker VM).
-    tokens: Mutex<TokenCache>,
+    /// The static policy, if the configuration has one. A policy pushed by the control plane
+    /// (`crate::policy_stream`) wins over it, as in the wasm build; with neither, requests get
+    /// 503 `policy_unavailable`.
+    static_policy: Option<Arc<CompiledPolicy>>,
+    /// Verified JWTs, shared by the workers (the wasm build keeps one per worker VM), with the
+    /// digest of the policy they were verified under: a cache belongs to one policy.
+    tokens: Mutex<(String, TokenCache)>,
     /// Counter ids by decision code: `decision_<code>` under the metrics namespace, so with
     /// `metrics_namespace: cordon` Prometheus shows `envoy_cordon_decision_<code>` (the wasm
     /// build's `cordon_decision_<code>`, with Envoy's prefix).
@@ -43,9 +45,35 @@ impl Shared {
     /// counters. An error rejects the configuration in Envoy.
     pub fn configure(host: &ConfigHost, raw: &[u8], role: &str) -> Result<Self, String> {
         let config = FilterConfig::from_json(raw).map_err(|e| e.to_string())?;
+        // Check the node key before any thread starts, so a rejected configuration leaves none.
+        if let Some(audit) = &config.audit {
+            audit.signer(&secret).map_err(|e| format!("audit: {e}"))?;
+        }
+        if let Some(cp) = &config.control_plane {
+            crate::policy_stream::ensure_started(cp).map_err(|e| format!("control_plane: {e}"))?;
+        }
+        match (&config.audit, &config.control_plane) {
+            (Some(audit), Some(cp)) => {
+                let dialer = crate::policy_stream::Dialer::new(cp)?;
+                crate::audit_stream::ensure_started(audit, dialer, &crate::policy_stream::node_id(cp))
+                    .map_err(|e| format!("audit: {e}"))?;
+            }
+            (Some(_), None) => return Err("audit needs a control_plane section: records are shipped to the control plane".into()),
+            _ => {}
+        }
         let policy = match &config.policy {
+            None if config.control_plane.is_some() => {
+                abi::log(
+                    LogLevel::Info,
+                    "cordon: no static policy; waiting for the control plane (requests get 503 policy_unavailable until then)",
+                );
+                None
+            }
             None => {
-                abi::log(LogLevel::Info, "cordon: no static policy; requests get 503 policy_unavailable");
+                abi::log(
+                    LogLevel::Info,
+                    "cordon: no static policy; requests get 503 policy_unavailable unless a control_plane section in this Envoy pushes one",
+                );
                 None
             }
             Some(p) => {
@@ -89,14 +117,41 @@ impl Shared {
                 }
             }
         }
-        Ok(Self { policy, tokens: Mutex::new(TokenCache::new(config.token_cache_size)), decisions, evictions, redactions })
+        Ok(Self {
+            static_policy: policy,
+            tokens: Mutex::new((String::new(), TokenCache::new(config.token_cache_size))),
+            decisions,
+            evictions,
+            redactions,
+        })
     }
 
-    /// Runs `f` with the JWT cache (a poisoned lock only means another stream panicked; the
-    /// cache holds verified tokens and is still sound, entries are re-checked on every hit).
-    pub fn with_tokens<T>(&self, f: impl FnOnce(&mut TokenCache) -> T) -> T {
+    /// The policy a request starting now runs under: the one the control plane pushed, else
+    /// the static one. One atomic load (see `policy_stream::current`).
+    pub fn policy(&self) -> Option<Arc<CompiledPolicy>> {
+        crate::policy_stream::current().map(|p| p.policy.clone()).or_else(|| self.static_policy.clone())
+    }
+
+    /// How an audit record names `policy`: the pushed bundle's version and SHA-256, or
+    /// `static` and the document's digest.
+    pub fn policy_ref(&self, policy: &Arc<CompiledPolicy>) -> (String, String) {
+        match crate::policy_stream::current() {
+            Some(p) if Arc::ptr_eq(&p.policy, policy) => (p.version.clone(), p.sha256.clone()),
+            _ => ("static".to_owned(), policy.digest().to_owned()),
+        }
+    }
+
+    /// Runs `f` with the JWT cache of `policy`; the cache is emptied when the policy changed,
+    /// since keys may have rotated. (A poisoned lock only means another stream panicked; the
+    /// cache holds verified tokens and is still sound, entries are re-checked on every hit.)
+    pub fn with_tokens<T>(&self, policy: &CompiledPolicy, f: impl FnOnce(&mut TokenCache) -> T) -> T {
         let mut guard = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+        let (owner, cache) = &mut *guard;
+        if owner != policy.digest() {
+            cache.clear();
+            *owner = policy.digest().to_owned();
+        }
+        f(cache)
     }
 
     /// Counts one decision.

@@ -134,7 +134,7 @@ impl PolicyStreamService {
             .collect();
         let view = ResponseView { version_info: &resp.version_info, nonce: &resp.nonce, resources: &views };
         let json = bundles.first().and_then(|b| b.as_ref()).map(|b| b.policy_json.as_slice()).unwrap_or_default();
-        let mut publish = |v: &VerifiedBundle| shared_policy::publish(&v.version, &v.sha256_hex, json);
+        let mut publish = |v: VerifiedBundle| shared_policy::publish(&v.version, &v.sha256_hex, json);
         let outcome = self.stream.on_response(&view, &cfg.trusted_keys, &|name: &str| std::env::var(name).ok(), &mut publish);
         match &outcome {
             Outcome::Applied(ack) => log(
@@ -202,6 +202,10 @@ impl RootContext for PolicyStreamService {
             log(LogLevel::Critical, "the cordon.policy_stream service needs a `control_plane` section (cluster, trusted_keys)");
             return false;
         };
+        if cp.cluster.is_empty() {
+            log(LogLevel::Critical, "control_plane.cluster is empty: name the Envoy cluster (HTTP/2) that points at the control plane");
+            return false;
+        }
         if cp.trusted_keys.is_empty() {
             log(LogLevel::Critical, "control_plane.trusted_keys is empty: no bundle could ever be accepted");
             return false;

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Benchmark: what Cordon adds to Envoy's resident memory, by build and worker count.
+
+For each worker count (default 2 and 4) it starts, interleaved over rounds (a, b, f, a, b, f, ...):
+
+  a  Envoy with no filter (the baseline),
+  b  the wasm module, role `cordon.identity` (one V8 VM per worker),
+  f  the same role and policy as the native dynamic module (dist/libcordon_dynamic.so),
+  g  f with the policy pushed by a real control plane instead of static: the module's policy
+     thread runs (tokio runtime, tonic client, the stream); skip with --no-control-plane,
+
+sends each the same warm-up (a few hundred allowed and refused requests over several
+connections, so every worker has served and compiled what it needs), waits for the memory to
+settle and reads VmRSS of the Envoy process from /proc. It prints the medians, the deltas against
+(a) of the same worker count and round, and the ratios, all from this one run.
+
+The policy is bench/identity's (a few API keys and a model allowlist).
+
+Usage:  .venv/bin/python bench/memory/run.py [--workers 2 4] [--rounds 3] [--no-control-plane] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.harness import envoy as E  # noqa: E402
+from tests.harness.control_plane import ControlPlane, native_control_plane  # noqa: E402
+from tests.harness.fake_upstream import FakeUpstream  # noqa: E402
+
+
+def _identity_bench():
+    """bench/identity/run.py, for its policy, keys and request body (one definition of each)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("identity_bench", REPO / "bench" / "identity" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ID = _identity_bench()
+KEYS, POLICY, request_body = _ID.KEYS, _ID.POLICY, _ID.request_body
+
+VARIANTS = ["a", "b", "f", "g"]
+NODE = "bench-memory-node"
+WARMUP_REQUESTS = 400
+SETTLE_S = 1.0
+
+
+def config(variant: str, upstream_port: int, cp: ControlPlane | None) -> dict:
+    if variant == "g":
+        filters = [E.dynamic_filter("cordon.identity", {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE)})]
+    else:
+        filters = {
+            "a": [],
+            "b": [E.wasm_filter("cordon.identity", {"policy": POLICY})],
+            "f": [E.dynamic_filter("cordon.identity", {"policy": POLICY})],
+        }[variant]
+    return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def warm_up(url: str) -> dict[int, int]:
+    """Allowed and refused requests over several connections; returns the status counts."""
+    body = request_body()
+    good = KEYS["alice"][0]
+
+    def one(i: int) -> int:
+        key = good if i % 4 else "sk-cordon-bench-not-a-key"
+        req = urllib.request.Request(url + "/v1/chat/completions", data=body, method="POST",
+                                     headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    counts: dict[int, int] = {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for status in pool.map(one, range(WARMUP_REQUESTS)):
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def measure(variant: str, workers: int, upstream_port: int, cp: ControlPlane | None, version: str) -> int:
+    env = E.dynamic_module_env() if variant in ("f", "g") else {}
+    envoy = E.Envoy.start(config(variant, upstream_port, cp), env=env, concurrency=workers)
+    try:
+        if variant == "g":
+            cp.wait_node(NODE, lambda n: n["connected"] and n["state"] == "SYNCED" and n["acked_version"] == version)
+        counts = warm_up(envoy.url())
+        # The filter refuses exactly the bad keys; the rest reach the (Python) upstream, which
+        # may drop the odd one under this concurrency (503): memory is what is measured here.
+        refused = 0 if variant == "a" else WARMUP_REQUESTS // 4
+        passed = counts.get(200, 0) + counts.get(503, 0)
+        if counts.get(401, 0) != refused or passed != WARMUP_REQUESTS - refused or counts.get(200, 0) < WARMUP_REQUESTS // 2:
+            raise RuntimeError(f"{variant}: unexpected replies {counts}\n{envoy.log()[-3000:]}")
+        time.sleep(SETTLE_S)
+        return rss_kib(envoy.proc.pid)
+    finally:
+        envoy.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-control-plane", action="store_true", help="skip g (needs target/debug/cordon-control-plane)")
+    ap.add_argument("--out", type=Path, help="write the runs and summary as JSON")
+    args = ap.parse_args()
+    variants = [v for v in VARIANTS if not (args.no_control_plane and v == "g")]
+    for path in (E.WASM, E.DYNAMIC_MODULE):
+        if not path.exists():
+            print(f"{path} is missing: scripts/build-wasm.sh and scripts/build-dynamic.sh", file=sys.stderr)
+            return 2
+
+    runs: list[dict] = []
+    cp = None if args.no_control_plane else ControlPlane().start()
+    try:
+        version = cp.apply(json.dumps(POLICY))["version"]["version"] if cp else ""
+        with FakeUpstream() as up:
+            for r in range(args.rounds):
+                for workers in args.workers:
+                    row = {"round": r, "workers": workers}
+                    for v in variants:
+                        row[v] = measure(v, workers, up.port, cp, version)
+                    runs.append(row)
+                    print(f"round {r} workers {workers}: " + "  ".join(f"{v}={row[v] / 1024:.1f} MiB" for v in variants), flush=True)
+    finally:
+        if cp:
+            cp.stop()
+
+    summary = {}
+    print("\nVmRSS of the whole Envoy process, medians over rounds (deltas paired per round against a)")
+    others = [v for v in variants if v != "a"]
+    print(f"{'workers':>7} " + " ".join(f"{v + ' MiB':>8}" for v in variants) + " " + " ".join(f"{v + '-a MiB':>8}" for v in others)
+          + " " + " ".join(f"{v + '/a':>6}" for v in others) + f" {'(b-a)/(f-a)':>12}")
+    for workers in args.workers:
+        rows = [x for x in runs if x["workers"] == workers]
+        med = {v: statistics.median(x[v] for x in rows) / 1024 for v in variants}
+        delta = {v: statistics.median((x[v] - x["a"]) for x in rows) / 1024 for v in others}
+        ratio = delta["b"] / delta["f"] if delta["f"] > 0 else float("inf")
+        summary[workers] = {"rss_mib": med, "minus_a_mib": delta, "over_a": {v: med[v] / med["a"] for v in others}, "delta_b_over_delta_f": ratio}
+        print(f"{workers:>7} " + " ".join(f"{med[v]:>8.1f}" for v in variants) + " " + " ".join(f"{delta[v]:>8.1f}" for v in others)
+              + " " + " ".join(f"{med[v] / med['a']:>6.2f}" for v in others) + f" {ratio:>12.1f}")
+    if len(args.workers) > 1:
+        lo, hi = min(args.workers), max(args.workers)
+        for v in others:
+            per = (summary[hi]["minus_a_mib"][v] - summary[lo]["minus_a_mib"][v]) / (hi - lo)
+            print(f"{v}: each extra worker adds {per:.1f} MiB over a's own per-worker growth")
+    if args.out:
+        meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()}
+        args.out.write_text(json.dumps({"meta": meta, "runs": runs, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
