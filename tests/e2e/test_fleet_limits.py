@@ -1,0 +1,191 @@
+"""Fleet-wide limits end to end: two real Envoys (two workers each) ask the rate-limit service of
+two real control-plane replicas that keep their counters in one real Redis. Admissions across
+both Envoys never exceed a fleet limit; token reservations go through the service and what was
+not used is given back; with the service down, requests are denied or allowed (and counted) as
+the policy says."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+import pytest
+import requests
+
+from tests.e2e.conftest import KEYS
+from tests.harness import envoy as E
+from tests.harness.control_plane import ControlPlane, free_port
+from tests.harness.fake_upstream import FakeUpstream, Script
+from tests.harness.identity import key_digest
+from tests.harness.redis import RedisServer
+
+ALICE = {"authorization": f"Bearer {KEYS['alice']}"}
+SVC = {"authorization": f"Bearer {KEYS['svc']}"}
+USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+
+
+def policy(service: dict) -> dict:
+    return {
+        "identity": {"api_keys": [
+            {"id": "k-alice", "sha256": key_digest(KEYS["alice"]), "principal": {"user": "alice", "team": "research"}},
+            {"id": "k-svc", "sha256": key_digest(KEYS["svc"]), "principal": {"user": "svc", "team": "support"}},
+        ]},
+        "models": [{"allow": ["*"]}],
+        "rate_limits": [
+            # Per day: a test never straddles the window's end (UTC midnight) in practice.
+            {"name": "fleet-o1", "match": {"model": "o1*"}, "by": ["team"], "requests": {"limit": 10, "per": "day"}, "scope": "fleet"},
+            {"name": "fleet-tokens", "match": {"model": "gpt-4o-tok"}, "by": ["team"],
+             "tokens": {"limit": 100, "per": "day", "count": "completion"}, "scope": "fleet"},
+            # A local limit alongside: both apply.
+            {"name": "local-all", "requests": {"limit": 10000, "per": "hour"}},
+        ],
+        "rate_limit_service": service,
+    }
+
+
+def start_envoy(started: list, upstream: FakeUpstream, rls_port: int, service: dict) -> E.Envoy:
+    flt = E.wasm_filter("cordon.identity", {"policy": policy(service)})
+    cfg = E.bootstrap([E.listener("main", [flt], "model")],
+                      [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", rls_port, http2=True)])
+    env = E.Envoy.start(cfg, concurrency=2)
+    started.append(env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def fleet(request):
+    """Redis, two control-plane replicas on it, and one Envoy on each replica."""
+    redis = RedisServer().start()
+    replicas = [ControlPlane(extra_args=["--ratelimit-redis-url", redis.url]).start() for _ in range(2)]
+    upstream = FakeUpstream(default=Script(usage=USAGE))
+    started: list[E.Envoy] = []
+    service = {"cluster": "cordon_control_plane", "timeout_ms": 2000}
+    envoys = [start_envoy(started, upstream, cp.port, service) for cp in replicas]
+    yield envoys, upstream, replicas
+    for e in started:
+        e.cleanup()
+    upstream.stop()
+    for cp in replicas:
+        cp.stop()
+    redis.stop()
+
+
+@pytest.fixture(autouse=True)
+def _logs_on_failure(request):
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed and "fleet" in request.fixturenames:
+        envoys, _, replicas = request.getfixturevalue("fleet")
+        for e in envoys:
+            print(f"\n===== envoy log =====\n{e.log()[-5000:]}")
+        for cp in replicas:
+            print(f"\n===== control plane log =====\n{cp.log()[-3000:]}")
+
+
+def post(env, body, headers):
+    return requests.post(env.url() + "/v1/chat/completions", json=body, headers=headers, timeout=15)
+
+
+def test_replicas_log_the_redis_backend(fleet):
+    _, _, replicas = fleet
+    for cp in replicas:
+        assert "backend=\"redis\"" in cp.log() or "backend=redis" in cp.log(), cp.log()[-2000:]
+
+
+def test_two_envoys_share_one_fleet_limit_through_redis(fleet):
+    envoys, upstream, _ = fleet
+    upstream.clear()
+    body = {"model": "o1-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with cf.ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda i: post(envoys[i % 2], body, ALICE), range(30)))
+    statuses = [r.status_code for r in responses]
+    # Every check is one atomic script in Redis: exactly the limit, across both Envoys.
+    assert statuses.count(200) == 10, statuses
+    assert statuses.count(429) == 20, statuses
+    assert len([r for r in upstream.received if r.json.get("model") == "o1-mini"]) == 10
+    refused = next(r for r in responses if r.status_code == 429)
+    err = refused.json()["error"]
+    assert (err["code"], refused.headers["x-cordon-limit"]) == ("rate_limit_exceeded", "fleet-o1")
+    assert 1 <= int(refused.headers["retry-after"]) <= 86400
+    admitted = [r for r in responses if r.status_code == 200]
+    # The service's remainders become the headers: the most restrictive limit is the fleet one.
+    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in admitted)
+    assert remaining == list(range(10)), remaining
+    # Another team has its own counter.
+    assert post(envoys[1], body, SVC).status_code == 200
+
+
+def test_unused_token_reservations_are_released_through_the_service(fleet):
+    envoys, upstream, _ = fleet
+    body = lambda max_tokens: {"model": "gpt-4o-tok", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
+    # 60 of 100 reserved; the model reports 5 completion tokens, the other 55 are released.
+    first = post(envoys[0], body(60), ALICE)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-limit-tokens"] == "100"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "40"
+    # Without the release a second 60 would not fit (120 > 100). The release is sent when the
+    # first response ends; the retry covers the moment it is still on its way.
+    second = None
+    for _ in range(100):
+        second = post(envoys[1], body(60), ALICE)
+        if second.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert second.status_code == 200, second.text
+    assert second.headers["x-ratelimit-remaining-tokens"] == "35"
+    # 5 + 5 used: a 90-token reservation fits exactly once both releases have landed.
+    third = None
+    for _ in range(100):
+        third = post(envoys[0], body(90), ALICE)
+        if third.status_code == 200:
+            break
+        assert third.json()["error"]["code"] == "token_limit_exceeded"
+        time.sleep(0.05)
+    assert third.status_code == 200 and third.headers["x-ratelimit-remaining-tokens"] == "0", third.text
+
+
+def test_concurrent_streams_cannot_overshoot_a_fleet_token_limit(fleet):
+    envoys, upstream, _ = fleet
+    # Slow answers: every check happens while the admitted requests still hold their reservation.
+    upstream.push(*[Script(usage=USAGE, first_delay_s=1.0) for _ in range(8)])
+    body = {"model": "gpt-4o-tok", "max_tokens": 40, "messages": [{"role": "user", "content": "go"}]}
+    with cf.ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda i: post(envoys[i % 2], body, SVC).status_code, range(8)))
+    # Each holds 40 of 100 until it ends: two fit, never more.
+    assert statuses.count(200) == 2, statuses
+    assert statuses.count(429) == 6, statuses
+
+
+@pytest.fixture(scope="module")
+def dead_rls(request):
+    """Envoys whose rate-limit service cluster points at a port nobody listens on."""
+    upstream = FakeUpstream(default=Script(usage=USAGE))
+    started: list[E.Envoy] = []
+    port = free_port()
+    deny = start_envoy(started, upstream, port, {"cluster": "cordon_control_plane", "timeout_ms": 500})
+    allow = start_envoy(started, upstream, port, {"cluster": "cordon_control_plane", "timeout_ms": 500, "on_unavailable": "allow"})
+    yield deny, allow
+    for e in started:
+        e.cleanup()
+    upstream.stop()
+
+
+def test_service_down_denies_by_default(dead_rls):
+    deny, _ = dead_rls
+    r = post(deny, {"model": "o1-mini", "messages": []}, ALICE)
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["code"] == "rate_limit_unavailable"
+    assert "rate-limit service is unavailable" in err["message"]
+    # Requests no fleet limit matches never ask the service.
+    assert post(deny, {"model": "gpt-4o", "messages": []}, ALICE).status_code == 200
+
+
+def test_service_down_allows_when_configured_and_counts_it(dead_rls):
+    _, allow = dead_rls
+    before = allow.stat("cordon_ratelimit_fail_open") or 0
+    for _ in range(3):
+        r = post(allow, {"model": "o1-mini", "messages": []}, ALICE)
+        assert r.status_code == 200, r.text
+    assert allow.stat("cordon_ratelimit_fail_open") == before + 3
+    assert "fleet limits not applied (on_unavailable: allow)" in allow.log()
