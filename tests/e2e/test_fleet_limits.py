@@ -36,15 +36,18 @@ def policy(service: dict) -> dict:
             {"name": "fleet-o1", "match": {"model": "o1*"}, "by": ["team"], "requests": {"limit": 10, "per": "day"}, "scope": "fleet"},
             {"name": "fleet-tokens", "match": {"model": "gpt-4o-tok"}, "by": ["team"],
              "tokens": {"limit": 100, "per": "day", "count": "completion"}, "scope": "fleet"},
+            {"name": "fleet-gw", "match": {"model": "gw-*"}, "by": ["team"], "requests": {"limit": 3, "per": "day"}, "scope": "fleet"},
             # A local limit alongside: both apply.
             {"name": "local-all", "requests": {"limit": 10000, "per": "hour"}},
         ],
         "rate_limit_service": service,
+        # Used by the gateway role only.
+        "redaction": {"rules": {"detectors": {"email": {"enabled": True, "request": "mask", "response": "allow"}}}},
     }
 
 
-def start_envoy(started: list, upstream: FakeUpstream, rls_port: int, service: dict) -> E.Envoy:
-    flt = E.wasm_filter("cordon.identity", {"policy": policy(service)})
+def start_envoy(started: list, upstream: FakeUpstream, rls_port: int, service: dict, role: str = "cordon.identity") -> E.Envoy:
+    flt = E.wasm_filter(role, {"policy": policy(service)})
     cfg = E.bootstrap([E.listener("main", [flt], "model")],
                       [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", rls_port, http2=True)])
     env = E.Envoy.start(cfg, concurrency=2)
@@ -61,6 +64,8 @@ def fleet(request):
     started: list[E.Envoy] = []
     service = {"cluster": "cordon_control_plane", "timeout_ms": 2000}
     envoys = [start_envoy(started, upstream, cp.port, service) for cp in replicas]
+    # The combined role (identity, limits and redaction in one context) on the first replica.
+    envoys.append(start_envoy(started, upstream, replicas[0].port, service, role="cordon.gateway"))
     yield envoys, upstream, replicas
     for e in started:
         e.cleanup()
@@ -97,11 +102,12 @@ def test_two_envoys_share_one_fleet_limit_through_redis(fleet):
     upstream.clear()
     body = {"model": "o1-mini", "messages": [{"role": "user", "content": "hi"}]}
     with cf.ThreadPoolExecutor(max_workers=16) as pool:
-        responses = list(pool.map(lambda i: post(envoys[i % 2], body, ALICE), range(30)))
+        responses = list(pool.map(lambda i: post(envoys[i % 3], body, ALICE), range(30)))
     statuses = [r.status_code for r in responses]
-    # Every check is one atomic script in Redis: exactly the limit, across both Envoys.
-    assert statuses.count(200) == 10, statuses
-    assert statuses.count(429) == 20, statuses
+    detail = [(i % 3, r.status_code, r.headers.get("x-cordon-error"), r.text[:80]) for i, r in enumerate(responses) if r.status_code != 429]
+    # Every check is one atomic script in Redis: exactly the limit, across the three Envoys.
+    assert statuses.count(200) == 10, detail
+    assert statuses.count(429) == 20, detail
     assert len([r for r in upstream.received if r.json.get("model") == "o1-mini"]) == 10
     refused = next(r for r in responses if r.status_code == 429)
     err = refused.json()["error"]
@@ -113,6 +119,19 @@ def test_two_envoys_share_one_fleet_limit_through_redis(fleet):
     assert remaining == list(range(10)), remaining
     # Another team has its own counter.
     assert post(envoys[1], body, SVC).status_code == 200
+
+
+def test_the_gateway_role_waits_for_the_verdict_too(fleet):
+    envoys, upstream, _ = fleet
+    gateway = envoys[2]
+    body = {"model": "gw-model", "messages": [{"role": "user", "content": "mail me at ann@example.com"}]}
+    statuses = [post(gateway, body, ALICE).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429], statuses
+    # Redaction ran on the admitted requests' bodies while the verdict was awaited.
+    sent = [r for r in upstream.received if r.json.get("model") == "gw-model"]
+    assert len(sent) == 3 and all("ann@example.com" not in r.body.decode() for r in sent)
+    # The limit is fleet-wide: the identity-role Envoys see it spent.
+    assert post(envoys[1], body, ALICE).status_code == 429
 
 
 def test_unused_token_reservations_are_released_through_the_service(fleet):

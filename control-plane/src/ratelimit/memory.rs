@@ -43,7 +43,7 @@ impl Counters for MemoryCounters {
         // A poisoned lock only means another update panicked mid-way; the map is still sound.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.updates += 1;
-        if inner.updates % SWEEP_EVERY == 0 {
+        if inner.updates.is_multiple_of(SWEEP_EVERY) {
             inner.counts.retain(|_, (_, exp)| *exp > now_secs);
         }
         let current: Vec<u64> =

@@ -118,9 +118,11 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server, see scripts/apt-packages.txt)");
+        // Owned at once: dropped (killed and reaped) on every path, the panic below included.
+        let server = Self { child, port };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(25));
         }

@@ -142,12 +142,15 @@ pub struct RlsResponse {
     pub statuses: Vec<DescriptorStatus>,
 }
 
+/// Ordered descriptor entries.
+type Entries = Vec<(String, String)>;
+
 /// The fleet part of a request's admission, before the answer arrives.
 #[derive(Debug, Clone)]
 pub struct FleetCheck {
     request: RlsRequest,
     /// (limit index, entries, cost) per descriptor.
-    pending: Vec<(usize, Vec<(String, String)>, u64)>,
+    pending: Vec<(usize, Entries, u64)>,
 }
 
 impl FleetCheck {
