@@ -300,3 +300,32 @@ fn service_ops_are_split_from_the_counter_identity() {
     assert_eq!((key, op), (entries(&[("cordon_limit", "a"), ("team", "x")]), Some("release")));
     assert_eq!(split_op(&entries(&[("cordon_limit", "a")])).1, None);
 }
+
+#[test]
+fn a_fleet_token_limit_that_cuts_bounds_the_stream_by_what_the_service_had_left() {
+    let l = compile(
+        json!([{"name": "tok", "tokens": {"limit": 100, "per": "hour", "count": "completion"}, "on_exceed": "cut", "scope": "fleet"}]),
+        Some(service(json!({}))),
+    )
+    .unwrap();
+    let p = principal();
+    let store = MemoryStore::new();
+    let body = json!({"model": "gpt-4o", "max_tokens": 10, "stream": true, "messages": []}).to_string().into_bytes();
+    let (mut x, _) = Exchange::begin(&l, &who(&p), "/v1/chat/completions", &body, &store, NOW).unwrap().unwrap();
+    // 10 reserved, 5 left after it: the stream may produce 15 completion tokens.
+    let st = DescriptorStatus { code: Code::Ok, has_limit: true, remaining: 5, reset_ns: Some(1_000_000_000) };
+    x.fleet_answer(&l, Ok(RlsResponse { overall: Code::Ok, statuses: vec![st] }), &store, NOW).unwrap();
+    assert!(x.response_head(200, Some("text/event-stream")));
+    let delta = |t: &str| format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": t}}]}));
+    let mut out = String::new();
+    for _ in 0..10 {
+        let c = delta(&"x".repeat(16)); // 4 tokens each at 4 bytes per token
+        match x.response_chunk(c.as_bytes(), false) {
+            crate::ratelimit::exchange::ChunkStep::Continue => out.push_str(&c),
+            crate::ratelimit::exchange::ChunkStep::Replace(b) => out.push_str(&String::from_utf8(b).unwrap()),
+        }
+    }
+    assert!(x.was_cut());
+    assert!(out.contains("tok"), "the final error event names the limit: {out}");
+    assert_eq!(out.matches(&"x".repeat(16)).count(), 3, "12 tokens sent; the 4th delta would pass 15");
+}
