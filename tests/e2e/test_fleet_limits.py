@@ -208,3 +208,38 @@ def test_service_down_allows_when_configured_and_counts_it(dead_rls):
         assert r.status_code == 200, r.text
     assert allow.stat("cordon_ratelimit_fail_open") == before + 3
     assert "fleet limits not applied (on_unavailable: allow)" in allow.log()
+
+
+def test_envoys_own_ratelimit_filter_speaks_to_the_control_plane(fleet):
+    """Wire compatibility with Envoy's own RLS client (its protos, not ours): Envoy's
+    `envoy.filters.http.ratelimit` asks the control plane, with the limit as a descriptor
+    override taken from dynamic metadata; the third request in the window is refused by Envoy."""
+    _, upstream, replicas = fleet
+    set_metadata = {
+        "name": "envoy.filters.http.set_metadata",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config",
+            "metadata": [{"metadata_namespace": "cordon.test", "value": {"limit": {"requests_per_unit": 2, "unit": "DAY"}}}],
+        },
+    }
+    ratelimit = {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "cordon",
+            "failure_mode_deny": True,  # a call our service could not answer would be a 500
+            "timeout": "2s",
+            "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "cordon_control_plane"}}, "transport_api_version": "V3"},
+        },
+    }
+    lst = E.listener("main", [set_metadata, ratelimit], "model")
+    route = lst["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    route["rate_limits"] = [{
+        "actions": [{"generic_key": {"descriptor_key": "cordon_limit", "descriptor_value": "envoy-native"}}],
+        "limit": {"dynamic_metadata": {"metadata_key": {"key": "cordon.test", "path": [{"key": "limit"}]}}},
+    }]
+    cfg = E.bootstrap([lst], [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", replicas[1].port, http2=True)])
+    with E.Envoy.start(cfg) as env:
+        statuses = [requests.post(env.url() + "/v1/chat/completions", json={"model": "x", "messages": []}, timeout=15).status_code
+                    for _ in range(3)]
+        assert statuses == [200, 200, 429], (statuses, env.log()[-3000:])
