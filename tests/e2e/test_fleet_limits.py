@@ -243,3 +243,17 @@ def test_envoys_own_ratelimit_filter_speaks_to_the_control_plane(fleet):
         statuses = [requests.post(env.url() + "/v1/chat/completions", json={"model": "x", "messages": []}, timeout=15).status_code
                     for _ in range(3)]
         assert statuses == [200, 200, 429], (statuses, env.log()[-3000:])
+
+
+def test_the_native_dynamic_module_never_skips_a_fleet_limit(fleet):
+    """The dynamic module cannot make gRPC calls: a fleet limit takes `on_unavailable` (deny by
+    default) rather than being ignored; requests no fleet limit matches are unaffected."""
+    _, upstream, replicas = fleet
+    flt = E.dynamic_filter("cordon.identity", {"policy": policy({"cluster": "cordon_control_plane"})})
+    cfg = E.bootstrap([E.listener("main", [flt], "model")],
+                      [E.cluster("model", upstream.port), E.cluster("cordon_control_plane", replicas[0].port, http2=True)])
+    with E.Envoy.start(cfg, env=E.dynamic_module_env()) as env:
+        r = post(env, {"model": "o1-mini", "messages": []}, ALICE)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "rate_limit_unavailable", r.text
+        assert "dynamic module" in r.json()["error"]["message"]
+        assert post(env, {"model": "gpt-4o", "messages": []}, ALICE).status_code == 200
