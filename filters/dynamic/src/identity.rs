@@ -104,10 +104,13 @@ impl IdentityFilter {
                             self.refuse(s, &r);
                             return false;
                         }
-                        Ok(_) => crate::abi::log(
-                            LogLevel::Warn,
-                            &format!("rate limits: {why}; fleet limits not applied (on_unavailable: allow)"),
-                        ),
+                        Ok(_) => {
+                            self.shared.count_fail_open(s);
+                            crate::abi::log(
+                                LogLevel::Warn,
+                                &format!("rate limits: {why}; fleet limits not applied (on_unavailable: allow)"),
+                            );
+                        }
                     }
                 }
                 self.shared.count_evictions(s, x.evictions());

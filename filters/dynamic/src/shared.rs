@@ -25,6 +25,8 @@ pub struct Shared {
     decisions: HashMap<&'static str, usize>,
     /// `ratelimit_evictions` under the metrics namespace.
     evictions: Option<usize>,
+    /// `ratelimit_fail_open`: fleet-limited requests let through unmetered (`on_unavailable: allow`).
+    fail_open: Option<usize>,
     /// `redaction_<direction>_<detector>_<action>` counter ids (redact role only), defined up
     /// front for every detector of the policy: Envoy lets a module define metrics only while
     /// the configuration is created.
@@ -72,6 +74,7 @@ impl Shared {
             }
         }
         let evictions = host.define_counter("ratelimit_evictions");
+        let fail_open = host.define_counter("ratelimit_fail_open");
         let mut redactions = HashMap::new();
         if role == crate::ROLE_REDACT
             && let Some(engine) = policy.as_ref().and_then(|p| p.redaction().engine().ok())
@@ -89,7 +92,7 @@ impl Shared {
                 }
             }
         }
-        Ok(Self { policy, tokens: Mutex::new(TokenCache::new(config.token_cache_size)), decisions, evictions, redactions })
+        Ok(Self { policy, tokens: Mutex::new(TokenCache::new(config.token_cache_size)), decisions, evictions, fail_open, redactions })
     }
 
     /// Runs `f` with the JWT cache (a poisoned lock only means another stream panicked; the
@@ -117,6 +120,13 @@ impl Shared {
     pub fn count_evictions(&self, stream: &Stream, n: usize) {
         if let (Some(id), true) = (self.evictions, n > 0) {
             stream.increment_counter(id, n as u64);
+        }
+    }
+
+    /// Counts one request admitted without its fleet limits (`on_unavailable: allow`).
+    pub fn count_fail_open(&self, stream: &Stream) {
+        if let Some(id) = self.fail_open {
+            stream.increment_counter(id, 1);
         }
     }
 }
