@@ -329,3 +329,62 @@ fn a_fleet_token_limit_that_cuts_bounds_the_stream_by_what_the_service_had_left(
     assert!(out.contains("tok"), "the final error event names the limit: {out}");
     assert_eq!(out.matches(&"x".repeat(16)).count(), 3, "12 tokens sent; the 4th delta would pass 15");
 }
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A request reserving this many completion tokens.
+        Start(u64),
+        /// The n-th in-flight exchange ends having used this fraction (per mille) of its reservation.
+        End(usize, u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![(1u64..80).prop_map(Step::Start), (0usize..16, 0u64..=1000).prop_map(|(i, f)| Step::End(i, f))]
+    }
+
+    proptest! {
+        /// Over any interleaving of reservations and settlements against the service: what is
+        /// counted never passes the limit when a request is admitted, and once every exchange
+        /// has ended what stays counted is exactly what was used (nothing leaks either way).
+        #[test]
+        fn reservations_never_overshoot_and_settle_to_usage(steps in proptest::collection::vec(step(), 1..60)) {
+            let l = tokens_policy("cordon");
+            let mut rls = FakeRls::default();
+            let p = principal();
+            let store = MemoryStore::new();
+            let mut live: Vec<(Exchange, u64)> = Vec::new();
+            let mut used_total = 0;
+            let key = entries(&[("cordon_limit", "tok"), ("team", "ml")]);
+            for s in steps {
+                match s {
+                    Step::Start(max) => {
+                        let (mut x, _) = Exchange::begin(&l, &who(&p), "/v1/chat/completions", &body(max), &store, NOW).unwrap().unwrap();
+                        let answer = rls.answer(x.fleet_request().unwrap());
+                        if x.fleet_answer(&l, Ok(answer), &store, NOW).is_ok() {
+                            prop_assert!(rls.counts[&key] <= 100);
+                            live.push((x, max));
+                        }
+                    }
+                    Step::End(i, per_mille) if !live.is_empty() => {
+                        let (mut x, max) = live.remove(i % live.len());
+                        let used = max * per_mille / 1000;
+                        used_total += used;
+                        x.response_head(200, Some("application/json"));
+                        x.response_chunk(json!({"usage": {"prompt_tokens": 1, "completion_tokens": used}}).to_string().as_bytes(), true);
+                        x.finish(&l, &store, NOW).unwrap();
+                        if let Some(settle) = x.fleet_settlement(&l, NOW) {
+                            rls.answer(&settle);
+                        }
+                    }
+                    Step::End(..) => {}
+                }
+            }
+            let in_flight: u64 = live.iter().map(|(_, max)| *max).sum();
+            prop_assert_eq!(rls.counts.get(&key).copied().unwrap_or(0), used_total + in_flight);
+        }
+    }
+}
