@@ -21,6 +21,7 @@ from tests.harness.redis import RedisServer
 
 ALICE = {"authorization": f"Bearer {KEYS['alice']}"}
 SVC = {"authorization": f"Bearer {KEYS['svc']}"}
+OPS = {"authorization": f"Bearer {KEYS['carol']}"}
 USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
 
 
@@ -29,6 +30,7 @@ def policy(service: dict) -> dict:
         "identity": {"api_keys": [
             {"id": "k-alice", "sha256": key_digest(KEYS["alice"]), "principal": {"user": "alice", "team": "research"}},
             {"id": "k-svc", "sha256": key_digest(KEYS["svc"]), "principal": {"user": "svc", "team": "support"}},
+            {"id": "k-ops", "sha256": key_digest(KEYS["carol"]), "principal": {"user": "olga", "team": "ops"}},
         ]},
         "models": [{"allow": ["*"]}],
         "rate_limits": [
@@ -173,6 +175,28 @@ def test_concurrent_streams_cannot_overshoot_a_fleet_token_limit(fleet):
     # Each holds 40 of 100 until it ends: two fit, never more.
     assert statuses.count(200) == 2, statuses
     assert statuses.count(429) == 6, statuses
+
+
+def test_a_streamed_completion_settles_its_reservation_too(fleet):
+    envoys, upstream, _ = fleet
+    body = lambda max_tokens, stream: {"model": "gpt-4o-tok", "max_tokens": max_tokens, "stream": stream,
+                                       "messages": [{"role": "user", "content": "hi"}]}
+    r = requests.post(envoys[1].url() + "/v1/chat/completions", json=body(50, True), headers=OPS, timeout=15, stream=True)
+    text = r.content.decode()
+    assert r.status_code == 200 and "[DONE]" in text, text
+    # Cordon asked the stream for its usage (5 completion tokens) and took that chunk out again.
+    assert '"usage"' not in text.replace('"usage": null', "").replace('"usage":null', "")
+    # What team ops had counted before (nothing, unless this test ran before on this Redis).
+    before = 100 - 50 - int(r.headers["x-ratelimit-remaining-tokens"])
+    # Once the stream's 45 unused tokens are released, exactly the rest fits.
+    rest = 100 - before - 5
+    last = None
+    for _ in range(100):
+        last = post(envoys[0], body(rest, False), OPS)
+        if last.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert last.status_code == 200 and last.headers["x-ratelimit-remaining-tokens"] == "0", last.text
 
 
 @pytest.fixture(scope="module")
