@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["cordon/v1/discovery.proto", "cordon/v1/audit.proto", "cordon/admin/v1/admin.proto"];
+const PROTOS: &[&str] =
+    &["cordon/v1/discovery.proto", "cordon/v1/audit.proto", "cordon/admin/v1/admin.proto", "envoy/service/ratelimit/v3/rls.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();

@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodes;
 pub mod policy;
+pub mod ratelimit;
 pub mod server;
 pub mod service;
 pub mod signing;

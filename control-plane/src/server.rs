@@ -10,11 +10,13 @@ use crate::discovery::{Discovery, DiscoveryGrpc};
 use crate::grpc::AdminGrpc;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
+use crate::ratelimit::RlsGrpc;
 use crate::service::PolicyService;
 use crate::signing::BundleSigner;
 use crate::store::{PolicyStore, StoreError};
 use crate::tls::PeerCertificate;
 use cordon_proto::admin::v1::policy_admin_server::PolicyAdminServer;
+use cordon_proto::rls::rate_limit_service_server::RateLimitServiceServer;
 use cordon_proto::v1::audit_service_server::AuditServiceServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -56,6 +58,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How often a new audit tree head is signed while entries arrive (at most 1 s).
     pub head_interval: Duration,
+    /// Where the rate-limit service keeps fleet-wide counters (memory unless Redis is given).
+    pub rate_limit_counters: Arc<dyn crate::ratelimit::Counters>,
 }
 
 /// Largest audit batch message: 65,536 entries of a few hundred bytes.
@@ -72,6 +76,7 @@ impl ServerConfig {
             keepalive: Duration::from_secs(30),
             tls: None,
             head_interval: Duration::from_millis(500),
+            rate_limit_counters: Arc::new(crate::ratelimit::memory::MemoryCounters::new()),
         }
     }
 }
@@ -113,6 +118,8 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
     health_reporter.set_serving::<DiscoveryGrpc>().await;
     health_reporter.set_serving::<PolicyAdminServer<AdminGrpc>>().await;
     health_reporter.set_serving::<AuditServiceServer<AuditGrpc>>().await;
+    health_reporter.set_serving::<RateLimitServiceServer<RlsGrpc>>().await;
+    tracing::info!(backend = cfg.rate_limit_counters.name(), "rate-limit service (envoy.service.ratelimit.v3) on the same port");
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cordon_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -122,6 +129,7 @@ pub async fn start(listener: TcpListener, cfg: ServerConfig) -> Result<Running, 
     let router = tonic::service::Routes::new(DiscoveryGrpc(discovery))
         .add_service(PolicyAdminServer::new(AdminGrpc(Arc::clone(&admin))))
         .add_service(AuditServiceServer::new(AuditGrpc(Arc::clone(&audit))).max_decoding_message_size(MAX_AUDIT_MESSAGE))
+        .add_service(RateLimitServiceServer::new(RlsGrpc::new(Arc::clone(&cfg.rate_limit_counters))))
         .add_service(health)
         .add_service(reflection)
         .into_axum_router()

@@ -5,6 +5,7 @@
 //!   control plane, and the signed [`v1::PolicyBundle`] (its contract, signed message, key id and
 //!   type URL, is defined once in `cordon_core::bundle`).
 //! * [`admin::v1`]: the admin API used by `cordonctl`.
+//! * [`rls`]: Envoy's rate-limit service API, for fleet-wide limits.
 //!
 //! With `default-features = false` only the prost messages are built (what the wasm filter
 //! needs); the `grpc` feature adds tonic clients and servers.
@@ -23,6 +24,17 @@ pub mod v1 {
     pub const AUDIT_SERVICE: &str = "cordon.v1.AuditService";
     /// The method name within [`AUDIT_SERVICE`].
     pub const AUDIT_METHOD: &str = "ShipAudit";
+}
+
+/// Envoy's rate-limit service API (RLS v3), the subset Cordon speaks: fleet-wide limits ask it
+/// (`ShouldRateLimit`), the control plane serves it.
+pub mod rls {
+    include!(concat!(env!("OUT_DIR"), "/envoy.service.ratelimit.v3.rs"));
+
+    /// The gRPC service of `ShouldRateLimit`, for proxy-wasm's `dispatch_grpc_call`.
+    pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+    /// The method name within [`SERVICE`].
+    pub const METHOD: &str = "ShouldRateLimit";
 }
 
 /// Admin API.

@@ -40,6 +40,7 @@ class ControlPlane:
     ctl_client_cert: Path | None = None
     ctl_client_key: Path | None = None
     tls_host: str = "127.0.0.1"  # must be a SAN of tls_cert
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--ratelimit-redis-url", url]
 
     @property
     def url(self) -> str:
@@ -74,7 +75,7 @@ class ControlPlane:
         out = self.log_path.open("ab")
         offset = self.log_path.stat().st_size  # a restart appends: only read what this run wrote
         env = {**os.environ, "CORDON_LOG": "info", "NO_COLOR": "1", **self.env}
-        self.proc = subprocess.Popen([str(binary), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", "--poll-interval-ms", "200", *self._tls_args()],
+        self.proc = subprocess.Popen([str(binary), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", "--poll-interval-ms", "200", *self._tls_args(), *self.extra_args],
                                      stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

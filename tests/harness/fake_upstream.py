@@ -167,6 +167,9 @@ class FakeUpstream:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: a burst of new connections from two Envoy workers
+    # overflowed it, and a dropped SYN outlived the clusters' 1 s connect timeout (Envoy's 503).
+    request_queue_size = 128
     fake: FakeUpstream
 
     def handle_error(self, request, client_address):

@@ -54,6 +54,10 @@ struct ServeArgs {
     /// a client certificate issued by one of them (mTLS). Needs --tls-cert.
     #[arg(long, env = "CORDON_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Keep fleet-wide rate-limit counters in this Redis (`redis://[:password@]host:port/db`),
+    /// shared by every replica; without it they live in this process (one replica only).
+    #[arg(long, env = "CORDON_RATELIMIT_REDIS_URL", hide_env_values = true)]
+    ratelimit_redis_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +86,8 @@ enum StartError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Tls(#[from] cordon_control_plane::tls::TlsError),
+    #[error("--ratelimit-redis-url: {0}")]
+    RateLimit(#[from] cordon_control_plane::ratelimit::CounterError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -198,6 +204,9 @@ async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let mut cfg = ServerConfig::new(store, signer, tokens);
     cfg.poll_interval = Duration::from_millis(args.poll_interval_ms.max(50));
     cfg.tls = tls;
+    if let Some(url) = &args.ratelimit_redis_url {
+        cfg.rate_limit_counters = Arc::new(cordon_control_plane::ratelimit::redis::RedisCounters::new(url)?);
+    }
     let running = server::start(listener, cfg).await?;
     // One line a script can wait for and parse.
     println!("cordon-control-plane listening on {} trusted_key={trusted}", running.addr);

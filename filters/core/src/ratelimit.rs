@@ -7,6 +7,7 @@
 //! with the usage the model reports (or counted from the streamed text when it reports none).
 
 pub mod exchange;
+pub mod fleet;
 pub mod gauge;
 pub mod gcra;
 pub mod meter;
@@ -20,7 +21,7 @@ use crate::refusal::Refusal;
 use gauge::Gauge;
 use gcra::{Gcra, Verdict};
 use meter::Meter;
-use schema::{KeyField, LimitMatch, OnExceed, RateLimit, TokenCount, TokenEstimate};
+use schema::{KeyField, LimitMatch, OnExceed, RateLimit, RateLimitService, Scope, TokenCount, TokenEstimate};
 use store::{CasStore, StoreError};
 use window::{Calendar, Window};
 
@@ -49,6 +50,8 @@ pub struct CompiledLimit {
     counts: Counts,
     meter: Meter,
     slots: u32,
+    /// Counted by the rate-limit service (`scope: fleet`): its window, else `None`.
+    fleet: Option<fleet::Unit>,
 }
 
 /// Validated limits and token estimation of one policy.
@@ -56,6 +59,7 @@ pub struct CompiledLimit {
 pub struct CompiledLimits {
     limits: Vec<CompiledLimit>,
     estimate: TokenEstimate,
+    service: Option<RateLimitService>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -65,6 +69,18 @@ fn valid_name(name: &str) -> bool {
 impl CompiledLimits {
     /// Validates `rate_limits` and `token_estimate`, naming the field on error.
     pub fn compile(limits: &[RateLimit], estimate: Option<&TokenEstimate>) -> Result<Self, PolicyError> {
+        Self::compile_with_service(limits, estimate, None)
+    }
+
+    /// [`Self::compile`] with the `rate_limit_service` that `scope: fleet` limits ask.
+    pub fn compile_with_service(
+        limits: &[RateLimit],
+        estimate: Option<&TokenEstimate>,
+        service: Option<&RateLimitService>,
+    ) -> Result<Self, PolicyError> {
+        if let Some(svc) = service {
+            fleet::validate_service(svc)?;
+        }
         let mut out = Vec::with_capacity(limits.len());
         for (i, l) in limits.iter().enumerate() {
             let at = |f: &str| format!("rate_limits[{i}].{f}");
@@ -110,10 +126,14 @@ impl CompiledLimits {
             if l.slots == 0 || l.slots > 1_000_000 {
                 return Err(PolicyError::invalid(at("slots"), "must be between 1 and 1000000"));
             }
+            let fleet = match l.scope {
+                Scope::Local => None,
+                Scope::Fleet => Some(fleet::unit_of(l, service.is_some()).map_err(|(f, why)| PolicyError::invalid(at(f), why))?),
+            };
             let mut by = l.by.clone();
             by.sort();
             by.dedup();
-            out.push(CompiledLimit { name: l.name.clone(), selector: l.selector.clone(), by, counts, meter, slots: l.slots });
+            out.push(CompiledLimit { name: l.name.clone(), selector: l.selector.clone(), by, counts, meter, slots: l.slots, fleet });
         }
         let estimate = estimate.cloned().unwrap_or_default();
         let ok = |b: f64| b.is_finite() && (0.5..=64.0).contains(&b);
@@ -125,13 +145,13 @@ impl CompiledLimits {
                 return Err(PolicyError::invalid(format!("token_estimate.families[{i}].bytes_per_token"), "must be between 0.5 and 64"));
             }
         }
-        Ok(Self { limits: out, estimate })
+        Ok(Self { limits: out, estimate, service: service.cloned() })
     }
 
     /// Creates the counter tables of every limit in `store` (see [`store::prepare`]); returns
     /// how many counters were created.
     pub fn prepare(&self, store: &dyn CasStore) -> Result<usize, StoreError> {
-        self.limits.iter().try_fold(0, |n, l| Ok(n + store::prepare(store, &l.name, l.slots)?))
+        self.limits.iter().filter(|l| l.fleet.is_none()).try_fold(0, |n, l| Ok(n + store::prepare(store, &l.name, l.slots)?))
     }
 
     /// Whether the policy has any limit (none: the limiter costs nothing).
@@ -163,7 +183,7 @@ impl CompiledLimits {
     /// earlier ones took.
     pub fn admit(&self, who: &Caller<'_>, reserve: &Reservation, store: &dyn CasStore, now: u64) -> Result<Admission, Refusal> {
         let mut admission = Admission { taken: Vec::new(), headers: Headers::default(), evictions: 0, retries: 0 };
-        for limit in self.matching(who) {
+        for limit in self.matching(who).filter(|l| l.fleet.is_none()) {
             let cost = limit.cost(reserve.prompt, reserve.completion, 1);
             let key = limit.key(who);
             let meter = limit.meter;
@@ -226,9 +246,9 @@ impl CompiledLimit {
         self.selector.matches(p.user.as_deref(), p.team.as_deref(), p.app.as_deref(), who.key_id, Some(who.model))
     }
 
-    fn key(&self, who: &Caller<'_>) -> u64 {
-        let values: Vec<&str> = self
-            .by
+    /// The values of the `by` fields for this caller, in `by` order.
+    fn key_values<'a>(&self, who: &Caller<'a>) -> Vec<&'a str> {
+        self.by
             .iter()
             .map(|f| match f {
                 KeyField::Key => who.key_id.unwrap_or_default(),
@@ -237,8 +257,11 @@ impl CompiledLimit {
                 KeyField::App => who.principal.app.as_deref().unwrap_or_default(),
                 KeyField::Model => who.model,
             })
-            .collect();
-        store::key_hash(&self.name, &values)
+            .collect()
+    }
+
+    fn key(&self, who: &Caller<'_>) -> u64 {
+        store::key_hash(&self.name, &self.key_values(who))
     }
 
     /// Units this limit counts for a request of these token figures.

@@ -30,8 +30,10 @@ fn fully_populated() -> Policy {
              "requests": {"limit": 1, "per": "second"}, "slots": 8},
             {"name": "t", "tokens": {"limit": 1, "per": "day", "count": "completion"}, "on_exceed": "cut"},
             {"name": "b", "budget": {"tokens": 1, "per": "month", "count": "total"}},
-            {"name": "c", "concurrent": {"limit": 2, "stale_after_s": 60}}
+            {"name": "c", "concurrent": {"limit": 2, "stale_after_s": 60}},
+            {"name": "f", "requests": {"limit": 1, "per": "minute"}, "scope": "fleet"}
         ],
+        "rate_limit_service": {"cluster": "c", "domain": "d", "timeout_ms": 100, "on_unavailable": "allow", "protocol": "standard"},
         "token_estimate": {"bytes_per_token": 4.0, "default_completion_tokens": 8, "families": [{"model": "m", "bytes_per_token": 3.0}]},
         "audit": {"on_unavailable": "refuse"},
         "redaction": {

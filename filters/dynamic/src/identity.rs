@@ -116,7 +116,25 @@ impl IdentityFilter {
                 return false;
             }
             Ok(None) => {}
-            Ok(Some((x, rewritten))) => {
+            Ok(Some((mut x, rewritten))) => {
+                if x.fleet_request().is_some() {
+                    // No gRPC callouts from this build: fleet-wide limits take the policy's
+                    // `on_unavailable` path (deny by default), never silently skipped.
+                    let why = "the native dynamic module cannot ask a rate-limit service (use the wasm module for fleet-wide limits)";
+                    match x.fleet_answer(policy.rate_limits(), Err(why.into()), &ProcessStore, now_ns()) {
+                        Err(r) => {
+                            self.refuse(s, &r);
+                            return false;
+                        }
+                        Ok(_) => {
+                            self.shared.count_fail_open(s);
+                            crate::abi::log(
+                                LogLevel::Warn,
+                                &format!("rate limits: {why}; fleet limits not applied (on_unavailable: allow)"),
+                            );
+                        }
+                    }
+                }
                 self.shared.count_evictions(s, x.evictions());
                 if let Some((name, limit, remaining)) = x.tightest(policy.rate_limits()) {
                     audit_trail::with(self.audit, |d| d.rate_limit(name, limit, remaining));

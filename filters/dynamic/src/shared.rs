@@ -27,6 +27,8 @@ pub struct Shared {
     decisions: HashMap<&'static str, usize>,
     /// `ratelimit_evictions` under the metrics namespace.
     evictions: Option<usize>,
+    /// `ratelimit_fail_open`: fleet-limited requests let through unmetered (`on_unavailable: allow`).
+    fail_open: Option<usize>,
     /// `redaction_<direction>_<detector>_<action>` counter ids (redact role only), defined up
     /// front for every detector of the policy: Envoy lets a module define metrics only while
     /// the configuration is created.
@@ -100,6 +102,7 @@ impl Shared {
             }
         }
         let evictions = host.define_counter("ratelimit_evictions");
+        let fail_open = host.define_counter("ratelimit_fail_open");
         let mut redactions = HashMap::new();
         if role == crate::ROLE_REDACT
             && let Some(engine) = policy.as_ref().and_then(|p| p.redaction().engine().ok())
@@ -122,6 +125,7 @@ impl Shared {
             tokens: Mutex::new((String::new(), TokenCache::new(config.token_cache_size))),
             decisions,
             evictions,
+            fail_open,
             redactions,
         })
     }
@@ -172,6 +176,13 @@ impl Shared {
     pub fn count_evictions(&self, stream: &Stream, n: usize) {
         if let (Some(id), true) = (self.evictions, n > 0) {
             stream.increment_counter(id, n as u64);
+        }
+    }
+
+    /// Counts one request admitted without its fleet limits (`on_unavailable: allow`).
+    pub fn count_fail_open(&self, stream: &Stream) {
+        if let Some(id) = self.fail_open {
+            stream.increment_counter(id, 1);
         }
     }
 }

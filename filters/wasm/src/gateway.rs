@@ -22,8 +22,8 @@ pub struct GatewayFilter {
 }
 
 impl GatewayFilter {
-    pub fn new(shared: Rc<Shared>) -> Self {
-        Self { identity: IdentityFilter::new(shared.clone()), redact: RedactFilter::new(shared), redact_started: false }
+    pub fn new(shared: Rc<Shared>, context_id: u32) -> Self {
+        Self { identity: IdentityFilter::new(shared.clone(), context_id), redact: RedactFilter::new(shared), redact_started: false }
     }
 
     fn answered(&self) -> bool {
@@ -36,7 +36,18 @@ fn both(a: Action, b: Action) -> Action {
     if a == Action::Continue && b == Action::Continue { Action::Continue } else { Action::Pause }
 }
 
-impl Context for GatewayFilter {}
+impl Context for GatewayFilter {
+    /// The rate-limit service answered identity's fleet check. Redaction already read the body
+    /// (it ran while identity waited): the request goes on once identity admits it.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if self.redact.refused() {
+            return;
+        }
+        if self.identity.fleet_answered(token_id, status_code, response_size) == Some(true) {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for GatewayFilter {
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {

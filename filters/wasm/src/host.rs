@@ -33,10 +33,12 @@ pub struct Shared {
     pub decisions: Decisions,
     /// Redaction outcome counter ids, defined on first use.
     redaction_metrics: RefCell<HashMap<String, u32>>,
+    /// The root context's id: calls that must outlive a request are made on its behalf.
+    pub root_context: u32,
 }
 
 impl Shared {
-    fn new(policy: Option<Rc<CompiledPolicy>>, token_cache_size: usize) -> Self {
+    fn new(policy: Option<Rc<CompiledPolicy>>, token_cache_size: usize, root_context: u32) -> Self {
         let policy_ref = static_ref(policy.as_deref());
         let shared = Self {
             policy_ref: RefCell::new(policy_ref),
@@ -45,6 +47,7 @@ impl Shared {
             tokens: RefCell::new(TokenCache::new(token_cache_size)),
             decisions: Decisions::define(),
             redaction_metrics: RefCell::new(HashMap::new()),
+            root_context,
         };
         shared.publish_holdback();
         shared
@@ -130,11 +133,13 @@ enum Role {
 /// The module's root context for every role.
 pub struct Root {
     role: Role,
+    context_id: u32,
 }
 
-impl Default for Root {
-    fn default() -> Self {
-        Self { role: Role::Unconfigured }
+impl Root {
+    /// The root context `context_id`, unconfigured until `on_configure`.
+    pub fn new(context_id: u32) -> Self {
+        Self { role: Role::Unconfigured, context_id }
     }
 }
 
@@ -206,7 +211,7 @@ impl Root {
                 shared.publish_holdback();
                 self.role = Role::Http(role, shared.clone());
             }
-            _ => self.role = Role::Http(role, Rc::new(Shared::new(policy, config.token_cache_size))),
+            _ => self.role = Role::Http(role, Rc::new(Shared::new(policy, config.token_cache_size, self.context_id))),
         }
         true
     }
@@ -266,14 +271,14 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.role {
             Role::Http(role, shared) => {
                 shared.refresh();
                 match role {
-                    HttpRole::Identity => Some(Box::new(IdentityFilter::new(shared.clone()))),
+                    HttpRole::Identity => Some(Box::new(IdentityFilter::new(shared.clone(), context_id))),
                     HttpRole::Redact => Some(Box::new(RedactFilter::new(shared.clone()))),
-                    HttpRole::Gateway => Some(Box::new(crate::gateway::GatewayFilter::new(shared.clone()))),
+                    HttpRole::Gateway => Some(Box::new(crate::gateway::GatewayFilter::new(shared.clone(), context_id))),
                 }
             }
             _ => None,

@@ -10,11 +10,12 @@ use crate::shared_counters::SharedData;
 use cordon_core::pipeline::{self, BodyStage, ResponseStage};
 use cordon_core::ratelimit::Caller;
 use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
+use cordon_core::ratelimit::fleet::{FleetOutcome, RlsResponse};
 use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 pub struct IdentityFilter {
     shared: Rc<Shared>,
@@ -31,10 +32,14 @@ pub struct IdentityFilter {
     audit: Option<u64>,
     /// The request body's length after this role rewrote it, if it did.
     rewritten_len: Option<usize>,
+    /// The fleet check in flight (the request waits for it).
+    rls_call: Option<u32>,
+    /// This HTTP context's id.
+    context_id: u32,
 }
 
 impl IdentityFilter {
-    pub fn new(shared: Rc<Shared>) -> Self {
+    pub fn new(shared: Rc<Shared>, context_id: u32) -> Self {
         let policy = shared.policy.borrow().clone();
         Self {
             shared,
@@ -46,6 +51,8 @@ impl IdentityFilter {
             path: String::new(),
             audit: None,
             rewritten_len: None,
+            rls_call: None,
+            context_id,
         }
     }
 
@@ -73,13 +80,20 @@ impl IdentityFilter {
     /// Ends the metering once (response end, or the exchange aborted): reconcile reservations.
     fn finish_exchange(&mut self) {
         let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return };
-        match x.finish(policy.rate_limits(), &SharedData, self.now_ns()) {
-            Ok(usage) => crate::audit_trail::with(self.audit, |d| {
-                d.usage(&usage);
-                if x.was_cut() {
-                    d.ended(x.cut_code());
+        let now = self.now_ns();
+        match x.finish(policy.rate_limits(), &SharedData, now) {
+            Ok(usage) => {
+                crate::audit_trail::with(self.audit, |d| {
+                    d.usage(&usage);
+                    if x.was_cut() {
+                        d.ended(x.cut_code());
+                    }
+                });
+                let limits = policy.rate_limits();
+                if let (Some(svc), Some(req)) = (limits.service(), x.fleet_settlement(limits, now)) {
+                    crate::fleet::send_detached(self.shared.root_context, self.context_id, &svc.cluster, svc.timeout_ms, &req);
                 }
-            }),
+            }
             Err(e) => {
                 let _ = proxy_wasm::hostcalls::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message()));
             }
@@ -104,7 +118,13 @@ impl IdentityFilter {
     }
 }
 
-impl Context for IdentityFilter {}
+impl Context for IdentityFilter {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if self.fleet_answered(token_id, status_code, response_size) == Some(true) {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for IdentityFilter {
     /// The exchange ended: a client abort or a reset never reached the end of the response, so
@@ -281,10 +301,74 @@ impl IdentityFilter {
                     self.rewritten_len = Some(new.len());
                     self.set_http_request_header("content-length", Some(&new.len().to_string()));
                 }
+                let call = match (x.fleet_request(), policy.rate_limits().service()) {
+                    (Some(req), Some(svc)) => Some(
+                        self.dispatch_grpc_call(
+                            &svc.cluster,
+                            cordon_proto::rls::SERVICE,
+                            cordon_proto::rls::METHOD,
+                            vec![],
+                            Some(&crate::fleet::encode(req)),
+                            Duration::from_millis(svc.timeout_ms),
+                        )
+                        .map_err(|status| format!("cannot call cluster '{}': {status:?}", svc.cluster)),
+                    ),
+                    _ => None,
+                };
                 self.exchange = Some(x);
+                match call {
+                    // Wait for the fleet-wide verdict.
+                    Some(Ok(token)) => {
+                        self.rls_call = Some(token);
+                        return Action::Pause;
+                    }
+                    Some(Err(why)) => {
+                        if !self.judge_fleet(Err(why)) {
+                            return Action::Pause;
+                        }
+                        return Action::Continue;
+                    }
+                    None => {}
+                }
             }
         }
         self.shared.decisions.count("allowed");
         Action::Continue
+    }
+
+    /// The answer to this request's fleet check: `Some(true)` admitted (resume the request),
+    /// `Some(false)` refused (a local reply is on its way), `None` when `token` is not it.
+    pub fn fleet_answered(&mut self, token: u32, status_code: u32, size: usize) -> Option<bool> {
+        if self.rls_call != Some(token) {
+            return None;
+        }
+        self.rls_call = None;
+        Some(self.judge_fleet(crate::fleet::answer(status_code, size)))
+    }
+
+    /// Applies the fleet verdict; true when the request may go on.
+    fn judge_fleet(&mut self, answer: Result<RlsResponse, String>) -> bool {
+        let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return true };
+        match x.fleet_answer(policy.rate_limits(), answer, &SharedData, self.now_ns()) {
+            Ok(outcome) => {
+                if let FleetOutcome::FailedOpen(why) = outcome {
+                    crate::metrics::count_fail_open();
+                    crate::audit_trail::with(self.audit, |d| d.rate_limit_failed_open());
+                    let _ = proxy_wasm::hostcalls::log(
+                        LogLevel::Warn,
+                        &format!(
+                            "rate limits: the rate-limit service is unavailable ({why}); fleet limits not applied (on_unavailable: allow)"
+                        ),
+                    );
+                }
+                self.exchange = Some(x);
+                self.shared.decisions.count("allowed");
+                true
+            }
+            Err(r) => {
+                self.refuse(&r);
+                false
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod audit_stream;
 mod audit_trail;
 mod faults;
+mod fleet;
 mod gateway;
 mod host;
 mod identity;
@@ -34,5 +35,5 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_context_id| -> Box<dyn RootContext> { Box::new(host::Root::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(host::Root::new(context_id)) });
 }}

@@ -54,3 +54,12 @@ fn add(id: Option<u32>, n: usize) {
         let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
+
+/// Counts requests let through unmetered because the rate-limit service could not answer and
+/// policy says `on_unavailable: allow` (`cordon_ratelimit_fail_open`).
+pub fn count_fail_open() {
+    thread_local! {
+        static ID: Option<u32> = hostcalls::define_metric(MetricType::Counter, "cordon_ratelimit_fail_open").ok();
+    }
+    ID.with(|id| add(*id, 1));
+}

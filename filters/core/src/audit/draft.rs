@@ -193,6 +193,12 @@ impl Draft {
         self.record.response_digest = response;
     }
 
+    /// The rate-limit service could not answer and `on_unavailable: allow` let the request
+    /// through unmetered by its fleet-wide limits.
+    pub fn rate_limit_failed_open(&mut self) {
+        self.fail_open("rate_limit_unavailable:allow");
+    }
+
     /// Marks that a role could not contribute its part (evicted, or bounds exceeded).
     pub fn mark_incomplete(&mut self) {
         self.incomplete = true;

@@ -86,7 +86,11 @@ impl CompiledPolicy {
             return Err(PolicyError::invalid("limits", "limits must be greater than zero"));
         }
         let redaction = CompiledRedaction::compile(policy.redaction.as_ref(), secrets)?;
-        let rate_limits = crate::ratelimit::CompiledLimits::compile(&policy.rate_limits, policy.token_estimate.as_ref())?;
+        let rate_limits = crate::ratelimit::CompiledLimits::compile_with_service(
+            &policy.rate_limits,
+            policy.token_estimate.as_ref(),
+            policy.rate_limit_service.as_ref(),
+        )?;
         let canonical = serde_json::to_vec(policy).map_err(|e| PolicyError::invalid("", e.to_string()))?;
         Ok(Self {
             keys,

@@ -29,6 +29,9 @@ pub struct Policy {
     /// How tokens are estimated before the model reports usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_estimate: Option<crate::ratelimit::schema::TokenEstimate>,
+    /// The rate-limit service `scope: fleet` limits ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_service: Option<crate::ratelimit::schema::RateLimitService>,
     /// Streaming redaction (the `cordon.redact` role); absent means the default detector set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redaction: Option<crate::redaction::RedactionPolicy>,

@@ -8,6 +8,7 @@
 //! `cordon.redact` in the chain, so on the response path it sees redaction's output: a cut can
 //! never release text redaction still holds back.
 
+use super::fleet::{FleetCheck, FleetOutcome, FleetTaken, RlsRequest, RlsResponse};
 use super::usage::{self, EventKind, StreamUsage};
 use super::{Admission, Caller, CompiledLimits, LimitKind, Reservation, Usage};
 use crate::redaction::{sse_format, stream_error_event};
@@ -65,6 +66,10 @@ pub struct Exchange {
     watch: Watch,
     settled: Option<Usage>,
     tokens: bool,
+    /// The fleet limits' call, until its answer arrives.
+    fleet_check: Option<FleetCheck>,
+    /// The fleet limits that admitted the request (settled at the end).
+    fleet_taken: Vec<FleetTaken>,
 }
 
 impl Exchange {
@@ -85,33 +90,84 @@ impl Exchange {
         let reservation = limits.estimate(who.model, body);
         let tokens = limits.counts_tokens(who);
         let admission = limits.admit(who, &reservation, store, now)?;
-        if admission.taken.is_empty() {
+        let fleet_check = limits.fleet_check(who, &reservation);
+        if admission.taken.is_empty() && fleet_check.is_none() {
             return Ok(None);
         }
         let format = sse_format(path);
-        let (budget, cut_limit, cut_kind) = match admission.cut_budget(limits, &reservation) {
-            Some((b, name, kind)) => (Some(b), name, kind),
-            None => (None, String::new(), LimitKind::Tokens),
-        };
         let mut rewritten = None;
         let mut strip_usage_chunk = false;
         if tokens && format == Some(SseFormat::OpenAiChat) {
             rewritten = ask_for_usage(body);
             strip_usage_chunk = rewritten.is_some();
         }
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             admission,
             reservation,
             format,
-            budget,
-            cut_limit,
-            cut_kind,
+            budget: None,
+            cut_limit: String::new(),
+            cut_kind: LimitKind::Tokens,
             strip_usage_chunk,
             watch: Watch::Nothing,
             settled: None,
             tokens,
+            fleet_check,
+            fleet_taken: Vec::new(),
         };
+        exchange.set_cut_budget(limits);
         Ok(Some((exchange, rewritten)))
+    }
+
+    /// The smallest stream budget over the `cut` limits that admitted (local and fleet).
+    fn set_cut_budget(&mut self, limits: &CompiledLimits) {
+        let local = self.admission.cut_budget(limits, &self.reservation);
+        let fleet = self.fleet_taken.iter().filter_map(|t| {
+            let l = limits.limits.get(t.limit)?;
+            let super::Counts::Tokens { count, cut: true } = l.counts else { return None };
+            (count != super::schema::TokenCount::Prompt)
+                .then(|| (self.reservation.completion.saturating_add(t.remaining), l.name.clone(), LimitKind::Tokens))
+        });
+        if let Some((b, name, kind)) = local.into_iter().chain(fleet).min_by_key(|(b, _, _)| *b) {
+            (self.budget, self.cut_limit, self.cut_kind) = (Some(b), name, kind);
+        }
+    }
+
+    /// The `ShouldRateLimit` call the fleet limits need before the request may go on; `None`
+    /// when no fleet limit matched or it was answered already.
+    pub fn fleet_request(&self) -> Option<&RlsRequest> {
+        self.fleet_check.as_ref().map(FleetCheck::request)
+    }
+
+    /// The service's answer (or why there is none): admitted, failed open, or refused — in
+    /// which case the local reservations were given back and nothing is left to settle.
+    pub fn fleet_answer(
+        &mut self,
+        limits: &CompiledLimits,
+        answer: Result<RlsResponse, String>,
+        store: &dyn CasStore,
+        now: u64,
+    ) -> Result<FleetOutcome, Refusal> {
+        let Some(check) = self.fleet_check.take() else { return Ok(FleetOutcome::Admitted) };
+        match limits.fleet_judge(check, answer, &mut self.admission.headers, now) {
+            Ok((taken, outcome)) => {
+                self.fleet_taken = taken;
+                self.set_cut_budget(limits);
+                Ok(outcome)
+            }
+            Err(refusal) => {
+                self.admission.release(limits, store, now);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// After [`Self::finish`]: the call settling fleet token reservations with the usage
+    /// (debit a shortfall, release a surplus); `None` when nothing is owed. Sent once.
+    pub fn fleet_settlement(&mut self, limits: &CompiledLimits, now: u64) -> Option<RlsRequest> {
+        let usage = self.settled?;
+        let taken = std::mem::take(&mut self.fleet_taken);
+        limits.fleet_settlement(&taken, &usage, now)
     }
 
     /// Busy counters evicted to admit this request (a limit's key space outgrew its `slots`).
@@ -268,6 +324,7 @@ impl Exchange {
             (None, Watch::Stream(f)) => f.usage.usage(self.reservation.prompt),
             (None, _) => Usage { prompt: self.reservation.prompt, completion: self.reservation.completion, reported: false },
         };
+        self.settled = Some(usage);
         self.admission.reconcile(limits, &usage, store, now)?;
         Ok(usage)
     }

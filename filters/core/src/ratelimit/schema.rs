@@ -33,6 +33,85 @@ pub struct RateLimit {
     /// Counters kept for this limit (bounded state); see the limits reference for eviction.
     #[serde(default = "default_slots")]
     pub slots: u32,
+    /// Where the counters live: in this Envoy (`local`) or in the rate-limit service (`fleet`).
+    #[serde(default, skip_serializing_if = "Scope::is_local")]
+    pub scope: Scope,
+}
+
+/// Where a limit's counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// In this Envoy's shared memory, shared by its workers.
+    #[default]
+    Local,
+    /// In the rate-limit service (`rate_limit_service`), shared by every Envoy that asks it.
+    Fleet,
+}
+
+impl Scope {
+    /// Whether this is the default, `local`.
+    pub fn is_local(&self) -> bool {
+        *self == Scope::Local
+    }
+}
+
+/// The rate-limit service fleet-wide limits ask (Envoy's RLS v3 API over gRPC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitService {
+    /// The Envoy cluster (HTTP/2) of the service; the control plane's by default.
+    #[serde(default = "default_rls_cluster")]
+    pub cluster: String,
+    /// The RLS `domain` Cordon's descriptors are sent under.
+    #[serde(default = "default_rls_domain")]
+    pub domain: String,
+    /// How long a request waits for the answer before `on_unavailable` applies.
+    #[serde(default = "default_rls_timeout")]
+    pub timeout_ms: u64,
+    /// What a request gets when the service does not answer in time or fails.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    /// Whether the service is Cordon's control plane (which also releases unused token
+    /// reservations) or any other RLS (standard API only).
+    #[serde(default)]
+    pub protocol: RlsProtocol,
+}
+
+fn default_rls_cluster() -> String {
+    "cordon_control_plane".into()
+}
+
+fn default_rls_domain() -> String {
+    "cordon".into()
+}
+
+fn default_rls_timeout() -> u64 {
+    250
+}
+
+/// What happens to a request when the rate-limit service cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Refuse with 503 `rate_limit_unavailable` (fail closed).
+    #[default]
+    Deny,
+    /// Let it through unmetered by its fleet limits: counted, logged, flagged in the audit record.
+    Allow,
+}
+
+/// Which dialect of the RLS API the service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RlsProtocol {
+    /// Cordon's control plane: the standard API plus a `cordon_op` descriptor entry that
+    /// releases unused token reservations and debits overshoots unconditionally.
+    #[default]
+    Cordon,
+    /// Any RLS (envoyproxy/ratelimit, Limitador): overshoots are debited as ordinary hits and
+    /// unused reservations stay counted until the window ends.
+    Standard,
 }
 
 fn default_by() -> Vec<KeyField> {

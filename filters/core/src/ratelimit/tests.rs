@@ -396,3 +396,11 @@ fn calendar_bounds_hold_now_and_begin_at_the_boundary() {
         assert_eq!(s % (86_400 * S), 0, "starts at midnight");
     }
 }
+
+#[test]
+fn a_concurrency_limit_cannot_be_fleet_wide() {
+    let rl: Vec<RateLimit> = serde_json::from_value(json!([{"name": "c", "concurrent": {"limit": 2}, "scope": "fleet"}])).unwrap();
+    let service: schema::RateLimitService = serde_json::from_value(json!({})).unwrap();
+    let e = CompiledLimits::compile_with_service(&rl, None, Some(&service)).unwrap_err().to_string();
+    assert!(e.contains("rate_limits[0].scope") && e.contains("concurrency limits are local"), "{e}");
+}

@@ -132,3 +132,13 @@ fn an_incomplete_record_says_so() {
     let r = d.finish(end(Some(200)));
     assert_eq!(r.fail_open.iter().map(Ident::as_str).collect::<Vec<_>>(), vec!["audit_record_incomplete"]);
 }
+
+#[test]
+fn a_request_admitted_without_a_fleet_verdict_is_flagged() {
+    let mut d = Draft::new("r", 0);
+    d.rate_limit_failed_open();
+    let r = d.finish(end(Some(200)));
+    let paths: Vec<_> = r.fail_open.iter().map(Ident::as_str).collect();
+    assert_eq!(paths, vec!["rate_limit_unavailable:allow"]);
+    assert_eq!(r.decision, Decision::Allow);
+}
