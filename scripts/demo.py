@@ -52,6 +52,9 @@ rate_limits:
     by: [team]
     tokens: {limit: 2000, per: hour, count: completion}
     on_exceed: cut
+  - name: team-monthly
+    by: [team]
+    budget: {tokens: 1000000, per: month}
 redaction:
   rules:
     detectors:
@@ -220,7 +223,11 @@ def main() -> int:
             bad = subprocess.run(verify, capture_output=True, text=True, timeout=60)
             first = (bad.stdout + bad.stderr).strip().splitlines()
             print(f"    ... after changing one byte of one entry   -> exit {bad.returncode}: {first[0] if first else ''}")
-        print(f"\n{DIM}Coming with later work: fleet-wide limits and budgets (docs/limits.md).{RESET}")
+        heading("9. Budgets, fleet-wide from the verified trail (cordonctl budgets)")
+        for line in cp.ctl("budgets", json_out=False).stdout.rstrip().splitlines():
+            print(f"    {line}")
+        print(f"\n{DIM}Also there, not shown here: fleet-wide limits through the control plane's rate-limit "
+              f"service (scope: fleet, docs/limits.md), concurrency limits, content digests.{RESET}")
         return 0
     finally:
         if env is not None:

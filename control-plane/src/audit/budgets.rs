@@ -80,6 +80,11 @@ pub fn standings(limits: &[RateLimit], ledger: &Ledger, now_ms: u64) -> Vec<Stan
             if !l.selector.matches(opt(&k.user), opt(&k.team), opt(&k.app), opt(&k.key_id), opt(&k.model)) {
                 continue;
             }
+            if !by.is_empty() && by.iter().all(|f| value(k, *f).is_empty()) {
+                // Records of callers with none of the keying values (refused before identity
+                // resolved): no counter of the filter's holds them.
+                continue;
+            }
             let counter = by.iter().map(|f| format!("{}={}", f.as_str(), value(k, *f))).collect::<Vec<_>>().join(",");
             let e = counters.entry(counter).or_default();
             e.0 += counted(count, c);
@@ -135,6 +140,11 @@ mod tests {
         l.add(&entry(NOV_30 - 31 * DAY, "research", "k1", "gpt-4o", 1_000, 0)); // October: another window
         l.add(&entry(NOV_30, "support", "k3", "gpt-4o", 7, 0));
         l.add(&entry(NOV_30, "research", "k1", "claude-3", 50, 50)); // not selected
+        let mut anonymous = entry(NOV_30, "x", "x", "gpt-4o", 0, 0); // an unauthenticated refusal:
+        if let Body::Record(r) = &mut anonymous.body {
+            (r.principal.team, r.principal.key_id) = (None, None); // no counter holds it
+        }
+        l.add(&anonymous);
         let rl = limits(serde_json::json!([
             {"name": "team-monthly", "match": {"model": "gpt-*"}, "by": ["team"], "budget": {"tokens": 500, "per": "month"}},
             {"name": "key-daily", "by": ["key"], "budget": {"tokens": 60, "per": "day", "count": "completion"}},
