@@ -39,6 +39,9 @@ def policy(service: dict) -> dict:
             {"name": "fleet-tokens", "match": {"model": "gpt-4o-tok"}, "by": ["team"],
              "tokens": {"limit": 100, "per": "day", "count": "completion"}, "scope": "fleet"},
             {"name": "fleet-gw", "match": {"model": "gw-*"}, "by": ["team"], "requests": {"limit": 3, "per": "day"}, "scope": "fleet"},
+            # A calendar budget held by the service for the whole fleet (a MONTH window).
+            {"name": "fleet-monthly", "match": {"model": "gpt-4o-budget"}, "by": ["team"],
+             "budget": {"tokens": 40, "per": "month"}, "scope": "fleet"},
             # A local limit alongside: both apply.
             {"name": "local-all", "requests": {"limit": 10000, "per": "hour"}},
         ],
@@ -281,3 +284,29 @@ def test_the_native_dynamic_module_never_skips_a_fleet_limit(fleet):
         assert r.status_code == 503 and r.json()["error"]["code"] == "rate_limit_unavailable", r.text
         assert "dynamic module" in r.json()["error"]["message"]
         assert post(env, {"model": "gpt-4o", "messages": []}, ALICE).status_code == 200
+
+
+def test_a_fleet_budget_is_spent_across_envoys_and_refuses_with_budget_exceeded(fleet):
+    """Each exchange reserves prompt + max_tokens and settles to the reported usage (8 tokens):
+    the budget of 40 is shared by the Envoys on both replicas, then refused on any of them."""
+    import datetime as dt
+
+    envoys, _, _ = fleet
+    body = {"model": "gpt-4o-budget", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    statuses = []
+    for i in range(12):
+        r = post(envoys[i % 2], body, OPS)
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            break
+        assert r.status_code == 200, r.text
+        time.sleep(0.2)  # the settlement is fire-and-forget from the root context
+    assert statuses[0] == 200 and statuses[-1] == 429 and 3 <= len(statuses) <= 8, statuses
+    assert r.json()["error"]["code"] == "budget_exceeded" and r.headers["x-cordon-limit"] == "fleet-monthly"
+    # Retry-After is the calendar month's end (UTC), as the service counts it.
+    now = dt.datetime.now(dt.timezone.utc)
+    first_of_next = (now.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    assert abs(int(r.headers["retry-after"]) - (first_of_next - now).total_seconds()) <= 5, r.headers["retry-after"]
+    # The other Envoy, on the other replica, refuses too: one budget for the fleet.
+    other = post(envoys[(len(statuses)) % 2], body, OPS)
+    assert other.status_code == 429 and other.json()["error"]["code"] == "budget_exceeded"

@@ -146,11 +146,9 @@ pub async fn should_rate_limit(counters: &dyn Counters, req: &RateLimitRequest, 
             continue;
         };
         let unit = Unit::from_wire(limit.unit).ok_or_else(|| {
-            Status::invalid_argument(format!("descriptors[{i}].limit.unit: this service counts per SECOND, MINUTE, HOUR or DAY"))
+            Status::invalid_argument(format!("descriptors[{i}].limit.unit: this service counts per SECOND, MINUTE, HOUR, DAY or MONTH"))
         })?;
-        let secs = unit.seconds();
-        let window = now_secs / secs;
-        let reset_secs = (window + 1) * secs - now_secs;
+        let (window, reset_secs) = unit.window(now_secs);
         let name = entries.iter().find(|(k, _)| k == fleet::LIMIT_KEY).map(|(_, v)| v.clone()).unwrap_or_default();
         let item = Item {
             key: counter_key(&req.domain, &entries, unit, window),

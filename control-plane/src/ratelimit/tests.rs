@@ -209,3 +209,23 @@ fn an_invalid_redis_url_says_so() {
     let e = RedisCounters::new("http://nope").err().unwrap();
     assert!(e.to_string().contains("invalid Redis URL"), "{e}");
 }
+
+#[tokio::test]
+async fn a_monthly_budget_counts_the_calendar_month_and_resets_on_the_first() {
+    let c = MemoryCounters::default();
+    let month = |hits: u64| {
+        let mut d = desc(&[("cordon_limit", "team-monthly"), ("team", "ml")], 100, hits);
+        d.limit.as_mut().unwrap().unit = Unit::Month as i32;
+        req(vec![d])
+    };
+    // 2026-11-30 11:00 UTC, then the last second of November, then December 1st.
+    let nov_30 = 1_796_036_400;
+    let last_second = nov_30 + 13 * 3_600 - 1;
+    let r = should_rate_limit(&c, &month(60), nov_30).await.unwrap();
+    assert_eq!(codes(&r), (OK, vec![OK], vec![40]));
+    assert_eq!(r.statuses[0].duration_until_reset.as_ref().map(|d| d.seconds), Some(13 * 3_600), "until December 1st");
+    let r = should_rate_limit(&c, &month(60), last_second).await.unwrap();
+    assert_eq!(codes(&r), (OVER, vec![OVER], vec![40]), "still November: 60 more do not fit");
+    let r = should_rate_limit(&c, &month(60), last_second + 1).await.unwrap();
+    assert_eq!(codes(&r), (OK, vec![OK], vec![40]), "a new month, a new budget");
+}

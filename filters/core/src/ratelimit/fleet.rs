@@ -14,7 +14,7 @@
 //! entry `cordon_op` = `release`, which Cordon's control plane honours (see docs/limits.md for
 //! what another service does with it; with `protocol: standard` none is sent).
 
-use super::schema::{OnUnavailable, Per, RateLimit, RateLimitService, RlsProtocol};
+use super::schema::{BudgetPer, OnUnavailable, Per, RateLimit, RateLimitService, RlsProtocol};
 use super::{Caller, CompiledLimit, CompiledLimits, Counts, LimitKind, Reservation};
 use crate::policy::PolicyError;
 use crate::refusal::Refusal;
@@ -41,6 +41,9 @@ pub enum Unit {
     Hour = 3,
     /// One day.
     Day = 4,
+    /// One calendar month (UTC) as Cordon's service counts it (a third-party service may count
+    /// 30 days): for fleet-wide monthly budgets.
+    Month = 5,
 }
 
 impl Unit {
@@ -51,7 +54,21 @@ impl Unit {
             Unit::Minute => 60,
             Unit::Hour => 3_600,
             Unit::Day => 86_400,
+            // The longest month: only a fallback wait when a service names no reset.
+            Unit::Month => 31 * 86_400,
         }
+    }
+
+    /// The window holding `now_secs`: its index (fixed units from the epoch, months from
+    /// January 1970) and the seconds until it ends.
+    pub fn window(self, now_secs: u64) -> (u64, u64) {
+        if self == Unit::Month {
+            let (index, end_ns) = super::window::Calendar::Month.window(now_secs.saturating_mul(1_000_000_000));
+            return (index, (end_ns / 1_000_000_000).saturating_sub(now_secs));
+        }
+        let secs = self.seconds();
+        let window = now_secs / secs;
+        (window, (window + 1) * secs - now_secs)
     }
 
     /// From the wire number; `None` for units Cordon does not count in (unknown, week, month, year).
@@ -61,6 +78,7 @@ impl Unit {
             2 => Unit::Minute,
             3 => Unit::Hour,
             4 => Unit::Day,
+            5 => Unit::Month,
             _ => return None,
         })
     }
@@ -200,20 +218,22 @@ pub(crate) fn unit_of(l: &RateLimit, have_service: bool) -> Result<Unit, (&'stat
     if !have_service {
         return Err(("scope", "`fleet` needs a top-level `rate_limit_service` to ask".into()));
     }
-    let (limit, per, field) = match (&l.requests, &l.tokens) {
-        (Some(q), _) => (q.limit, q.per, "requests.limit"),
-        (_, Some(t)) => (t.limit, t.per, "tokens.limit"),
-        _ => {
-            return Err((
-                "scope",
-                "`fleet` applies to `requests` and `tokens` limits (calendar budgets and concurrency limits are local)".into(),
-            ));
-        }
+    let (limit, unit, field) = match (&l.requests, &l.tokens, &l.budget) {
+        (Some(q), _, _) => (q.limit, Unit::of(q.per), "requests.limit"),
+        (_, Some(t), _) => (t.limit, Unit::of(t.per), "tokens.limit"),
+        (_, _, Some(b)) => match b.per {
+            BudgetPer::Day => (b.tokens, Unit::Day, "budget.tokens"),
+            BudgetPer::Month => (b.tokens, Unit::Month, "budget.tokens"),
+            BudgetPer::Week => {
+                return Err(("budget.per", "a fleet-wide budget counts per `day` or `month` (Envoy's rate-limit API has no week)".into()));
+            }
+        },
+        _ => return Err(("scope", "`fleet` applies to `requests`, `tokens` and `budget` limits (concurrency limits are local)".into())),
     };
     if limit > u64::from(u32::MAX) {
         return Err((field, format!("a fleet limit is at most {} (the RLS API counts in 32 bits)", u32::MAX)));
     }
-    Ok(Unit::of(per))
+    Ok(unit)
 }
 
 fn window_ns(unit: Unit) -> u64 {
@@ -242,6 +262,7 @@ impl CompiledLimit {
     fn kind(&self) -> LimitKind {
         match self.counts {
             Counts::Requests => LimitKind::Requests,
+            Counts::Tokens { .. } if matches!(self.meter, super::meter::Meter::Budget(_)) => LimitKind::Budget,
             Counts::Tokens { .. } => LimitKind::Tokens,
             // Never fleet-wide (refused at compile time); named for completeness.
             Counts::Concurrent => LimitKind::Concurrency,

@@ -84,8 +84,10 @@ fn validation_names_the_field() {
     };
     let path = |r: Result<CompiledLimits, PolicyError>| r.unwrap_err().path().to_owned();
     assert_eq!(path(compile(req("fleet", json!({})), None)), "rate_limits[0].scope");
-    let budget = json!([{"name": "b", "budget": {"tokens": 5, "per": "day"}, "scope": "fleet"}]);
-    assert_eq!(path(compile(budget, Some(service(json!({}))))), "rate_limits[0].scope");
+    let weekly = json!([{"name": "b", "budget": {"tokens": 5, "per": "week"}, "scope": "fleet"}]);
+    assert_eq!(path(compile(weekly, Some(service(json!({}))))), "rate_limits[0].budget.per");
+    let concurrent = json!([{"name": "c", "concurrent": {"limit": 5}, "scope": "fleet"}]);
+    assert_eq!(path(compile(concurrent, Some(service(json!({}))))), "rate_limits[0].scope");
     let huge = json!([{"name": "h", "tokens": {"limit": 5_000_000_000u64, "per": "day"}, "scope": "fleet"}]);
     assert_eq!(path(compile(huge, Some(service(json!({}))))), "rate_limits[0].tokens.limit");
     assert_eq!(path(compile(json!([]), Some(service(json!({"timeout_ms": 0}))))), "rate_limit_service.timeout_ms");
@@ -387,4 +389,34 @@ mod property {
             prop_assert_eq!(rls.counts.get(&key).copied().unwrap_or(0), used_total + in_flight);
         }
     }
+}
+
+#[test]
+fn a_fleet_budget_is_a_calendar_month_descriptor_and_refuses_with_budget_exceeded() {
+    let l = compile(
+        json!([{"name": "team-monthly", "by": ["team"], "budget": {"tokens": 1000, "per": "month"}, "scope": "fleet"}]),
+        Some(service(json!({}))),
+    )
+    .unwrap();
+    let p = principal();
+    let store = MemoryStore::new();
+    let (mut x, _) = Exchange::begin(&l, &who(&p), "/v1/chat/completions", &body(50), &store, NOW).unwrap().unwrap();
+    let req = x.fleet_request().expect("a fleet budget is asked of the service").clone();
+    let d = &req.descriptors[0];
+    assert_eq!(d.limit, Some((1000, Unit::Month)), "the budget travels as a MONTH limit override");
+    let over = DescriptorStatus { code: Code::OverLimit, has_limit: true, remaining: 0, reset_ns: Some(86_400_000_000_000) };
+    let refusal = x.fleet_answer(&l, Ok(RlsResponse { overall: Code::OverLimit, statuses: vec![over] }), &store, NOW).unwrap_err();
+    assert_eq!(refusal.code(), "budget_exceeded");
+    assert_eq!(refusal.headers()[0], ("retry-after", "86400".to_owned()));
+}
+
+#[test]
+fn a_month_window_is_the_calendar_month() {
+    // 2026-11-30 11:00 UTC: the month ends on 2026-12-01 00:00, 13 hours later.
+    let now = 1_796_036_400;
+    let (index, reset) = Unit::Month.window(now);
+    assert_eq!(reset, 13 * 3_600);
+    assert_eq!(index, (2026 - 1970) * 12 + 10, "months since January 1970");
+    assert_eq!(Unit::from_wire(5), Some(Unit::Month));
+    assert_eq!(Unit::Day.window(now), (now / 86_400, 86_400 - now % 86_400));
 }
