@@ -115,3 +115,58 @@ fn regions_table_matches_the_engine() {
     }
     assert!(rows >= 8);
 }
+
+mod split_invariance {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of national numbers of the named regions, other values and near misses.
+    const PIECES: &[&str] = &[
+        "210 123 4567",
+        "912 345 678",
+        "(030) 123 4567",
+        "8 (912) 345-67-89",
+        "01 23 45 67 89",
+        "4111 1111 1111 1111",
+        "+30 2101234567",
+        "12",
+        "0",
+        " ",
+        "-",
+        ".",
+        "(",
+        ")",
+        ", ",
+        "x",
+        "2024-05-12 10:30",
+        "3.1415926535",
+        "john@example.com",
+        "\u{200B}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn streaming_equals_one_shot_with_regions(
+            parts in prop::collection::vec(prop::sample::select(PIECES), 0..14),
+            cuts in prop::collection::vec(0usize..200, 0..6),
+        ) {
+            let e = engine(SIX);
+            let text: String = parts.concat();
+            let bytes = text.as_bytes();
+            let whole = e.redact(Direction::Response, bytes);
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut s = StreamRedactor::new(e.clone(), Direction::Response);
+            let (mut out, mut last) = (Vec::new(), 0);
+            for p in points {
+                out.extend(s.push(&bytes[last..p]).bytes);
+                prop_assert!(s.held_bytes() <= s.holdback_bound());
+                last = p;
+            }
+            out.extend(s.push(&bytes[last..]).bytes);
+            out.extend(s.finish().bytes);
+            prop_assert_eq!(out, whole.bytes, "{:?}", text);
+        }
+    }
+}
