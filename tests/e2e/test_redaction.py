@@ -255,3 +255,22 @@ def test_an_oversized_json_response_is_a_clear_error_not_a_truncated_body(failin
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "response_too_large"
     assert "2048 bytes" in r.json()["error"]["message"]
+
+
+REGIONAL_POLICY = {**POLICY, "redaction": {"rules": {"phone_regions": ["GR", "ES", "DE"]}}}
+
+
+@pytest.fixture(scope="module")
+def regional(gateways, upstream, build):
+    """The redaction chain with `phone_regions` named in the policy."""
+    return start_chain(gateways, upstream, {"policy": REGIONAL_POLICY}, build)
+
+
+def test_named_phone_regions_redact_national_numbers_before_the_upstream(regional, upstream):
+    upstream.clear()
+    prompt = "Call Athens 210 123 4567, Madrid 912 345 678, Berlin (030) 123 4567, or +44 20 7946 0958; mail o'brien@example.com"
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]}
+    r = requests.post(regional.url() + "/v1/chat/completions", json=body, headers=ALICE, timeout=10)
+    assert r.status_code == 200, r.text
+    sent = upstream.last().json["messages"][0]["content"]
+    assert sent == "Call Athens [PHONE], Madrid [PHONE], Berlin [PHONE], or [PHONE]; mail [EMAIL]"

@@ -162,6 +162,17 @@ mod tests {
     }
 
     #[test]
+    fn unknown_phone_regions_are_named_with_their_field() {
+        let err = compile(r#"{"rules":{"phone_regions":["US","gb"]}}"#, &|_: &str| None).unwrap_err();
+        assert_eq!(err.path(), "redaction.rules");
+        let msg = err.to_string();
+        assert!(msg.contains("phone_regions[1]") && msg.contains("`gb`") && msg.contains("upper-case ISO 3166-1"), "{msg}");
+        let err = compile(r#"{"rules":{"phone_regions":["DE","DE"]}}"#, &|_: &str| None).unwrap_err();
+        assert!(err.to_string().contains("phone_regions[1]"), "{err}");
+        compile(r#"{"rules":{"phone_regions":["US","GB","DE","FR","GR","IN"]}}"#, &|_: &str| None).unwrap();
+    }
+
+    #[test]
     fn error_events_are_in_the_provider_format() {
         let r = Refusal::UnscannableResponse("broken SSE".into());
         let openai = String::from_utf8(stream_error_event(Some(SseFormat::OpenAiChat), &r)).unwrap();

@@ -40,7 +40,8 @@ fn fully_populated() -> Policy {
             "on_unscannable": "pass", "pseudonym_secret_env": "K",
             "rules": {"max_holdback_bytes": 64, "detectors": {"email": {"enabled": true, "request": "mask", "response": "allow", "mask_keep": 2}},
                 "custom_regexes": [{"name": "n", "pattern": "p", "enabled": true, "request": "redact", "response": "redact", "mask_keep": 4}],
-                "keyword_lists": [{"name": "n", "words": ["w"], "case_insensitive": true, "whole_word": true, "enabled": true, "request": "redact", "response": "redact", "mask_keep": 4}]}
+                "keyword_lists": [{"name": "n", "words": ["w"], "case_insensitive": true, "whole_word": true, "enabled": true, "request": "redact", "response": "redact", "mask_keep": 4}],
+                "phone_regions": ["US"]}
         }
     });
     serde_json::from_value(doc).unwrap()

@@ -115,7 +115,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(8);
     let data = corpus(mib << 20);
-    let engine = Arc::new(Engine::default_set(b"bench-key").expect("default set compiles"));
+    // `PHONE_REGIONS=US,GB,DE` adds those regions' national phone formats (`phone_regions`).
+    let regions: Vec<String> =
+        std::env::var("PHONE_REGIONS").map(|v| v.split(',').map(|r| r.trim().to_string()).collect()).unwrap_or_default();
+    let cfg = cordon_redact::RedactConfig { phone_regions: regions.clone(), ..Default::default() };
+    let engine = Arc::new(Engine::new(&cfg, b"bench-key").expect("configuration compiles"));
+    if !regions.is_empty() {
+        println!("phone_regions {regions:?}");
+    }
     let lits = ["@", "AKIA", "sk-", "eyJ", "ghp_", "xox", "glpat-", "-----BEGIN"];
     let ac = AhoCorasick::new(lits).expect("ac");
     let teddy = aho_corasick::packed::Config::new().only_teddy(true).builder().extend(lits).build();

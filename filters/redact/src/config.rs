@@ -154,6 +154,11 @@ pub struct RedactConfig {
     /// Custom keyword lists.
     #[serde(default)]
     pub keyword_lists: Vec<KeywordList>,
+    /// Regions (ISO 3166-1 alpha-2, upper case: `US`, `GB`, `DE`) whose national phone formats
+    /// the `phone` detector also matches (numbers written without `+CC`, with the region's
+    /// trunk prefix, lengths and leading digits). Empty: the broad default formats only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phone_regions: Vec<String>,
 }
 
 impl Default for RedactConfig {
@@ -163,6 +168,7 @@ impl Default for RedactConfig {
             detectors: BTreeMap::new(),
             custom_regexes: Vec::new(),
             keyword_lists: Vec::new(),
+            phone_regions: Vec::new(),
         }
     }
 }
@@ -233,6 +239,26 @@ pub enum ConfigError {
         needed: usize,
         /// Configured limit.
         limit: usize,
+    },
+    /// `phone_regions` names a region the phone metadata does not have.
+    #[error(
+        "phone_regions[{index}]: unknown region `{region}`; use an upper-case ISO 3166-1 alpha-2 code (e.g. US, GB, DE); known: {known}"
+    )]
+    UnknownPhoneRegion {
+        /// Position in the list.
+        index: usize,
+        /// The name given.
+        region: String,
+        /// The codes that exist.
+        known: String,
+    },
+    /// `phone_regions` names a region twice.
+    #[error("phone_regions[{index}]: region `{region}` is listed twice")]
+    DuplicatePhoneRegion {
+        /// Position of the second mention.
+        index: usize,
+        /// The region.
+        region: String,
     },
     /// `max_holdback_bytes` is out of range.
     #[error("max_holdback_bytes must be between {min} and {max}, got {got}")]

@@ -151,6 +151,28 @@ impl Engine {
             }
             detectors.push(d);
         }
+        let regions = crate::detect::regions::rules(&cfg.phone_regions).map_err(|(index, region)| ConfigError::UnknownPhoneRegion {
+            index,
+            region,
+            known: crate::detect::regions::known(),
+        })?;
+        if let Some((index, r)) =
+            cfg.phone_regions.iter().enumerate().find(|(i, r)| cfg.phone_regions.get(..*i).is_some_and(|b| b.contains(r)))
+        {
+            return Err(ConfigError::DuplicatePhoneRegion { index, region: r.clone() });
+        }
+        let phone_rule = cfg.detectors.get("phone").cloned().unwrap_or_default();
+        if !regions.is_empty() && phone_rule.enabled {
+            // The named regions' national formats replace the broad national default (NANP,
+            // trunk 0 with 10-11 digits); the `+CC` forms stay for every country.
+            for d in detectors.iter_mut().filter(|d| &*d.name == "phone") {
+                d.validate = Some(crate::detect::validate::phone_international);
+            }
+            // A second scanner under the same name: national formats of the named regions.
+            let mut d = make("phone", "PHONE", builtin::national_scanner(regions), crate::detect::regions::MAX_LEN, &phone_rule);
+            d.canon = Canon::Alnum;
+            detectors.push(d);
+        }
         let mut names: Vec<String> = detectors.iter().map(|d| d.name.to_string()).collect();
         let mut add_name = |n: &str| -> Result<(), ConfigError> {
             check_name(n)?;

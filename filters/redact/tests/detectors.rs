@@ -164,3 +164,73 @@ fn formats_people_write() {
     assert_eq!(red("DE88 3704 0044 0532 0130 00"), "DE88 3704 0044 0532 0130 00");
     assert_eq!(red("DE12 4111 1111 1111 1111 00"), "DE12 4111 1111 1111 1111 00");
 }
+
+/// Misses found by the external vectors (tests/data/python-ipaddress, detect-secrets), each
+/// named after its source.
+#[test]
+fn ipaddress_tests_ipv4_compatible_ipv6_is_one_ipv6() {
+    // Was `::[IPV4]`: the embedded IPv4 counted as one group of the two required.
+    assert_eq!(red("a ::1.2.3.42 b"), "a [IPV6] b");
+    assert_eq!(red("a ::1.2.3.4/24 b"), "a [IPV6] b");
+    assert_eq!(red("a ::1.2.3.4%scope/24 b"), "a [IPV6] b");
+    // One group is still not an address (`std::`-like text, range names).
+    assert_eq!(red("a 2001:: b"), "a 2001:: b");
+}
+
+#[test]
+fn detect_secrets_unsigned_jwt() {
+    let unsigned = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJuYW1lIjoiSm9lIiwKInN0YXR1cyI6ImVtcGxveWVlIgp9";
+    assert_eq!(red(&format!("t {unsigned} x")), "t [JWT] x");
+    // Two segments whose second is not a JSON object's base64 are not a JWT.
+    neg("eyJhbGciOiJIUzI1NiJ9.notjsonatall", "jwt");
+}
+
+#[test]
+fn detect_secrets_slack_tokens_and_webhooks() {
+    assert_eq!(red("t xoxo-523423-234243-234233-e039d02840a0b9379c x"), "t [SLACK_TOKEN] x");
+    assert_eq!(
+        red("post to https://hooks.slack.com/services/Txxxxxxxx/Bxxxxxxxx/xxxxxxxxxxxxxxxxxxxxxxxx now"),
+        "post to https://[SLACK_TOKEN] now"
+    );
+}
+
+#[test]
+fn detect_secrets_gitlab_token_kinds() {
+    for t in [
+        "gldt-HwllOuhfw-wu0rlD_yep",
+        "glsoat-PREfix_helloworld380_testin_pretty_long_token_long",
+        "GR1348941PREfix_helloworld380",
+        "glcbt-helloworld380_testin",
+        "glimt-my-tokens_are-correctAB38",
+        "glptt-Need5_T00-be-exactly-40-chars--ELse_fail",
+        "glagent-Need5_T00-bee-longer-than-50_chars-or-else-failING-still_OK",
+    ] {
+        assert_eq!(red(&format!("t {t} x")), "t [GITLAB_TOKEN] x", "{t}");
+    }
+    neg("glpat_hellOworld380_testin", "gitlab_token");
+    neg("GR1348941helloWord0", "gitlab_token");
+}
+
+/// Local parts with RFC 5322 specials people use; quoted local parts are not matched.
+#[test]
+fn email_local_part_specials() {
+    assert_eq!(red("mail o'brien@example.com now"), "mail [EMAIL] now");
+    assert_eq!(red("mail first+tag@example.com now"), "mail [EMAIL] now");
+    assert_eq!(red("bill&ted=friends!x@example.tld"), "[EMAIL]");
+    // `/` separates values; after it, the URL rule keeps what precedes `=` (a query key).
+    assert_eq!(red("4111111111111111/john.doe@example.com"), "[CARD]/[EMAIL]");
+    assert_eq!(red("user+mailbox/department=shipping@example.tld"), "user+mailbox/department=[EMAIL]");
+    assert_eq!(red("a&b@example.com x~y@example.com"), "[EMAIL] [EMAIL]");
+    // Quotes, backticks and braces around an address stay outside it.
+    assert_eq!(red("'john@example.com'"), "'[EMAIL]'");
+    assert_eq!(red("`john@example.com`"), "`[EMAIL]`");
+    assert_eq!(red("{john@example.com}"), "{[EMAIL]}");
+    assert_eq!(red("don't write to 'o'brien@example.com'"), "don't write to '[EMAIL]'");
+    // In a URL the path or query key before the address is kept.
+    assert_eq!(red("https://app.example.com/users/john@example.com"), "https://app.example.com/users/[EMAIL]");
+    assert_eq!(red("https://app.example.com/invite?email=john@example.com&x=1"), "https://app.example.com/invite?email=[EMAIL]&x=1");
+    assert_eq!(red("mailto:john@example.com"), "mailto:[EMAIL]");
+    assert_eq!(red("GET /users/jane.doe@example.com HTTP/1.1"), "GET /users/[EMAIL] HTTP/1.1");
+    // Quoted local parts: only the part after the quote could be matched, and there is none.
+    assert_eq!(red(r#""john doe"@example.com"#), r#""john doe"@example.com"#);
+}

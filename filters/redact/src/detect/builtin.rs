@@ -8,9 +8,9 @@
 //! | `aws_access_key` | `AKIA`/`ASIA`/`ABIA`/`ACCA` + 16 `[0-9A-Z]` | both boundaries | 20 |
 //! | `aws_secret_key` | 40 `[A-Za-z0-9/+=]` after `aws_secret_access_key =`-like context | the value only | ≈80 |
 //! | `github_token` | `ghp_`/`gho_`/`ghu_`/`ghs_`/`ghr_` + 36, `github_pat_` + 22-255 | left boundary | 266 |
-//! | `gitlab_token` | `glpat-` + 20-64 | left boundary | 70 |
-//! | `slack_token` | `xox[baprs]-` + 10-200 | left boundary | 205 |
-//! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024) | left boundary | 6149 |
+//! | `gitlab_token` | `glpat-` (and `gldt- glsoat- glcbt- glimt- glptt- glagent- gloas- glrt- glft-`, `GR1348941`) + 20-255 | left boundary | 264 |
+//! | `slack_token` | `xox[baprsoe]-` + 10-200, `hooks.slack.com/services/` + 20-200 | left boundary | 225 |
+//! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024), or unsigned `eyJ…` `.` `eyJ…` | left boundary | 6149 |
 //! | `email` | `local@domain.tld` (TLD letters or punycode) | boundaries, no leading/trailing dot in local part | 576 |
 //! | `card` | 13-19 digits starting 1-6, 81, 82 or 97, spaces/dashes between | issuer lengths, Luhn, not inside a longer number or after an IBAN head | 37 |
 //! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces or dashes | registry length, mod 97 | 64 |
@@ -144,23 +144,33 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "gitlab_token",
         label: "GITLAB_TOKEN",
-        pattern: r"\Aglpat-[A-Za-z0-9_\-]{20,64}",
-        kind: Kind::Literal(&["glpat-"], false, Some(TOKEN_CHARS), None),
+        pattern: r"\A(?:(?:glpat|gldt|glsoat|glcbt|glimt|glptt|glagent|gloas|glrt|glft)-|GR1348941)[A-Za-z0-9_\-]{20,255}",
+        kind: Kind::Literal(
+            &["glpat-", "gldt-", "glsoat-", "glcbt-", "glimt-", "glptt-", "glagent-", "gloas-", "glrt-", "glft-", "GR1348941"],
+            false,
+            Some(TOKEN_CHARS),
+            None,
+        ),
         validate: None,
         canon: Canon::Verbatim,
     },
     Builtin {
         name: "slack_token",
         label: "SLACK_TOKEN",
-        pattern: r"\Axox[baprs]-[A-Za-z0-9\-]{10,200}",
-        kind: Kind::Literal(&["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-"], false, Some(TOKEN_CHARS), None),
+        pattern: r"\A(?:xox[baprsoe]-[A-Za-z0-9\-]{10,200}|hooks\.slack\.com/services/[A-Za-z0-9_/\-]{20,200})",
+        kind: Kind::Literal(
+            &["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-", "xoxo-", "xoxe-", "hooks.slack.com/services/"],
+            false,
+            Some(TOKEN_CHARS),
+            None,
+        ),
         validate: None,
         canon: Canon::Verbatim,
     },
     Builtin {
         name: "jwt",
         label: "JWT",
-        pattern: r"\AeyJ[A-Za-z0-9_\-]{4,1024}\.[A-Za-z0-9_\-]{4,4096}\.[A-Za-z0-9_\-]{0,1024}",
+        pattern: r"\AeyJ[A-Za-z0-9_\-]{4,1024}\.(?:[A-Za-z0-9_\-]{4,4096}\.[A-Za-z0-9_\-]{0,1024}|eyJ[A-Za-z0-9_\-]{4,4093})",
         kind: Kind::Literal(&["eyJ"], false, Some(TOKEN_CHARS), None),
         validate: None,
         canon: Canon::Verbatim,
@@ -168,9 +178,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "email",
         label: "EMAIL",
-        pattern: r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{0,58}[A-Za-z0-9])",
+        pattern: r"[A-Za-z0-9._%+\-'=!#$&*^~{|}`?]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,6}\.(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{0,58}[A-Za-z0-9])",
         kind: Kind::Email(RunSpec {
-            alphabet: ("._%+-@", ALNUM),
+            alphabet: ("._%+-@'=!#$&*^~{|}`?", ALNUM),
             starts: ("._%+-", ALNUM),
             not_after: ("_.%+-@", ALNUM),
             peek: "",
@@ -327,6 +337,22 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
             }
         }
     })
+}
+
+/// Where national phone numbers of named regions live (see [`super::regions`]).
+const NATIONAL: RunSpec = RunSpec {
+    alphabet: (" ()-.", DIGITS),
+    starts: ("(", DIGITS),
+    not_after: ("_+-.)(/:", ALNUM),
+    peek: ",",
+    trigger: Trigger::Digits(2),
+    min_len: super::regions::MIN_DIGITS,
+    min_triggers: super::regions::MIN_DIGITS,
+};
+
+/// The scanner of the national phone formats of `rules` (reported as `phone`).
+pub fn national_scanner(rules: Vec<super::regions::RegionRule>) -> Scanner {
+    run_scanner(&NATIONAL, Matcher::National(rules.into()))
 }
 
 fn run_scanner(spec: &RunSpec, re: Matcher) -> Scanner {

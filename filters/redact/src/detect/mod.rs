@@ -8,6 +8,7 @@
 //! end (see [`Scanner`]).
 
 pub mod builtin;
+pub mod regions;
 pub mod validate;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
@@ -502,6 +503,8 @@ pub enum Matcher {
     /// (every accepted IPv6 address has both; its alphabet takes in whole words for zone ids, so
     /// `std::io::Result` and `https://example.com:8080/x` are runs).
     Ipv6(Regex),
+    /// National phone numbers of the regions a policy names (boundaries checked).
+    National(Arc<[regions::RegionRule]>),
 }
 
 impl Matcher {
@@ -510,6 +513,7 @@ impl Matcher {
         match self {
             Matcher::Regex(re) => re.find_at(h, at).map(|m| (m.start(), m.end())),
             Matcher::Email => find_email(h, at),
+            Matcher::National(rules) => regions::find_national(h, at, rules),
             Matcher::Card => leftmost(h, at, card_at),
             Matcher::Ssn => leftmost(h, at, ssn_at),
             Matcher::Ipv4 => leftmost(h, at, ipv4_at),
@@ -775,15 +779,54 @@ fn is_local(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
 }
 
-/// E-mail: `local@label(.label)*.tld` with a local part of 1-64 `[A-Za-z0-9._%+-]`, labels of
+/// RFC 5322 atext characters other than `._%+-` that a local part may hold between two
+/// alphanumerics (`o'brien`, `bill&ted=x`, `a!b`); never first or last, so quotes, backticks
+/// and braces around an address stay outside it. Not `/`: it separates values
+/// (`4111111111111111/john@example.com`) and path segments.
+pub(crate) fn is_local_special(b: u8) -> bool {
+    matches!(b, b'\'' | b'=' | b'!' | b'#' | b'$' | b'&' | b'*' | b'^' | b'~' | b'{' | b'|' | b'}' | b'`' | b'?')
+}
+
+/// URL delimiters: a local part right after one of them is cut after the last one it holds
+/// (`https://host/users/john@example.com`, `?email=john@example.com`: `john`).
+fn is_url_delimiter(b: u8) -> bool {
+    matches!(b, b'/' | b'?' | b'&' | b'=' | b'#' | b':')
+}
+
+/// Start of the local part ending at `a` (the `@`), not before `at`: up to 64 local-part
+/// characters, specials only between alphanumerics, cut after a URL delimiter when one comes
+/// right before it or the limit cut it.
+fn local_start(h: &[u8], at: usize, a: usize) -> usize {
+    let alnum = |i: usize| h.get(i).is_some_and(u8::is_ascii_alphanumeric);
+    let mut s = a;
+    while s > at && a - s < 64 {
+        let Some(&b) = h.get(s - 1) else { break };
+        if is_local(b) || (is_local_special(b) && s < a && alnum(s) && s - 1 > at && alnum(s - 2)) {
+            s -= 1;
+        } else {
+            break;
+        }
+    }
+    // Stopped at a URL delimiter, or at the length limit (the validator would reject a local
+    // part with more of it before): keep what follows the last URL delimiter.
+    if s > 0
+        && h.get(s - 1).is_some_and(|&b| is_url_delimiter(b) || is_local(b))
+        && let Some(k) = h.get(s..a).and_then(|l| l.iter().rposition(|&b| is_url_delimiter(b)))
+    {
+        s += k + 1;
+    }
+    s
+}
+
+/// E-mail: `local@label(.label)*.tld` with a local part of 1-64 `[A-Za-z0-9._%+-]` (and the
+/// specials of [`is_local_special`] between alphanumerics), labels of
 /// 1-63 `[A-Za-z0-9-]` not starting or ending with `-`, 2-8 labels, and a TLD of 2-24 letters
 /// or an internationalised one in punycode (`xn--p1ai`) (the longest such domain). The leftmost match starting at or after `at`.
 pub fn find_email(h: &[u8], at: usize) -> Option<(usize, usize)> {
     let mut from = at;
     while let Some(a) = memchr::memchr(b'@', h.get(from..)?).map(|x| x + from) {
         from = a + 1;
-        let local = h.get(at..a).map_or(0, |t| t.iter().rev().take(64).take_while(|&&b| is_local(b)).count());
-        let s = a.saturating_sub(local);
+        let s = local_start(h, at, a);
         if s == a {
             continue;
         }

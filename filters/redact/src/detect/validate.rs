@@ -329,7 +329,8 @@ pub fn ipv4(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
 /// and one decimal digit, at least 6 characters.
 fn ipv6_addr_ok(m: &[u8]) -> bool {
     let parses = std::str::from_utf8(m).ok().is_some_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
-    let groups = m.split(|&b| b == b':').filter(|g| !g.is_empty()).count();
+    // An embedded IPv4 (`::1.2.3.4`, `::ffff:192.0.2.1`) is 32 bits: two groups.
+    let groups: usize = m.split(|&b| b == b':').filter(|g| !g.is_empty()).map(|g| if g.contains(&b'.') { 2 } else { 1 }).sum();
     parses && groups >= 2 && m.iter().any(u8::is_ascii_digit) && m.len() >= 6
 }
 
@@ -701,6 +702,15 @@ pub fn phone(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
     }
     // The look-behind last: it is the costly check, and most candidates fail the count.
     phone_span(h, s, e).filter(|_| !trunk_tail(h, s, e))
+}
+
+/// [`phone`] for the `+CC` forms only (the policy names regions, whose national formats
+/// another scanner finds).
+pub fn phone_international(h: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    if h.get(s) != Some(&b'+') {
+        return None;
+    }
+    phone(h, s, e)
 }
 
 /// The span of a phone match whose left boundary is checked (see [`phone`]).
