@@ -839,18 +839,17 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
             if out == Output::Json {
                 json(&r)
             } else {
-                let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
                 let rows = r
                     .rows
                     .iter()
                     .map(|u| {
                         vec![
-                            dash(&u.day),
-                            dash(&u.team),
-                            dash(&u.user),
-                            dash(&u.app),
-                            dash(&u.key_id),
-                            dash(&u.model),
+                            dash_or(&u.day).to_owned(),
+                            dash_or(&u.team).to_owned(),
+                            dash_or(&u.user).to_owned(),
+                            dash_or(&u.app).to_owned(),
+                            dash_or(&u.key_id).to_owned(),
+                            dash_or(&u.model).to_owned(),
                             u.requests.to_string(),
                             u.refused.to_string(),
                             u.prompt_tokens.to_string(),

@@ -265,11 +265,10 @@ impl AuditLog {
         let received = now_ms();
         let mut rows = Vec::with_capacity((count - skip) as usize);
         let base = st.log.tree.len();
-        for (i, (entry, bytes)) in entries.iter().zip(&b.entries).enumerate().skip(skip as usize) {
+        for (entry, bytes) in entries.iter().zip(&b.entries).skip(skip as usize) {
             let hash = verifier.check(entry, bytes).map_err(|e| format!("{e}; the control plane expects seq {} next", tip.next_seq))?;
             let (decision, reason, model, team, user, status) = columns(entry);
             let leaf = base + rows.len() as u64;
-            let _ = i;
             rows.push(AuditRow {
                 leaf: i64::try_from(leaf).map_err(|_| "log full".to_owned())?,
                 node: node.as_str().to_owned(),
