@@ -1,8 +1,8 @@
 //! JSON bodies: find the text fields of the providers' request and response shapes and rewrite
 //! them in place.
 //!
-//! The body is validated with `serde_json` first (malformed JSON is a [`JsonError`]), then a
-//! small scanner locates each string value and its path; only the selected strings are replaced
+//! One strict pass ([`scan`]) validates the body (malformed JSON is a [`JsonError`]) and locates
+//! each string value and its path; only the selected strings are replaced
 //! (re-encoded with `serde_json`), so every other byte of the body, key order and number
 //! formatting included, is unchanged and the result is valid JSON. JSON `\uXXXX` escapes are
 //! decoded before the text reaches the engine, so `\u0040` is an `@` to the detectors.
@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine};
+
+pub mod scan;
 
 /// A step in a JSON path (keys borrowed from the document unless they hold escapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,158 +65,21 @@ pub enum JsonVerdict {
     },
 }
 
-struct Walker<'a, F: FnMut(&[Seg<'a>], Range<usize>)> {
-    b: &'a [u8],
-    i: usize,
-    path: Vec<Seg<'a>>,
-    f: F,
-}
+/// Calls `f` with the path and raw range of every string value.
+struct Strings<F>(F);
 
-impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> Walker<'a, F> {
-    fn ws(&mut self) {
-        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
+impl<'a, F: FnMut(&[Seg<'a>], Range<usize>)> scan::Visit<'a> for Strings<F> {
+    fn value(&mut self, path: &[Seg<'a>], kind: &scan::Kind) {
+        if let scan::Kind::Str { raw, .. } = kind {
+            (self.0)(path, raw.clone());
         }
-    }
-
-    fn string(&mut self) -> Range<usize> {
-        let s = self.i;
-        self.i += 1;
-        while let Some(&c) = self.b.get(self.i) {
-            match c {
-                b'\\' => self.i += 2,
-                b'"' => {
-                    self.i += 1;
-                    break;
-                }
-                _ => self.i += 1,
-            }
-        }
-        s..self.i.min(self.b.len())
-    }
-
-    fn value(&mut self) {
-        self.ws();
-        match self.b.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                loop {
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b'}') | None => {
-                            self.i += 1;
-                            return;
-                        }
-                        Some(b',') => self.i += 1,
-                        Some(b'"') => {
-                            let r = self.string();
-                            let raw = self.b.get(r.start + 1..r.end.saturating_sub(1).max(r.start + 1)).unwrap_or_default();
-                            // The document is valid UTF-8 (checked first): a key without
-                            // escapes is borrowed as it is.
-                            let key = match std::str::from_utf8(raw) {
-                                Ok(k) if !raw.contains(&b'\\') => Cow::Borrowed(k),
-                                _ => Cow::Owned(serde_json::from_slice::<String>(self.b.get(r).unwrap_or_default()).unwrap_or_default()),
-                            };
-                            self.ws();
-                            self.i += 1; // ':'
-                            self.path.push(Seg::Key(key));
-                            self.value();
-                            self.path.pop();
-                        }
-                        Some(_) => self.i += 1,
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut n = 0;
-                loop {
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b']') | None => {
-                            self.i += 1;
-                            return;
-                        }
-                        Some(b',') => self.i += 1,
-                        Some(_) => {
-                            self.path.push(Seg::Idx(n));
-                            self.value();
-                            self.path.pop();
-                            n += 1;
-                        }
-                    }
-                }
-            }
-            Some(b'"') => {
-                let r = self.string();
-                (self.f)(&self.path, r);
-            }
-            Some(_) => {
-                while self.b.get(self.i).is_some_and(|c| !matches!(c, b',' | b']' | b'}')) {
-                    self.i += 1;
-                }
-            }
-            None => {}
-        }
-    }
-}
-
-/// Accepts any JSON value and checks all of it, strings (escapes, surrogates) included, without
-/// building a tree: strings are decoded into serde_json's scratch buffer and dropped.
-struct Strict;
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Strict)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Strict {
-    type Value = Strict;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-    fn visit_unit<E>(self) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
-        while a.next_element::<Strict>()?.is_some() {}
-        Ok(Strict)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
-        while a.next_entry::<Strict, Strict>()?.is_some() {}
-        Ok(Strict)
     }
 }
 
 /// Validate `json` and call `f` with the path and raw byte range (quotes included) of every
-/// string value (not keys).
+/// string value (not keys), in one pass.
 pub fn walk_strings<'a>(json: &'a [u8], f: impl FnMut(&[Seg<'a>], Range<usize>)) -> Result<(), JsonError> {
-    if let Err(e) = std::str::from_utf8(json) {
-        return Err(JsonError::Malformed(format!("invalid UTF-8 at byte {}", e.valid_up_to())));
-    }
-    // Strict: skipping with `IgnoredAny` does not decode `\u` escapes, so a lone surrogate in a
-    // field nobody reads let a body that is not JSON be forwarded unchanged (found by fuzzing).
-    serde_json::from_slice::<Strict>(json).map_err(|e| JsonError::Malformed(e.to_string()))?;
-    let mut w = Walker { b: json, i: 0, path: Vec::new(), f };
-    w.value();
-    Ok(())
+    scan::scan(json, &mut Strings(f)).map_err(|e| JsonError::Malformed(e.to_string()))
 }
 
 /// Replace raw ranges (sorted, non-overlapping) with new string values, JSON-encoded.
@@ -289,8 +154,7 @@ pub fn redact_fields(engine: &Arc<Engine>, dir: Direction, body: &[u8], select: 
     let mut reps = Vec::new();
     let mut detections = Vec::new();
     for r in ranges {
-        let text: String =
-            serde_json::from_slice(body.get(r.clone()).unwrap_or_default()).map_err(|e| JsonError::Malformed(e.to_string()))?;
+        let text = scan::decode(body.get(r.clone()).unwrap_or_default());
         let out = engine.redact(dir, text.as_bytes());
         detections.extend(out.detections);
         if let Some(block) = out.block {

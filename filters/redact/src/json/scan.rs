@@ -1,0 +1,382 @@
+//! One strict pass over a JSON document: it checks everything a strict parser checks (UTF-8,
+//! control characters and escapes in strings, lone surrogates, the number grammar, structure,
+//! trailing bytes, nesting depth) and, in the same pass, tells a visitor where every value is and
+//! at which path, without building a tree or decoding a string nobody asked for.
+//!
+//! It replaces three passes per body and per streamed event (a UTF-8 check, a strict
+//! `serde_json` parse that threw everything away, and a walk that found the string ranges),
+//! which were most of the per-event cost in Envoy (`docs/benchmarks.md`, chunk cost).
+//!
+//! Accepts exactly RFC 8259 JSON, as `serde_json` does, with one difference: a number too large
+//! for an `f64` (`1e400`) is grammatical JSON and is accepted here, where `serde_json` reports
+//! it out of range. Nothing reads such a number as text to redact.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use super::Seg;
+
+/// Nesting this deep is refused (as `serde_json` refuses it), which also bounds the recursion.
+pub const MAX_DEPTH: usize = 128;
+
+/// What a value is, as the scanner meets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `{`: its members follow.
+    Object,
+    /// `[`: its elements follow.
+    Array,
+    /// A string.
+    Str {
+        /// Its bytes, quotes included.
+        raw: Range<usize>,
+        /// It holds at least one `\` escape (so it must be decoded to be read).
+        escaped: bool,
+    },
+    /// A number, its bytes.
+    Num(Range<usize>),
+    /// `true` or `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+}
+
+/// Receives the values of a document in order.
+pub trait Visit<'a> {
+    /// A value at `path` (object keys and array indices from the root); containers are reported
+    /// before their contents.
+    fn value(&mut self, path: &[Seg<'a>], kind: &Kind);
+    /// A container at `path` ended; `raw` spans it from its bracket to its closing bracket.
+    fn close(&mut self, _path: &[Seg<'a>], _raw: Range<usize>) {}
+}
+
+/// Why a document is not JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    /// What was wrong.
+    pub what: &'static str,
+    /// The byte offset where it was found.
+    pub at: usize,
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.at)
+    }
+}
+
+/// Check `json` strictly and report its values to `v`.
+pub fn scan<'a, V: Visit<'a>>(json: &'a [u8], v: &mut V) -> Result<(), ScanError> {
+    let mut s = Scanner { b: json, i: 0, path: Vec::new() };
+    s.ws();
+    s.value(v, 0)?;
+    s.ws();
+    if s.i < json.len() {
+        return Err(s.err("trailing characters"));
+    }
+    Ok(())
+}
+
+/// The text of a string value the scanner accepted (`raw` with its quotes): borrowed when it
+/// holds no escapes.
+pub fn decode(raw: &[u8]) -> Cow<'_, str> {
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+    if !inner.contains(&b'\\') {
+        return String::from_utf8_lossy(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut i = 0;
+    while let Some(&c) = inner.get(i) {
+        if c != b'\\' {
+            let end = inner.get(i..).and_then(|t| t.iter().position(|&b| b == b'\\')).map_or(inner.len(), |p| i + p);
+            out.push_str(&String::from_utf8_lossy(inner.get(i..end).unwrap_or_default()));
+            i = end;
+            continue;
+        }
+        let e = inner.get(i + 1).copied().unwrap_or(b'\\');
+        i += 2;
+        let ch = match e {
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(inner.get(i..i + 4)).unwrap_or(0xFFFD);
+                i += 4;
+                if (0xD800..0xDC00).contains(&hi) {
+                    let lo = hex4(inner.get(i + 2..i + 6)).unwrap_or(0xFFFD);
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF)).unwrap_or('\u{FFFD}')
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            other => char::from(other),
+        };
+        out.push(ch);
+    }
+    Cow::Owned(out)
+}
+
+fn hex4(h: Option<&[u8]>) -> Option<u32> {
+    let mut n = 0u32;
+    for &c in h? {
+        n = n * 16 + char::from(c).to_digit(16)?;
+    }
+    Some(n)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    path: Vec<Seg<'a>>,
+}
+
+impl<'a> Scanner<'a> {
+    fn err(&self, what: &'static str) -> ScanError {
+        ScanError { what, at: self.i }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn value<V: Visit<'a>>(&mut self, v: &mut V, depth: usize) -> Result<(), ScanError> {
+        match self.peek() {
+            Some(b'{') => self.object(v, depth),
+            Some(b'[') => self.array(v, depth),
+            Some(b'"') => {
+                let (raw, escaped) = self.string()?;
+                v.value(&self.path, &Kind::Str { raw, escaped });
+                Ok(())
+            }
+            Some(b't') => self.literal(v, b"true", Kind::Bool(true)),
+            Some(b'f') => self.literal(v, b"false", Kind::Bool(false)),
+            Some(b'n') => self.literal(v, b"null", Kind::Null),
+            Some(b'-' | b'0'..=b'9') => {
+                let r = self.number()?;
+                v.value(&self.path, &Kind::Num(r));
+                Ok(())
+            }
+            Some(_) => Err(self.err("expected a value")),
+            None => Err(self.err("unexpected end of input, expected a value")),
+        }
+    }
+
+    fn literal<V: Visit<'a>>(&mut self, v: &mut V, word: &[u8], kind: Kind) -> Result<(), ScanError> {
+        if self.b.get(self.i..self.i + word.len()) != Some(word) {
+            return Err(self.err("expected a value"));
+        }
+        self.i += word.len();
+        v.value(&self.path, &kind);
+        Ok(())
+    }
+
+    fn enter(&self, depth: usize) -> Result<usize, ScanError> {
+        // serde_json counts the root container as the first of its 128 levels and refuses the
+        // 128th: the same documents pass and fail here.
+        if depth + 1 >= MAX_DEPTH { Err(self.err("nesting too deep")) } else { Ok(depth + 1) }
+    }
+
+    fn object<V: Visit<'a>>(&mut self, v: &mut V, depth: usize) -> Result<(), ScanError> {
+        let depth = self.enter(depth)?;
+        let start = self.i;
+        v.value(&self.path, &Kind::Object);
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            v.close(&self.path, start..self.i);
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.err("expected a key"));
+            }
+            let (raw, escaped) = self.string()?;
+            let inner = self.b.get(raw.start + 1..raw.end - 1).unwrap_or_default();
+            let key = if escaped {
+                Cow::Owned(decode(self.b.get(raw).unwrap_or_default()).into_owned())
+            } else {
+                // Checked as UTF-8 by `string`.
+                Cow::Borrowed(std::str::from_utf8(inner).unwrap_or_default())
+            };
+            self.ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':'"));
+            }
+            self.i += 1;
+            self.ws();
+            self.path.push(Seg::Key(key));
+            self.value(v, depth)?;
+            self.path.pop();
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    v.close(&self.path, start..self.i);
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn array<V: Visit<'a>>(&mut self, v: &mut V, depth: usize) -> Result<(), ScanError> {
+        let depth = self.enter(depth)?;
+        let start = self.i;
+        v.value(&self.path, &Kind::Array);
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            v.close(&self.path, start..self.i);
+            return Ok(());
+        }
+        let mut n = 0;
+        loop {
+            self.path.push(Seg::Idx(n));
+            self.value(v, depth)?;
+            self.path.pop();
+            n += 1;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    v.close(&self.path, start..self.i);
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or ']'")),
+            }
+        }
+    }
+
+    /// A string starting at `"`: its raw range and whether it holds escapes.
+    fn string(&mut self) -> Result<(Range<usize>, bool), ScanError> {
+        let start = self.i;
+        self.i += 1;
+        let mut escaped = false;
+        let mut seg = self.i;
+        let mut high = 0u8;
+        loop {
+            let Some(c) = self.peek() else {
+                return Err(self.err("unexpected end of input inside a string"));
+            };
+            match c {
+                b'"' | b'\\' => {
+                    // Escapes are ASCII, so no UTF-8 sequence spans one: each run between them
+                    // is checked on its own, and only when it holds a non-ASCII byte.
+                    if high >= 0x80 {
+                        if let Err(e) = std::str::from_utf8(self.b.get(seg..self.i).unwrap_or_default()) {
+                            return Err(ScanError { what: "invalid UTF-8 in a string", at: seg + e.valid_up_to() });
+                        }
+                        high = 0;
+                    }
+                    if c == b'"' {
+                        self.i += 1;
+                        return Ok((start..self.i, escaped));
+                    }
+                    escaped = true;
+                    self.escape()?;
+                    seg = self.i;
+                }
+                0..=0x1f => return Err(self.err("control character in a string")),
+                _ => {
+                    high |= c;
+                    self.i += 1;
+                }
+            }
+        }
+    }
+
+    /// An escape starting at `\`.
+    fn escape(&mut self) -> Result<(), ScanError> {
+        let at = self.i;
+        match self.b.get(self.i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.i += 2;
+                Ok(())
+            }
+            Some(b'u') => {
+                let n = hex4(self.b.get(self.i + 2..self.i + 6)).ok_or(ScanError { what: "invalid \\u escape", at })?;
+                self.i += 6;
+                match n {
+                    0xD800..=0xDBFF => {
+                        let lo = match self.b.get(self.i..self.i + 2) {
+                            Some(b"\\u") => hex4(self.b.get(self.i + 2..self.i + 6)),
+                            _ => None,
+                        };
+                        match lo {
+                            Some(0xDC00..=0xDFFF) => {
+                                self.i += 6;
+                                Ok(())
+                            }
+                            _ => Err(ScanError { what: "lone leading surrogate in a \\u escape", at }),
+                        }
+                    }
+                    0xDC00..=0xDFFF => Err(ScanError { what: "lone trailing surrogate in a \\u escape", at }),
+                    _ => Ok(()),
+                }
+            }
+            Some(_) => Err(ScanError { what: "invalid escape", at }),
+            None => Err(ScanError { what: "unexpected end of input inside a string", at }),
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let s = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        self.i - s
+    }
+
+    fn number(&mut self) -> Result<Range<usize>, ScanError> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err("invalid number: no digit after '.'"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("invalid number: no digit in the exponent"));
+            }
+        }
+        Ok(start..self.i)
+    }
+}
+
+#[cfg(test)]
+mod tests;
