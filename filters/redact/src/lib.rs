@@ -18,7 +18,6 @@ pub mod config;
 pub mod corpus;
 pub mod detect;
 pub mod engine;
-pub mod event_shape;
 pub mod json;
 pub mod normalize;
 pub mod sse;

@@ -35,8 +35,10 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
-use crate::event_shape as shape;
-use crate::json::{Seg, splice, walk_strings};
+use crate::json::scan::decode;
+use crate::json::splice;
+
+mod plan;
 
 /// Default limit on one event's size.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
@@ -447,54 +449,39 @@ impl SseRedactor {
             out.bytes.extend_from_slice(&ev.raw);
             return Ok(());
         }
-        let bad = |e: serde_json::Error| SseError::BadJson {
-            reason: e.to_string(),
+        let facts = plan::read(self.format, data).map_err(|reason| SseError::BadJson {
+            reason,
             snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
-        };
-        // Plan: which string fields feed which stream, which streams end here, which fields
-        // are full texts to redact whole.
-        let mut feeds: Vec<(Vec<Seg>, Key)> = Vec::new();
+        })?;
+        // Plan: which strings feed which stream, which streams end here, which strings are full
+        // texts to redact whole (OpenAI Responses `done`/`completed` events).
+        let mut feed_ranges: Vec<(Range<usize>, Key)> = Vec::new();
         let mut ends: Vec<Key> = Vec::new();
-        let mut wholes: Vec<Vec<Seg>> = Vec::new();
-        let key = |s: &'static str| Seg::Key(Cow::Borrowed(s));
+        let mut whole_ranges: Vec<Range<usize>> = Vec::new();
+        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode(data.get(r.clone()).unwrap_or_default()));
         match self.format {
             SseFormat::OpenAiChat => {
-                let v: shape::ChatChunk = serde_json::from_slice(data).map_err(bad)?;
-                if v.choices.is_some() && self.template.is_none() {
+                if facts.has_choices && self.template.is_none() {
                     // Synthesized deltas copy the stream's id, model, created, ... from here.
                     self.template = Some(data.to_vec());
                 }
-                for (ci, ch) in v.choices.iter().flatten().enumerate() {
+                for (ci, ch) in facts.choices.iter().enumerate() {
                     let idx = ch.index.or(ci as u64);
-                    let delta = ch.delta.as_ref();
-                    if delta.is_some_and(|d| shape::Probe::is_str(&d.content)) {
-                        feeds.push((vec![key("choices"), Seg::Idx(ci), key("delta"), key("content")], Key::Content(idx)));
+                    if let Some(r) = &ch.content {
+                        feed_ranges.push((r.clone(), Key::Content(idx)));
                     }
-                    let tcs = delta.and_then(|d| d.tool_calls.as_ref());
-                    for (ti, tc) in tcs.into_iter().flatten().enumerate() {
-                        let tix = tc.index.or(ti as u64);
-                        if tc.function.as_ref().is_some_and(|f| shape::Probe::is_str(&f.arguments)) {
-                            feeds.push((
-                                vec![
-                                    key("choices"),
-                                    Seg::Idx(ci),
-                                    key("delta"),
-                                    key("tool_calls"),
-                                    Seg::Idx(ti),
-                                    key("function"),
-                                    key("arguments"),
-                                ],
-                                Key::Tool(idx, tix),
-                            ));
+                    for (ti, tc) in ch.tools.iter().enumerate() {
+                        if let Some(r) = &tc.args {
+                            feed_ranges.push((r.clone(), Key::Tool(idx, tc.index.or(ti as u64))));
                         }
                     }
-                    if ch.finish_reason.is_some() {
+                    if ch.finish {
                         for k in self.streams.keys() {
                             if matches!(k, Key::Content(c) | Key::Tool(c, _) if *c == idx) {
                                 ends.push(*k);
                             }
                         }
-                        for (_, k) in &feeds {
+                        for (_, k) in &feed_ranges {
                             if matches!(k, Key::Content(c) | Key::Tool(c, _) if *c == idx) && !ends.contains(k) {
                                 ends.push(*k);
                             }
@@ -503,36 +490,36 @@ impl SseRedactor {
                 }
             }
             SseFormat::OpenAiResponses => {
-                let v: shape::ResponsesEvent = serde_json::from_slice(data).map_err(bad)?;
-                let oi = v.output_index.or(0);
-                let ci = v.content_index.or(0);
-                if let Some(id) = v.item_id {
+                let (oi, ci) = (facts.index.or(0), facts.content_index.or(0));
+                if let Some(id) = facts.item_id.as_ref().and_then(|r| data.get(r.clone())).and_then(|t| serde_json::from_slice(t).ok()) {
                     self.item_ids.insert(oi, id);
                 }
-                match v.ty.0.as_ref() {
-                    "response.output_text.delta" => feeds.push((vec![key("delta")], Key::Text(oi, ci))),
-                    "response.function_call_arguments.delta" => feeds.push((vec![key("delta")], Key::Args(oi))),
+                match name(&facts.ty).as_ref() {
+                    "response.output_text.delta" => feed_ranges.extend(facts.delta.iter().map(|r| (r.clone(), Key::Text(oi, ci)))),
+                    "response.function_call_arguments.delta" => feed_ranges.extend(facts.delta.iter().map(|r| (r.clone(), Key::Args(oi)))),
                     "response.output_text.done" => {
                         ends.push(Key::Text(oi, ci));
-                        wholes.push(vec![key("text")]);
+                        whole_ranges.extend(facts.text.iter().cloned());
                     }
                     "response.function_call_arguments.done" => {
                         ends.push(Key::Args(oi));
-                        wholes.push(vec![key("arguments")]);
+                        whole_ranges.extend(facts.arguments.iter().cloned());
                     }
                     _ => {}
                 }
+                whole_ranges.extend(facts.full_texts.iter().cloned());
             }
             SseFormat::Anthropic => {
-                let v: shape::AnthropicEvent = serde_json::from_slice(data).map_err(bad)?;
-                let idx = v.index.or(0);
-                match v.ty.0.as_ref() {
-                    "content_block_start" if v.content_block.as_ref().is_some_and(|b| shape::Probe::is_nonempty_str(&b.text)) => {
-                        feeds.push((vec![key("content_block"), key("text")], Key::BlockText(idx)));
+                let idx = facts.index.or(0);
+                match name(&facts.ty).as_ref() {
+                    "content_block_start" => {
+                        if let Some(r) = facts.block_text.as_ref().filter(|r| r.len() > 2) {
+                            feed_ranges.push((r.clone(), Key::BlockText(idx)));
+                        }
                     }
-                    "content_block_delta" => match v.delta.as_ref().map(|d| d.ty.0.as_ref()) {
-                        Some("text_delta") => feeds.push((vec![key("delta"), key("text")], Key::BlockText(idx))),
-                        Some("input_json_delta") => feeds.push((vec![key("delta"), key("partial_json")], Key::BlockJson(idx))),
+                    "content_block_delta" => match name(&facts.delta_ty).as_ref() {
+                        "text_delta" => feed_ranges.extend(facts.delta.iter().map(|r| (r.clone(), Key::BlockText(idx)))),
+                        "input_json_delta" => feed_ranges.extend(facts.partial_json.iter().map(|r| (r.clone(), Key::BlockJson(idx)))),
                         _ => {}
                     },
                     "content_block_stop" => {
@@ -544,18 +531,9 @@ impl SseRedactor {
                 }
             }
         }
-        // Full-text fields repeated by `done`/`completed` events (OpenAI Responses).
-        let mut whole_ranges: Vec<Range<usize>> = Vec::new();
-        let mut feed_ranges: Vec<(Range<usize>, Key)> = Vec::new();
-        let is_resp = self.format == SseFormat::OpenAiResponses;
-        walk_strings(data, |p, r| {
-            if let Some((_, k)) = feeds.iter().find(|(fp, _)| fp.as_slice() == p) {
-                feed_ranges.push((r, *k));
-            } else if wholes.iter().any(|w| w.as_slice() == p) || (is_resp && is_full_text(p)) {
-                whole_ranges.push(r);
-            }
-        })
-        .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
+        // Streams are fed in the order their text appears in the event.
+        feed_ranges.sort_by_key(|(r, _)| r.start);
+        whole_ranges.sort_by_key(|r| r.start);
         if feed_ranges.is_empty() && whole_ranges.is_empty() && ends.is_empty() {
             out.bytes.extend_from_slice(&ev.raw);
             return Ok(());
@@ -563,8 +541,7 @@ impl SseRedactor {
         let mut reps: Vec<(Range<usize>, String)> = Vec::new();
         let mut changed = false;
         for (r, k) in &feed_ranges {
-            let text: String = serde_json::from_slice(data.get(r.clone()).unwrap_or_default())
-                .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
+            let text = decode(data.get(r.clone()).unwrap_or_default());
             let Some(mut txt) = self.feed(*k, &text, out) else {
                 // Block: emit what came before the match in this event, then the error.
                 let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
@@ -594,8 +571,7 @@ impl SseRedactor {
             reps.push((r.clone(), txt));
         }
         for r in &whole_ranges {
-            let text: String = serde_json::from_slice(data.get(r.clone()).unwrap_or_default())
-                .map_err(|e| SseError::BadJson { reason: e.to_string(), snippet: String::new() })?;
+            let text = decode(data.get(r.clone()).unwrap_or_default());
             let o = self.engine.redact(Direction::Response, text.as_bytes());
             if let Some(b) = o.block {
                 self.block(b, out);
@@ -624,26 +600,6 @@ impl SseRedactor {
         }
         Ok(())
     }
-}
-
-/// Full texts inside Responses API events (`part.text`, `item.content[].text`,
-/// `item.arguments`, `response.output[].content[].text`, `response.output[].arguments`).
-fn is_full_text(p: &[Seg]) -> bool {
-    let ks: Vec<Option<&str>> = p
-        .iter()
-        .map(|s| match s {
-            Seg::Key(k) => Some(k.as_ref()),
-            Seg::Idx(_) => None,
-        })
-        .collect();
-    matches!(
-        ks.as_slice(),
-        [Some("part"), Some("text")]
-            | [Some("item"), Some("content"), None, Some("text")]
-            | [Some("item"), Some("arguments")]
-            | [Some("response"), Some("output"), None, Some("content"), None, Some("text")]
-            | [Some("response"), Some("output"), None, Some("arguments")]
-    )
 }
 
 /// Re-serialize an event with new data: other lines kept, one `data:` line.

@@ -29,9 +29,7 @@ fn serde_strings(v: &Value, at: String, out: &mut Vec<(String, String)>) {
     match v {
         Value::String(s) => out.push((at, s.clone())),
         Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| serde_strings(x, format!("{at}/{i}"), out)),
-        Value::Object(m) => {
-            m.iter().for_each(|(k, x)| serde_strings(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
-        }
+        Value::Object(m) => m.iter().for_each(|(k, x)| serde_strings(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out)),
         _ => {}
     }
 }
@@ -120,7 +118,10 @@ fn containers_close_with_their_span() {
     let mut c = C(Vec::new());
     scan(doc, &mut c).unwrap();
     let spans: Vec<(String, &str)> = c.0.iter().map(|(p, r)| (p.clone(), std::str::from_utf8(&doc[r.clone()]).unwrap())).collect();
-    assert_eq!(spans, [("/id/a".into(), "[1, 2]"), ("/id".into(), r#"{"a": [1, 2]}"#), ("/x".into(), "[]"), ("".into(), &*String::from_utf8_lossy(doc))]);
+    assert_eq!(
+        spans,
+        [("/id/a".into(), "[1, 2]"), ("/id".into(), r#"{"a": [1, 2]}"#), ("/x".into(), "[]"), ("".into(), &*String::from_utf8_lossy(doc))]
+    );
 }
 
 /// Pieces that make near-JSON: most random documents are almost valid, so both acceptance and
@@ -128,8 +129,38 @@ fn containers_close_with_their_span() {
 fn piece() -> impl Strategy<Value = &'static str> {
     prop::sample::select(
         &[
-            "{", "}", "[", "]", ",", ":", " ", "\"", "\"a\"", "\"k\":", "1", "-", "0", ".", "e", "+", "2", "true", "false", "null", "\\",
-            "\\u", "d83d", "de00", "dc00", "00e9", "\\n", "\\\"", "é", "\u{1F600}", "\n", "x",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\"",
+            "\"a\"",
+            "\"k\":",
+            "1",
+            "-",
+            "0",
+            ".",
+            "e",
+            "+",
+            "2",
+            "true",
+            "false",
+            "null",
+            "\\",
+            "\\u",
+            "d83d",
+            "de00",
+            "dc00",
+            "00e9",
+            "\\n",
+            "\\\"",
+            "é",
+            "\u{1F600}",
+            "\n",
+            "x",
         ][..],
     )
 }

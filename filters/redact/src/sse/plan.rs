@@ -1,0 +1,372 @@
+//! What one provider event means to the redactor (which strings feed which stream, which streams
+//! end), read in the same strict pass that validates the event ([`crate::json::scan`]): one read
+//! of the event's bytes instead of three (typed fields, strict validation, string walk).
+//!
+//! Leaf fields are lenient, as the providers' SDKs are: an `index` that is not a non-negative
+//! integer reads as 0, a `type` that is not a string reads as `""`. Structure is strict: an event
+//! that is not an object, `choices`/`tool_calls` that are not arrays, a choice, tool call,
+//! `delta`, `function` or `content_block` that is not an object (or `null` where optional), and
+//! a field the redactor reads given twice are errors, so an event whose shape is not understood
+//! goes to the failure action instead of passing unscanned. Twice-given text fields that decide
+//! nothing (`delta` of a Responses event, `text` of an Anthropic delta) are all redacted.
+
+use std::ops::Range;
+
+use crate::json::Seg;
+use crate::json::scan::{self, Kind, Visit};
+
+use super::SseFormat;
+
+/// An index field: absent, or its value (0 when it is not a non-negative integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Index {
+    /// Not in the event.
+    #[default]
+    Absent,
+    /// Its value.
+    Is(u64),
+}
+
+impl Index {
+    /// The value, or `default` when absent.
+    pub(super) fn or(self, default: u64) -> u64 {
+        match self {
+            Index::Absent => default,
+            Index::Is(n) => n,
+        }
+    }
+
+    fn of(data: &[u8], kind: &Kind) -> Index {
+        let n = match kind {
+            Kind::Num(r) => data.get(r.clone()).and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| t.parse::<u64>().ok()),
+            _ => None,
+        };
+        Index::Is(n.unwrap_or(0))
+    }
+}
+
+/// One choice of an OpenAI chat chunk.
+#[derive(Debug, Default)]
+pub(super) struct Choice {
+    /// `index`.
+    pub index: Index,
+    /// `delta.content`, when a string.
+    pub content: Option<Range<usize>>,
+    /// `delta.tool_calls`.
+    pub tools: Vec<Tool>,
+    /// `finish_reason` is present and not `null`.
+    pub finish: bool,
+    seen: u8,
+}
+
+/// One streamed tool call.
+#[derive(Debug, Default)]
+pub(super) struct Tool {
+    /// `index`.
+    pub index: Index,
+    /// `function.arguments`, when a string.
+    pub args: Option<Range<usize>>,
+    seen: u8,
+}
+
+/// What an event holds for the redactor.
+#[derive(Debug, Default)]
+pub(super) struct Facts {
+    /// Chat: `choices` is an array.
+    pub has_choices: bool,
+    /// Chat: the choices, by position.
+    pub choices: Vec<Choice>,
+    /// Responses and Anthropic: `type`, when a string (raw, quotes included).
+    pub ty: Option<Range<usize>>,
+    /// Responses: `output_index`; Anthropic: `index`.
+    pub index: Index,
+    /// Responses: `content_index`.
+    pub content_index: Index,
+    /// Responses: `item_id` when present and not `null` (raw JSON).
+    pub item_id: Option<Range<usize>>,
+    /// Responses: `delta` strings; Anthropic: `delta.text` strings.
+    pub delta: Vec<Range<usize>>,
+    /// Responses: top-level `text` strings.
+    pub text: Vec<Range<usize>>,
+    /// Responses: top-level `arguments` strings.
+    pub arguments: Vec<Range<usize>>,
+    /// Responses: strings at the full-text paths of `done`/`completed` events.
+    pub full_texts: Vec<Range<usize>>,
+    /// Anthropic: `content_block.text`, when a string.
+    pub block_text: Option<Range<usize>>,
+    /// Anthropic: `delta.type`, when a string (raw).
+    pub delta_ty: Option<Range<usize>>,
+    /// Anthropic: `delta.partial_json` strings.
+    pub partial_json: Vec<Range<usize>>,
+    seen: u16,
+}
+
+/// Read `data` strictly as an event of `format`.
+pub(super) fn read(format: SseFormat, data: &[u8]) -> Result<Facts, String> {
+    let mut r = Reader { format, data, facts: Facts::default(), err: None };
+    scan::scan(data, &mut r).map_err(|e| e.to_string())?;
+    match r.err {
+        Some(e) => Err(e.to_owned()),
+        None => Ok(r.facts),
+    }
+}
+
+struct Reader<'d> {
+    format: SseFormat,
+    data: &'d [u8],
+    facts: Facts,
+    err: Option<&'static str>,
+}
+
+/// A path step with the key borrowed, so paths can be matched as slice patterns.
+#[derive(Clone, Copy)]
+enum P<'x> {
+    K(&'x str),
+    I,
+}
+
+/// The path as an array (paths deeper than the deepest one read are of no interest).
+fn view<'x>(path: &'x [Seg<'_>]) -> Option<([P<'x>; 7], usize)> {
+    if path.len() > 7 {
+        return None;
+    }
+    let mut a = [P::I; 7];
+    for (slot, s) in a.iter_mut().zip(path) {
+        *slot = match s {
+            Seg::Key(k) => P::K(k),
+            Seg::Idx(_) => P::I,
+        };
+    }
+    Some((a, path.len()))
+}
+
+/// Marks a field seen; false if it already was (a field given twice).
+fn once<T: Copy + std::ops::BitAnd<Output = T> + std::ops::BitOrAssign + PartialEq + Default>(seen: &mut T, bit: T) -> bool {
+    let fresh = *seen & bit == T::default();
+    *seen |= bit;
+    fresh
+}
+
+fn object_or_null(k: &Kind) -> bool {
+    matches!(k, Kind::Object | Kind::Null)
+}
+
+fn array_or_null(k: &Kind) -> bool {
+    matches!(k, Kind::Array | Kind::Null)
+}
+
+fn string(k: &Kind) -> Option<Range<usize>> {
+    match k {
+        Kind::Str { raw, .. } => Some(raw.clone()),
+        _ => None,
+    }
+}
+
+impl Reader<'_> {
+    fn fail(&mut self, why: &'static str) {
+        self.err.get_or_insert(why);
+    }
+
+    /// Marks a field seen; records an error if it was given twice.
+    fn once<T: Copy + std::ops::BitAnd<Output = T> + std::ops::BitOrAssign + PartialEq + Default>(
+        err: &mut Option<&'static str>,
+        seen: &mut T,
+        bit: T,
+    ) -> bool {
+        let fresh = once(seen, bit);
+        if !fresh {
+            err.get_or_insert("a field the redactor reads is given twice");
+        }
+        fresh
+    }
+
+    fn chat(&mut self, p: &[P], kind: &Kind) {
+        let f = &mut self.facts;
+        let err = &mut self.err;
+        match p {
+            [P::K("choices")] => {
+                if Self::once(err, &mut f.seen, 1) {
+                    f.has_choices = matches!(kind, Kind::Array);
+                    if !array_or_null(kind) {
+                        err.get_or_insert("`choices` is not an array");
+                    }
+                }
+            }
+            [P::K("choices"), P::I] => {
+                if matches!(kind, Kind::Object) {
+                    f.choices.push(Choice::default());
+                } else {
+                    err.get_or_insert("a choice is not an object");
+                }
+            }
+            [P::K("choices"), P::I, rest @ ..] => {
+                let Some(c) = f.choices.last_mut() else { return };
+                match rest {
+                    [P::K("index")] => {
+                        if Self::once(err, &mut c.seen, 1) {
+                            c.index = Index::of(self.data, kind);
+                        }
+                    }
+                    [P::K("finish_reason")] => {
+                        if Self::once(err, &mut c.seen, 2) {
+                            c.finish = !matches!(kind, Kind::Null);
+                        }
+                    }
+                    [P::K("delta")] => {
+                        if Self::once(err, &mut c.seen, 4) && !object_or_null(kind) {
+                            err.get_or_insert("`delta` is not an object");
+                        }
+                    }
+                    [P::K("delta"), P::K("content")] => {
+                        if Self::once(err, &mut c.seen, 8) {
+                            c.content = string(kind);
+                        }
+                    }
+                    [P::K("delta"), P::K("tool_calls")] => {
+                        if Self::once(err, &mut c.seen, 16) && !array_or_null(kind) {
+                            err.get_or_insert("`tool_calls` is not an array");
+                        }
+                    }
+                    [P::K("delta"), P::K("tool_calls"), P::I] => {
+                        if matches!(kind, Kind::Object) {
+                            c.tools.push(Tool::default());
+                        } else {
+                            err.get_or_insert("a tool call is not an object");
+                        }
+                    }
+                    [P::K("delta"), P::K("tool_calls"), P::I, rest @ ..] => {
+                        let Some(t) = c.tools.last_mut() else { return };
+                        match rest {
+                            [P::K("index")] => {
+                                if Self::once(err, &mut t.seen, 1) {
+                                    t.index = Index::of(self.data, kind);
+                                }
+                            }
+                            [P::K("function")] => {
+                                if Self::once(err, &mut t.seen, 2) && !object_or_null(kind) {
+                                    err.get_or_insert("`function` is not an object");
+                                }
+                            }
+                            [P::K("function"), P::K("arguments")] => {
+                                if Self::once(err, &mut t.seen, 4) {
+                                    t.args = string(kind);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn responses(&mut self, p: &[P], kind: &Kind) {
+        let f = &mut self.facts;
+        let err = &mut self.err;
+        match p {
+            [P::K("type")] => {
+                if Self::once(err, &mut f.seen, 1) {
+                    f.ty = string(kind);
+                }
+            }
+            [P::K("output_index")] => {
+                if Self::once(err, &mut f.seen, 2) {
+                    f.index = Index::of(self.data, kind);
+                }
+            }
+            [P::K("content_index")] => {
+                if Self::once(err, &mut f.seen, 4) {
+                    f.content_index = Index::of(self.data, kind);
+                }
+            }
+            [P::K("item_id")] => {
+                // A container's span is known at its close; scalars have theirs now.
+                if Self::once(err, &mut f.seen, 8) {
+                    // Ids are strings; a `true` id is not copied into synthesized events.
+                    f.item_id = match kind {
+                        Kind::Str { raw, .. } | Kind::Num(raw) => Some(raw.clone()),
+                        Kind::Object | Kind::Array | Kind::Null | Kind::Bool(_) => None,
+                    };
+                }
+            }
+            [P::K("delta")] => f.delta.extend(string(kind)),
+            [P::K("text")] => f.text.extend(string(kind)),
+            [P::K("arguments")] => f.arguments.extend(string(kind)),
+            [P::K("part"), P::K("text")]
+            | [P::K("item"), P::K("content"), P::I, P::K("text")]
+            | [P::K("item"), P::K("arguments")]
+            | [P::K("response"), P::K("output"), P::I, P::K("content"), P::I, P::K("text")]
+            | [P::K("response"), P::K("output"), P::I, P::K("arguments")] => f.full_texts.extend(string(kind)),
+            _ => {}
+        }
+    }
+
+    fn anthropic(&mut self, p: &[P], kind: &Kind) {
+        let f = &mut self.facts;
+        let err = &mut self.err;
+        match p {
+            [P::K("type")] => {
+                if Self::once(err, &mut f.seen, 1) {
+                    f.ty = string(kind);
+                }
+            }
+            [P::K("index")] => {
+                if Self::once(err, &mut f.seen, 2) {
+                    f.index = Index::of(self.data, kind);
+                }
+            }
+            [P::K("content_block")] => {
+                if Self::once(err, &mut f.seen, 4) && !object_or_null(kind) {
+                    err.get_or_insert("`content_block` is not an object");
+                }
+            }
+            [P::K("content_block"), P::K("text")] => {
+                if Self::once(err, &mut f.seen, 8) {
+                    f.block_text = string(kind);
+                }
+            }
+            [P::K("delta")] => {
+                if Self::once(err, &mut f.seen, 16) && !object_or_null(kind) {
+                    err.get_or_insert("`delta` is not an object");
+                }
+            }
+            [P::K("delta"), P::K("type")] => {
+                if Self::once(err, &mut f.seen, 32) {
+                    f.delta_ty = string(kind);
+                }
+            }
+            [P::K("delta"), P::K("text")] => f.delta.extend(string(kind)),
+            [P::K("delta"), P::K("partial_json")] => f.partial_json.extend(string(kind)),
+            _ => {}
+        }
+    }
+}
+
+impl<'a> Visit<'a> for Reader<'_> {
+    fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
+        if path.is_empty() {
+            if !matches!(kind, Kind::Object) {
+                self.fail("an event's data is not a JSON object");
+            }
+            return;
+        }
+        let Some((a, n)) = view(path) else { return };
+        let p = a.get(..n).unwrap_or_default();
+        match self.format {
+            SseFormat::OpenAiChat => self.chat(p, kind),
+            SseFormat::OpenAiResponses => self.responses(p, kind),
+            SseFormat::Anthropic => self.anthropic(p, kind),
+        }
+    }
+
+    fn close(&mut self, path: &[Seg<'a>], raw: Range<usize>) {
+        if self.format == SseFormat::OpenAiResponses && matches!(path, [Seg::Key(k)] if k == "item_id") && self.facts.item_id.is_none() {
+            self.facts.item_id = Some(raw);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
