@@ -38,7 +38,7 @@ impl Index {
 
     fn of(data: &[u8], kind: &Kind) -> Index {
         let n = match kind {
-            Kind::Num(r) => data.get(r.clone()).and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| t.parse::<u64>().ok()),
+            Kind::Num(r) => data.get(r.clone()).and_then(scan::as_u64),
             _ => None,
         };
         Index::Is(n.unwrap_or(0))
@@ -167,17 +167,16 @@ impl Reader<'_> {
         self.err.get_or_insert(why);
     }
 
-    /// Marks a field seen; records an error if it was given twice.
+    /// Marks a field seen; records an error if it was given twice (the event is then refused
+    /// whole, so which copy the fields hold does not matter).
     fn once<T: Copy + std::ops::BitAnd<Output = T> + std::ops::BitOrAssign + PartialEq + Default>(
         err: &mut Option<&'static str>,
         seen: &mut T,
         bit: T,
-    ) -> bool {
-        let fresh = once(seen, bit);
-        if !fresh {
+    ) {
+        if !once(seen, bit) {
             err.get_or_insert("a field the redactor reads is given twice");
         }
-        fresh
     }
 
     fn chat(&mut self, p: &[P], kind: &Kind) {
@@ -185,11 +184,10 @@ impl Reader<'_> {
         let err = &mut self.err;
         match p {
             [P::K("choices")] => {
-                if Self::once(err, &mut f.seen, 1) {
-                    f.has_choices = matches!(kind, Kind::Array);
-                    if !array_or_null(kind) {
-                        err.get_or_insert("`choices` is not an array");
-                    }
+                Self::once(err, &mut f.seen, 1);
+                f.has_choices = matches!(kind, Kind::Array);
+                if !array_or_null(kind) {
+                    err.get_or_insert("`choices` is not an array");
                 }
             }
             [P::K("choices"), P::I] => {
@@ -203,27 +201,26 @@ impl Reader<'_> {
                 let Some(c) = f.choices.last_mut() else { return };
                 match rest {
                     [P::K("index")] => {
-                        if Self::once(err, &mut c.seen, 1) {
-                            c.index = Index::of(self.data, kind);
-                        }
+                        Self::once(err, &mut c.seen, 1);
+                        c.index = Index::of(self.data, kind);
                     }
                     [P::K("finish_reason")] => {
-                        if Self::once(err, &mut c.seen, 2) {
-                            c.finish = !matches!(kind, Kind::Null);
-                        }
+                        Self::once(err, &mut c.seen, 2);
+                        c.finish = !matches!(kind, Kind::Null);
                     }
                     [P::K("delta")] => {
-                        if Self::once(err, &mut c.seen, 4) && !object_or_null(kind) {
+                        Self::once(err, &mut c.seen, 4);
+                        if !object_or_null(kind) {
                             err.get_or_insert("`delta` is not an object");
                         }
                     }
                     [P::K("delta"), P::K("content")] => {
-                        if Self::once(err, &mut c.seen, 8) {
-                            c.content = string(kind);
-                        }
+                        Self::once(err, &mut c.seen, 8);
+                        c.content = string(kind);
                     }
                     [P::K("delta"), P::K("tool_calls")] => {
-                        if Self::once(err, &mut c.seen, 16) && !array_or_null(kind) {
+                        Self::once(err, &mut c.seen, 16);
+                        if !array_or_null(kind) {
                             err.get_or_insert("`tool_calls` is not an array");
                         }
                     }
@@ -238,19 +235,18 @@ impl Reader<'_> {
                         let Some(t) = c.tools.last_mut() else { return };
                         match rest {
                             [P::K("index")] => {
-                                if Self::once(err, &mut t.seen, 1) {
-                                    t.index = Index::of(self.data, kind);
-                                }
+                                Self::once(err, &mut t.seen, 1);
+                                t.index = Index::of(self.data, kind);
                             }
                             [P::K("function")] => {
-                                if Self::once(err, &mut t.seen, 2) && !object_or_null(kind) {
+                                Self::once(err, &mut t.seen, 2);
+                                if !object_or_null(kind) {
                                     err.get_or_insert("`function` is not an object");
                                 }
                             }
                             [P::K("function"), P::K("arguments")] => {
-                                if Self::once(err, &mut t.seen, 4) {
-                                    t.args = string(kind);
-                                }
+                                Self::once(err, &mut t.seen, 4);
+                                t.args = string(kind);
                             }
                             _ => {}
                         }
@@ -267,29 +263,25 @@ impl Reader<'_> {
         let err = &mut self.err;
         match p {
             [P::K("type")] => {
-                if Self::once(err, &mut f.seen, 1) {
-                    f.ty = string(kind);
-                }
+                Self::once(err, &mut f.seen, 1);
+                f.ty = string(kind);
             }
             [P::K("output_index")] => {
-                if Self::once(err, &mut f.seen, 2) {
-                    f.index = Index::of(self.data, kind);
-                }
+                Self::once(err, &mut f.seen, 2);
+                f.index = Index::of(self.data, kind);
             }
             [P::K("content_index")] => {
-                if Self::once(err, &mut f.seen, 4) {
-                    f.content_index = Index::of(self.data, kind);
-                }
+                Self::once(err, &mut f.seen, 4);
+                f.content_index = Index::of(self.data, kind);
             }
             [P::K("item_id")] => {
                 // A container's span is known at its close; scalars have theirs now.
-                if Self::once(err, &mut f.seen, 8) {
-                    // Ids are strings; a `true` id is not copied into synthesized events.
-                    f.item_id = match kind {
-                        Kind::Str { raw, .. } | Kind::Num(raw) => Some(raw.clone()),
-                        Kind::Object | Kind::Array | Kind::Null | Kind::Bool(_) => None,
-                    };
-                }
+                Self::once(err, &mut f.seen, 8);
+                // Ids are strings; a `true` id is not copied into synthesized events.
+                f.item_id = match kind {
+                    Kind::Str { raw, .. } | Kind::Num(raw) => Some(raw.clone()),
+                    Kind::Object | Kind::Array | Kind::Null | Kind::Bool(_) => None,
+                };
             }
             [P::K("delta")] => f.delta.extend(string(kind)),
             [P::K("text")] => f.text.extend(string(kind)),
@@ -308,34 +300,32 @@ impl Reader<'_> {
         let err = &mut self.err;
         match p {
             [P::K("type")] => {
-                if Self::once(err, &mut f.seen, 1) {
-                    f.ty = string(kind);
-                }
+                Self::once(err, &mut f.seen, 1);
+                f.ty = string(kind);
             }
             [P::K("index")] => {
-                if Self::once(err, &mut f.seen, 2) {
-                    f.index = Index::of(self.data, kind);
-                }
+                Self::once(err, &mut f.seen, 2);
+                f.index = Index::of(self.data, kind);
             }
             [P::K("content_block")] => {
-                if Self::once(err, &mut f.seen, 4) && !object_or_null(kind) {
+                Self::once(err, &mut f.seen, 4);
+                if !object_or_null(kind) {
                     err.get_or_insert("`content_block` is not an object");
                 }
             }
             [P::K("content_block"), P::K("text")] => {
-                if Self::once(err, &mut f.seen, 8) {
-                    f.block_text = string(kind);
-                }
+                Self::once(err, &mut f.seen, 8);
+                f.block_text = string(kind);
             }
             [P::K("delta")] => {
-                if Self::once(err, &mut f.seen, 16) && !object_or_null(kind) {
+                Self::once(err, &mut f.seen, 16);
+                if !object_or_null(kind) {
                     err.get_or_insert("`delta` is not an object");
                 }
             }
             [P::K("delta"), P::K("type")] => {
-                if Self::once(err, &mut f.seen, 32) {
-                    f.delta_ty = string(kind);
-                }
+                Self::once(err, &mut f.seen, 32);
+                f.delta_ty = string(kind);
             }
             [P::K("delta"), P::K("text")] => f.delta.extend(string(kind)),
             [P::K("delta"), P::K("partial_json")] => f.partial_json.extend(string(kind)),
