@@ -13,7 +13,9 @@ cost into a fixed part per chunk and a part per content byte. Variants, measured
   t    cordon.redact, the stream labelled text/plain: passed unscanned, so t - a is what the
        wasm body callback costs by itself (the floor for any Wasm filter that sees each chunk)
   b    cordon.redact (default detectors) from dist/cordon.wasm (CORDON_WASM overrides it)
-  o    the same from --baseline-wasm FILE (an earlier build), so a change is held to the build
+  g    cordon.gateway (identity, rate and token limits, redaction in one filter) with
+       bench/identity's limits policy and an API key: the stream is also read for token usage
+  o, og  b and g from --baseline-wasm FILE (an earlier build), so a change is held to the build
        before it in the same run
 
 Checked in every stream, else the bench stops: HTTP 200, the content the client received equals
@@ -21,7 +23,7 @@ what the upstream sent, [DONE] at the end, and the HTTP chunks Envoy forwarded (
 upstream event, else events were read together and the per-chunk figure would be too low).
 
     .venv/bin/python bench/chunk-cost/instructions.py                       # a,t,b; 300 deltas of 8 B and 1 KiB
-    .venv/bin/python bench/chunk-cost/instructions.py --baseline-wasm /tmp/old.wasm --variants a,t,o,b
+    .venv/bin/python bench/chunk-cost/instructions.py --baseline-wasm /tmp/old.wasm --variants a,t,o,b,og,g
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.cost import instructions as cg  # noqa: E402
+from bench.identity import run as ident  # noqa: E402
 from tests.harness import envoy as E  # noqa: E402
 from tests.harness import fake_upstream  # noqa: E402
 from tests.harness.fake_upstream import FakeUpstream  # noqa: E402
@@ -55,6 +58,8 @@ def start(variant: str, upstream_port: int, baseline: Path | None) -> cg.Callgri
         "t": [E.wasm_filter("cordon.redact", run.REDACT_CFG)],
         "b": [E.wasm_filter("cordon.redact", run.REDACT_CFG)],
         "o": [E.wasm_filter("cordon.redact", run.REDACT_CFG, wasm=baseline or E.WASM)],
+        "g": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS})],
+        "og": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS}, wasm=baseline or E.WASM)],
     }[variant]
     env = cg.Callgrind(config=E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)]), concurrency=1)
     env.tag = f"chunk-{variant}"
@@ -70,6 +75,9 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
     """Instructions per chunk of one variant, per delta size."""
     env = start(variant, upstream.port, baseline)
     run.FLOOR_HEADERS.clear()
+    run.REQUEST_HEADERS.clear()
+    if variant in ("g", "og"):
+        run.REQUEST_HEADERS["authorization"] = f"Bearer {ident.KEYS[ident.CALLER][0]}"
     if variant == "t":
         run.FLOOR_HEADERS["content-type"] = "text/plain; charset=utf-8"
     try:
@@ -96,15 +104,15 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="a,t,b", help="a,t,b and o (needs --baseline-wasm); a is always measured")
+    ap.add_argument("--variants", default="a,t,b,g", help="a,t,b,g and o,og (need --baseline-wasm); a is always measured")
     ap.add_argument("--deltas", type=int, default=300)
     ap.add_argument("--sizes", default="8,1024")
     ap.add_argument("--delay-ms", type=float, default=15.0, help="gap between upstream events (default 15 ms: valgrind is slow)")
     ap.add_argument("--baseline-wasm", type=Path, help="an earlier build of the module, variant o")
     args = ap.parse_args()
     variants = ["a"] + [v for v in args.variants.split(",") if v != "a"]
-    if "o" in variants and not args.baseline_wasm:
-        raise SystemExit("variant o needs --baseline-wasm FILE")
+    if {"o", "og"} & set(variants) and not args.baseline_wasm:
+        raise SystemExit("variants o and og need --baseline-wasm FILE")
     sizes = [int(s) for s in args.sizes.split(",")]
     fake_upstream._Handler.disable_nagle_algorithm = True
     upstream = FakeUpstream()

@@ -146,6 +146,9 @@ def set_log_level(env: E.Envoy, level: str) -> None:
 
 
 FLOOR_HEADERS: dict[str, str] = {}
+# Request headers added to every stream (bench/chunk-cost/instructions.py's gateway variant sends
+# an API key).
+REQUEST_HEADERS: dict[str, str] = {}
 
 
 def one_stream(env: E.Envoy, conn: RawConnection, upstream: FakeUpstream, pieces: list[str], delay_s: float,
@@ -157,7 +160,7 @@ def one_stream(env: E.Envoy, conn: RawConnection, upstream: FakeUpstream, pieces
     pid = env.proc.pid
     own0, busy1_0 = time.process_time(), core_busy(str(CLIENT_CORE))
     busy0, t0, ticks0, cpu0 = core_busy(ENVOY_CORE), time.monotonic(), stat_ticks(pid), cpu_ns(pid)
-    resp = conn.request("POST", "/v1/chat/completions", REQUEST, {"content-type": "application/json"})
+    resp = conn.request("POST", "/v1/chat/completions", REQUEST, {"content-type": "application/json", **REQUEST_HEADERS})
     # Stream teardown (deferred deletion, the filter's on_log/on_done) runs just after the last byte.
     time.sleep(0.02)
     cpu1, ticks1, t1, busy1 = cpu_ns(pid), stat_ticks(pid), time.monotonic(), core_busy(ENVOY_CORE)

@@ -215,14 +215,7 @@ impl Engine {
                 .collect();
             let max = lits.iter().map(|l| l.len()).max().unwrap_or(0);
             let word = || ByteSet::new("_", &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')]);
-            let scanner = Scanner::Literal {
-                firsts: ByteSet::firsts(&lits, k.case_insensitive),
-                lits,
-                ci: k.case_insensitive,
-                re: None,
-                left_boundary: k.whole_word.then(word),
-                right_boundary: k.whole_word.then(word),
-            };
+            let scanner = Scanner::literal(lits, k.case_insensitive, None, k.whole_word.then(word), k.whole_word.then(word));
             let mut d = make(&k.name, &k.name.to_ascii_uppercase(), scanner, max, &k.rule);
             d.canon = if k.case_insensitive { Canon::Lower } else { Canon::Verbatim };
             detectors.push(d);
@@ -238,14 +231,7 @@ impl Engine {
         let pem_end = make(
             "private_key",
             "PRIVATE_KEY",
-            Scanner::Literal {
-                firsts: ByteSet::firsts(&end_lits, false),
-                lits: end_lits,
-                ci: false,
-                re: Some(end_re),
-                left_boundary: None,
-                right_boundary: None,
-            },
+            Scanner::literal(end_lits, false, Some(end_re), None, None),
             end_max.unwrap_or(128),
             &Rule::default(),
         );

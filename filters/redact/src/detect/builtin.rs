@@ -327,14 +327,7 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
         Kind::Literal(lits, ci, left, right) => {
             let lits: Vec<Vec<u8>> =
                 lits.iter().map(|l| if *ci { l.to_ascii_lowercase().into_bytes() } else { l.as_bytes().to_vec() }).collect();
-            Scanner::Literal {
-                firsts: ByteSet::firsts(&lits, *ci),
-                lits,
-                ci: *ci,
-                re: Some(re),
-                left_boundary: left.map(|c| ByteSet::new(c, ALNUM)),
-                right_boundary: right.map(|c| ByteSet::new(c, ALNUM)),
-            }
+            Scanner::literal(lits, *ci, Some(re), left.map(|c| ByteSet::new(c, ALNUM)), right.map(|c| ByteSet::new(c, ALNUM)))
         }
     })
 }

@@ -144,6 +144,8 @@ pub enum Scanner {
         ci: bool,
         /// First bytes of the literals (both cases when case-insensitive).
         firsts: ByteSet,
+        /// Length of the longest literal (every streamed step needs it; keyword lists are long).
+        longest: usize,
         /// Anchored regex run at a literal occurrence; `None` = the literal is the match.
         re: Option<Regex>,
         /// If set, the byte before a match must not be in this set.
@@ -156,6 +158,27 @@ pub enum Scanner {
         /// Unanchored regex.
         re: Regex,
     },
+}
+
+impl Scanner {
+    /// A literal scanner over `lits` (already lower-cased when `ci`).
+    pub fn literal(
+        lits: Vec<Vec<u8>>,
+        ci: bool,
+        re: Option<Regex>,
+        left_boundary: Option<ByteSet>,
+        right_boundary: Option<ByteSet>,
+    ) -> Self {
+        Scanner::Literal {
+            firsts: ByteSet::firsts(&lits, ci),
+            longest: lits.iter().map(Vec::len).max().unwrap_or(0),
+            lits,
+            ci,
+            re,
+            left_boundary,
+            right_boundary,
+        }
+    }
 }
 
 /// A compiled detector.
@@ -263,14 +286,13 @@ impl Detector {
                 let before = |i: usize| i.checked_sub(1).and_then(|j| hay.get(j)).copied();
                 (q..r).find(|&i| hay.get(i).is_some_and(|&b| starts.has(b)) && !before(i).is_some_and(|b| not_after.has(b))).unwrap_or(l)
             }
-            Scanner::Literal { lits, ci, firsts, .. } => {
+            Scanner::Literal { lits, ci, firsts, longest, .. } => {
                 let mut lim = l;
                 let i = occ.partition_point(|o| o.start < floor);
                 if let Some(o) = occ.iter().skip(i).find(|o| o.det == det) {
                     lim = o.start;
                 }
-                let maxlit = lits.iter().map(|x| x.len()).max().unwrap_or(0);
-                let kmax = maxlit.saturating_sub(1).min(l);
+                let kmax = longest.saturating_sub(1).min(l);
                 for k in (1..=kmax).rev() {
                     let p = l.saturating_sub(k);
                     if p >= lim {

@@ -96,6 +96,26 @@ fn strict_where_serde_is_strict() {
 }
 
 #[test]
+fn every_lane_of_the_wide_string_search() {
+    for len in 0..20 {
+        for at in 0..len {
+            for (c, ok) in [(b'\x01', false), (b'\x1f', false), (b'\n', false), (b'\x7f', true), (b' ', true), (b'!', true), (b'#', true)] {
+                let mut doc = vec![b'"'];
+                doc.extend((0..len).map(|i| if i == at { c } else { b"az~Z"[i % 4] }));
+                doc.push(b'"');
+                assert_eq!(strings_of(&doc).is_ok(), ok, "{c:#x} at {at} of {len}");
+            }
+            // A quote ends the string there (what follows is trailing), an escape is read.
+            let mut doc: Vec<u8> = std::iter::once(b'"').chain((0..len).map(|i| if i == at { b'"' } else { b'x' })).chain(*b"\"").collect();
+            assert_eq!(strings_of(&doc).unwrap_err().what, "trailing characters");
+            doc[at + 1] = b'\\';
+            doc.insert(at + 2, b'"');
+            assert_eq!(strings_of(&doc).unwrap()[0].1.len(), len, "escaped quote at {at} of {len}");
+        }
+    }
+}
+
+#[test]
 fn depth_limit_is_serdes() {
     for n in [126, 127, 128, 129] {
         let doc = format!("{}{}", "[".repeat(n), "]".repeat(n));
