@@ -40,23 +40,22 @@ pub fn asks_for_stream_usage(body: &Value) -> bool {
     body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn field(v: &Value, names: &[&str]) -> Option<u64> {
-    names.iter().find_map(|n| v.get(*n).and_then(Value::as_u64))
-}
-
-/// The usage object of a JSON response body (OpenAI chat/embeddings/Responses, Anthropic).
+/// The usage object of a JSON response body (OpenAI chat/embeddings/Responses, Anthropic), read
+/// in one pass without building the body's tree (responses can be large).
 pub fn from_json_response(body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    from_usage_object(v.get("usage")?)
-}
-
-fn from_usage_object(u: &Value) -> Option<Usage> {
-    let prompt = field(u, &["prompt_tokens", "input_tokens"]);
-    let completion = field(u, &["completion_tokens", "output_tokens"]);
-    match (prompt, completion) {
-        (None, None) => None,
-        (p, c) => Some(Usage { prompt: p.unwrap_or(0), completion: c.unwrap_or(0), reported: true }),
+    struct TopUsage<'d>(&'d [u8], UsageSeen);
+    impl<'a> scan::Visit<'a> for TopUsage<'_> {
+        fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
+            if let [Seg::Key(u), Seg::Key(k)] = path
+                && u == "usage"
+            {
+                self.1.take(k, self.0, kind);
+            }
+        }
     }
+    let mut seen = TopUsage(body, UsageSeen::default());
+    scan::scan(body, &mut seen).ok()?;
+    seen.1.figures().map(|(prompt, completion)| Usage { prompt, completion, reported: true })
 }
 
 /// Follows one response stream: the usage the model reports, and the text it streamed (to
@@ -329,6 +328,25 @@ mod tests {
         assert_eq!(from_json_response(br#"{"choices": []}"#), None);
     }
 
+    // The tree readers this module had before its one-pass ones: the reference they must agree with.
+    fn field(v: &Value, names: &[&str]) -> Option<u64> {
+        names.iter().find_map(|n| v.get(*n).and_then(Value::as_u64))
+    }
+
+    fn from_usage_object(u: &Value) -> Option<Usage> {
+        let prompt = field(u, &["prompt_tokens", "input_tokens"]);
+        let completion = field(u, &["completion_tokens", "output_tokens"]);
+        match (prompt, completion) {
+            (None, None) => None,
+            (p, c) => Some(Usage { prompt: p.unwrap_or(0), completion: c.unwrap_or(0), reported: true }),
+        }
+    }
+
+    fn from_json_response_by_tree(body: &[u8]) -> Option<Usage> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        from_usage_object(v.get("usage")?)
+    }
+
     /// The reader this module had before the one-pass one, kept as the reference it must agree
     /// with: it built a `serde_json::Value` per event.
     fn event_by_tree(this: &mut StreamUsage, event: Option<&str>, data: &[u8]) -> EventKind {
@@ -522,6 +540,15 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The same for non-streamed response bodies.
+        #[test]
+        fn json_usage_agrees_with_the_tree(u in maybe(prop_oneof![usage_obj(), leaf()]), pretty in any::<bool>(), cut in any::<bool>()) {
+            let v = json!({"id": "x", "choices": [{"message": {"content": "hi"}}], "usage": u});
+            let s = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            let body = if cut { &s.as_bytes()[..s.len() - 1] } else { s.as_bytes() };
+            prop_assert_eq!(from_json_response(body), from_json_response_by_tree(body), "{}", s);
+        }
 
         /// The one-pass reader agrees with the tree reader on every event: the same kind, the
         /// same reported usage, the same text counted.
