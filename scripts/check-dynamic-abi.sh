@@ -4,7 +4,13 @@
 #   1. every `envoy_dynamic_module_callback_*` the library imports is exported by Envoy;
 #   2. every HTTP-filter hook Envoy's binary names (`envoy_dynamic_module_on_http_filter_*`,
 #      `envoy_dynamic_module_on_program_init`) is exported by the library;
-#   3. the library imports nothing else from Envoy under the ABI's prefix.
+#   3. the library imports nothing else from Envoy under the ABI's prefix;
+#   4. every hook the library exports is one Envoy still looks up: a hook Envoy stopped calling
+#      (e.g. the callout-stream trailers that carry a fleet check's grpc-status) would be a
+#      feature silently lost.
+# The imports include the outgoing-HTTP callbacks of fleet-wide limits (start_http_stream,
+# continue_decoding, the configuration's http_callout and scheduler); they are read from the
+# library itself, so a new import is checked without editing this script.
 # Names only: argument types are not in the symbol table. The end-to-end tests
 # (tests/e2e/test_dynamic_module.py and the identity suite run on both builds) cover behaviour.
 # Usage: scripts/check-dynamic-abi.sh [LIB] [ENVOY_BINARY]
@@ -40,6 +46,12 @@ unexported="$(comm -23 "$tmp/envoy-hooks" "$tmp/exports")"
 if [ -n "$unexported" ]; then
   echo "check-dynamic-abi: this Envoy looks up hooks the module does not export:" >&2
   echo "$unexported" | sed 's/^/  /' >&2
+  fail=1
+fi
+unused="$(comm -13 "$tmp/envoy-hooks" "$tmp/exports")"
+if [ -n "$unused" ]; then
+  echo "check-dynamic-abi: the module exports hooks this Envoy never calls:" >&2
+  echo "$unused" | sed 's/^/  /' >&2
   fail=1
 fi
 [ "$fail" = 0 ] || { echo "check-dynamic-abi: $lib does not match $envoy; update filters/dynamic/src/abi.rs for this Envoy's ABI" >&2; exit 1; }

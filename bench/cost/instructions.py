@@ -21,6 +21,8 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
   f, f-get  the floor: bench/floor-module, a Wasm filter making the same host calls as
          cordon.identity and deciding nothing. b - f is Cordon's own code; f - a is what Envoy
          and V8 charge any Wasm filter for that work.
+  nb, nr, nd  b, r and d built as the native dynamic module (dist/libcordon_dynamic.so,
+         scripts/build-dynamic.sh): the same roles, policies and requests without V8.
 
 Kernel work (TCP on loopback, syscalls) is not counted: callgrind sees user space only, so the
 ratios are larger than CPU-time ratios; the added instructions (x - a) are what Cordon costs.
@@ -28,6 +30,7 @@ ratios are larger than CPU-time ratios; the added instructions (x - a) are what 
 inclusive; default r): host-call implementations show by name, V8's generated code does not.
 
 Usage: .venv/bin/python bench/cost/instructions.py [--requests N] [--variants a,b,r,d,c] [--annotate [b,e]]
+       .venv/bin/python bench/cost/instructions.py --variants a,b,r,d,nb,nr,nd   # wasm against native
 """
 
 from __future__ import annotations
@@ -96,6 +99,12 @@ def config(variant: str, upstream_port: int, cp=None) -> dict:
         return E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", {"policy": ident.POLICY}, ["CORDON_NODE_KEY"])], "model")],
                            [E.cluster("model", upstream_port), E.cluster("cordon_control_plane", cp.port, http2=True)],
                            extra={"bootstrap_extensions": [ext], "node": {"id": "bench-cost-node", "cluster": "bench"}})
+    if variant in ("nb", "nr", "nd"):
+        pol = ident.POLICY_LIMITS if variant == "nd" else ident.POLICY
+        filters = [E.dynamic_filter("cordon.identity", {"policy": pol})]
+        if variant != "nb":
+            filters.append(E.dynamic_filter("cordon.redact", {"policy": pol}))
+        return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
     redact = [E.wasm_filter("cordon.redact", {"policy": ident.POLICY})]
     filters = {
         "a": [],
@@ -164,7 +173,7 @@ def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=No
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,a-get,b-get,f-get")
+    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,nb,nr,nd,a-get,b-get,f-get")
     ap.add_argument("--annotate", nargs="?", const="r", default="", help="variants to annotate (default r)")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")
@@ -174,6 +183,8 @@ def main() -> int:
         per = {}
         for v in variants:
             env_vars = {"CORDON_NODE_KEY": node_key(cp, "bench-cost-node")} if v == "e" else None
+            if v.startswith("n"):
+                env_vars = E.dynamic_module_env()
             per[v] = measure(v, upstream.port(), args.requests, [x for x in args.annotate.split(",") if x], cp, env_vars)
             print(f"  {v}: {per[v]:>12,.0f} instructions/request", flush=True)
         if cp is not None:

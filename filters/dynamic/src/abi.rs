@@ -270,6 +270,34 @@ unsafe extern "C" {
         key: ModuleBuffer,
         result: *mut EnvoyBuffer,
     ) -> bool;
+
+    // Outgoing HTTP (fleet-wide limits): a stream started by a filter (its events arrive in the
+    // `on_http_filter_http_stream_*` hooks; it is reset when the filter is destroyed), resuming
+    // a held request, and a configuration's own callouts, made on the main thread from a
+    // scheduled event so they outlive the stream that asked for them.
+    fn envoy_dynamic_module_callback_http_filter_start_http_stream(
+        filter_envoy_ptr: *mut c_void,
+        stream_id_out: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        body: ModuleBuffer,
+        end_stream: bool,
+        timeout_ms: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy_ptr: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config_envoy_ptr: *mut c_void,
+        callout_id_out: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy_ptr: *mut c_void) -> *mut c_void;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
 }
 
 // The dynamic loader (glibc), to keep this library mapped while our own thread runs its code.
@@ -322,13 +350,88 @@ pub fn log(level: LogLevel, message: &str) {
     unsafe { envoy_dynamic_module_callback_log(level as u32, ModuleBuffer::of(message.as_bytes())) }
 }
 
-/// Envoy's side of one filter configuration, while `envoy_dynamic_module_on_http_filter_config_new`
-/// runs (metrics can only be defined then).
+/// Envoy's side of one filter configuration, while one of its hooks runs on the main thread
+/// (`config_new`: metrics can only be defined then; `config_scheduled`: callouts).
 pub struct ConfigHost {
     ptr: *mut c_void,
 }
 
+/// Why Envoy did not start an outgoing HTTP call (`envoy_dynamic_module_type_http_callout_init_result`).
+pub fn callout_init_error(code: u32) -> &'static str {
+    match code {
+        1 => "missing required headers",
+        2 => "no such cluster",
+        3 => "duplicate callout id",
+        4 => "cannot create the request (no healthy upstream?)",
+        _ => "unknown error",
+    }
+}
+
+fn module_headers(headers: &[(&str, String)]) -> Vec<ModuleHeader> {
+    headers.iter().map(|(k, v)| ModuleHeader { key: ModuleBuffer::of(k.as_bytes()), value: ModuleBuffer::of(v.as_bytes()) }).collect()
+}
+
+/// A configuration's pointer kept beyond its hooks, to make its scheduler from any thread. Envoy
+/// keeps the configuration alive until `config_destroy`, which drops the factory holding this.
+#[derive(Clone, Copy)]
+pub struct ConfigHandle(usize);
+
+/// A configuration's scheduler: `commit` (any thread) runs `FilterFactory::scheduled` on the
+/// main thread. Deleted when dropped.
+pub struct ConfigScheduler(usize);
+
+impl ConfigHandle {
+    /// A new scheduler for this configuration.
+    pub fn scheduler(self) -> Option<ConfigScheduler> {
+        // SAFETY: the configuration is alive (see `ConfigHandle`); Envoy allocates the scheduler,
+        // which holds a weak reference to the configuration and its main-thread dispatcher.
+        let ptr = unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.0 as *mut c_void) };
+        (!ptr.is_null()).then_some(ConfigScheduler(ptr as usize))
+    }
+}
+
+impl ConfigScheduler {
+    /// Asks for `FilterFactory::scheduled(event_id)` on the main thread.
+    pub fn commit(&self, event_id: u64) {
+        // SAFETY: a live scheduler from `scheduler_new`; posting is thread-safe in Envoy.
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0 as *mut c_void, event_id) }
+    }
+}
+
+impl Drop for ConfigScheduler {
+    fn drop(&mut self) {
+        // SAFETY: deleted exactly once, here.
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0 as *mut c_void) }
+    }
+}
+
 impl ConfigHost {
+    /// This configuration's pointer, for [`ConfigHandle::scheduler`] later.
+    pub fn handle(&self) -> ConfigHandle {
+        ConfigHandle(self.ptr as usize)
+    }
+
+    /// Sends an HTTP request to `cluster` on the configuration's behalf (main thread only); its
+    /// reply comes to `FilterFactory::callout_done`. The callout id, or why it was not sent.
+    pub fn http_callout(&self, cluster: &str, headers: &[(&str, String)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
+        let raw = module_headers(headers);
+        let mut id = 0u64;
+        // SAFETY: the config pointer of the running hook; every buffer lives until the call
+        // returns and Envoy copies what it sends.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.ptr,
+                &mut id,
+                ModuleBuffer::of(cluster.as_bytes()),
+                raw.as_ptr(),
+                raw.len(),
+                ModuleBuffer::of(body),
+                timeout_ms,
+            )
+        };
+        if result == 0 { Ok(id) } else { Err(result) }
+    }
+
     /// Defines a counter named `name` (Envoy prefixes the metrics namespace); its id for
     /// [`Stream::increment_counter`].
     pub fn define_counter(&self, name: &str) -> Option<usize> {
@@ -557,6 +660,29 @@ impl Stream<'_> {
         ok.then(|| unsafe { out.to_vec() })
     }
 
+    /// Starts an HTTP request to `cluster` (the whole request: headers, then `body` ending the
+    /// stream); its reply arrives as [`CalloutEvent`]s in [`HttpFilter::http_stream`]. Envoy
+    /// resets it if the filter is destroyed first. Its id, or why it was not started.
+    pub fn start_http_stream(&self, cluster: &str, headers: &[(&str, String)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
+        let raw = module_headers(headers);
+        let mut id = 0u64;
+        // SAFETY: the running hook's filter pointer; every buffer lives until the call returns
+        // and Envoy copies the headers and the body into its request.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_start_http_stream(
+                self.ptr,
+                &mut id,
+                ModuleBuffer::of(cluster.as_bytes()),
+                raw.as_ptr(),
+                raw.len(),
+                ModuleBuffer::of(body),
+                true,
+                timeout_ms,
+            )
+        };
+        if result == 0 { Ok(id) } else { Err(result) }
+    }
+
     /// Adds `n` to a counter defined by [`ConfigHost::define_counter`] on this stream's config.
     pub fn increment_counter(&self, id: usize, n: u64) {
         // SAFETY: `id` came from this filter's config; no labels.
@@ -573,6 +699,29 @@ impl Stream<'_> {
 pub trait FilterFactory: Send + Sync {
     /// A filter for one new HTTP stream.
     fn new_filter(&self) -> Box<dyn HttpFilter>;
+    /// An event committed to a [`ConfigScheduler`], on the main thread.
+    fn scheduled(&self, _host: &ConfigHost, _event_id: u64) {}
+    /// The reply to a [`ConfigHost::http_callout`]: `None` when there is none (reset, too
+    /// large); else its headers and body (Envoy hands no trailers to this hook).
+    fn callout_done(&self, _callout_id: u64, _reply: Option<CalloutReply<'_>>) {}
+}
+
+/// A one-shot callout's reply: headers (`:status` included) and body.
+pub type CalloutReply<'a> = (&'a [(String, String)], &'a [u8]);
+
+/// What arrives for an HTTP stream a filter started ([`Stream::start_http_stream`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalloutEvent {
+    /// Response headers (`:status` included).
+    Headers(Vec<(String, String)>),
+    /// A piece of the response body.
+    Data(Vec<u8>),
+    /// Response trailers (where gRPC puts its status).
+    Trailers(Vec<(String, String)>),
+    /// The response is complete.
+    Complete,
+    /// The stream failed (connection failure, reset) and will say nothing more.
+    Reset,
 }
 
 /// One HTTP stream's filter. Defaults pass everything through.
@@ -591,6 +740,11 @@ pub trait HttpFilter {
     }
     /// The stream ended (completed, reset or aborted), before the filter is dropped.
     fn complete(&mut self, _s: &Stream) {}
+    /// An event of an HTTP stream this filter started; `true` resumes the held request
+    /// (Envoy's `continue_decoding`) once the hook has returned.
+    fn http_stream(&mut self, _s: &Stream, _id: u64, _event: CalloutEvent) -> bool {
+        false
+    }
 }
 
 /// What the module builds a configuration with: `crate::new_factory`.
@@ -610,6 +764,10 @@ struct FilterBox {
     poisoned: Cell<bool>,
     /// A local reply went out for this stream.
     replied: Cell<bool>,
+    /// Events of a stream the filter started that Envoy delivered inline, while the hook that
+    /// started it still ran (e.g. an immediate local reply: no healthy upstream, overflow):
+    /// handed to the filter as soon as that hook returns.
+    deferred: RefCell<Vec<(u64, CalloutEvent)>>,
 }
 
 /// Runs `f` and turns a panic into `None` (the panic hook has logged it).
@@ -639,6 +797,21 @@ fn stream_hook<T: Copy>(
     failed: T,
     f: impl FnOnce(&mut dyn HttpFilter, &Stream<'_>) -> T,
 ) -> T {
+    resumable_hook(filter_envoy_ptr, filter_module_ptr, side, passive, failed, None, f)
+}
+
+/// [`stream_hook`] for a hook that may start an outgoing stream: events Envoy delivered inline
+/// meanwhile are handed to the filter once `f` returns, and if they resume the request the
+/// hook returns `resumed` instead (Envoy is still inside this hook: continuing is the answer).
+fn resumable_hook<T: Copy>(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    side: Side,
+    passive: T,
+    failed: T,
+    resumed: Option<T>,
+    f: impl FnOnce(&mut dyn HttpFilter, &Stream<'_>) -> T,
+) -> T {
     if filter_module_ptr.is_null() {
         return passive;
     }
@@ -658,20 +831,65 @@ fn stream_hook<T: Copy>(
     let outcome = guarded(|| f(filter.as_mut(), &stream));
     drop(filter);
     match outcome {
-        Some(status) => status,
+        Some(status) => {
+            let resume = drain_deferred(filter_envoy_ptr, slot);
+            match resumed {
+                Some(r) if resume && !slot.poisoned.get() => r,
+                _ => status,
+            }
+        }
         None => {
-            slot.poisoned.set(true);
-            // Fail closed: a local reply if none went out yet (once the response has started,
-            // Envoy resets the stream instead), and stop iteration.
-            let _ = guarded(|| {
-                stream.send_response(
-                    500,
-                    &[("content-type", "application/json"), ("x-cordon-error", "filter_failure")],
-                    FAILURE_BODY,
-                    "cordon_filter_failure",
-                )
-            });
+            fail_closed(slot, &stream);
             failed
+        }
+    }
+}
+
+/// After a panic: the stream is failed closed and the filter not called again.
+fn fail_closed(slot: &FilterBox, stream: &Stream<'_>) {
+    slot.poisoned.set(true);
+    // Fail closed: a local reply if none went out yet (once the response has started, Envoy
+    // resets the stream instead), and stop iteration.
+    let _ = guarded(|| {
+        stream.send_response(
+            500,
+            &[("content-type", "application/json"), ("x-cordon-error", "filter_failure")],
+            FAILURE_BODY,
+            "cordon_filter_failure",
+        )
+    });
+}
+
+/// Hands one event of a stream the filter started to it (deferred if another of its hooks is
+/// running); whether the filter asks to resume the request.
+fn run_callout(filter_envoy_ptr: *mut c_void, slot: &FilterBox, id: u64, event: CalloutEvent) -> bool {
+    if slot.poisoned.get() {
+        return false;
+    }
+    let Ok(mut filter) = slot.filter.try_borrow_mut() else {
+        // Delivered inline by the hook that started the stream: handed over when it returns.
+        slot.deferred.borrow_mut().push((id, event));
+        return false;
+    };
+    let stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
+    let outcome = guarded(|| filter.http_stream(&stream, id, event));
+    drop(filter);
+    outcome.unwrap_or_else(|| {
+        fail_closed(slot, &stream);
+        false
+    })
+}
+
+/// Hands over the events deferred while a hook ran; whether one asks to resume the request.
+fn drain_deferred(filter_envoy_ptr: *mut c_void, slot: &FilterBox) -> bool {
+    let mut resume = false;
+    loop {
+        let batch = slot.deferred.take();
+        if batch.is_empty() {
+            return resume;
+        }
+        for (id, event) in batch {
+            resume |= run_callout(filter_envoy_ptr, slot, id, event);
         }
     }
 }
@@ -729,7 +947,12 @@ extern "C" fn envoy_dynamic_module_on_http_filter_new(config_module_ptr: *const 
     let factory = unsafe { &*(config_module_ptr as *const Box<dyn FilterFactory>) };
     // A null filter makes Envoy close the stream: fail closed.
     guarded(|| {
-        let slot = FilterBox { filter: RefCell::new(factory.new_filter()), poisoned: Cell::new(false), replied: Cell::new(false) };
+        let slot = FilterBox {
+            filter: RefCell::new(factory.new_filter()),
+            poisoned: Cell::new(false),
+            replied: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
+        };
         Box::into_raw(Box::new(slot)) as *const c_void
     })
     .unwrap_or(std::ptr::null())
@@ -741,9 +964,15 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_module_ptr: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Request, HeadersStatus::Continue, HeadersStatus::StopIteration, |f, s| {
-        f.request_headers(s, end_of_stream)
-    }) as u32
+    resumable_hook(
+        filter_envoy_ptr,
+        filter_module_ptr,
+        Side::Request,
+        HeadersStatus::Continue,
+        HeadersStatus::StopIteration,
+        Some(HeadersStatus::Continue),
+        |f, s| f.request_headers(s, end_of_stream),
+    ) as u32
 }
 
 #[unsafe(no_mangle)]
@@ -752,9 +981,15 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_module_ptr: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy_ptr, filter_module_ptr, Side::Request, DataStatus::Continue, DataStatus::StopIterationNoBuffer, |f, s| {
-        f.request_body(s, end_of_stream)
-    }) as u32
+    resumable_hook(
+        filter_envoy_ptr,
+        filter_module_ptr,
+        Side::Request,
+        DataStatus::Continue,
+        DataStatus::StopIterationNoBuffer,
+        Some(DataStatus::Continue),
+        |f, s| f.request_body(s, end_of_stream),
+    ) as u32
 }
 
 #[unsafe(no_mangle)]
@@ -810,8 +1045,130 @@ extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module_ptr: *co
     let _ = guarded(move || drop(slot));
 }
 
-// Hooks Envoy requires to exist but this filter never triggers (no callouts, no scheduler, not
-// a terminal filter): they do nothing.
+/// Copies headers Envoy lent to a hook. Safety: `ptr` is null or valid for `len` entries whose
+/// buffers are valid while the hook runs.
+unsafe fn copy_headers(ptr: *const EnvoyHeader, len: usize) -> Vec<(String, String)> {
+    if ptr.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: per the function's contract.
+    let raw = unsafe { std::slice::from_raw_parts(ptr, len) };
+    // SAFETY: each buffer is valid while the hook runs; copied now.
+    raw.iter().map(|h| unsafe { (utf8(h.key.to_vec()), utf8(h.value.to_vec())) }).collect()
+}
+
+/// Copies body chunks Envoy lent to a hook, in order. Safety: as for [`copy_headers`].
+unsafe fn copy_chunks(ptr: *const EnvoyBuffer, len: usize) -> Vec<u8> {
+    if ptr.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: per the function's contract.
+    let raw = unsafe { std::slice::from_raw_parts(ptr, len) };
+    let mut out = Vec::new();
+    for c in raw {
+        // SAFETY: valid while the hook runs; copied now.
+        out.extend_from_slice(&unsafe { c.to_vec() });
+    }
+    out
+}
+
+/// Hands one event of a stream the filter started to it, and resumes the request if it asks.
+fn callout_event(filter_envoy_ptr: *mut c_void, filter_module_ptr: *const c_void, id: u64, event: CalloutEvent) {
+    if filter_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: as in `stream_hook`.
+    let slot = unsafe { &*(filter_module_ptr as *const FilterBox) };
+    if slot.filter.try_borrow_mut().is_err() {
+        // Delivered inline by the hook that started the stream: handed over when it returns.
+        slot.deferred.borrow_mut().push((id, event));
+        return;
+    }
+    let resume = run_callout(filter_envoy_ptr, slot, id, event) | drain_deferred(filter_envoy_ptr, slot);
+    if resume && !slot.poisoned.get() {
+        // SAFETY: the running hook's filter pointer; outside any borrow of the filter, so the
+        // hooks Envoy runs while continuing reach it normally.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy_ptr) }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    stream_id: u64,
+    headers: *const EnvoyHeader,
+    headers_len: usize,
+    _end_stream: bool,
+) {
+    // SAFETY: Envoy's headers, valid during this hook.
+    let headers = unsafe { copy_headers(headers, headers_len) };
+    callout_event(filter_envoy_ptr, filter_module_ptr, stream_id, CalloutEvent::Headers(headers));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    stream_id: u64,
+    data: *const EnvoyBuffer,
+    data_len: usize,
+    _end_stream: bool,
+) {
+    // SAFETY: Envoy's chunks, valid during this hook.
+    let data = unsafe { copy_chunks(data, data_len) };
+    callout_event(filter_envoy_ptr, filter_module_ptr, stream_id, CalloutEvent::Data(data));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    stream_id: u64,
+    trailers: *const EnvoyHeader,
+    trailers_len: usize,
+) {
+    // SAFETY: Envoy's trailers, valid during this hook.
+    let trailers = unsafe { copy_headers(trailers, trailers_len) };
+    callout_event(filter_envoy_ptr, filter_module_ptr, stream_id, CalloutEvent::Trailers(trailers));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    stream_id: u64,
+) {
+    callout_event(filter_envoy_ptr, filter_module_ptr, stream_id, CalloutEvent::Complete);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    filter_envoy_ptr: *mut c_void,
+    filter_module_ptr: *const c_void,
+    stream_id: u64,
+    _reason: u32,
+) {
+    callout_event(filter_envoy_ptr, filter_module_ptr, stream_id, CalloutEvent::Reset);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy_ptr: *mut c_void,
+    config_module_ptr: *const c_void,
+    event_id: u64,
+) {
+    if config_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: the factory leaked in `config_new`; Envoy only schedules for a live configuration.
+    let factory = unsafe { &*(config_module_ptr as *const Box<dyn FilterFactory>) };
+    let host = ConfigHost { ptr: config_envoy_ptr };
+    let _ = guarded(|| factory.scheduled(&host, event_id));
+}
+
+// Hooks Envoy requires to exist but this filter never triggers (no one-shot filter callouts, no
+// filter scheduler, not a terminal filter): they do nothing.
 
 #[unsafe(no_mangle)]
 extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
@@ -823,55 +1180,6 @@ extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     _headers_len: usize,
     _body: *const EnvoyBuffer,
     _body_len: usize,
-) {
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _filter_envoy_ptr: *mut c_void,
-    _filter_module_ptr: *const c_void,
-    _stream_id: u64,
-    _headers: *const EnvoyHeader,
-    _headers_len: usize,
-    _end_stream: bool,
-) {
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _filter_envoy_ptr: *mut c_void,
-    _filter_module_ptr: *const c_void,
-    _stream_id: u64,
-    _data: *const EnvoyBuffer,
-    _data_len: usize,
-    _end_stream: bool,
-) {
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _filter_envoy_ptr: *mut c_void,
-    _filter_module_ptr: *const c_void,
-    _stream_id: u64,
-    _trailers: *const EnvoyHeader,
-    _trailers_len: usize,
-) {
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _filter_envoy_ptr: *mut c_void,
-    _filter_module_ptr: *const c_void,
-    _stream_id: u64,
-) {
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _filter_envoy_ptr: *mut c_void,
-    _filter_module_ptr: *const c_void,
-    _stream_id: u64,
-    _reason: u32,
 ) {
 }
 
@@ -912,24 +1220,24 @@ extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
-    _config_envoy_ptr: *mut c_void,
-    _config_module_ptr: *const c_void,
-    _event_id: u64,
-) {
-}
-
-#[unsafe(no_mangle)]
 extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     _config_envoy_ptr: *mut c_void,
-    _config_module_ptr: *const c_void,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *const EnvoyHeader,
-    _headers_len: usize,
-    _body: *const EnvoyBuffer,
-    _body_len: usize,
+    config_module_ptr: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_len: usize,
+    body: *const EnvoyBuffer,
+    body_len: usize,
 ) {
+    if config_module_ptr.is_null() {
+        return;
+    }
+    // SAFETY: as in `config_scheduled`.
+    let factory = unsafe { &*(config_module_ptr as *const Box<dyn FilterFactory>) };
+    // SAFETY: Envoy's headers and chunks, valid during this hook (null on failure).
+    let reply = (result == 0).then(|| unsafe { (copy_headers(headers, headers_len), copy_chunks(body, body_len)) });
+    let _ = guarded(|| factory.callout_done(callout_id, reply.as_ref().map(|(h, b)| (h.as_slice(), b.as_slice()))));
 }
 
 #[unsafe(no_mangle)]
@@ -1190,6 +1498,47 @@ mod tests {
     }
 
     #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_start_http_stream(
+        _filter: *mut c_void,
+        _id: *mut u64,
+        _cluster: ModuleBuffer,
+        _headers: *const ModuleHeader,
+        _headers_len: usize,
+        _body: ModuleBuffer,
+        _end_stream: bool,
+        _timeout_ms: u64,
+    ) -> u32 {
+        2
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_continue_decoding(_filter: *mut c_void) {}
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        _config: *mut c_void,
+        _id: *mut u64,
+        _cluster: ModuleBuffer,
+        _headers: *const ModuleHeader,
+        _headers_len: usize,
+        _body: ModuleBuffer,
+        _timeout_ms: u64,
+    ) -> u32 {
+        2
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(_config: *mut c_void) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(_scheduler: *mut c_void, _id: u64) {}
+
+    #[unsafe(no_mangle)]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(_scheduler: *mut c_void) {}
+
+    #[unsafe(no_mangle)]
     extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
         _filter: *mut c_void,
         _id: usize,
@@ -1232,7 +1581,12 @@ mod tests {
     fn probe(panic: bool) -> (*const c_void, std::rc::Rc<RefCell<Vec<String>>>) {
         let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
         let filter: Box<dyn HttpFilter> = Box::new(Probe { panic, seen: seen.clone() });
-        let slot = FilterBox { filter: RefCell::new(filter), poisoned: Cell::new(false), replied: Cell::new(false) };
+        let slot = FilterBox {
+            filter: RefCell::new(filter),
+            poisoned: Cell::new(false),
+            replied: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
+        };
         (Box::into_raw(Box::new(slot)) as *const c_void, seen)
     }
 
@@ -1292,6 +1646,71 @@ mod tests {
         with(|h| h.received_is_buffered = true);
         envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
         assert_eq!(*seen.borrow(), ["body 5 \"abcde\"", "body 2 \"de\""]);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    /// A filter that starts an outgoing stream in its request-headers hook; `inline` makes the
+    /// "host" deliver the reply's completion right away, inside that hook (Envoy does so for an
+    /// immediate local reply: no healthy upstream, overflow).
+    struct Caller {
+        inline: bool,
+        me: std::rc::Rc<Cell<*const c_void>>,
+        seen: std::rc::Rc<RefCell<Vec<String>>>,
+    }
+
+    impl HttpFilter for Caller {
+        fn request_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+            if self.inline {
+                envoy_dynamic_module_on_http_filter_http_stream_complete(ENVOY, self.me.get(), 7);
+            }
+            self.seen.borrow_mut().push("started".into());
+            HeadersStatus::StopIteration
+        }
+        fn http_stream(&mut self, _s: &Stream, id: u64, event: CalloutEvent) -> bool {
+            self.seen.borrow_mut().push(format!("{id} {event:?}"));
+            event == CalloutEvent::Complete
+        }
+    }
+
+    fn caller(inline: bool) -> (*const c_void, std::rc::Rc<RefCell<Vec<String>>>) {
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let me = std::rc::Rc::new(Cell::new(std::ptr::null()));
+        let filter: Box<dyn HttpFilter> = Box::new(Caller { inline, me: me.clone(), seen: seen.clone() });
+        let slot = FilterBox {
+            filter: RefCell::new(filter),
+            poisoned: Cell::new(false),
+            replied: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
+        };
+        let ptr = Box::into_raw(Box::new(slot)) as *const c_void;
+        me.set(ptr);
+        (ptr, seen)
+    }
+
+    #[test]
+    fn a_reply_delivered_inside_the_hook_that_asked_for_it_is_handed_over_when_the_hook_returns() {
+        let (module, seen) = caller(true);
+        // The filter held the request, but its verdict arrived meanwhile: the hook continues.
+        assert_eq!(envoy_dynamic_module_on_http_filter_request_headers(ENVOY, module, false), HeadersStatus::Continue as u32);
+        assert_eq!(*seen.borrow(), ["started", "7 Complete"]);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn a_later_reply_reaches_the_filter_from_its_own_hook() {
+        let (module, seen) = caller(false);
+        assert_eq!(envoy_dynamic_module_on_http_filter_request_headers(ENVOY, module, false), HeadersStatus::StopIteration as u32);
+        let headers =
+            [EnvoyHeader { key: EnvoyBuffer { ptr: b":status".as_ptr(), len: 7 }, value: EnvoyBuffer { ptr: b"200".as_ptr(), len: 3 } }];
+        envoy_dynamic_module_on_http_filter_http_stream_headers(ENVOY, module, 7, headers.as_ptr(), 1, false);
+        let chunks = [EnvoyBuffer { ptr: b"ab".as_ptr(), len: 2 }, EnvoyBuffer { ptr: b"c".as_ptr(), len: 1 }];
+        envoy_dynamic_module_on_http_filter_http_stream_data(ENVOY, module, 7, chunks.as_ptr(), 2, true);
+        envoy_dynamic_module_on_http_filter_http_stream_reset(ENVOY, module, 8, 0);
+        assert_eq!(
+            *seen.borrow(),
+            ["started", "7 Headers([(\":status\", \"200\")])", "7 Data([97, 98, 99])", "8 Reset"],
+            "headers and chunks are copied out whole, in order"
+        );
         envoy_dynamic_module_on_http_filter_destroy(module);
     }
 

@@ -2,14 +2,18 @@
 //! injection, model access, and rate and token limits, applied as `cordon-core` decides. The
 //! same steps as the wasm adapter's `identity.rs`, over the dynamic-module ABI.
 
-use crate::abi::{Attribute, DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
+use crate::abi::{
+    Attribute, CalloutEvent, ConfigHost, DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream,
+};
 use crate::audit_trail;
 use crate::counters::ProcessStore;
+use crate::fleet::Reply;
 use crate::shared::{Shared, send_refusal};
 use cordon_core::audit::assembly::Role;
 use cordon_core::pipeline::{self, BodyStage, ResponseStage};
 use cordon_core::ratelimit::Caller;
 use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
+use cordon_core::ratelimit::fleet::{FleetOutcome, RlsResponse};
 use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +33,25 @@ impl FilterFactory for Factory {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
         Box::new(IdentityFilter::new(self.shared.clone()))
     }
+
+    fn scheduled(&self, host: &ConfigHost, _event_id: u64) {
+        self.shared.settlements.flush(host);
+    }
+
+    fn callout_done(&self, _callout_id: u64, reply: Option<crate::abi::CalloutReply<'_>>) {
+        crate::fleet::Settlements::done(reply);
+    }
+}
+
+/// What the request does once its body has been judged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Go on upstream.
+    Continue,
+    /// Refused: a local reply went out.
+    Stop,
+    /// Held until the rate-limit service answers (`HttpFilter::http_stream` resumes it).
+    Wait,
 }
 
 pub struct IdentityFilter {
@@ -46,6 +69,8 @@ pub struct IdentityFilter {
     fault: Option<String>,
     /// This request's audit draft, when audit delivery is set up.
     audit: Option<u64>,
+    /// The fleet check in flight (the request waits for it).
+    rls: Option<Reply>,
 }
 
 fn now() -> std::time::Duration {
@@ -69,6 +94,7 @@ impl IdentityFilter {
             path: String::new(),
             fault: None,
             audit: None,
+            rls: None,
         }
     }
 
@@ -83,13 +109,20 @@ impl IdentityFilter {
     /// Ends the metering once (response end, or the stream ended early): reconcile reservations.
     fn finish_exchange(&mut self) {
         let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return };
-        match x.finish(policy.rate_limits(), &ProcessStore, now_ns()) {
-            Ok(usage) => audit_trail::with(self.audit, |d| {
-                d.usage(&usage);
-                if x.was_cut() {
-                    d.ended(x.cut_code());
+        let now = now_ns();
+        match x.finish(policy.rate_limits(), &ProcessStore, now) {
+            Ok(usage) => {
+                audit_trail::with(self.audit, |d| {
+                    d.usage(&usage);
+                    if x.was_cut() {
+                        d.ended(x.cut_code());
+                    }
+                });
+                let limits = policy.rate_limits();
+                if let (Some(svc), Some(req)) = (limits.service(), x.fleet_settlement(limits, now)) {
+                    self.shared.settlements.send(svc, &req);
                 }
-            }),
+            }
             Err(e) => crate::abi::log(LogLevel::Warn, &format!("rate limits: could not reconcile usage: {}", e.message())),
         }
     }
@@ -99,13 +132,13 @@ impl IdentityFilter {
     }
 
     /// The complete request body is in: check the model, then meter the request.
-    fn judge_body(&mut self, s: &Stream, policy: &CompiledPolicy, body: &[u8]) -> bool {
-        let Some(admitted) = self.admitted.as_ref() else { return true };
+    fn judge_body(&mut self, s: &Stream, policy: &CompiledPolicy, body: &[u8]) -> Next {
+        let Some(admitted) = self.admitted.as_ref() else { return Next::Continue };
         let model = match pipeline::evaluate_body(policy, admitted, body) {
             Ok(model) => model,
             Err(r) => {
                 self.refuse(s, &r);
-                return false;
+                return Next::Stop;
             }
         };
         audit_trail::with(self.audit, |d| d.model(&model));
@@ -113,28 +146,10 @@ impl IdentityFilter {
         match Exchange::begin(policy.rate_limits(), &who, &self.path, body, &ProcessStore, now_ns()) {
             Err(r) => {
                 self.refuse(s, &r);
-                return false;
+                return Next::Stop;
             }
             Ok(None) => {}
-            Ok(Some((mut x, rewritten))) => {
-                if x.fleet_request().is_some() {
-                    // No gRPC callouts from this build: fleet-wide limits take the policy's
-                    // `on_unavailable` path (deny by default), never silently skipped.
-                    let why = "the native dynamic module cannot ask a rate-limit service (use the wasm module for fleet-wide limits)";
-                    match x.fleet_answer(policy.rate_limits(), Err(why.into()), &ProcessStore, now_ns()) {
-                        Err(r) => {
-                            self.refuse(s, &r);
-                            return false;
-                        }
-                        Ok(_) => {
-                            self.shared.count_fail_open(s);
-                            crate::abi::log(
-                                LogLevel::Warn,
-                                &format!("rate limits: {why}; fleet limits not applied (on_unavailable: allow)"),
-                            );
-                        }
-                    }
-                }
+            Ok(Some((x, rewritten))) => {
                 self.shared.count_evictions(s, x.evictions());
                 if let Some((name, limit, remaining)) = x.tightest(policy.rate_limits()) {
                     audit_trail::with(self.audit, |d| d.rate_limit(name, limit, remaining));
@@ -143,11 +158,50 @@ impl IdentityFilter {
                     s.replace_body(Direction::Request, &new);
                     s.set_header(HeaderKind::Request, "content-length", Some(&new.len().to_string()));
                 }
+                let call = match (x.fleet_request(), policy.rate_limits().service()) {
+                    (Some(req), Some(svc)) => Some(crate::fleet::start_check(s, svc, req)),
+                    _ => None,
+                };
                 self.exchange = Some(x);
+                match call {
+                    // Wait for the fleet-wide verdict.
+                    Some(Ok(id)) => {
+                        self.rls = Some(Reply::new(id));
+                        return Next::Wait;
+                    }
+                    Some(Err(why)) => return if self.judge_fleet(s, Err(why)) { Next::Continue } else { Next::Stop },
+                    None => {}
+                }
             }
         }
         self.shared.count(s, "allowed");
-        true
+        Next::Continue
+    }
+
+    /// Applies the fleet verdict, as the wasm build does; true when the request may go on.
+    fn judge_fleet(&mut self, s: &Stream, answer: Result<RlsResponse, String>) -> bool {
+        let (Some(policy), Some(mut x)) = (self.policy.clone(), self.exchange.take()) else { return true };
+        match x.fleet_answer(policy.rate_limits(), answer, &ProcessStore, now_ns()) {
+            Ok(outcome) => {
+                if let FleetOutcome::FailedOpen(why) = outcome {
+                    self.shared.count_fail_open(s);
+                    audit_trail::with(self.audit, |d| d.rate_limit_failed_open());
+                    crate::abi::log(
+                        LogLevel::Warn,
+                        &format!(
+                            "rate limits: the rate-limit service is unavailable ({why}); fleet limits not applied (on_unavailable: allow)"
+                        ),
+                    );
+                }
+                self.exchange = Some(x);
+                self.shared.count(s, "allowed");
+                true
+            }
+            Err(r) => {
+                self.refuse(s, &r);
+                false
+            }
+        }
     }
 }
 
@@ -214,7 +268,10 @@ impl HttpFilter for IdentityFilter {
         }
         if end_of_stream {
             // A POST without a body still has to name a model.
-            return if self.judge_body(s, &policy, &[]) { HeadersStatus::Continue } else { HeadersStatus::StopIteration };
+            return match self.judge_body(s, &policy, &[]) {
+                Next::Continue => HeadersStatus::Continue,
+                Next::Stop | Next::Wait => HeadersStatus::StopIteration,
+            };
         }
         // Hold the headers until the body has named an allowed model.
         HeadersStatus::StopIteration
@@ -238,7 +295,12 @@ impl HttpFilter for IdentityFilter {
             return DataStatus::StopIterationAndBuffer;
         }
         let body = s.body(Direction::Request);
-        if self.judge_body(s, &policy, &body) { DataStatus::Continue } else { DataStatus::StopIterationNoBuffer }
+        match self.judge_body(s, &policy, &body) {
+            Next::Continue => DataStatus::Continue,
+            Next::Stop => DataStatus::StopIterationNoBuffer,
+            // Keep the body: Envoy sends it on when the verdict resumes the request.
+            Next::Wait => DataStatus::StopIterationAndBuffer,
+        }
     }
 
     fn response_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
@@ -322,7 +384,17 @@ impl HttpFilter for IdentityFilter {
     /// The stream ended: a client abort or a reset never reached the end of the response, so its
     /// reservation is reconciled here (counted from what was streamed, else kept).
     fn complete(&mut self, s: &Stream) {
+        // A check still in flight is reset by Envoy with the filter; its reservations are
+        // reconciled here like any other (the fleet ones were never taken).
+        self.rls = None;
         self.finish_exchange();
         audit_trail::leave(s, self.audit, Role::Identity);
+    }
+
+    /// The rate-limit service's reply, event by event; the verdict resumes or refuses the request.
+    fn http_stream(&mut self, s: &Stream, id: u64, event: CalloutEvent) -> bool {
+        let Some(answer) = self.rls.as_mut().and_then(|r| r.take(id, event)) else { return false };
+        self.rls = None;
+        self.judge_fleet(s, answer)
     }
 }

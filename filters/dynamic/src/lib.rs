@@ -13,6 +13,7 @@
 //!   (tonic client) that verifies pushed bundles with the core and swaps the policy workers read.
 //! * `audit_trail` (workers: one draft per request, shared by the roles through filter state)
 //!   and `audit_stream` (one shipper thread per process, fed by a channel) keep the audit trail.
+//! * `fleet` asks the rate-limit service for fleet-wide limits over Envoy's HTTP callouts.
 //! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role; `counters` is the rate limiter's compare-and-swap
 //!   store, one per process (the native equivalent of proxy-wasm shared data).
 //!
@@ -26,6 +27,7 @@ mod audit_stream;
 mod audit_trail;
 mod counters;
 mod faults;
+mod fleet;
 mod identity;
 mod policy_stream;
 mod redact;

@@ -33,6 +33,8 @@ pub struct Shared {
     /// front for every detector of the policy: Envoy lets a module define metrics only while
     /// the configuration is created.
     redactions: HashMap<String, usize>,
+    /// Fleet token settlements on their way to the rate-limit service (see `crate::fleet`).
+    pub settlements: crate::fleet::Settlements,
 }
 
 /// What a redaction outcome can be counted as (`redact` actions, plus `pass` for unscannable).
@@ -127,6 +129,7 @@ impl Shared {
             evictions,
             fail_open,
             redactions,
+            settlements: crate::fleet::Settlements::new(host.handle()),
         })
     }
 

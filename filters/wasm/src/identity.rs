@@ -308,7 +308,7 @@ impl IdentityFilter {
                             cordon_proto::rls::SERVICE,
                             cordon_proto::rls::METHOD,
                             vec![],
-                            Some(&crate::fleet::encode(req)),
+                            Some(&cordon_core::ratelimit::fleet::wire::encode(req)),
                             Duration::from_millis(svc.timeout_ms),
                         )
                         .map_err(|status| format!("cannot call cluster '{}': {status:?}", svc.cluster)),

@@ -13,6 +13,10 @@
 //! released. The standard API has no negative hits, so a release is a descriptor with the extra
 //! entry `cordon_op` = `release`, which Cordon's control plane honours (see docs/limits.md for
 //! what another service does with it; with `protocol: standard` none is sent).
+//!
+//! [`wire`] puts these messages on the wire for both adapters.
+
+pub mod wire;
 
 use super::schema::{BudgetPer, OnUnavailable, Per, RateLimit, RateLimitService, RlsProtocol};
 use super::{Caller, CompiledLimit, CompiledLimits, Counts, LimitKind, Reservation};
