@@ -20,7 +20,10 @@ if $full; then $py bench/cost/instructions.py; else $py bench/cost/instructions.
 section "CPU per request, throughput and latency in time (wrk; wasm, native and Envoy's own filters)"
 if $full; then $py bench/identity/run.py; else $py bench/identity/run.py --quick --no-breakdown; fi
 
-section "Fixed CPU per streamed chunk (cordon.redact vs no filter)"
+section "Cost per streamed chunk in instructions (callgrind): no filter, the wasm callback floor, cordon.redact, cordon.gateway with limits"
+if $full; then $py bench/chunk-cost/instructions.py --deltas 300; else $py bench/chunk-cost/instructions.py --deltas 150; fi
+
+section "Fixed CPU per streamed chunk in time (cordon.redact vs no filter)"
 if $full; then $py bench/chunk-cost/run.py; else $py bench/chunk-cost/run.py --quick; fi
 
 section "Time to first token and per-delta transit through streaming redaction"
