@@ -64,6 +64,22 @@ impl ByteSet {
         ByteSet(Box::new(t))
     }
 
+    /// Bytes at some position of a literal other than its last (both ASCII cases if `ci`): the
+    /// bytes a proper prefix of a literal can end with.
+    pub fn inner(lits: &[Vec<u8>], ci: bool) -> Self {
+        let mut t = [false; 256];
+        for l in lits {
+            for &b in l.get(..l.len().saturating_sub(1)).unwrap_or_default() {
+                set_byte(&mut t, b);
+                if ci {
+                    set_byte(&mut t, b.to_ascii_lowercase());
+                    set_byte(&mut t, b.to_ascii_uppercase());
+                }
+            }
+        }
+        ByteSet(Box::new(t))
+    }
+
     /// Bytes of the ASCII string plus the given ranges.
     pub fn new(chars: &str, ranges: &[(u8, u8)]) -> Self {
         let mut t = [false; 256];
@@ -146,6 +162,8 @@ pub enum Scanner {
         firsts: ByteSet,
         /// Length of the longest literal (every streamed step needs it; keyword lists are long).
         longest: usize,
+        /// Bytes a proper prefix of a literal can end with ([`ByteSet::inner`]).
+        inner: ByteSet,
         /// Anchored regex run at a literal occurrence; `None` = the literal is the match.
         re: Option<Regex>,
         /// If set, the byte before a match must not be in this set.
@@ -172,6 +190,7 @@ impl Scanner {
         Scanner::Literal {
             firsts: ByteSet::firsts(&lits, ci),
             longest: lits.iter().map(Vec::len).max().unwrap_or(0),
+            inner: ByteSet::inner(&lits, ci),
             lits,
             ci,
             re,
@@ -286,13 +305,16 @@ impl Detector {
                 let before = |i: usize| i.checked_sub(1).and_then(|j| hay.get(j)).copied();
                 (q..r).find(|&i| hay.get(i).is_some_and(|&b| starts.has(b)) && !before(i).is_some_and(|b| not_after.has(b))).unwrap_or(l)
             }
-            Scanner::Literal { lits, ci, firsts, longest, .. } => {
+            Scanner::Literal { lits, ci, firsts, longest, inner, .. } => {
                 let mut lim = l;
                 let i = occ.partition_point(|o| o.start < floor);
                 if let Some(o) = occ.iter().skip(i).find(|o| o.det == det) {
                     lim = o.start;
                 }
-                let kmax = longest.saturating_sub(1).min(l);
+                // Every tail ends with the buffer's last byte: if no literal has that byte before
+                // its end, no tail is a literal's proper prefix (most steps end in a space or a
+                // letter no secret prefix holds), and the search below would find nothing.
+                let kmax = if hay.last().is_some_and(|&b| inner.has(b)) { longest.saturating_sub(1).min(l) } else { 0 };
                 for k in (1..=kmax).rev() {
                     let p = l.saturating_sub(k);
                     if p >= lim {
@@ -1239,7 +1261,40 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The determined limit of a literal detector by its definition: the first position in the
+    /// last `longest - 1` bytes (and before `occ_start`) where the rest of the buffer is a proper
+    /// prefix of one of the literals; never below the window's floor.
+    fn literal_limit_by_definition(d: &Detector, hay: &[u8], occ_start: usize) -> usize {
+        let Scanner::Literal { lits, ci, longest, .. } = &d.scanner else { unreachable!() };
+        let l = hay.len();
+        let floor = l.saturating_sub(d.window());
+        let first = (l.saturating_sub(longest.saturating_sub(1))..l.min(occ_start)).find(|&p| {
+            let tail = &hay[p..];
+            lits.iter().any(|lit| {
+                lit.len() > tail.len() && if *ci { lit[..tail.len()].eq_ignore_ascii_case(tail) } else { &lit[..tail.len()] == tail }
+            })
+        });
+        first.unwrap_or(occ_start.min(l)).max(floor)
+    }
+
     proptest! {
+        /// Skipping the search when the buffer's last byte ends no literal prefix changes no
+        /// limit.
+        #[test]
+        fn literal_limit_matches_its_definition(parts in prop::collection::vec(prop::sample::select(&[
+            "s", "k", "-", "sk", "sk-", "A", "AK", "AKI", "akia", "x", "xox", "b", " ", "word", "-----", "BEGIN", "e", "eyJ", "\n", "é"][..]), 0..24),
+            ci in any::<bool>(), occ_at in prop::option::of(0usize..40)) {
+            let hay = parts.concat().into_bytes();
+            let lits: Vec<Vec<u8>> = ["sk-proj-", "AKIA", "xoxb-", "-----BEGIN ", "eyJ"].iter()
+                .map(|l| if ci { l.to_ascii_lowercase().into_bytes() } else { l.as_bytes().to_vec() }).collect();
+            let d = Detector {
+                name: Arc::from("t"), label: "T".into(), scanner: Scanner::literal(lits, ci, None, None, None), max_len: 40,
+                validate: None, canon: Canon::Verbatim, request: Action::Redact, response: Action::Redact, mask_keep: 0,
+            };
+            let occ: Vec<Occ> = occ_at.filter(|&a| a < hay.len()).map(|a| Occ { start: a, end: a + 1, det: 0 }).into_iter().collect();
+            let occ_start = occ.first().map_or(usize::MAX, |o| if o.start >= hay.len().saturating_sub(d.window()) { o.start } else { usize::MAX });
+            prop_assert_eq!(d.determined_limit(0, &hay, &occ), literal_limit_by_definition(&d, &hay, occ_start), "{:?}", String::from_utf8_lossy(&hay));
+        }
         /// The word-at-a-time digit search finds the first digit, from any start.
         #[test]
         fn find_digit_finds_the_first(hay in prop::collection::vec(prop::sample::select(&b"abcdefghijk09/:\x80\xff\xb0\xb9 -."[..]), 0..200), from in 0usize..210) {
