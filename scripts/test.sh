@@ -22,9 +22,9 @@ scripts/build-dynamic.sh --test-faults
 step "native tests"
 cargo nextest run --workspace --no-fail-fast
 
-step "fuzz targets (SSE parser, JSON rewriter, engine; policy decoder and compiler), bounded"
+step "fuzz targets (SSE parser, JSON rewriter, JSON scanner against serde_json, engine; policy decoder and compiler), bounded"
 if cargo +nightly --version >/dev/null 2>&1; then
-  scripts/fuzz.sh filters/redact/fuzz "${CORDON_FUZZ_SECONDS:-20}" engine sse json
+  scripts/fuzz.sh filters/redact/fuzz "${CORDON_FUZZ_SECONDS:-20}" engine sse json scan
   scripts/fuzz.sh filters/core/fuzz "${CORDON_FUZZ_SECONDS:-20}" policy
 else
   echo "WARNING: no nightly toolchain (rustup toolchain install nightly): fuzz targets NOT run" >&2
