@@ -142,7 +142,7 @@ fn text_selectors_judge_deep_paths_whole() {
         let mut out = Vec::new();
         walk_strings(body.as_bytes(), |p, r| {
             if select(p) {
-                out.push(body[r].to_owned());
+                out.push(body[r].trim_matches('"').to_owned());
             }
         })
         .unwrap();
@@ -152,6 +152,7 @@ fn text_selectors_judge_deep_paths_whole() {
     assert_eq!(selected(deep, is_response_text), ["deep", "shallow"]);
     let request = r#"{"messages":[{"content":[{"content":[{"text":"seven","x":{"text":"eight"}}]}]}],"system":{"text":"no"}}"#;
     assert_eq!(selected(request, is_request_text), ["seven"]);
-    let nested = r#"{"prompt":[["nested"],"flat"],"messages":[{"content":"c","tool_calls":[{"function":{"arguments":"args","name":"n"}}]}]}"#;
+    let nested =
+        r#"{"prompt":[["nested"],"flat"],"messages":[{"content":"c","tool_calls":[{"function":{"arguments":"args","name":"n"}}]}]}"#;
     assert_eq!(selected(nested, is_request_text), ["flat", "c", "args"]);
 }
