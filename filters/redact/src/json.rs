@@ -105,10 +105,25 @@ fn is_idx(s: &Seg) -> bool {
     matches!(s, Seg::Idx(_))
 }
 
+/// Longest path the selectors below look at: every exact pattern is shorter, so a longer path
+/// cut to this length can only match the prefix patterns (`..`), which it still does.
+const SELECT_DEPTH: usize = 8;
+
+/// The path's keys (`None` for an index), at most [`SELECT_DEPTH`] of them, on the stack: the
+/// selectors run for every string of every body, where a `Vec` per string was a measurable cost.
+fn keys<'p>(path: &'p [Seg<'_>]) -> ([Option<&'p str>; SELECT_DEPTH], usize) {
+    let mut out = [None; SELECT_DEPTH];
+    let n = path.len().min(SELECT_DEPTH);
+    for (slot, seg) in out.iter_mut().zip(path) {
+        *slot = k(seg);
+    }
+    (out, n)
+}
+
 /// Whether a string at `path` is prompt text in a request body.
 pub fn is_request_text(path: &[Seg]) -> bool {
-    let ks: Vec<Option<&str>> = path.iter().map(k).collect();
-    match (ks.as_slice(), path) {
+    let (ks, n) = keys(path);
+    match (ks.get(..n).unwrap_or_default(), path) {
         ([Some("messages"), None, Some("content")], _) => true,
         ([Some("messages"), None, Some("content"), None, Some("text")], _) => true,
         ([Some("messages"), None, Some("content"), None, Some("content")], _) => true,
@@ -128,9 +143,9 @@ pub fn is_request_text(path: &[Seg]) -> bool {
 
 /// Whether a string at `path` is generated text in a non-streamed response body.
 pub fn is_response_text(path: &[Seg]) -> bool {
-    let ks: Vec<Option<&str>> = path.iter().map(k).collect();
+    let (ks, n) = keys(path);
     matches!(
-        ks.as_slice(),
+        ks.get(..n).unwrap_or_default(),
         [Some("choices"), None, Some("message"), Some("content")]
             | [Some("choices"), None, Some("message"), Some("refusal")]
             | [Some("choices"), None, Some("message"), Some("tool_calls"), None, Some("function"), Some("arguments")]

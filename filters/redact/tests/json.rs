@@ -131,3 +131,28 @@ fn lone_surrogate_anywhere_is_malformed() {
     assert!(matches!(redact_response(&e, body), Err(JsonError::Malformed(_))));
     assert!(matches!(redact_request(&e, body), Err(JsonError::Malformed(_))));
 }
+
+/// The selectors judge the whole path, however deep: a prefix selector (`content/N/input/...`)
+/// still matches beyond the depth the exact ones reach, and an exact one never matches a path
+/// that merely starts like it.
+#[test]
+fn text_selectors_judge_deep_paths_whole() {
+    use cordon_redact::json::{is_request_text, is_response_text, walk_strings};
+    let selected = |body: &str, select: fn(&[cordon_redact::json::Seg]) -> bool| {
+        let mut out = Vec::new();
+        walk_strings(body.as_bytes(), |p, r| {
+            if select(p) {
+                out.push(body[r].trim_matches('"').to_owned());
+            }
+        })
+        .unwrap();
+        out
+    };
+    let deep = r#"{"content":[{"type":"tool_use","input":{"a":{"b":{"c":{"d":{"e":{"f":"deep"}}}}},"g":"shallow"}}]}"#;
+    assert_eq!(selected(deep, is_response_text), ["deep", "shallow"]);
+    let request = r#"{"messages":[{"content":[{"content":[{"text":"seven","x":{"text":"eight"}}]}]}],"system":{"text":"no"}}"#;
+    assert_eq!(selected(request, is_request_text), ["seven"]);
+    let nested =
+        r#"{"prompt":[["nested"],"flat"],"messages":[{"content":"c","tool_calls":[{"function":{"arguments":"args","name":"n"}}]}]}"#;
+    assert_eq!(selected(nested, is_request_text), ["flat", "c", "args"]);
+}
