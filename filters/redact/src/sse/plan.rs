@@ -56,7 +56,7 @@ pub(super) struct Choice {
     pub tools: Vec<Tool>,
     /// `finish_reason` is present and not `null`.
     pub finish: bool,
-    seen: u8,
+    seen: u16,
 }
 
 /// One streamed tool call.
@@ -66,7 +66,7 @@ pub(super) struct Tool {
     pub index: Index,
     /// `function.arguments`, when a string.
     pub args: Option<Range<usize>>,
-    seen: u8,
+    seen: u16,
 }
 
 /// What an event holds for the redactor.
@@ -140,11 +140,20 @@ fn view<'x>(path: &'x [Seg<'_>]) -> Option<([P<'x>; 7], usize)> {
     Some((a, path.len()))
 }
 
-/// Marks a field seen; false if it already was (a field given twice).
-fn once<T: Copy + std::ops::BitAnd<Output = T> + std::ops::BitOrAssign + PartialEq + Default>(seen: &mut T, bit: T) -> bool {
-    let fresh = *seen & bit == T::default();
+/// Marks a field seen; records an error if it was given twice (the event is then refused whole,
+/// so which copy the fields hold does not matter).
+fn once(err: &mut Option<&'static str>, seen: &mut u16, bit: u16) {
+    if *seen & bit != 0 {
+        err.get_or_insert("a field the redactor reads is given twice");
+    }
     *seen |= bit;
-    fresh
+}
+
+/// Records `what` as the error unless the value has the expected shape.
+fn expect(err: &mut Option<&'static str>, ok: bool, what: &'static str) {
+    if !ok {
+        err.get_or_insert(what);
+    }
 }
 
 fn object_or_null(k: &Kind) -> bool {
@@ -163,20 +172,22 @@ fn string(k: &Kind) -> Option<Range<usize>> {
 }
 
 impl Reader<'_> {
-    fn fail(&mut self, why: &'static str) {
-        self.err.get_or_insert(why);
-    }
-
-    /// Marks a field seen; records an error if it was given twice (the event is then refused
-    /// whole, so which copy the fields hold does not matter).
-    fn once<T: Copy + std::ops::BitAnd<Output = T> + std::ops::BitOrAssign + PartialEq + Default>(
-        err: &mut Option<&'static str>,
-        seen: &mut T,
-        bit: T,
-    ) {
-        if !once(seen, bit) {
-            err.get_or_insert("a field the redactor reads is given twice");
+    /// The `type` and the index (named `index_key`) of a Responses or Anthropic event; false
+    /// when `p` is neither.
+    fn type_and_index(&mut self, p: &[P], kind: &Kind, index_key: &str) -> bool {
+        let (f, err) = (&mut self.facts, &mut self.err);
+        match p {
+            [P::K("type")] => {
+                once(err, &mut f.seen, 1);
+                f.ty = string(kind);
+            }
+            [P::K(k)] if *k == index_key => {
+                once(err, &mut f.seen, 2);
+                f.index = Index::of(self.data, kind);
+            }
+            _ => return false,
         }
+        true
     }
 
     fn chat(&mut self, p: &[P], kind: &Kind) {
@@ -184,11 +195,9 @@ impl Reader<'_> {
         let err = &mut self.err;
         match p {
             [P::K("choices")] => {
-                Self::once(err, &mut f.seen, 1);
+                once(err, &mut f.seen, 1);
                 f.has_choices = matches!(kind, Kind::Array);
-                if !array_or_null(kind) {
-                    err.get_or_insert("`choices` is not an array");
-                }
+                expect(err, array_or_null(kind), "`choices` is not an array");
             }
             [P::K("choices"), P::I] => {
                 if matches!(kind, Kind::Object) {
@@ -201,28 +210,24 @@ impl Reader<'_> {
                 let Some(c) = f.choices.last_mut() else { return };
                 match rest {
                     [P::K("index")] => {
-                        Self::once(err, &mut c.seen, 1);
+                        once(err, &mut c.seen, 1);
                         c.index = Index::of(self.data, kind);
                     }
                     [P::K("finish_reason")] => {
-                        Self::once(err, &mut c.seen, 2);
+                        once(err, &mut c.seen, 2);
                         c.finish = !matches!(kind, Kind::Null);
                     }
                     [P::K("delta")] => {
-                        Self::once(err, &mut c.seen, 4);
-                        if !object_or_null(kind) {
-                            err.get_or_insert("`delta` is not an object");
-                        }
+                        once(err, &mut c.seen, 4);
+                        expect(err, object_or_null(kind), "`delta` is not an object");
                     }
                     [P::K("delta"), P::K("content")] => {
-                        Self::once(err, &mut c.seen, 8);
+                        once(err, &mut c.seen, 8);
                         c.content = string(kind);
                     }
                     [P::K("delta"), P::K("tool_calls")] => {
-                        Self::once(err, &mut c.seen, 16);
-                        if !array_or_null(kind) {
-                            err.get_or_insert("`tool_calls` is not an array");
-                        }
+                        once(err, &mut c.seen, 16);
+                        expect(err, array_or_null(kind), "`tool_calls` is not an array");
                     }
                     [P::K("delta"), P::K("tool_calls"), P::I] => {
                         if matches!(kind, Kind::Object) {
@@ -235,17 +240,15 @@ impl Reader<'_> {
                         let Some(t) = c.tools.last_mut() else { return };
                         match rest {
                             [P::K("index")] => {
-                                Self::once(err, &mut t.seen, 1);
+                                once(err, &mut t.seen, 1);
                                 t.index = Index::of(self.data, kind);
                             }
                             [P::K("function")] => {
-                                Self::once(err, &mut t.seen, 2);
-                                if !object_or_null(kind) {
-                                    err.get_or_insert("`function` is not an object");
-                                }
+                                once(err, &mut t.seen, 2);
+                                expect(err, object_or_null(kind), "`function` is not an object");
                             }
                             [P::K("function"), P::K("arguments")] => {
-                                Self::once(err, &mut t.seen, 4);
+                                once(err, &mut t.seen, 4);
                                 t.args = string(kind);
                             }
                             _ => {}
@@ -259,24 +262,19 @@ impl Reader<'_> {
     }
 
     fn responses(&mut self, p: &[P], kind: &Kind) {
+        if self.type_and_index(p, kind, "output_index") {
+            return;
+        }
         let f = &mut self.facts;
         let err = &mut self.err;
         match p {
-            [P::K("type")] => {
-                Self::once(err, &mut f.seen, 1);
-                f.ty = string(kind);
-            }
-            [P::K("output_index")] => {
-                Self::once(err, &mut f.seen, 2);
-                f.index = Index::of(self.data, kind);
-            }
             [P::K("content_index")] => {
-                Self::once(err, &mut f.seen, 4);
+                once(err, &mut f.seen, 4);
                 f.content_index = Index::of(self.data, kind);
             }
             [P::K("item_id")] => {
                 // A container's span is known at its close; scalars have theirs now.
-                Self::once(err, &mut f.seen, 8);
+                once(err, &mut f.seen, 8);
                 // Ids are strings; a `true` id is not copied into synthesized events.
                 f.item_id = match kind {
                     Kind::Str { raw, .. } | Kind::Num(raw) => Some(raw.clone()),
@@ -296,35 +294,26 @@ impl Reader<'_> {
     }
 
     fn anthropic(&mut self, p: &[P], kind: &Kind) {
+        if self.type_and_index(p, kind, "index") {
+            return;
+        }
         let f = &mut self.facts;
         let err = &mut self.err;
         match p {
-            [P::K("type")] => {
-                Self::once(err, &mut f.seen, 1);
-                f.ty = string(kind);
-            }
-            [P::K("index")] => {
-                Self::once(err, &mut f.seen, 2);
-                f.index = Index::of(self.data, kind);
-            }
             [P::K("content_block")] => {
-                Self::once(err, &mut f.seen, 4);
-                if !object_or_null(kind) {
-                    err.get_or_insert("`content_block` is not an object");
-                }
+                once(err, &mut f.seen, 4);
+                expect(err, object_or_null(kind), "`content_block` is not an object");
             }
             [P::K("content_block"), P::K("text")] => {
-                Self::once(err, &mut f.seen, 8);
+                once(err, &mut f.seen, 8);
                 f.block_text = string(kind);
             }
             [P::K("delta")] => {
-                Self::once(err, &mut f.seen, 16);
-                if !object_or_null(kind) {
-                    err.get_or_insert("`delta` is not an object");
-                }
+                once(err, &mut f.seen, 16);
+                expect(err, object_or_null(kind), "`delta` is not an object");
             }
             [P::K("delta"), P::K("type")] => {
-                Self::once(err, &mut f.seen, 32);
+                once(err, &mut f.seen, 32);
                 f.delta_ty = string(kind);
             }
             [P::K("delta"), P::K("text")] => f.delta.extend(string(kind)),
@@ -337,9 +326,7 @@ impl Reader<'_> {
 impl<'a> Visit<'a> for Reader<'_> {
     fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
         if path.is_empty() {
-            if !matches!(kind, Kind::Object) {
-                self.fail("an event's data is not a JSON object");
-            }
+            expect(&mut self.err, matches!(kind, Kind::Object), "an event's data is not a JSON object");
             return;
         }
         let Some((a, n)) = view(path) else { return };
