@@ -8,15 +8,22 @@ For each worker count (default 2 and 4) it starts, interleaved over rounds (a, b
   f  the same role and policy as the native dynamic module (dist/libcordon_dynamic.so),
   g  f with the policy pushed by a real control plane instead of static: the module's policy
      thread runs (tokio runtime, tonic client, the stream); skip with --no-control-plane,
+  w  the floor: bench/floor-module, a Wasm filter that makes identity's host calls and decides
+     nothing (what any Wasm filter pays in V8 and per-worker VMs),
+  r  the full wasm chain, `cordon.gateway` (identity and streaming redaction in one context),
+  n  the full native chain, `cordon.identity` + `cordon.redact` from the dynamic module,
 
 sends each the same warm-up (a few hundred allowed and refused requests over several
 connections, so every worker has served and compiled what it needs), waits for the memory to
-settle and reads VmRSS of the Envoy process from /proc. It prints the medians, the deltas against
-(a) of the same worker count and round, and the ratios, all from this one run.
+settle and reads VmRSS of the Envoy process from /proc, split into anonymous memory (heaps, V8's
+compiled code and VM memories) and file-backed pages (code mapped from the Envoy binary and the
+module, shared with the page cache). It prints the medians, the deltas against (a) of the same
+worker count and round, and the ratios, all from this one run.
 
 The policy is bench/identity's (a few API keys and a model allowlist).
 
-Usage:  .venv/bin/python bench/memory/run.py [--workers 2 4] [--rounds 3] [--no-control-plane] [--out FILE]
+Usage:  .venv/bin/python bench/memory/run.py [--workers 2 4] [--rounds 3] [--variants a,b,f,g,w,r,n]
+            [--no-control-plane] [--out FILE]
 """
 
 from __future__ import annotations
@@ -54,7 +61,8 @@ def _identity_bench():
 _ID = _identity_bench()
 KEYS, POLICY, request_body = _ID.KEYS, _ID.POLICY, _ID.request_body
 
-VARIANTS = ["a", "b", "f", "g"]
+VARIANTS = ["a", "b", "f", "g", "w", "r", "n"]
+FLOOR = REPO / "target" / "wasm32-wasip1" / "release" / "cordon_floor_module.wasm"
 NODE = "bench-memory-node"
 WARMUP_REQUESTS = 400
 SETTLE_S = 1.0
@@ -63,20 +71,32 @@ SETTLE_S = 1.0
 def config(variant: str, upstream_port: int, cp: ControlPlane | None) -> dict:
     if variant == "g":
         filters = [E.dynamic_filter("cordon.identity", {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE)})]
+    elif variant == "w":
+        flt = E.wasm_filter("floor", {}, wasm=FLOOR)
+        flt["typed_config"]["config"]["vm_config"]["vm_id"] = "floor"
+        filters = [flt]
     else:
         filters = {
             "a": [],
             "b": [E.wasm_filter("cordon.identity", {"policy": POLICY})],
             "f": [E.dynamic_filter("cordon.identity", {"policy": POLICY})],
+            "r": [E.wasm_filter("cordon.gateway", {"policy": POLICY})],
+            "n": [E.dynamic_filter("cordon.identity", {"policy": POLICY}), E.dynamic_filter("cordon.redact", {"policy": POLICY})],
         }[variant]
     return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS and its parts (KiB): anonymous, file-backed, shared memory."""
+    fields = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+        key = line.split(":")[0] + ":"
+        if key in fields:
+            out[fields[key]] = int(line.split()[1])
+    if set(out) != set(fields.values()):
+        raise RuntimeError(f"no VmRSS split for pid {pid}: {out}")
+    return out
 
 
 def warm_up(url: str) -> dict[int, int]:
@@ -101,8 +121,8 @@ def warm_up(url: str) -> dict[int, int]:
     return counts
 
 
-def measure(variant: str, workers: int, upstream_port: int, cp: ControlPlane | None, version: str) -> int:
-    env = E.dynamic_module_env() if variant in ("f", "g") else {}
+def measure(variant: str, workers: int, upstream_port: int, cp: ControlPlane | None, version: str) -> dict[str, int]:
+    env = E.dynamic_module_env() if variant in ("f", "g", "n") else {}
     envoy = E.Envoy.start(config(variant, upstream_port, cp), env=env, concurrency=workers)
     try:
         if variant == "g":
@@ -110,7 +130,8 @@ def measure(variant: str, workers: int, upstream_port: int, cp: ControlPlane | N
         counts = warm_up(envoy.url())
         # The filter refuses exactly the bad keys; the rest reach the (Python) upstream, which
         # may drop the odd one under this concurrency (503): memory is what is measured here.
-        refused = 0 if variant == "a" else WARMUP_REQUESTS // 4
+        # The floor module decides nothing: it lets the bad keys through as plain Envoy does.
+        refused = 0 if variant in ("a", "w") else WARMUP_REQUESTS // 4
         passed = counts.get(200, 0) + counts.get(503, 0)
         if counts.get(401, 0) != refused or passed != WARMUP_REQUESTS - refused or counts.get(200, 0) < WARMUP_REQUESTS // 2:
             raise RuntimeError(f"{variant}: unexpected replies {counts}\n{envoy.log()[-3000:]}")
@@ -124,17 +145,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="a is always measured")
     ap.add_argument("--no-control-plane", action="store_true", help="skip g (needs target/debug/cordon-control-plane)")
     ap.add_argument("--out", type=Path, help="write the runs and summary as JSON")
     args = ap.parse_args()
-    variants = [v for v in VARIANTS if not (args.no_control_plane and v == "g")]
+    chosen = set(args.variants.split(",")) | {"a"}
+    if chosen - set(VARIANTS):
+        raise SystemExit(f"unknown variants {sorted(chosen - set(VARIANTS))}; known: {VARIANTS}")
+    variants = [v for v in VARIANTS if v in chosen and not (args.no_control_plane and v == "g")]
     for path in (E.WASM, E.DYNAMIC_MODULE):
         if not path.exists():
             print(f"{path} is missing: scripts/build-wasm.sh and scripts/build-dynamic.sh", file=sys.stderr)
             return 2
+    if "w" in variants:
+        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "cordon-floor-module", "--target", "wasm32-wasip1"], cwd=REPO, check=True)
 
     runs: list[dict] = []
-    cp = None if args.no_control_plane else ControlPlane().start()
+    cp = ControlPlane().start() if "g" in variants else None
     try:
         version = cp.apply(json.dumps(POLICY))["version"]["version"] if cp else ""
         with FakeUpstream() as up:
@@ -144,29 +171,30 @@ def main() -> int:
                     for v in variants:
                         row[v] = measure(v, workers, up.port, cp, version)
                     runs.append(row)
-                    print(f"round {r} workers {workers}: " + "  ".join(f"{v}={row[v] / 1024:.1f} MiB" for v in variants), flush=True)
+                    print(f"round {r} workers {workers}: " + "  ".join(
+                        f"{v}={row[v]['rss'] / 1024:.1f} MiB (anon {row[v]['anon'] / 1024:.1f})" for v in variants), flush=True)
     finally:
         if cp:
             cp.stop()
 
-    summary = {}
-    print("\nVmRSS of the whole Envoy process, medians over rounds (deltas paired per round against a)")
+    summary: dict = {}
     others = [v for v in variants if v != "a"]
-    print(f"{'workers':>7} " + " ".join(f"{v + ' MiB':>8}" for v in variants) + " " + " ".join(f"{v + '-a MiB':>8}" for v in others)
-          + " " + " ".join(f"{v + '/a':>6}" for v in others) + f" {'(b-a)/(f-a)':>12}")
-    for workers in args.workers:
-        rows = [x for x in runs if x["workers"] == workers]
-        med = {v: statistics.median(x[v] for x in rows) / 1024 for v in variants}
-        delta = {v: statistics.median((x[v] - x["a"]) for x in rows) / 1024 for v in others}
-        ratio = delta["b"] / delta["f"] if delta["f"] > 0 else float("inf")
-        summary[workers] = {"rss_mib": med, "minus_a_mib": delta, "over_a": {v: med[v] / med["a"] for v in others}, "delta_b_over_delta_f": ratio}
-        print(f"{workers:>7} " + " ".join(f"{med[v]:>8.1f}" for v in variants) + " " + " ".join(f"{delta[v]:>8.1f}" for v in others)
-              + " " + " ".join(f"{med[v] / med['a']:>6.2f}" for v in others) + f" {ratio:>12.1f}")
-    if len(args.workers) > 1:
-        lo, hi = min(args.workers), max(args.workers)
-        for v in others:
-            per = (summary[hi]["minus_a_mib"][v] - summary[lo]["minus_a_mib"][v]) / (hi - lo)
-            print(f"{v}: each extra worker adds {per:.1f} MiB over a's own per-worker growth")
+    for part, title in (("rss", "VmRSS"), ("anon", "RssAnon (heaps, V8 code and VM memory)"), ("file", "RssFile (mapped code: Envoy's binary, the module)")):
+        print(f"\n{title} of the whole Envoy process, medians over rounds (deltas paired per round against a)")
+        print(f"{'workers':>7} " + " ".join(f"{v + ' MiB':>8}" for v in variants) + " " + " ".join(f"{v + '-a MiB':>8}" for v in others)
+              + " " + " ".join(f"{v + '/a':>6}" for v in others))
+        for workers in args.workers:
+            rows = [x for x in runs if x["workers"] == workers]
+            med = {v: statistics.median(x[v][part] for x in rows) / 1024 for v in variants}
+            delta = {v: statistics.median((x[v][part] - x["a"][part]) for x in rows) / 1024 for v in others}
+            summary.setdefault(part, {})[workers] = {"mib": med, "minus_a_mib": delta}
+            print(f"{workers:>7} " + " ".join(f"{med[v]:>8.1f}" for v in variants) + " " + " ".join(f"{delta[v]:>8.1f}" for v in others)
+                  + " " + " ".join(f"{med[v] / med['a']:>6.2f}" for v in others))
+        if len(args.workers) > 1:
+            lo, hi = min(args.workers), max(args.workers)
+            for v in others:
+                per = (summary[part][hi]["minus_a_mib"][v] - summary[part][lo]["minus_a_mib"][v]) / (hi - lo)
+                print(f"{v}: each extra worker adds {per:.1f} MiB over a's own per-worker growth")
     if args.out:
         meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()}
