@@ -21,6 +21,8 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
   f, f-get  the floor: bench/floor-module, a Wasm filter making the same host calls as
          cordon.identity and deciding nothing. b - f is Cordon's own code; f - a is what Envoy
          and V8 charge any Wasm filter for that work.
+  fg     the floor under the full chain: f plus the host calls cordon.gateway adds for
+         redaction in the same context (g - fg is Cordon's own code in the full chain).
   nb, nr, nd  b, r and d built as the native dynamic module (dist/libcordon_dynamic.so,
          scripts/build-dynamic.sh): the same roles, policies and requests without V8.
 
@@ -86,8 +88,9 @@ def floor_module() -> Path:
 
 def config(variant: str, upstream_port: int, cp=None) -> dict:
     variant = variant.removesuffix("-get")
-    if variant == "f":
-        flt = E.wasm_filter("floor", {}, wasm=floor_module())
+    if variant in ("f", "fg"):
+        # fg: the floor under the full chain in one context (compare with g).
+        flt = E.wasm_filter("floor", "full" if variant == "fg" else {}, wasm=floor_module())
         flt["typed_config"]["config"]["vm_config"]["vm_id"] = "floor"
         return E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", upstream_port)])
     if variant == "e":
