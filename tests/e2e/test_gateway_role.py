@@ -79,3 +79,35 @@ def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_ro
             env.cleanup()
         up.stop()
         cp.stop()
+
+
+# The combined role hands redaction the request head and body identity already holds (one read
+# from Envoy, not two). This shows redaction still judges what the upstream would receive: the
+# method and path it scans by, and the body as identity rewrote it. (A compressed request body
+# never reaches redaction: identity refuses it first, 415, in the chain and here alike.)
+
+
+@pytest.fixture(scope="module")
+def limited_and_redacting(gateways, upstream):
+    """The limits suite's policy (a token limit that makes identity rewrite the body to ask for
+    usage) with the redaction suite's rules."""
+    policy = json.loads(json.dumps(limits_suite.POLICY))
+    policy["redaction"] = redaction_suite.POLICY["redaction"]
+    return start_gateway(gateways, upstream, {"policy": policy})
+
+
+def test_a_prompt_rewritten_to_ask_for_usage_is_also_redacted(limited_and_redacting, upstream):
+    from tests.harness.fake_upstream import Script
+    from tests.harness.sse import SSEStream
+
+    upstream.push(Script(chunks=["fine"]))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"card {redaction_suite.CARD} on file"}], "stream": True}
+    with SSEStream(limited_and_redacting.url() + "/v1/chat/completions", body, headers=limits_suite.BOB) as s:
+        assert s.status == 200
+        list(s)
+    sent = upstream.last().json
+    # Identity's rewrite (the usage ask for the token limit) and redaction's both reached it.
+    assert sent["stream_options"]["include_usage"] is True
+    prompt = sent["messages"][0]["content"]
+    assert redaction_suite.CARD not in prompt and prompt.startswith("card ") and prompt.endswith(" on file")
+

@@ -5,11 +5,14 @@
 //! the VM for every hook, the policy-version check), measured in `docs/benchmarks.md`; the
 //! two roles stay available for operators who compose them with other filters in between.
 //!
-//! What each role decides is unchanged: this only sequences their hooks, as Envoy would.
+//! What each role decides is unchanged: this only sequences their hooks, as Envoy would, and
+//! hands redaction the request head and body identity has already read (as identity left them,
+//! which is what redaction would read from Envoy), instead of reading them a second time.
 
 use crate::host::Shared;
 use crate::identity::IdentityFilter;
 use crate::redact::RedactFilter;
+use cordon_core::redaction::session::Head;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -23,7 +26,10 @@ pub struct GatewayFilter {
 
 impl GatewayFilter {
     pub fn new(shared: Rc<Shared>, context_id: u32) -> Self {
-        Self { identity: IdentityFilter::new(shared.clone(), context_id), redact: RedactFilter::new(shared), redact_started: false }
+        let mut identity = IdentityFilter::new(shared.clone(), context_id);
+        // Redaction reads the request's head and body from identity's copies, not from Envoy.
+        identity.keep_request();
+        Self { identity, redact: RedactFilter::new(shared), redact_started: false }
     }
 
     fn answered(&self) -> bool {
@@ -57,7 +63,20 @@ impl HttpContext for GatewayFilter {
         }
         self.redact.adopt_audit(self.identity.audit_key());
         self.redact_started = true;
-        let b = self.redact.on_http_request_headers(num_headers, end_of_stream);
+        let b = match self.identity.take_kept_headers() {
+            // As Envoy would answer a header read after identity's rewrite: the first value.
+            Some(headers) => {
+                let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+                let head = Head {
+                    method: get(":method").unwrap_or(""),
+                    path: get(":path").unwrap_or(""),
+                    content_encoding: get("content-encoding"),
+                    end_of_stream,
+                };
+                self.redact.request_head(&head)
+            }
+            None => self.redact.on_http_request_headers(num_headers, end_of_stream),
+        };
         both(a, b)
     }
 
@@ -72,7 +91,7 @@ impl HttpContext for GatewayFilter {
         // Identity may have rewritten the body (asking a stream for its usage): redaction reads
         // what is there now, as the next filter in a chain would.
         let size = self.identity.rewritten_len().unwrap_or(body_size);
-        let b = self.redact.on_http_request_body(size, end_of_stream);
+        let b = self.redact.request_body(size, end_of_stream, self.identity.take_kept_body());
         both(a, b)
     }
 

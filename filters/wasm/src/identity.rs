@@ -36,6 +36,13 @@ pub struct IdentityFilter {
     rls_call: Option<u32>,
     /// This HTTP context's id.
     context_id: u32,
+    /// Keep the request's headers and body, as this role leaves them, for the role after it in
+    /// the same context (`cordon.gateway`): it reads them from here instead of from Envoy.
+    keep_request: bool,
+    /// The request headers as rewritten by this role (when `keep_request`).
+    kept_headers: Option<Vec<(String, String)>>,
+    /// The request body as this role read it or rewrote it (when `keep_request`).
+    kept_body: Option<Vec<u8>>,
 }
 
 impl IdentityFilter {
@@ -53,7 +60,26 @@ impl IdentityFilter {
             rewritten_len: None,
             rls_call: None,
             context_id,
+            keep_request: false,
+            kept_headers: None,
+            kept_body: None,
         }
+    }
+
+    /// Keeps the request's headers and body as this role leaves them for the next role in the
+    /// same context, which then reads no host copy of its own (`cordon.gateway`).
+    pub fn keep_request(&mut self) {
+        self.keep_request = true;
+    }
+
+    /// The request headers as this role rewrote them, once (when kept).
+    pub fn take_kept_headers(&mut self) -> Option<Vec<(String, String)>> {
+        self.kept_headers.take()
+    }
+
+    /// The request body as this role read or rewrote it, once (when kept and read).
+    pub fn take_kept_body(&mut self) -> Option<Vec<u8>> {
+        self.kept_body.take()
     }
 
     fn property(&self, path: &[&str]) -> Option<String> {
@@ -173,6 +199,9 @@ impl HttpContext for IdentityFilter {
         });
         let rewritten = cordon_core::headers::rewrite(&headers, &admitted.headers);
         self.set_http_request_headers(rewritten.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+        if self.keep_request {
+            self.kept_headers = Some(rewritten);
+        }
         let needs_body = admitted.body != BodyStage::None;
         self.admitted = Some(admitted);
         if !needs_body {
@@ -201,7 +230,12 @@ impl HttpContext for IdentityFilter {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        self.judge_body(&policy, &body)
+        let action = self.judge_body(&policy, &body);
+        if self.keep_request && self.kept_body.is_none() && !self.refused {
+            // Unchanged by this role (a rewritten body was kept by `judge_body`).
+            self.kept_body = Some(body);
+        }
+        action
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -300,6 +334,9 @@ impl IdentityFilter {
                     self.set_http_request_body(0, body.len(), &new);
                     self.rewritten_len = Some(new.len());
                     self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                    if self.keep_request {
+                        self.kept_body = Some(new);
+                    }
                 }
                 let call = match (x.fleet_request(), policy.rate_limits().service()) {
                     (Some(req), Some(svc)) => Some(

@@ -99,6 +99,43 @@ impl RedactFilter {
         self.audit = crate::audit_trail::join(key, Role::Redact);
     }
 
+    /// The request head (read from Envoy by this role, or handed over by the role before it in
+    /// the same context).
+    pub fn request_head(&mut self, head: &Head<'_>) -> Action {
+        if self.audit.is_none() {
+            self.audit = crate::audit_trail::join_or_open(Role::Redact, || self.get_http_request_header("x-request-id"));
+        }
+        let policy = self.shared.policy.borrow().clone();
+        let (mut session, step) = match Session::start(policy.as_deref(), head) {
+            Ok(started) => started,
+            Err(refusal) => return self.refuse(&refusal),
+        };
+        if let Some(key) = crate::audit_trail::content_key(self.audit) {
+            session.digest_content(&key);
+        }
+        self.session = Some(session);
+        for (name, value) in FORCED_REQUEST_HEADERS {
+            self.set_http_request_header(name, Some(value));
+        }
+        self.drain_events();
+        self.head_action(step, |_| {})
+    }
+
+    /// A request body chunk; `body` is the whole body when the role before this one in the same
+    /// context already holds it (read once from Envoy, not twice).
+    pub fn request_body(&mut self, body_size: usize, end_of_stream: bool, body: Option<Vec<u8>>) -> Action {
+        let Some(mut session) = self.session.take() else { return Action::Continue };
+        let step = session.request_body(body_size, end_of_stream, || {
+            body.unwrap_or_else(|| self.get_http_request_body(0, body_size).unwrap_or_default())
+        });
+        self.session = Some(session);
+        self.drain_events();
+        self.body_action(step, |this, body| {
+            this.set_http_request_body(0, body_size, body);
+            this.set_http_request_header("content-length", Some(&body.len().to_string()));
+        })
+    }
+
     /// Whether this role answered the request itself (a local reply is on its way).
     pub fn refused(&self) -> bool {
         self.refused
@@ -123,38 +160,14 @@ impl Context for RedactFilter {}
 
 impl HttpContext for RedactFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let policy = self.shared.policy.borrow().clone();
-        if self.audit.is_none() {
-            self.audit = crate::audit_trail::join_or_open(Role::Redact, || self.get_http_request_header("x-request-id"));
-        }
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let encoding = self.get_http_request_header("content-encoding");
-        let head = Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream };
-        let (mut session, step) = match Session::start(policy.as_deref(), &head) {
-            Ok(started) => started,
-            Err(refusal) => return self.refuse(&refusal),
-        };
-        if let Some(key) = crate::audit_trail::content_key(self.audit) {
-            session.digest_content(&key);
-        }
-        self.session = Some(session);
-        for (name, value) in FORCED_REQUEST_HEADERS {
-            self.set_http_request_header(name, Some(value));
-        }
-        self.drain_events();
-        self.head_action(step, |_| {})
+        self.request_head(&Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(mut session) = self.session.take() else { return Action::Continue };
-        let step = session.request_body(body_size, end_of_stream, || self.get_http_request_body(0, body_size).unwrap_or_default());
-        self.session = Some(session);
-        self.drain_events();
-        self.body_action(step, |this, body| {
-            this.set_http_request_body(0, body_size, body);
-            this.set_http_request_header("content-length", Some(&body.len().to_string()));
-        })
+        self.request_body(body_size, end_of_stream, None)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
