@@ -10,6 +10,9 @@
 //!   before the event that ends its stream (`finish_reason`, `[DONE]`,
 //!   `response.output_text.done`, `content_block_stop`). Events without text (ping, usage,
 //!   role, finish) pass through byte for byte and in order.
+//! * [`SseObserver`] lets another reader ride the pass: its visitor reads each event's data in
+//!   the redactor's scan, and it learns which emitted bytes are events passed as they came and
+//!   which the redactor wrote (the `cordon.gateway` role's token limits, `cordon_core`).
 //!
 //! Formats:
 //! * OpenAI chat completions: `choices[i].delta.content` per choice `index`,
