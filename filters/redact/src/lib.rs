@@ -25,4 +25,4 @@ pub mod sse;
 pub use config::{Action, ConfigError, CustomRegex, Direction, KeywordList, RedactConfig, Rule};
 pub use engine::{Block, Detection, Engine, Output, StreamRedactor};
 pub use json::{JsonError, JsonVerdict, redact_request, redact_response};
-pub use sse::{SseError, SseFormat, SseOutput, SseRedactor};
+pub use sse::{SseError, SseFormat, SseObserver, SseOutput, SseRedactor};

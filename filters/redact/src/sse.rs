@@ -10,6 +10,9 @@
 //!   before the event that ends its stream (`finish_reason`, `[DONE]`,
 //!   `response.output_text.done`, `content_block_stop`). Events without text (ping, usage,
 //!   role, finish) pass through byte for byte and in order.
+//! * [`SseObserver`] lets another reader ride the pass: its visitor reads each event's data in
+//!   the redactor's scan, and it learns which emitted bytes are events passed as they came and
+//!   which the redactor wrote (the `cordon.gateway` role's token limits, `cordon_core`).
 //!
 //! Formats:
 //! * OpenAI chat completions: `choices[i].delta.content` per choice `index`,
@@ -35,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
-use crate::json::scan::decode;
+use crate::json::scan::{Visit, decode};
 use crate::json::splice;
 
 mod plan;
@@ -252,6 +255,57 @@ pub struct SseOutput {
     pub block: Option<Block>,
 }
 
+/// Reads a stream's events as the redactor emits them, in the redactor's own pass: its visitor
+/// reads an event's data during redaction's scan of it, so an event that passes unchanged is
+/// framed and scanned once for both (the `cordon.gateway` role's token limits read the redacted
+/// stream this way). Every emitted byte is reported, in order, as a passed event or as written.
+pub trait SseObserver {
+    /// What reads one event's data alongside redaction's scan.
+    type Visitor<'d>: Visit<'d>;
+    /// A visitor for one event's data.
+    fn visitor<'d>(&self, data: &'d [u8]) -> Self::Visitor<'d>;
+    /// An event was emitted byte for byte as it was framed (`raw_len` bytes): its `event:` name,
+    /// its data, and the visitor that read the data in a scan that succeeded (`None` when
+    /// redaction did not scan it: no data, or `[DONE]`).
+    fn passed<'d>(&mut self, raw_len: usize, event: Option<&str>, data: Option<&'d [u8]>, read: Option<Self::Visitor<'d>>);
+    /// `len` bytes the redactor wrote itself (rebuilt or synthesized events) were emitted.
+    fn written(&mut self, len: usize);
+}
+
+/// Observes nothing: the redactor alone.
+impl SseObserver for () {
+    type Visitor<'d> = ();
+    fn visitor<'d>(&self, _data: &'d [u8]) -> Self::Visitor<'d> {}
+    fn passed(&mut self, _raw_len: usize, _event: Option<&str>, _data: Option<&[u8]>, _read: Option<()>) {}
+    fn written(&mut self, _len: usize) {}
+}
+
+/// Tells an observer what one push emitted: the bytes written since the last passed event are
+/// reported as written just before the next passed event, and at the end.
+struct Tally<'o, O> {
+    observer: &'o mut O,
+    covered: usize,
+}
+
+impl<O: SseObserver> Tally<'_, O> {
+    /// Emits `ev` as it came.
+    fn pass<'d>(&mut self, out: &mut SseOutput, ev: &'d SseEvent, read: Option<O::Visitor<'d>>) {
+        self.close(out);
+        out.bytes.extend_from_slice(&ev.raw);
+        self.covered = out.bytes.len();
+        self.observer.passed(ev.raw.len(), ev.event.as_deref(), ev.data.as_deref(), read);
+    }
+
+    /// Reports the bytes written since the last passed event.
+    fn close(&mut self, out: &SseOutput) {
+        let gap = out.bytes.len().saturating_sub(self.covered);
+        if gap > 0 {
+            self.observer.written(gap);
+            self.covered = out.bytes.len();
+        }
+    }
+}
+
 /// Redacts one streamed response.
 #[derive(Debug)]
 pub struct SseRedactor {
@@ -301,29 +355,44 @@ impl SseRedactor {
 
     /// Feed a chunk of the response body.
     pub fn push(&mut self, chunk: &[u8]) -> Result<SseOutput, SseError> {
-        let mut out = SseOutput::default();
-        if self.blocked {
-            return Ok(out);
-        }
-        let events = self.framer.push(chunk)?;
-        for ev in events {
-            self.event(ev, &mut out)?;
-            if self.blocked {
-                break;
-            }
-        }
-        Ok(out)
+        self.push_observed(chunk, &mut ())
     }
 
     /// End of the response body: flush held text.
     pub fn finish(&mut self) -> Result<SseOutput, SseError> {
+        self.finish_observed(&mut ())
+    }
+
+    /// [`Self::push`], telling `observer` what was emitted (its report is complete only when
+    /// this returns `Ok`).
+    pub fn push_observed<O: SseObserver>(&mut self, chunk: &[u8], observer: &mut O) -> Result<SseOutput, SseError> {
         let mut out = SseOutput::default();
         if self.blocked {
             return Ok(out);
         }
-        for ev in self.framer.finish()? {
-            self.event(ev, &mut out)?;
+        let mut tally = Tally { observer, covered: 0 };
+        let events = self.framer.push(chunk)?;
+        for ev in events {
+            self.event(ev, &mut out, &mut tally)?;
             if self.blocked {
+                break;
+            }
+        }
+        tally.close(&out);
+        Ok(out)
+    }
+
+    /// [`Self::finish`], telling `observer` what was emitted.
+    pub fn finish_observed<O: SseObserver>(&mut self, observer: &mut O) -> Result<SseOutput, SseError> {
+        let mut out = SseOutput::default();
+        if self.blocked {
+            return Ok(out);
+        }
+        let mut tally = Tally { observer, covered: 0 };
+        for ev in self.framer.finish()? {
+            self.event(ev, &mut out, &mut tally)?;
+            if self.blocked {
+                tally.close(&out);
                 return Ok(out);
             }
         }
@@ -334,6 +403,7 @@ impl SseRedactor {
                 break;
             }
         }
+        tally.close(&out);
         Ok(out)
     }
 
@@ -433,9 +503,9 @@ impl SseRedactor {
         }
     }
 
-    fn event(&mut self, ev: SseEvent, out: &mut SseOutput) -> Result<(), SseError> {
+    fn event<O: SseObserver>(&mut self, ev: SseEvent, out: &mut SseOutput, tally: &mut Tally<'_, O>) -> Result<(), SseError> {
         let Some(data) = &ev.data else {
-            out.bytes.extend_from_slice(&ev.raw);
+            tally.pass(out, &ev, None);
             return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
@@ -446,10 +516,11 @@ impl SseRedactor {
                     return Ok(());
                 }
             }
-            out.bytes.extend_from_slice(&ev.raw);
+            tally.pass(out, &ev, None);
             return Ok(());
         }
-        let facts = plan::read(self.format, data).map_err(|reason| SseError::BadJson {
+        let mut seen = tally.observer.visitor(data);
+        let facts = plan::read(self.format, data, &mut seen).map_err(|reason| SseError::BadJson {
             reason,
             snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
         })?;
@@ -535,7 +606,7 @@ impl SseRedactor {
         feed_ranges.sort_by_key(|(r, _)| r.start);
         whole_ranges.sort_by_key(|r| r.start);
         if feed_ranges.is_empty() && whole_ranges.is_empty() && ends.is_empty() {
-            out.bytes.extend_from_slice(&ev.raw);
+            tally.pass(out, &ev, Some(seen));
             return Ok(());
         }
         let mut reps: Vec<(Range<usize>, String)> = Vec::new();
@@ -596,7 +667,7 @@ impl SseRedactor {
             reps.sort_by_key(|(r, _)| r.start);
             out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
         } else {
-            out.bytes.extend_from_slice(&ev.raw);
+            tally.pass(out, &ev, Some(seen));
         }
         Ok(())
     }

@@ -5,9 +5,14 @@
 //! the VM for every hook, the policy-version check), measured in `docs/benchmarks.md`; the
 //! two roles stay available for operators who compose them with other filters in between.
 //!
-//! What each role decides is unchanged: this only sequences their hooks, as Envoy would, and
-//! hands redaction the request head and body identity has already read (as identity left them,
-//! which is what redaction would read from Envoy), instead of reading them a second time.
+//! What each role decides is unchanged: this only sequences their hooks, as Envoy would. Two
+//! things are shared instead of read twice. On the way in, redaction takes the request head and
+//! body identity has already read (as identity left them, which is what redaction would read
+//! from Envoy). On the way out, when the limits follow a streamed response, redaction's pass
+//! over each event also reads its usage (`cordon_core::ratelimit::usage::SharedReading`), and
+//! the limits take those readings for the events redaction passed unchanged instead of framing
+//! and scanning the redacted stream again; the outcome is the same
+//! (`Exchange::response_chunk_read`).
 
 use crate::host::Shared;
 use crate::identity::IdentityFilter;
@@ -101,6 +106,12 @@ impl HttpContext for GatewayFilter {
             return Action::Pause;
         }
         let a = self.identity.on_http_response_headers(num_headers, end_of_stream);
+        if self.redact_started
+            && let Some(reader) = self.identity.shared_reader()
+        {
+            // The limits read usage in redaction's pass over the stream instead of their own.
+            self.redact.share_reading(reader);
+        }
         both(b, a)
     }
 
@@ -112,7 +123,8 @@ impl HttpContext for GatewayFilter {
             // as the filter before redaction in a chain would.
             return b;
         }
-        self.identity.on_http_response_body(size, end_of_stream)
+        let pieces = if self.redact_started { self.redact.shared_pieces() } else { None };
+        self.identity.response_body(size, end_of_stream, pieces)
     }
 
     fn on_log(&mut self) {

@@ -11,6 +11,7 @@ use cordon_core::pipeline::{self, BodyStage, ResponseStage};
 use cordon_core::ratelimit::Caller;
 use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
 use cordon_core::ratelimit::fleet::{FleetOutcome, RlsResponse};
+use cordon_core::ratelimit::usage::{Piece, SharedReading};
 use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
@@ -141,6 +142,32 @@ impl IdentityFilter {
     /// This request's audit draft key, for the roles after this one in the same context.
     pub fn audit_key(&self) -> Option<u64> {
         self.audit
+    }
+
+    /// The usage reader for redaction to run in its pass over the response stream, when the
+    /// limits follow one (the combined role: one framing and one scan per event).
+    pub fn shared_reader(&self) -> Option<SharedReading> {
+        if !self.watch_response {
+            return None;
+        }
+        self.exchange.as_ref().and_then(Exchange::shared_reader)
+    }
+
+    /// A response body chunk, with what redaction's pass over it read (combined role).
+    pub fn response_body(&mut self, body_size: usize, end_of_stream: bool, pieces: Option<&[Piece]>) -> Action {
+        if self.watch_response {
+            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let step = self.exchange.as_mut().map_or(ChunkStep::Continue, |x| x.response_chunk_read(&chunk, pieces, end_of_stream));
+            if let ChunkStep::Replace(bytes) = step {
+                self.set_http_response_body(0, body_size, &bytes);
+            }
+            if end_of_stream {
+                self.watch_response = false;
+                self.finish_exchange();
+            }
+            return Action::Continue;
+        }
+        self.model_list_body(body_size, end_of_stream)
     }
 }
 
@@ -273,18 +300,13 @@ impl HttpContext for IdentityFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.watch_response {
-            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
-            let step = self.exchange.as_mut().map_or(ChunkStep::Continue, |x| x.response_chunk(&chunk, end_of_stream));
-            if let ChunkStep::Replace(bytes) = step {
-                self.set_http_response_body(0, body_size, &bytes);
-            }
-            if end_of_stream {
-                self.watch_response = false;
-                self.finish_exchange();
-            }
-            return Action::Continue;
-        }
+        self.response_body(body_size, end_of_stream, None)
+    }
+}
+
+impl IdentityFilter {
+    /// A response body that is not a followed stream: the model list to filter, or nothing.
+    fn model_list_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let ResponseStage::FilterModelList { limit } = self.admitted.as_ref().map_or(ResponseStage::PassThrough, |a| a.response) else {
             return Action::Continue;
         };

@@ -5,6 +5,7 @@
 use crate::host::Shared;
 use cordon_core::Refusal;
 use cordon_core::audit::assembly::Role;
+use cordon_core::ratelimit::usage::{Piece, SharedReading};
 use cordon_core::redaction::session::{BodyStep, Event, FORCED_REQUEST_HEADERS, Head, HeadStep, ResponseHead, Session};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
@@ -143,6 +144,18 @@ impl RedactFilter {
 
     /// The response-body step and the body's size after it (changed when redaction replaced
     /// it), for a role that reads the body after redaction in the same context.
+    /// Runs the limits' usage reader in this role's pass over the response stream (combined role).
+    pub fn share_reading(&mut self, reading: SharedReading) {
+        if let Some(session) = self.session.as_mut() {
+            session.share_reading(reading);
+        }
+    }
+
+    /// What the last response body hook emitted, as the shared reader read it.
+    pub fn shared_pieces(&self) -> Option<&[Piece]> {
+        self.session.as_ref().and_then(Session::shared_pieces)
+    }
+
     pub fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> (Action, usize) {
         let Some(mut session) = self.session.take() else { return (Action::Continue, body_size) };
         let step = session.response_body(body_size, end_of_stream, || self.get_http_response_body(0, body_size).unwrap_or_default());

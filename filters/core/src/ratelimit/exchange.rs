@@ -9,12 +9,12 @@
 //! never release text redaction still holds back.
 
 use super::fleet::{FleetCheck, FleetOutcome, FleetTaken, RlsRequest, RlsResponse};
-use super::usage::{self, EventKind, StreamUsage};
+use super::usage::{self, EventKind, Piece, Reading, SharedReading, StreamUsage};
 use super::{Admission, Caller, CompiledLimits, LimitKind, Reservation, Usage};
 use crate::redaction::{sse_format, stream_error_event};
 use crate::refusal::Refusal;
-use cordon_redact::SseFormat;
-use cordon_redact::sse::SseFramer;
+use cordon_redact::sse::{SseEvent, SseFramer};
+use cordon_redact::{SseError, SseFormat};
 use serde_json::Value;
 
 use super::store::CasStore;
@@ -49,6 +49,13 @@ struct Follow {
     usage: StreamUsage,
     /// Bytes read but not yet emitted (only while rewriting).
     unemitted: Vec<u8>,
+}
+
+/// One event of a followed chunk: framed here, or passed by the combined role's redaction
+/// with its usage already read in redaction's scan.
+enum Followed<'c> {
+    Framed(SseEvent),
+    Read(&'c [u8], Reading),
 }
 
 /// An admitted exchange and, if Cordon changed it, the request body to send instead.
@@ -197,8 +204,7 @@ impl Exchange {
         }
         let ct = content_type.unwrap_or_default().trim().to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
-            let format = self.format.unwrap_or(SseFormat::OpenAiChat);
-            let usage = StreamUsage::new(format, self.reservation.bytes_per_token);
+            let usage = StreamUsage::new(self.stream_format(), self.reservation.bytes_per_token);
             self.watch = Watch::Stream(Box::new(Follow { framer: SseFramer::new(MAX_EVENT_BYTES), usage, unemitted: Vec::new() }));
         } else if ct.starts_with("application/json") || ct.contains("+json") {
             self.watch = Watch::Json(Vec::new());
@@ -213,6 +219,26 @@ impl Exchange {
 
     /// A response body chunk.
     pub fn response_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkStep {
+        self.response_chunk_read(chunk, None, end_of_stream)
+    }
+
+    /// For the combined role, when this exchange follows a stream: a reader for redaction to
+    /// run in its own pass over the stream (see [`Self::response_chunk_read`]).
+    pub fn shared_reader(&self) -> Option<SharedReading> {
+        matches!(self.watch, Watch::Stream(_)).then(|| SharedReading::new(self.stream_format()))
+    }
+
+    /// The format a followed stream is read in (an unknown path: OpenAI chat, as redaction).
+    fn stream_format(&self) -> SseFormat {
+        self.format.unwrap_or(SseFormat::OpenAiChat)
+    }
+
+    /// [`Self::response_chunk`] with what redaction's pass emitted in this chunk, piece by piece
+    /// (`pieces` from the session that produced `chunk`). When the pieces tile the chunk and this
+    /// stream's framer holds nothing, each event redaction passed unchanged is taken with its
+    /// reading instead of being framed and scanned again; the outcome is the same as reading the
+    /// chunk's bytes, which is what happens otherwise.
+    pub fn response_chunk_read(&mut self, chunk: &[u8], pieces: Option<&[Piece]>, end_of_stream: bool) -> ChunkStep {
         let rewriting = self.rewrites_stream();
         match std::mem::replace(&mut self.watch, Watch::Nothing) {
             Watch::Nothing => ChunkStep::Continue,
@@ -232,7 +258,7 @@ impl Exchange {
                 ChunkStep::Continue
             }
             Watch::Stream(mut follow) => {
-                let (step, keep) = self.follow(&mut follow, chunk, end_of_stream, rewriting);
+                let (step, keep) = self.follow(&mut follow, chunk, pieces, end_of_stream, rewriting);
                 if keep {
                     self.watch = Watch::Stream(follow);
                 }
@@ -242,25 +268,32 @@ impl Exchange {
     }
 
     /// Reads one chunk of a followed stream; the flag says whether to keep following it.
-    fn follow(&mut self, f: &mut Follow, chunk: &[u8], end_of_stream: bool, rewriting: bool) -> (ChunkStep, bool) {
+    fn follow(
+        &mut self,
+        f: &mut Follow,
+        chunk: &[u8],
+        pieces: Option<&[Piece]>,
+        end_of_stream: bool,
+        rewriting: bool,
+    ) -> (ChunkStep, bool) {
         if rewriting {
             f.unemitted.extend_from_slice(chunk);
         }
-        let mut events = match f.framer.push(chunk) {
+        let events = match Self::events(f, chunk, pieces, end_of_stream) {
             Ok(e) => e,
             Err(_) => return (self.stop_following(f, rewriting), false),
         };
-        if end_of_stream {
-            match f.framer.finish() {
-                Ok(tail) => events.extend(tail),
-                Err(_) => return (self.stop_following(f, rewriting), false),
-            }
-        }
         let mut out = Vec::new();
         let mut consumed = 0;
-        for ev in &events {
-            consumed += ev.raw.len();
-            let kind = ev.data.as_deref().map_or(EventKind::Other, |d| f.usage.event(ev.event.as_deref(), d));
+        for ev in events {
+            let (raw, kind) = match ev {
+                Followed::Framed(ev) => {
+                    let kind = ev.data.as_deref().map_or(EventKind::Other, |d| f.usage.event(ev.event.as_deref(), d));
+                    (std::borrow::Cow::Owned(ev.raw), kind)
+                }
+                Followed::Read(raw, reading) => (std::borrow::Cow::Borrowed(raw), f.usage.apply(reading)),
+            };
+            consumed += raw.len();
             if kind == EventKind::UsageOnly && self.strip_usage_chunk {
                 continue;
             }
@@ -276,7 +309,7 @@ impl Exchange {
                 return (ChunkStep::Replace(out), false);
             }
             if rewriting {
-                out.extend_from_slice(&ev.raw);
+                out.extend_from_slice(&raw);
             }
         }
         if end_of_stream {
@@ -291,6 +324,40 @@ impl Exchange {
         }
         let step = if out == chunk { ChunkStep::Continue } else { ChunkStep::Replace(out) };
         (step, !end_of_stream)
+    }
+
+    /// The chunk's events, in order. Framed here, unless redaction's pieces may stand for them:
+    /// the framer is empty (so it starts this chunk at an event boundary) and the pieces tile
+    /// the chunk (see [`tiles`]). Then, piece by piece, the framer is empty at each piece's
+    /// start and again after it: a passed piece is one event as redaction framed it, ending in
+    /// a blank line whose `\n` nothing after it can extend, so framing it would give back that
+    /// one event (the same bytes, `event:` name and data redaction read); a written piece ends
+    /// in `\n\n`, after which any framer is empty. So framing the written pieces one by one
+    /// gives the events framing the whole chunk would, and nothing is left over to exceed the
+    /// event size limit.
+    fn events<'c>(f: &mut Follow, chunk: &'c [u8], pieces: Option<&[Piece]>, end_of_stream: bool) -> Result<Vec<Followed<'c>>, SseError> {
+        let mut events = Vec::new();
+        match pieces.filter(|p| f.framer.buffered() == 0 && tiles(p, chunk)) {
+            Some(pieces) => {
+                let mut at = 0;
+                for p in pieces {
+                    let len = match *p {
+                        Piece::Read { len, .. } | Piece::Written(len) => len,
+                    };
+                    let bytes = chunk.get(at..at + len).unwrap_or_default();
+                    at += len;
+                    match *p {
+                        Piece::Read { reading, .. } => events.push(Followed::Read(bytes, reading)),
+                        Piece::Written(_) => events.extend(f.framer.push(bytes)?.into_iter().map(Followed::Framed)),
+                    }
+                }
+            }
+            None => events.extend(f.framer.push(chunk)?.into_iter().map(Followed::Framed)),
+        }
+        if end_of_stream {
+            events.extend(f.framer.finish()?.into_iter().map(Followed::Framed));
+        }
+        Ok(events)
     }
 
     /// A stream Cordon cannot frame: stop reading it, emit what was held, count the estimate.
@@ -330,6 +397,29 @@ impl Exchange {
     }
 }
 
+/// Whether `pieces` cover `chunk` exactly, each ending in a blank line ended by `\n`: a
+/// passed event in `\n\n`, `\n\r\n` or `\r\r\n` (not in a lone `\r` the next byte could
+/// extend, nor in the `\r\n` a stream's last event gets when it lacks its blank line), a
+/// written piece in `\n\n`.
+fn tiles(pieces: &[Piece], chunk: &[u8]) -> bool {
+    let mut at = 0usize;
+    for p in pieces {
+        let len = match *p {
+            Piece::Read { len, .. } | Piece::Written(len) => len,
+        };
+        let Some(bytes) = chunk.get(at..at.saturating_add(len)) else { return false };
+        let whole = match p {
+            Piece::Read { .. } => matches!(bytes, [.., b'\n', b'\n'] | [.., b'\n' | b'\r', b'\r', b'\n']),
+            Piece::Written(_) => bytes.ends_with(b"\n\n"),
+        };
+        if !whole {
+            return false;
+        }
+        at += len;
+    }
+    at == chunk.len()
+}
+
 /// Adds `stream_options.include_usage: true` to a streamed OpenAI chat request that did not ask
 /// for it, so the model reports exact usage; `None` when nothing needs to change.
 fn ask_for_usage(body: &[u8]) -> Option<Vec<u8>> {
@@ -343,5 +433,7 @@ fn ask_for_usage(body: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

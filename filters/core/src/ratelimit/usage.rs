@@ -3,9 +3,9 @@
 //! an estimate from the streamed text when it reports none.
 
 use super::Usage;
-use cordon_redact::SseFormat;
 use cordon_redact::json::Seg;
 use cordon_redact::json::scan::{self, Kind};
+use cordon_redact::{SseFormat, SseObserver};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -114,9 +114,10 @@ impl UsageSeen {
     }
 }
 
-/// What one event says about usage, gathered in the pass that checks it is JSON.
+/// What one event says about usage, gathered in the pass that checks it is JSON (its own, or
+/// redaction's in the combined role).
 #[derive(Debug)]
-struct EventFacts<'d> {
+pub struct EventFacts<'d> {
     format: SseFormat,
     data: &'d [u8],
     ty: Option<std::ops::Range<usize>>,
@@ -197,6 +198,149 @@ impl<'a> scan::Visit<'a> for EventFacts<'_> {
     }
 }
 
+/// What one event says about usage, read before it is applied: the figures it reports (each
+/// replacing the one before when given), the text it adds, and its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    text_bytes: u64,
+    kind: EventKind,
+}
+
+impl Reading {
+    /// An event that says nothing about usage (no data, not JSON, not of interest).
+    pub const NOTHING: Reading = Reading { prompt: None, completion: None, text_bytes: 0, kind: EventKind::Other };
+}
+
+/// Reads one event's data in a pass of its own.
+fn read_event(format: SseFormat, event: Option<&str>, data: &[u8]) -> Reading {
+    let mut seen = EventFacts { format, data, ..EventFacts::default() };
+    if scan::scan(data, &mut seen).is_err() {
+        return Reading::NOTHING;
+    }
+    seen.reading(event)
+}
+
+impl EventFacts<'_> {
+    /// What the event says, once a scan over all of it succeeded.
+    fn reading(&self, event: Option<&str>) -> Reading {
+        let data = self.data;
+        let mut r = Reading::NOTHING;
+        let ty = self.ty.as_ref().map(|t| scan::decode(data.get(t.clone()).unwrap_or_default()));
+        let ty = ty.as_deref().or(event).unwrap_or_default();
+        match self.format {
+            SseFormat::OpenAiChat => {
+                if let Some((p, c)) = self.usage.figures() {
+                    (r.prompt, r.completion) = (Some(p), Some(c));
+                }
+                if self.text_bytes > 0 {
+                    r.text_bytes = self.text_bytes;
+                    r.kind = EventKind::Text;
+                } else if self.empty_choices && self.usage.present {
+                    r.kind = EventKind::UsageOnly;
+                }
+            }
+            SseFormat::OpenAiResponses => {
+                if ty == "response.completed" || ty == "response.incomplete" {
+                    if let Some((p, c)) = self.usage.figures() {
+                        (r.prompt, r.completion) = (Some(p), Some(c));
+                    }
+                } else if let Some(n) = self.delta_bytes
+                    && ty.ends_with(".delta")
+                {
+                    r.text_bytes = n;
+                    r.kind = EventKind::Text;
+                }
+            }
+            SseFormat::Anthropic => match ty {
+                "message_start" => (r.prompt, r.completion) = (self.usage.prompt[1], self.usage.completion[1]),
+                // Cumulative: the last one is the total.
+                "message_delta" => r.completion = self.top_usage.completion[1],
+                "content_block_delta" => {
+                    // `text` when the delta has one (even if not a string), else `partial_json`.
+                    r.text_bytes = if self.delta_text.0 { self.delta_text.1 } else { self.partial_json };
+                    if r.text_bytes > 0 {
+                        r.kind = EventKind::Text;
+                    }
+                }
+                _ => {}
+            },
+        }
+        r
+    }
+}
+
+/// One piece of a chunk as the combined role's redaction emitted it, for the limits to read
+/// without framing or scanning it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// An event passed byte for byte (`len` bytes), read in redaction's scan.
+    Read {
+        /// Its length.
+        len: usize,
+        /// What it says about usage.
+        reading: Reading,
+    },
+    /// Bytes redaction wrote itself (rebuilt or synthesized events), to be framed and read.
+    Written(usize),
+}
+
+/// Reads usage in the redactor's own pass over a stream (the `cordon.gateway` role): what
+/// each event it emits says, as [`StreamUsage::event`] would read it from the emitted bytes.
+#[derive(Debug, Clone)]
+pub struct SharedReading {
+    format: SseFormat,
+    pieces: Vec<Piece>,
+    /// The pieces describe the last chunk completely (the redactor's push succeeded).
+    whole: bool,
+}
+
+impl SharedReading {
+    /// A reader of a stream of `format`.
+    pub fn new(format: SseFormat) -> Self {
+        Self { format, pieces: Vec::new(), whole: false }
+    }
+
+    /// A new chunk: forget the last one's pieces.
+    pub fn begin(&mut self) {
+        self.pieces.clear();
+        self.whole = false;
+    }
+
+    /// The redactor's pass over this chunk succeeded: every byte it emitted is in the pieces.
+    pub fn complete(&mut self) {
+        self.whole = true;
+    }
+
+    /// The last chunk's pieces, when they describe all of it.
+    pub fn pieces(&self) -> Option<&[Piece]> {
+        self.whole.then_some(self.pieces.as_slice())
+    }
+}
+
+impl SseObserver for SharedReading {
+    type Visitor<'d> = EventFacts<'d>;
+
+    fn visitor<'d>(&self, data: &'d [u8]) -> EventFacts<'d> {
+        EventFacts { format: self.format, data, ..EventFacts::default() }
+    }
+
+    fn passed<'d>(&mut self, len: usize, event: Option<&str>, data: Option<&'d [u8]>, read: Option<EventFacts<'d>>) {
+        let reading = match (read, data) {
+            (Some(seen), _) => seen.reading(event),
+            // Not scanned by redaction (`[DONE]`): read as the limits' own reader would.
+            (None, Some(d)) => read_event(self.format, event, d),
+            (None, None) => Reading::NOTHING,
+        };
+        self.pieces.push(Piece::Read { len, reading });
+    }
+
+    fn written(&mut self, len: usize) {
+        self.pieces.push(Piece::Written(len));
+    }
+}
+
 fn kind_range(kind: &Kind) -> Option<std::ops::Range<usize>> {
     match kind {
         Kind::Str { raw, .. } => Some(raw.clone()),
@@ -214,69 +358,19 @@ impl StreamUsage {
     /// (or the client) judges the stream's validity. One pass over the event's bytes, no tree:
     /// this runs for every event of every followed stream.
     pub fn event(&mut self, event: Option<&str>, data: &[u8]) -> EventKind {
-        let mut seen = EventFacts { format: self.format, data, ..EventFacts::default() };
-        if scan::scan(data, &mut seen).is_err() {
-            return EventKind::Other;
+        self.apply(read_event(self.format, event, data))
+    }
+
+    /// Applies what one event was read to say; the event's kind.
+    pub fn apply(&mut self, r: Reading) -> EventKind {
+        if let Some(p) = r.prompt {
+            self.prompt = Some(p);
         }
-        let ty = seen.ty.as_ref().map(|r| scan::decode(data.get(r.clone()).unwrap_or_default()));
-        let ty = ty.as_deref().or(event).unwrap_or_default();
-        match self.format {
-            SseFormat::OpenAiChat => {
-                if let Some((p, c)) = seen.usage.figures() {
-                    self.prompt = Some(p);
-                    self.completion = Some(c);
-                }
-                if seen.text_bytes > 0 {
-                    self.text_bytes += seen.text_bytes;
-                    EventKind::Text
-                } else if seen.empty_choices && seen.usage.present {
-                    EventKind::UsageOnly
-                } else {
-                    EventKind::Other
-                }
-            }
-            SseFormat::OpenAiResponses => {
-                if ty == "response.completed" || ty == "response.incomplete" {
-                    if let Some((p, c)) = seen.usage.figures() {
-                        self.prompt = Some(p);
-                        self.completion = Some(c);
-                    }
-                    return EventKind::Other;
-                }
-                match seen.delta_bytes {
-                    Some(n) if ty.ends_with(".delta") => {
-                        self.text_bytes += n;
-                        EventKind::Text
-                    }
-                    _ => EventKind::Other,
-                }
-            }
-            SseFormat::Anthropic => match ty {
-                "message_start" => {
-                    if let Some(p) = seen.usage.prompt[1] {
-                        self.prompt = Some(p);
-                    }
-                    if let Some(c) = seen.usage.completion[1] {
-                        self.completion = Some(c);
-                    }
-                    EventKind::Other
-                }
-                // Cumulative: the last one is the total.
-                "message_delta" => {
-                    if let Some(c) = seen.top_usage.completion[1] {
-                        self.completion = Some(c);
-                    }
-                    EventKind::Other
-                }
-                "content_block_delta" => {
-                    // `text` when the delta has one (even if not a string), else `partial_json`.
-                    let n = if seen.delta_text.0 { seen.delta_text.1 } else { seen.partial_json };
-                    self.text_bytes += n;
-                    if n > 0 { EventKind::Text } else { EventKind::Other }
-                }
-                _ => EventKind::Other,
-            },
+        if let Some(c) = r.completion {
+            self.completion = Some(c);
         }
+        self.text_bytes += r.text_bytes;
+        r.kind
     }
 
     /// Completion tokens so far: reported if the model said, else estimated from the text.

@@ -12,6 +12,7 @@
 use super::{OnUnscannable, sse_format, stream_error_event};
 use crate::CompiledPolicy;
 use crate::encoding::is_identity;
+use crate::ratelimit::usage::{Piece, SharedReading};
 use crate::refusal::Refusal;
 use cordon_audit::Hash;
 use cordon_audit::digest::ContentKey;
@@ -135,6 +136,8 @@ pub struct Session {
     request_read: Option<bool>,
     /// Keyed content digests for the audit record, when the adapter asked for them.
     digests: Option<ContentDigests>,
+    /// The limits' usage reader, run in this session's pass over a stream (combined role).
+    shared: Option<SharedReading>,
 }
 
 impl Session {
@@ -159,6 +162,7 @@ impl Session {
             refused: false,
             request_read: (!head.end_of_stream).then_some(false),
             digests: None,
+            shared: None,
         };
         if head.end_of_stream || !head.method.eq_ignore_ascii_case("POST") {
             return Ok((session, HeadStep::Continue));
@@ -185,6 +189,20 @@ impl Session {
     /// (a response the app left early: what was passed on until then).
     pub fn content_digests(&mut self) -> (Option<Hash>, Option<Hash>) {
         self.digests.take().map_or((None, None), ContentDigests::finish)
+    }
+
+    /// Reads usage for the limits in this session's own pass over the response stream (the
+    /// combined role): after each response body hook, [`Session::shared_pieces`] says what each
+    /// emitted event reads as, so the limits neither frame nor scan it again.
+    pub fn share_reading(&mut self, reading: SharedReading) {
+        self.shared = Some(reading);
+    }
+
+    /// What the last response body hook emitted, piece by piece, with each passed event's usage
+    /// reading; `None` when the hook did not redact a stream chunk in full (not a stream, a
+    /// block, an unscannable stream, or no reader shared).
+    pub fn shared_pieces(&self) -> Option<&[Piece]> {
+        self.shared.as_ref().and_then(SharedReading::pieces)
     }
 
     fn digest(&mut self, direction: Direction, bytes: &[u8], end: bool) {
@@ -291,6 +309,9 @@ impl Session {
     /// A response body hook: for a stream, `size` bytes of this chunk; for JSON, `size` bytes
     /// buffered so far. `read` returns those bytes (called only when they are scanned).
     pub fn response_body(&mut self, size: usize, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
+        if let Some(shared) = self.shared.as_mut() {
+            shared.begin();
+        }
         match std::mem::replace(&mut self.response, Response::Pass) {
             Response::Pass => BodyStep::Continue,
             Response::Ended => {
@@ -315,9 +336,16 @@ impl Session {
 
     fn stream_chunk(&mut self, mut redactor: Box<SseRedactor>, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
         let chunk = read();
-        let mut result = redactor.push(&chunk);
+        let mut result = match self.shared.as_mut() {
+            Some(r) => redactor.push_observed(&chunk, r),
+            None => redactor.push(&chunk),
+        };
         if end_of_stream && let Ok(out) = &mut result {
-            match redactor.finish() {
+            let tail = match self.shared.as_mut() {
+                Some(r) => redactor.finish_observed(r),
+                None => redactor.finish(),
+            };
+            match tail {
                 Ok(tail) => {
                     out.bytes.extend_from_slice(&tail.bytes);
                     out.detections.extend(tail.detections);
@@ -331,6 +359,9 @@ impl Session {
                 self.record(Direction::Response, &out.detections);
                 if let Some(block) = out.block {
                     return self.end_stream(out.bytes, Refusal::ResponseBlocked { detector: block.detector.to_string() });
+                }
+                if let Some(r) = self.shared.as_mut() {
+                    r.complete();
                 }
                 self.response = Response::Stream(redactor);
                 self.digest(Direction::Response, &out.bytes, end_of_stream);

@@ -51,6 +51,35 @@ pub trait Visit<'a> {
     fn close(&mut self, _path: &[Seg<'a>], _raw: Range<usize>) {}
 }
 
+/// Reads nothing: for callers of a pass that takes a second visitor and have none.
+impl Visit<'_> for () {
+    fn value(&mut self, _path: &[Seg<'_>], _kind: &Kind) {}
+}
+
+/// Two visitors fed by one pass, the first before the second at every value.
+impl<'a, A: Visit<'a>, B: Visit<'a>> Visit<'a> for (A, B) {
+    fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
+        self.0.value(path, kind);
+        self.1.value(path, kind);
+    }
+
+    fn close(&mut self, path: &[Seg<'a>], raw: Range<usize>) {
+        self.0.close(path, raw.clone());
+        self.1.close(path, raw);
+    }
+}
+
+/// A visitor lent to a pass (so one can be paired without giving it up).
+impl<'a, V: Visit<'a> + ?Sized> Visit<'a> for &mut V {
+    fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
+        (**self).value(path, kind);
+    }
+
+    fn close(&mut self, path: &[Seg<'a>], raw: Range<usize>) {
+        (**self).close(path, raw);
+    }
+}
+
 /// Why a document is not JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanError {

@@ -101,10 +101,11 @@ pub(super) struct Facts {
     seen: u16,
 }
 
-/// Read `data` strictly as an event of `format`.
-pub(super) fn read(format: SseFormat, data: &[u8]) -> Result<Facts, String> {
+/// Read `data` strictly as an event of `format`; `also` reads it in the same pass (its reading
+/// is sound only when this returns `Ok`: the scan then ran over the whole event).
+pub(super) fn read<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V) -> Result<Facts, String> {
     let mut r = Reader { format, data, facts: Facts::default(), err: None };
-    scan::scan(data, &mut r).map_err(|e| e.to_string())?;
+    scan::scan(data, &mut (&mut r, also)).map_err(|e| e.to_string())?;
     match r.err {
         Some(e) => Err(e.to_owned()),
         None => Ok(r.facts),

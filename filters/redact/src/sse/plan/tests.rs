@@ -1,5 +1,10 @@
 use super::*;
 
+/// The plan alone (no second visitor).
+fn read(format: SseFormat, data: &[u8]) -> Result<Facts, String> {
+    super::read(format, data, &mut ())
+}
+
 fn chat(doc: &str) -> Result<Facts, String> {
     read(SseFormat::OpenAiChat, doc.as_bytes())
 }
