@@ -111,3 +111,20 @@ def test_a_prompt_rewritten_to_ask_for_usage_is_also_redacted(limited_and_redact
     prompt = sent["messages"][0]["content"]
     assert redaction_suite.CARD not in prompt and prompt.startswith("card ") and prompt.endswith(" on file")
 
+
+
+def test_a_stream_cut_at_the_token_budget_never_carries_what_redaction_removed(limited_and_redacting, upstream):
+    from tests.harness.fake_upstream import Script
+    from tests.harness.sse import SSEStream
+
+    # Support's 400 completion tokens an hour run out mid-stream (each delta ~25 tokens); every
+    # delta carries a card number, which redaction masks. The limits read (and at the cut,
+    # rewrite) the chunks as redaction left them, never the upstream's bytes.
+    upstream.push(Script(chunks=[f"pay {redaction_suite.CARD} now " + "x" * 70] * 30))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    with SSEStream(limited_and_redacting.url() + "/v1/chat/completions", body, headers=limits_suite.BOB) as s:
+        assert s.status == 200
+        datas = [e.data for e in s]
+    raw = "\n".join(datas)
+    assert "support-tokens" in raw, "the stream was cut at the budget"
+    assert "pay " in raw and redaction_suite.CARD not in raw

@@ -116,15 +116,19 @@ impl HttpContext for GatewayFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (b, size) =
-            if self.redact_started { self.redact.response_body(body_size, end_of_stream) } else { (Action::Continue, body_size) };
+        let keep = self.identity.watches_response();
+        let (b, size, body) = if self.redact_started {
+            self.redact.response_body(body_size, end_of_stream, keep)
+        } else {
+            (Action::Continue, body_size, None)
+        };
         if b != Action::Continue {
             // Held back (or ended) by redaction: identity sees these bytes only once released,
             // as the filter before redaction in a chain would.
             return b;
         }
         let pieces = if self.redact_started { self.redact.shared_pieces() } else { None };
-        self.identity.response_body(size, end_of_stream, pieces)
+        self.identity.response_body(size, end_of_stream, pieces, body)
     }
 
     fn on_log(&mut self) {

@@ -153,10 +153,19 @@ impl IdentityFilter {
         self.exchange.as_ref().and_then(Exchange::shared_reader)
     }
 
-    /// A response body chunk, with what redaction's pass over it read (combined role).
-    pub fn response_body(&mut self, body_size: usize, end_of_stream: bool, pieces: Option<&[Piece]>) -> Action {
+    /// Whether this role reads the response body as it streams (token usage, a cut).
+    pub fn watches_response(&self) -> bool {
+        self.watch_response
+    }
+
+    /// A response body chunk, with what redaction's pass over it read and the body as redaction
+    /// left it in Envoy, when it has it (combined role: no second read from Envoy).
+    pub fn response_body(&mut self, body_size: usize, end_of_stream: bool, pieces: Option<&[Piece]>, body: Option<Vec<u8>>) -> Action {
         if self.watch_response {
-            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let chunk = match body {
+                Some(body) => body,
+                None => self.get_http_response_body(0, body_size).unwrap_or_default(),
+            };
             let step = self.exchange.as_mut().map_or(ChunkStep::Continue, |x| x.response_chunk_read(&chunk, pieces, end_of_stream));
             if let ChunkStep::Replace(bytes) = step {
                 self.set_http_response_body(0, body_size, &bytes);
@@ -300,7 +309,7 @@ impl HttpContext for IdentityFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.response_body(body_size, end_of_stream, None)
+        self.response_body(body_size, end_of_stream, None, None)
     }
 }
 

@@ -142,8 +142,6 @@ impl RedactFilter {
         self.refused
     }
 
-    /// The response-body step and the body's size after it (changed when redaction replaced
-    /// it), for a role that reads the body after redaction in the same context.
     /// Runs the limits' usage reader in this role's pass over the response stream (combined role).
     pub fn share_reading(&mut self, reading: SharedReading) {
         if let Some(session) = self.session.as_mut() {
@@ -156,16 +154,34 @@ impl RedactFilter {
         self.session.as_ref().and_then(Session::shared_pieces)
     }
 
-    pub fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> (Action, usize) {
-        let Some(mut session) = self.session.take() else { return (Action::Continue, body_size) };
-        let step = session.response_body(body_size, end_of_stream, || self.get_http_response_body(0, body_size).unwrap_or_default());
+    /// The response-body step, the body's size after it (changed when redaction replaced it),
+    /// and, with `keep`, the body as Envoy now holds it when this step read or wrote it: for a
+    /// role that reads the body after redaction in the same context, without reading it from
+    /// Envoy again.
+    pub fn response_body(&mut self, body_size: usize, end_of_stream: bool, keep: bool) -> (Action, usize, Option<Vec<u8>>) {
+        let Some(mut session) = self.session.take() else { return (Action::Continue, body_size, None) };
+        let mut read = None;
+        let step = session.response_body(body_size, end_of_stream, || {
+            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+            if keep {
+                read = Some(body.clone());
+            }
+            body
+        });
         self.session = Some(session);
         self.drain_events();
-        let size = match &step {
-            BodyStep::Replace(body) => body.len(),
-            _ => body_size,
+        // What was read is what Envoy holds only if it was not replaced.
+        let (size, mut now) = match &step {
+            BodyStep::Replace(body) => (body.len(), None),
+            _ => (body_size, read),
         };
-        (self.body_action(step, |this, body| this.set_http_response_body(0, body_size, body)), size)
+        let action = self.body_action(step, |this, body| {
+            this.set_http_response_body(0, body_size, body);
+            if keep {
+                now = Some(body.to_vec());
+            }
+        });
+        (action, size, now)
     }
 }
 
@@ -195,7 +211,7 @@ impl HttpContext for RedactFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.response_body(body_size, end_of_stream).0
+        self.response_body(body_size, end_of_stream, false).0
     }
 
     fn on_log(&mut self) {
