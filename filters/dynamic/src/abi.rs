@@ -244,6 +244,12 @@ unsafe extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter_envoy_ptr: *mut c_void,
+        kind: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
 
     fn envoy_dynamic_module_callback_http_send_response(
         filter_envoy_ptr: *mut c_void,
@@ -555,6 +561,20 @@ impl Stream<'_> {
         let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
         // SAFETY: buffers valid for the call; Envoy copies them into the header map.
         unsafe { envoy_dynamic_module_callback_http_set_header(self.ptr, kind as u32, ModuleBuffer::of(name.as_bytes()), value) };
+    }
+
+    /// Adds a value of header `name`, leaving any it has: for a header known to be absent,
+    /// cheaper than [`Stream::set_header`], which first removes every value.
+    pub fn add_header(&self, kind: HeaderKind, name: &str, value: &str) {
+        // SAFETY: buffers valid for the call; Envoy copies them into the header map.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(
+                self.ptr,
+                kind as u32,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        };
     }
 
     fn body_of(&self, kind: BodyKind) -> Vec<u8> {

@@ -82,6 +82,8 @@ struct HeadRead {
     path: String,
     /// The verdict on the head; `None` without a policy.
     verdict: Option<HeadVerdict>,
+    /// Bit `i`: the plan's `i`-th header is absent once its removals are done (an add will do).
+    adds: u64,
 }
 
 fn now() -> std::time::Duration {
@@ -243,14 +245,25 @@ impl HttpFilter for IdentityFilter {
                     now: now().as_secs(),
                 };
                 let mut verdict = shared.with_tokens(policy, |tokens| pipeline::evaluate_head(policy, tokens, &head));
+                let mut adds = 0;
                 if let HeadVerdict::Admit(admitted) = &mut verdict {
+                    let carried = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
                     // Removing a header the request does not carry still costs Envoy a scan of
                     // the map: keep only the removals of headers it has.
-                    admitted.headers.remove.retain(|name| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)));
+                    let plan = &mut admitted.headers;
+                    plan.remove.retain(|name| carried(name));
+                    // A header absent once the removals are done is added, not set: a set first
+                    // removes, another scan of the map.
+                    for (i, (name, _)) in plan.set.iter().enumerate() {
+                        if !carried(name) || plan.remove.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                            adds |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                        }
+                    }
                 }
-                verdict
+                (verdict, adds)
             });
-            HeadRead { fault, request_id, path: path.to_owned(), verdict }
+            let (verdict, adds) = verdict.unzip();
+            HeadRead { fault, request_id, path: path.to_owned(), verdict, adds: adds.unwrap_or(0) }
         });
         self.fault = read.fault;
         // Opened before the policy check: a request refused at a cold start is on the record too.
@@ -286,8 +299,12 @@ impl HttpFilter for IdentityFilter {
         for name in &admitted.headers.remove {
             s.set_header(HeaderKind::Request, name, None);
         }
-        for (name, value) in &admitted.headers.set {
-            s.set_header(HeaderKind::Request, name, Some(value));
+        for (i, (name, value)) in admitted.headers.set.iter().enumerate() {
+            if read.adds & 1u64.checked_shl(i as u32).unwrap_or(0) != 0 {
+                s.add_header(HeaderKind::Request, name, value);
+            } else {
+                s.set_header(HeaderKind::Request, name, Some(value));
+            }
         }
         let needs_body = admitted.body != BodyStage::None;
         self.admitted = Some(admitted);
