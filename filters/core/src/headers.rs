@@ -30,7 +30,7 @@ impl std::fmt::Debug for HeaderPlan {
 /// The plan for an admitted request: strip spoofable and client-credential headers, set the
 /// principal headers and the provider credential.
 pub fn plan(
-    request_headers: &[(String, String)],
+    request_headers: &[(&str, &str)],
     identity: &Identity,
     credential: Option<(&UpstreamSecret, &str)>,
     policy_digest: &str,
@@ -100,16 +100,13 @@ mod tests {
     #[test]
     fn plan_strips_principal_headers_in_any_case_and_sets_the_resolved_ones() {
         use crate::policy::{AuthMethod, Principal};
-        let headers: Vec<(String, String)> = [
+        let headers = [
             ("X-Cordon-User", "root"),
             ("x-cordon-team", "ops"),
             ("x-cordon", "not a principal header"),
             ("X-CORDON-USER", "again"),
             ("accept", "*/*"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ];
         let identity = Identity {
             principal: Principal { user: Some("alice".into()), team: None, app: Some("nb".into()) },
             methods: vec![AuthMethod::ApiKey, AuthMethod::Mesh],

@@ -16,8 +16,9 @@ pub struct RequestHead<'a> {
     pub method: &'a str,
     /// `:path`, possibly with a query string.
     pub path: &'a str,
-    /// All request headers, names lower-case as Envoy delivers them.
-    pub headers: &'a [(String, String)],
+    /// All request headers, names lower-case as Envoy delivers them; borrowed, so an adapter
+    /// can lend the host's header map without copying it.
+    pub headers: &'a [(&'a str, &'a str)],
     /// The downstream mTLS peer's URI SAN, if any.
     pub peer_uri_san: Option<&'a str>,
     /// The Envoy cluster the route selected, if known.
@@ -28,7 +29,7 @@ pub struct RequestHead<'a> {
 
 impl<'a> RequestHead<'a> {
     fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|&(_, v)| v)
     }
 }
 

@@ -52,6 +52,16 @@ impl EnvoyBuffer {
         // SAFETY: non-null and valid for `len` bytes per the ABI contract above.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
     }
+
+    /// Borrows the bytes. Safety: as [`EnvoyBuffer::to_vec`], and the caller bounds the returned
+    /// lifetime to the time the bytes stay valid.
+    unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.len == 0 {
+            return &[];
+        }
+        // SAFETY: non-null and valid for `len` bytes for as long as the caller uses the slice.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// A byte range owned by the module, lent to Envoy for the duration of one callback.
@@ -229,6 +239,12 @@ unsafe extern "C" {
     fn envoy_dynamic_module_callback_http_get_headers_size(filter_envoy_ptr: *mut c_void, kind: u32) -> usize;
     fn envoy_dynamic_module_callback_http_get_headers(filter_envoy_ptr: *mut c_void, kind: u32, result: *mut EnvoyHeader) -> bool;
     fn envoy_dynamic_module_callback_http_set_header(
+        filter_envoy_ptr: *mut c_void,
+        kind: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(
         filter_envoy_ptr: *mut c_void,
         kind: u32,
         key: ModuleBuffer,
@@ -483,21 +499,43 @@ fn utf8(bytes: Vec<u8>) -> String {
 }
 
 impl Stream<'_> {
-    /// Every header of `kind`, pseudo-headers included, in Envoy's order. Values that are not
-    /// UTF-8 are read lossily (they can then never match a key digest or a name).
-    pub fn headers(&self, kind: HeaderKind) -> Vec<(String, String)> {
+    /// Lends every header of `kind` to `f`, pseudo-headers included, in Envoy's order, as pairs
+    /// borrowed from Envoy's header map rather than copies (a request hook reads the whole map).
+    ///
+    /// The pairs are valid only until the map changes. `&mut self` keeps every other call on
+    /// this stream (the only way the module can change the map) out of `f`, and `f` must work
+    /// for any lifetime of the pairs, so nothing borrowed from them outlives this call. Names or
+    /// values that are not UTF-8 are lent as lossy copies (they can then never match a key digest
+    /// or a name).
+    pub fn with_headers<R>(&mut self, kind: HeaderKind, f: impl for<'h> FnOnce(&'h [(&'h str, &'h str)]) -> R) -> R {
         // SAFETY: `ptr` is the running hook's filter pointer.
         let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.ptr, kind as u32) };
         if n == 0 {
-            return Vec::new();
+            return f(&[]);
         }
         let mut raw = vec![EnvoyHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY }; n];
         // SAFETY: `raw` has room for the `n` headers Envoy just reported.
         if !unsafe { envoy_dynamic_module_callback_http_get_headers(self.ptr, kind as u32, raw.as_mut_ptr()) } {
-            return Vec::new();
+            return f(&[]);
         }
-        // SAFETY: Envoy filled each entry with buffers valid until this hook returns; we copy now.
-        raw.into_iter().map(|h| unsafe { (utf8(h.key.to_vec()), utf8(h.value.to_vec())) }).collect()
+        // SAFETY: Envoy filled each entry with buffers into its header map, valid until the map
+        // changes; nothing can change it before this function returns (see above), and the
+        // slices do not outlive it.
+        let bytes = |b: EnvoyBuffer| unsafe { b.as_slice() };
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(n);
+        for h in &raw {
+            match (std::str::from_utf8(bytes(h.key)), std::str::from_utf8(bytes(h.value))) {
+                (Ok(k), Ok(v)) => pairs.push((k, v)),
+                _ => break,
+            }
+        }
+        if pairs.len() == n {
+            return f(&pairs);
+        }
+        drop(pairs);
+        let lossy: Vec<_> = raw.iter().map(|h| (String::from_utf8_lossy(bytes(h.key)), String::from_utf8_lossy(bytes(h.value)))).collect();
+        let pairs: Vec<(&str, &str)> = lossy.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        f(&pairs)
     }
 
     /// The first value of header `name`, if present.
@@ -523,6 +561,20 @@ impl Stream<'_> {
         let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
         // SAFETY: buffers valid for the call; Envoy copies them into the header map.
         unsafe { envoy_dynamic_module_callback_http_set_header(self.ptr, kind as u32, ModuleBuffer::of(name.as_bytes()), value) };
+    }
+
+    /// Adds a value of header `name`, leaving any it has: for a header known to be absent,
+    /// cheaper than [`Stream::set_header`], which first removes every value.
+    pub fn add_header(&self, kind: HeaderKind, name: &str, value: &str) {
+        // SAFETY: buffers valid for the call; Envoy copies them into the header map.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(
+                self.ptr,
+                kind as u32,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        };
     }
 
     fn body_of(&self, kind: BodyKind) -> Vec<u8> {
@@ -726,7 +778,7 @@ pub enum CalloutEvent {
 
 /// One HTTP stream's filter. Defaults pass everything through.
 pub trait HttpFilter {
-    fn request_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+    fn request_headers(&mut self, _s: &mut Stream, _end_of_stream: bool) -> HeadersStatus {
         HeadersStatus::Continue
     }
     fn request_body(&mut self, _s: &Stream, _end_of_stream: bool) -> DataStatus {
@@ -795,7 +847,7 @@ fn stream_hook<T: Copy>(
     side: Side,
     passive: T,
     failed: T,
-    f: impl FnOnce(&mut dyn HttpFilter, &Stream<'_>) -> T,
+    f: impl FnOnce(&mut dyn HttpFilter, &mut Stream<'_>) -> T,
 ) -> T {
     resumable_hook(filter_envoy_ptr, filter_module_ptr, side, passive, failed, None, f)
 }
@@ -810,7 +862,7 @@ fn resumable_hook<T: Copy>(
     passive: T,
     failed: T,
     resumed: Option<T>,
-    f: impl FnOnce(&mut dyn HttpFilter, &Stream<'_>) -> T,
+    f: impl FnOnce(&mut dyn HttpFilter, &mut Stream<'_>) -> T,
 ) -> T {
     if filter_module_ptr.is_null() {
         return passive;
@@ -827,8 +879,8 @@ fn resumable_hook<T: Copy>(
         log(LogLevel::Debug, "cordon: hook re-entered during a local reply; passing it");
         return passive;
     };
-    let stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
-    let outcome = guarded(|| f(filter.as_mut(), &stream));
+    let mut stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
+    let outcome = guarded(|| f(filter.as_mut(), &mut stream));
     drop(filter);
     match outcome {
         Some(status) => {
@@ -1556,7 +1608,7 @@ mod tests {
     }
 
     impl HttpFilter for Probe {
-        fn request_headers(&mut self, s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+        fn request_headers(&mut self, s: &mut Stream, _end_of_stream: bool) -> HeadersStatus {
             self.seen.borrow_mut().push("request_headers".into());
             if self.panic {
                 std::panic::panic_any("probe panic");
@@ -1659,7 +1711,7 @@ mod tests {
     }
 
     impl HttpFilter for Caller {
-        fn request_headers(&mut self, _s: &Stream, _end_of_stream: bool) -> HeadersStatus {
+        fn request_headers(&mut self, _s: &mut Stream, _end_of_stream: bool) -> HeadersStatus {
             if self.inline {
                 envoy_dynamic_module_on_http_filter_http_stream_complete(ENVOY, self.me.get(), 7);
             }

@@ -104,6 +104,11 @@ fn with_assembly<T>(f: impl FnOnce(&mut Assembly) -> T) -> Option<T> {
     ASSEMBLY.with(|a| a.try_borrow_mut().ok().map(|mut a| f(&mut a)))
 }
 
+/// Whether audit delivery is set up (a request's id is worth reading).
+pub fn enabled() -> bool {
+    RECORDS.get().is_some()
+}
+
 /// The first role of a request opens its draft (when audit delivery is set up) and leaves the
 /// key in filter state for the roles after it.
 pub fn open(s: &Stream, role: Role, request_id: &str) -> Option<u64> {

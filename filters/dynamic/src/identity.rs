@@ -73,6 +73,19 @@ pub struct IdentityFilter {
     rls: Option<Reply>,
 }
 
+/// What `request_headers` keeps of the header map once it is given back.
+struct HeadRead {
+    /// Test builds only: the hook that must panic.
+    fault: Option<String>,
+    /// `x-request-id`, read only when audit records are kept.
+    request_id: Option<String>,
+    path: String,
+    /// The verdict on the head; `None` without a policy.
+    verdict: Option<HeadVerdict>,
+    /// Bit `i`: the plan's `i`-th header is absent once its removals are done (an add will do).
+    adds: u64,
+}
+
 fn now() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
@@ -206,16 +219,56 @@ impl IdentityFilter {
 }
 
 impl HttpFilter for IdentityFilter {
-    fn request_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
-        let headers = s.headers(HeaderKind::Request);
-        if cfg!(feature = "test-faults") {
-            self.fault = headers.iter().find(|(k, _)| k == crate::faults::PANIC_HEADER).map(|(_, v)| v.clone());
-            crate::faults::maybe_panic(self.fault.as_deref(), "request");
-        }
-        let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+    fn request_headers(&mut self, s: &mut Stream, end_of_stream: bool) -> HeadersStatus {
+        let policy = self.policy.clone();
+        // Connection attributes are read before the header map is lent: nothing else can be
+        // called on the stream while it is.
+        let wants = |f: fn(&CompiledPolicy) -> bool| policy.as_deref().is_some_and(f);
+        let peer = if wants(CompiledPolicy::uses_mesh_identity) { s.attribute(Attribute::ConnectionUriSanPeerCertificate) } else { None };
+        let cluster = if wants(CompiledPolicy::injects_credentials) { s.attribute(Attribute::XdsClusterName) } else { None };
+        let shared = &self.shared;
+        // The head is judged on the map as Envoy holds it (no copy); only what outlives the
+        // borrow is copied out: the path, the request id when records are kept, the verdict.
+        let read = s.with_headers(HeaderKind::Request, |headers| {
+            let find = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|&(_, v)| v);
+            let fault = if cfg!(feature = "test-faults") { find(crate::faults::PANIC_HEADER).map(str::to_owned) } else { None };
+            crate::faults::maybe_panic(fault.as_deref(), "request");
+            let request_id = audit_trail::enabled().then(|| find("x-request-id").unwrap_or_default().to_owned());
+            let path = find(":path").unwrap_or_default();
+            let verdict = policy.as_deref().map(|policy| {
+                let head = RequestHead {
+                    method: find(":method").unwrap_or_default(),
+                    path,
+                    headers,
+                    peer_uri_san: peer.as_deref(),
+                    cluster: cluster.as_deref(),
+                    now: now().as_secs(),
+                };
+                let mut verdict = shared.with_tokens(policy, |tokens| pipeline::evaluate_head(policy, tokens, &head));
+                let mut adds = 0;
+                if let HeadVerdict::Admit(admitted) = &mut verdict {
+                    let carried = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+                    // Removing a header the request does not carry still costs Envoy a scan of
+                    // the map: keep only the removals of headers it has.
+                    let plan = &mut admitted.headers;
+                    plan.remove.retain(|name| carried(name));
+                    // A header absent once the removals are done is added, not set: a set first
+                    // removes, another scan of the map.
+                    for (i, (name, _)) in plan.set.iter().enumerate() {
+                        if !carried(name) || plan.remove.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                            adds |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                        }
+                    }
+                }
+                (verdict, adds)
+            });
+            let (verdict, adds) = verdict.unzip();
+            HeadRead { fault, request_id, path: path.to_owned(), verdict, adds: adds.unwrap_or(0) }
+        });
+        self.fault = read.fault;
         // Opened before the policy check: a request refused at a cold start is on the record too.
-        self.audit = audit_trail::open(s, Role::Identity, pseudo("x-request-id"));
-        let Some(policy) = self.policy.clone() else {
+        self.audit = audit_trail::open(s, Role::Identity, read.request_id.as_deref().unwrap_or_default());
+        let (Some(policy), Some(verdict)) = (policy, read.verdict) else {
             self.refuse(s, &Refusal::PolicyUnavailable);
             return HeadersStatus::StopIteration;
         };
@@ -229,18 +282,7 @@ impl HttpFilter for IdentityFilter {
             self.refuse(s, &Refusal::AuditUnavailable);
             return HeadersStatus::StopIteration;
         }
-        self.path = pseudo(":path").to_owned();
-        let peer = if policy.uses_mesh_identity() { s.attribute(Attribute::ConnectionUriSanPeerCertificate) } else { None };
-        let cluster = if policy.injects_credentials() { s.attribute(Attribute::XdsClusterName) } else { None };
-        let head = RequestHead {
-            method: pseudo(":method"),
-            path: pseudo(":path"),
-            headers: &headers,
-            peer_uri_san: peer.as_deref(),
-            cluster: cluster.as_deref(),
-            now: now().as_secs(),
-        };
-        let verdict = self.shared.with_tokens(&policy, |tokens| pipeline::evaluate_head(&policy, tokens, &head));
+        self.path = read.path;
         let admitted = match verdict {
             HeadVerdict::Refuse(r) => {
                 self.refuse(s, &r);
@@ -255,14 +297,14 @@ impl HttpFilter for IdentityFilter {
         // Natively each header change is a direct call (no boundary to amortise), so the plan
         // is applied as it is rather than as a rewritten list.
         for name in &admitted.headers.remove {
-            // Removing a header the request does not carry still costs Envoy a scan of the
-            // header map; the list just read is the map as it stands.
-            if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-                s.set_header(HeaderKind::Request, name, None);
-            }
+            s.set_header(HeaderKind::Request, name, None);
         }
-        for (name, value) in &admitted.headers.set {
-            s.set_header(HeaderKind::Request, name, Some(value));
+        for (i, (name, value)) in admitted.headers.set.iter().enumerate() {
+            if read.adds & 1u64.checked_shl(i as u32).unwrap_or(0) != 0 {
+                s.add_header(HeaderKind::Request, name, value);
+            } else {
+                s.set_header(HeaderKind::Request, name, Some(value));
+            }
         }
         let needs_body = admitted.body != BodyStage::None;
         self.admitted = Some(admitted);

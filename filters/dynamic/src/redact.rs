@@ -116,7 +116,7 @@ impl RedactFilter {
 }
 
 impl HttpFilter for RedactFilter {
-    fn request_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
+    fn request_headers(&mut self, s: &mut Stream, end_of_stream: bool) -> HeadersStatus {
         self.audit = crate::audit_trail::join_or_open(s, Role::Redact, || s.header(HeaderKind::Request, "x-request-id"));
         let method = s.header(HeaderKind::Request, ":method").unwrap_or_default();
         let path = s.header(HeaderKind::Request, ":path").unwrap_or_default();

@@ -275,12 +275,7 @@ impl Engine {
         // The whole text is here, so one final step: a streaming `push` first works out, per
         // detector, how much of the buffer is already determined, which a final step never
         // needs. Any split of a stream gives this same output (tests/streaming.rs).
-        let mut s = StreamRedactor::new(self.clone(), dir);
-        s.normalizer.push(text, true, &mut s.buf);
-        let mut out = Output::default();
-        s.step(true, &mut out);
-        s.finished = true;
-        out
+        StreamRedactor::new(self.clone(), dir).redact_whole(text)
     }
 
     /// The placeholder [`Action::Redact`] writes for detector index `det` (a generic one for an
@@ -426,6 +421,61 @@ impl StreamRedactor {
         self.step(true, &mut out);
         self.finished = true;
         out
+    }
+
+    /// Redact a whole text as [`Engine::redact`] does, on this redactor's engine and direction,
+    /// reusing its buffers: a body with several text fields sets one redactor up, not one per
+    /// field. Whatever the redactor held before is discarded first ([`StreamRedactor::reset`]).
+    pub fn redact_whole(&mut self, text: &[u8]) -> Output {
+        self.reset();
+        // The whole text is here, so one final step: a streaming `push` first works out, per
+        // detector, how much of the buffer is already determined, which a final step never
+        // needs. Any split of a stream gives this same output (tests/streaming.rs).
+        self.normalizer.push(text, true, &mut self.buf);
+        let mut out = Output::default();
+        self.step(true, &mut out);
+        self.finished = true;
+        out
+    }
+
+    /// Back to the state of a new stream (same engine and direction), keeping the buffers'
+    /// capacity.
+    pub fn reset(&mut self) {
+        // Destructured so that a field added later cannot be forgotten here.
+        let StreamRedactor {
+            engine: _,
+            dir: _,
+            normalizer,
+            buf,
+            pos,
+            occ,
+            occ_done,
+            dense,
+            pending,
+            ready,
+            covered_end,
+            norm_emitted,
+            orig_emitted,
+            suppress,
+            blocking,
+            blocked,
+            finished,
+        } = self;
+        normalizer.reset();
+        buf.clear();
+        pos.fill(0);
+        occ.clear();
+        *occ_done = 0;
+        dense.clear();
+        pending.clear();
+        ready.clear();
+        *covered_end = 0;
+        *norm_emitted = 0;
+        *orig_emitted = 0;
+        *suppress = None;
+        *blocking = false;
+        *blocked = false;
+        *finished = false;
     }
 
     /// Original bytes currently held back (not yet emitted).

@@ -59,6 +59,14 @@ impl Buffers {
         Buffers { orig: Vec::new(), norm: Vec::new(), anchors: vec![(0, 0)] }
     }
 
+    /// Empty again, as [`Buffers::new`], keeping the capacity.
+    pub fn clear(&mut self) {
+        self.orig.clear();
+        self.norm.clear();
+        self.anchors.clear();
+        self.anchors.push((0, 0));
+    }
+
     /// Original offset of normalised offset `n` (the first original byte that produced
     /// normalised byte `n`; for `n == norm.len()`, the end of the original bytes).
     pub fn map(&self, n: usize) -> usize {
@@ -122,6 +130,13 @@ fn incomplete_suffix_len(c: &[u8]) -> usize {
 }
 
 impl Normalizer {
+    /// Back to the state of a new normaliser, keeping the capacity.
+    pub fn reset(&mut self) {
+        let Normalizer { pending, ignorable_run } = self;
+        pending.clear();
+        *ignorable_run = 0;
+    }
+
     /// Bytes of an incomplete UTF-8 sequence held from the previous chunk.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

@@ -216,10 +216,11 @@ impl HttpContext for IdentityFilter {
         // Properties cost a host call each: read them only when the policy can use them.
         let peer = if policy.uses_mesh_identity() { self.property(&["connection", "uri_san_peer_certificate"]) } else { None };
         let cluster = if policy.injects_credentials() { self.property(&["xds", "cluster_name"]) } else { None };
+        let borrowed: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let head = RequestHead {
             method: pseudo(":method"),
             path: pseudo(":path"),
-            headers: &headers,
+            headers: &borrowed,
             peer_uri_san: peer.as_deref(),
             cluster: cluster.as_deref(),
             now: self.now(),

@@ -2,11 +2,11 @@ use super::*;
 use crate::identity::jwt::TokenCache;
 use crate::testkit::{NOW, claims, compiled, keys};
 
-fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+fn hdrs<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    pairs.to_vec()
 }
 
-fn head<'a>(method: &'a str, path: &'a str, headers: &'a [(String, String)]) -> RequestHead<'a> {
+fn head<'a>(method: &'a str, path: &'a str, headers: &'a [(&'a str, &'a str)]) -> RequestHead<'a> {
     RequestHead { method, path, headers, peer_uri_san: None, cluster: Some("openai"), now: NOW }
 }
 
@@ -55,13 +55,15 @@ fn key_refusals() {
 fn jwt_route() {
     let p = compiled();
     let token = keys()[0].sign(&claims());
-    let h = hdrs(&[("authorization", &format!("Bearer {token}"))]);
+    let bearer = format!("Bearer {token}");
+    let h = hdrs(&[("authorization", &bearer)]);
     let a = admit(&p, &head("POST", "/v1/chat/completions", &h)).unwrap();
     assert_eq!(set(&a, "x-cordon-user"), Some("alice"));
     assert_eq!(set(&a, "x-cordon-auth"), Some("jwt"));
     let mut c = claims();
     c["exp"] = serde_json::json!(NOW - 1000);
-    let h = hdrs(&[("authorization", &format!("Bearer {}", keys()[0].sign(&c)))]);
+    let bearer = format!("Bearer {}", keys()[0].sign(&c));
+    let h = hdrs(&[("authorization", &bearer)]);
     assert_eq!(admit(&p, &head("POST", "/v1/chat/completions", &h)).unwrap_err(), Refusal::TokenExpired);
 }
 
