@@ -98,6 +98,68 @@ pub struct Engine {
     mac: Hmac<Sha256>,
     literals: LiteralIndex,
     digit_detectors: bool,
+    /// The literal-scanned detectors' shared fast path ([`QuietLiterals`]).
+    quiet: QuietLiterals,
+}
+
+/// What lets a streaming step settle every literal-scanned detector at once, without calling
+/// each one, when no literal occurrence and no literal prefix can be near the end of the buffer
+/// (in prose, nearly every step): each detector's determined limit is then the buffer's end and
+/// its scan finds nothing, so its position becomes the end. This is exactly what the calls
+/// would compute (property-tested against them), in a few instructions instead of two calls
+/// per detector.
+#[derive(Debug)]
+struct QuietLiterals {
+    /// Indexes of the literal-scanned detectors (a bit each, below 64; see `mask`).
+    mask: u64,
+    /// Bytes some literal of one of them has before its last byte ([`ByteSet::inner`] of all).
+    inner: ByteSet,
+    /// Largest window among them.
+    window: usize,
+}
+
+impl QuietLiterals {
+    fn new(detectors: &[Detector]) -> Self {
+        let mut mask = 0u64;
+        let mut inner = [false; 256];
+        let mut window = 0;
+        for (i, d) in detectors.iter().enumerate() {
+            if let Scanner::Literal { inner: set, .. } = &d.scanner
+                && let Some(bit) = 1u64.checked_shl(i as u32).filter(|_| i < 64)
+            {
+                mask |= bit;
+                window = window.max(d.window());
+                for (t, &s) in inner.iter_mut().zip(set.0.iter()) {
+                    *t |= s;
+                }
+            }
+        }
+        QuietLiterals { mask, inner: ByteSet(Box::new(inner)), window }
+    }
+
+    /// Whether the literal detector `i` is covered by the fast path.
+    #[inline]
+    fn covers(&self, i: usize) -> bool {
+        i < 64 && self.mask & (1u64 << i) != 0
+    }
+
+    /// Whether every covered detector would find nothing and settle at the end of `hay`: no
+    /// occurrence starts at or after the lowest of their positions or the lowest of their
+    /// floors (`determined_limit` and `scan` look at no other), and (unless at the end of the
+    /// stream) the last byte ends no proper prefix of any of their literals.
+    fn applies(&self, hay: &[u8], occ: &[Occ], pos: &[usize], last: bool) -> bool {
+        if self.mask == 0 {
+            return false;
+        }
+        let mut low = hay.len().saturating_sub(self.window);
+        for (i, &p) in pos.iter().enumerate() {
+            if self.covers(i) {
+                low = low.min(p);
+            }
+        }
+        let no_occ = occ.last().is_none_or(|o| o.start < low);
+        no_occ && (last || !hay.last().is_some_and(|&b| self.inner.has(b)))
+    }
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -247,7 +309,8 @@ impl Engine {
         let literals = LiteralIndex::new(&entries).map_err(|e| internal("literals", e))?;
         let digit_detectors =
             detectors.iter().any(|d| matches!(d.scanner, Scanner::Run { trigger: crate::detect::Trigger::Digits(_), .. }));
-        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors })
+        let quiet = QuietLiterals::new(&detectors);
+        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors, quiet })
     }
 
     /// The default detector set (every built-in, redact both ways).
@@ -378,6 +441,9 @@ pub struct StreamRedactor {
     blocking: bool,
     blocked: bool,
     finished: bool,
+    /// Whether steps take the fast paths (always, but for the tests comparing them with the
+    /// calls they stand for).
+    fast: bool,
 }
 
 impl StreamRedactor {
@@ -402,6 +468,7 @@ impl StreamRedactor {
             blocking: false,
             blocked: false,
             finished: false,
+            fast: true,
         }
     }
 
@@ -459,7 +526,14 @@ impl StreamRedactor {
             crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
         }
         let mut d_min = hay_len;
+        let quiet = self.fast && engine.quiet.applies(&self.buf.norm, &self.occ, &self.pos, last);
         for (i, (det, pos)) in engine.detectors.iter().zip(self.pos.iter_mut()).enumerate() {
+            if quiet && engine.quiet.covers(i) {
+                // What `determined_limit` and `scan` return here (see `QuietLiterals`).
+                *pos = (*pos).max(hay_len);
+                d_min = d_min.min(*pos);
+                continue;
+            }
             let limit = if last { hay_len } else { det.determined_limit(i, &self.buf.norm, &self.occ) };
             let p = det.scan(i, &self.buf.norm, &self.occ, &self.dense, *pos, limit, &mut self.pending);
             *pos = p;
@@ -656,6 +730,77 @@ impl StreamRedactor {
         if let Some(s) = &mut self.suppress {
             s.start = s.start.saturating_sub(k);
             s.end_pos = s.end_pos.saturating_sub(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces that reach every branch of the fast paths: literals and their prefixes (`sk`,
+    /// `-----BEG`), bytes inside literals at the end of a push, occurrences that stay pending
+    /// (an unfinished PEM header), and plain prose.
+    const PIECES: &[&[u8]] = &[
+        b"word ",
+        b"hello",
+        b" ",
+        b"s",
+        b"sk",
+        b"sk-",
+        b"sk-proj-abcdefghijklmnopqrstuvwxyz012345 ",
+        b"sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
+        b"ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        b"AKIA",
+        b"AKIAIOSFODNN7EXAMPLE ",
+        b"aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        b"eyJ",
+        b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        b"-----BEG",
+        b"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n",
+        b"-----END RSA PRIVATE KEY-----\n",
+        b"xoxb-1234567890-abcdefghij",
+        b"glpat-",
+        b"john@example.com",
+        b"4242 4242 4242 4242",
+        b"-",
+        b"_",
+        b"\n",
+    ];
+
+    /// Built once: compiling an engine costs more than a case.
+    static ENGINES: std::sync::LazyLock<Vec<Arc<Engine>>> = std::sync::LazyLock::new(engines);
+
+    fn engines() -> Vec<Arc<Engine>> {
+        let mut custom = RedactConfig::default();
+        custom.keyword_lists.push(crate::config::KeywordList {
+            name: "codename".into(),
+            words: vec!["Project Falcon".into(), "sk".into()],
+            case_insensitive: true,
+            whole_word: false,
+            rule: Rule::default(),
+        });
+        [Engine::default_set(b"k"), Engine::new(&custom, b"k")].into_iter().filter_map(Result::ok).map(Arc::new).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Each push (and the finish) gives exactly what it gives without the fast paths:
+        /// the same bytes at the same time, the same detections and verdict.
+        #[test]
+        fn fast_paths_equal_the_calls(parts in prop::collection::vec(prop::sample::select(PIECES), 1..24)) {
+            for engine in ENGINES.iter().cloned() {
+                let mut fast = StreamRedactor::new(engine.clone(), Direction::Response);
+                let mut slow = StreamRedactor::new(engine, Direction::Response);
+                slow.fast = false;
+                for p in &parts {
+                    prop_assert_eq!(fast.push(p), slow.push(p));
+                    prop_assert_eq!(&fast.pos, &slow.pos);
+                }
+                prop_assert_eq!(fast.finish(), slow.finish());
+            }
         }
     }
 }
