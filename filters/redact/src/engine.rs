@@ -100,6 +100,118 @@ pub struct Engine {
     digit_detectors: bool,
     /// The literal-scanned detectors' shared fast path ([`QuietLiterals`]).
     quiet: QuietLiterals,
+    /// The run-scanned detectors' shared fast path ([`QuietRuns`]).
+    quiet_runs: QuietRuns,
+}
+
+/// The bit of detector `i` in a `u64` mask of detectors (none from 64 on: those are always
+/// called).
+#[inline]
+fn bit(i: usize) -> u64 {
+    if i < 64 { 1u64 << i } else { 0 }
+}
+
+/// What lets a streaming step settle run-scanned detectors without calling them: those with no
+/// trigger byte in the bytes they have not scanned yet and a trailing run that can start no
+/// match. Their determined limit is then the buffer's end and their scan finds no trigger, so
+/// their position becomes the end, exactly as the calls would compute (property-tested against
+/// them). Per byte value, a mask of the detectors (bit `i` for detector `i`, below 64) whose
+/// set holds it.
+#[derive(Debug)]
+struct QuietRuns {
+    /// The run-scanned detectors.
+    mask: u64,
+    /// Those triggered by digits (they need the dense digit ranges when called).
+    digits: u64,
+    /// A digit-triggered detector has no bit (index 64 or more): the ranges are always needed.
+    digits_beyond: bool,
+    /// `alphabet` or `peek`.
+    tail: Box<[u64; 256]>,
+    /// `alphabet` only.
+    alphabet: Box<[u64; 256]>,
+    /// `peek` or `starts`: a last byte in the alphabet but in neither is a one-byte run that
+    /// starts no match.
+    peek_or_starts: Box<[u64; 256]>,
+    /// The trigger (a byte, or any ASCII digit).
+    trigger: Box<[u64; 256]>,
+}
+
+/// Unscanned bytes beyond which the fast path gives way to the calls (a detector far behind).
+const QUIET_SPAN: usize = 256;
+
+impl QuietRuns {
+    fn new(detectors: &[Detector]) -> Self {
+        let mut q = QuietRuns {
+            mask: 0,
+            digits: 0,
+            digits_beyond: false,
+            tail: Box::new([0; 256]),
+            alphabet: Box::new([0; 256]),
+            peek_or_starts: Box::new([0; 256]),
+            trigger: Box::new([0; 256]),
+        };
+        for (i, d) in detectors.iter().enumerate() {
+            let Scanner::Run { alphabet, starts, peek, trigger, .. } = &d.scanner else { continue };
+            let is_digits = matches!(trigger, crate::detect::Trigger::Digits(_));
+            let b = bit(i);
+            if b == 0 {
+                q.digits_beyond |= is_digits;
+                continue;
+            }
+            q.mask |= b;
+            if is_digits {
+                q.digits |= b;
+            }
+            for v in 0..=255u8 {
+                let k = usize::from(v);
+                let (a, p, s) = (alphabet.has(v), peek.has(v), starts.has(v));
+                let t = match trigger {
+                    crate::detect::Trigger::Digits(_) => v.is_ascii_digit(),
+                    crate::detect::Trigger::Byte(x) => v == *x,
+                };
+                for (table, on) in [(&mut q.tail, a || p), (&mut q.alphabet, a), (&mut q.peek_or_starts, p || s), (&mut q.trigger, t)] {
+                    if let Some(e) = table.get_mut(k)
+                        && on
+                    {
+                        *e |= b;
+                    }
+                }
+            }
+        }
+        q
+    }
+
+    /// The run-scanned detectors this step can settle at the end of `hay` without calling them.
+    fn settled(&self, hay: &[u8], pos: &[usize], last: bool) -> u64 {
+        if self.mask == 0 {
+            return 0;
+        }
+        let l = hay.len();
+        let mut low = l;
+        for (i, &p) in pos.iter().enumerate() {
+            if self.mask & bit(i) != 0 {
+                low = low.min(p);
+            }
+        }
+        if l - low.min(l) > QUIET_SPAN {
+            return 0;
+        }
+        // No trigger byte at or after each one's position: its scan finds nothing.
+        let mut trig = 0;
+        for &b in hay.get(low..).unwrap_or_default() {
+            trig |= self.trigger.get(usize::from(b)).copied().unwrap_or(u64::MAX);
+        }
+        let mut ok = self.mask & !trig;
+        if !last && let Some(&b1) = hay.last() {
+            // Its determined limit is the end: the last byte is outside its alphabet (and not a
+            // `peek` byte), or it is a one-byte trailing run (the byte before is outside the
+            // alphabet) that cannot start a match.
+            let get = |t: &[u64; 256], b: u8| t.get(usize::from(b)).copied().unwrap_or(u64::MAX);
+            let before = l.checked_sub(2).and_then(|j| hay.get(j)).map_or(0, |&b0| get(&self.alphabet, b0));
+            ok &= !get(&self.tail, b1) | !(get(&self.peek_or_starts, b1) | before);
+        }
+        ok
+    }
 }
 
 /// What lets a streaming step settle every literal-scanned detector at once, without calling
@@ -125,9 +237,9 @@ impl QuietLiterals {
         let mut window = 0;
         for (i, d) in detectors.iter().enumerate() {
             if let Scanner::Literal { inner: set, .. } = &d.scanner
-                && let Some(bit) = 1u64.checked_shl(i as u32).filter(|_| i < 64)
+                && bit(i) != 0
             {
-                mask |= bit;
+                mask |= bit(i);
                 window = window.max(d.window());
                 for (t, &s) in inner.iter_mut().zip(set.0.iter()) {
                     *t |= s;
@@ -140,7 +252,7 @@ impl QuietLiterals {
     /// Whether the literal detector `i` is covered by the fast path.
     #[inline]
     fn covers(&self, i: usize) -> bool {
-        i < 64 && self.mask & (1u64 << i) != 0
+        self.mask & bit(i) != 0
     }
 
     /// Whether every covered detector would find nothing and settle at the end of `hay`: no
@@ -310,7 +422,8 @@ impl Engine {
         let digit_detectors =
             detectors.iter().any(|d| matches!(d.scanner, Scanner::Run { trigger: crate::detect::Trigger::Digits(_), .. }));
         let quiet = QuietLiterals::new(&detectors);
-        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors, quiet })
+        let quiet_runs = QuietRuns::new(&detectors);
+        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors, quiet, quiet_runs })
     }
 
     /// The default detector set (every built-in, redact both ways).
@@ -521,15 +634,24 @@ impl StreamRedactor {
         // 1. Scan every detector up to its determined limit.
         engine.literals.collect(&self.buf.norm, self.occ_done, &mut self.occ);
         self.occ_done = hay_len;
-        if engine.digit_detectors {
+        // Detectors the fast paths settle at the end of the buffer (exactly what calling them
+        // would do; see `QuietLiterals` and `QuietRuns`).
+        let mut settled = 0;
+        if self.fast {
+            if engine.quiet.applies(&self.buf.norm, &self.occ, &self.pos, last) {
+                settled |= engine.quiet.mask;
+            }
+            settled |= engine.quiet_runs.settled(&self.buf.norm, &self.pos, last);
+        }
+        let runs = &engine.quiet_runs;
+        if engine.digit_detectors && (runs.digits_beyond || runs.digits & !settled != 0) {
+            // Only the digit-triggered detectors read these, and only when called.
             let from = self.pos.iter().copied().min().unwrap_or(hay_len);
             crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
         }
         let mut d_min = hay_len;
-        let quiet = self.fast && engine.quiet.applies(&self.buf.norm, &self.occ, &self.pos, last);
         for (i, (det, pos)) in engine.detectors.iter().zip(self.pos.iter_mut()).enumerate() {
-            if quiet && engine.quiet.covers(i) {
-                // What `determined_limit` and `scan` return here (see `QuietLiterals`).
+            if settled & bit(i) != 0 {
                 *pos = (*pos).max(hay_len);
                 d_min = d_min.min(*pos);
                 continue;
@@ -767,6 +889,23 @@ mod tests {
         b"-",
         b"_",
         b"\n",
+        b"1",
+        b"42",
+        b"7",
+        b".",
+        b",",
+        b":",
+        b"+",
+        b"(",
+        b"A",
+        b"DE89 3704 0044 0532 0130 00",
+        b"123-45-6789",
+        b"192.168.1.20",
+        b"2001:db8::8a2e:370:7334",
+        b"(415) 555-2671",
+        b"+44 20 7946 0958",
+        b"020 7946 0958,",
+        b"a.b@c",
     ];
 
     /// Built once: compiling an engine costs more than a case.
@@ -781,7 +920,13 @@ mod tests {
             whole_word: false,
             rule: Rule::default(),
         });
+        custom.phone_regions = vec!["GB".into()];
         [Engine::default_set(b"k"), Engine::new(&custom, b"k")].into_iter().filter_map(Result::ok).map(Arc::new).collect()
+    }
+
+    #[test]
+    fn both_engines_compile() {
+        assert_eq!(ENGINES.len(), 2);
     }
 
     proptest! {
