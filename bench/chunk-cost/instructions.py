@@ -17,6 +17,8 @@ cost into a fixed part per chunk and a part per content byte. Variants, measured
        bench/identity's limits policy and an API key: the stream is also read for token usage
   o, og  b and g from --baseline-wasm FILE (an earlier build), so a change is held to the build
        before it in the same run
+  n    cordon.redact as b, from the native dynamic module (dist/libcordon_dynamic.so,
+       scripts/build-dynamic.sh; CORDON_DYNAMIC_MODULE overrides it): the same role without V8
 
 Checked in every stream, else the bench stops: HTTP 200, the content the client received equals
 what the upstream sent, [DONE] at the end, and the HTTP chunks Envoy forwarded (for a: one per
@@ -60,8 +62,11 @@ def start(variant: str, upstream_port: int, baseline: Path | None) -> cg.Callgri
         "o": [E.wasm_filter("cordon.redact", run.REDACT_CFG, wasm=baseline or E.WASM)],
         "g": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS})],
         "og": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS}, wasm=baseline or E.WASM)],
+        "n": [E.dynamic_filter("cordon.redact", run.REDACT_CFG)],
     }[variant]
-    env = cg.Callgrind(config=E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)]), concurrency=1)
+    env_vars = E.dynamic_module_env() if variant == "n" else {}
+    env = cg.Callgrind(config=E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)]), concurrency=1,
+                       env=env_vars)
     env.tag = f"chunk-{variant}"
     saved, E.ENVOY_BIN = E.ENVOY_BIN, cg.REAL_ENVOY
     try:
@@ -104,7 +109,7 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="a,t,b,g", help="a,t,b,g and o,og (need --baseline-wasm); a is always measured")
+    ap.add_argument("--variants", default="a,t,b,g", help="a,t,b,g,n and o,og (need --baseline-wasm); a is always measured")
     ap.add_argument("--deltas", type=int, default=300)
     ap.add_argument("--sizes", default="8,1024")
     ap.add_argument("--delay-ms", type=float, default=15.0, help="gap between upstream events (default 15 ms: valgrind is slow)")

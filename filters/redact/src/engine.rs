@@ -98,6 +98,180 @@ pub struct Engine {
     mac: Hmac<Sha256>,
     literals: LiteralIndex,
     digit_detectors: bool,
+    /// The literal-scanned detectors' shared fast path ([`QuietLiterals`]).
+    quiet: QuietLiterals,
+    /// The run-scanned detectors' shared fast path ([`QuietRuns`]).
+    quiet_runs: QuietRuns,
+}
+
+/// The bit of detector `i` in a `u64` mask of detectors (none from 64 on: those are always
+/// called).
+#[inline]
+fn bit(i: usize) -> u64 {
+    if i < 64 { 1u64 << i } else { 0 }
+}
+
+/// What lets a streaming step settle run-scanned detectors without calling them: those with no
+/// trigger byte in the bytes they have not scanned yet and a trailing run that can start no
+/// match. Their determined limit is then the buffer's end and their scan finds no trigger, so
+/// their position becomes the end, exactly as the calls would compute (property-tested against
+/// them). Per byte value, a mask of the detectors (bit `i` for detector `i`, below 64) whose
+/// set holds it.
+#[derive(Debug)]
+struct QuietRuns {
+    /// The run-scanned detectors.
+    mask: u64,
+    /// Those triggered by digits (they need the dense digit ranges when called).
+    digits: u64,
+    /// A digit-triggered detector has no bit (index 64 or more): the ranges are always needed.
+    digits_beyond: bool,
+    /// `alphabet` or `peek`.
+    tail: Box<[u64; 256]>,
+    /// `alphabet` only.
+    alphabet: Box<[u64; 256]>,
+    /// `peek` or `starts`: a last byte in the alphabet but in neither is a one-byte run that
+    /// starts no match.
+    peek_or_starts: Box<[u64; 256]>,
+    /// The trigger (a byte, or any ASCII digit).
+    trigger: Box<[u64; 256]>,
+}
+
+/// Unscanned bytes beyond which the fast path gives way to the calls (a detector far behind).
+const QUIET_SPAN: usize = 256;
+
+impl QuietRuns {
+    fn new(detectors: &[Detector]) -> Self {
+        let mut q = QuietRuns {
+            mask: 0,
+            digits: 0,
+            digits_beyond: false,
+            tail: Box::new([0; 256]),
+            alphabet: Box::new([0; 256]),
+            peek_or_starts: Box::new([0; 256]),
+            trigger: Box::new([0; 256]),
+        };
+        for (i, d) in detectors.iter().enumerate() {
+            let Scanner::Run { alphabet, starts, peek, trigger, .. } = &d.scanner else { continue };
+            let is_digits = matches!(trigger, crate::detect::Trigger::Digits(_));
+            let b = bit(i);
+            if b == 0 {
+                q.digits_beyond |= is_digits;
+                continue;
+            }
+            q.mask |= b;
+            if is_digits {
+                q.digits |= b;
+            }
+            for v in 0..=255u8 {
+                let k = usize::from(v);
+                let (a, p, s) = (alphabet.has(v), peek.has(v), starts.has(v));
+                let t = match trigger {
+                    crate::detect::Trigger::Digits(_) => v.is_ascii_digit(),
+                    crate::detect::Trigger::Byte(x) => v == *x,
+                };
+                for (table, on) in [(&mut q.tail, a || p), (&mut q.alphabet, a), (&mut q.peek_or_starts, p || s), (&mut q.trigger, t)] {
+                    if let Some(e) = table.get_mut(k)
+                        && on
+                    {
+                        *e |= b;
+                    }
+                }
+            }
+        }
+        q
+    }
+
+    /// The run-scanned detectors this step can settle at the end of `hay` without calling them.
+    fn settled(&self, hay: &[u8], pos: &[usize], last: bool) -> u64 {
+        if self.mask == 0 {
+            return 0;
+        }
+        let l = hay.len();
+        let mut low = l;
+        for (i, &p) in pos.iter().enumerate() {
+            if self.mask & bit(i) != 0 {
+                low = low.min(p);
+            }
+        }
+        if l - low.min(l) > QUIET_SPAN {
+            return 0;
+        }
+        // No trigger byte at or after each one's position: its scan finds nothing.
+        let mut trig = 0;
+        for &b in hay.get(low..).unwrap_or_default() {
+            trig |= self.trigger.get(usize::from(b)).copied().unwrap_or(u64::MAX);
+        }
+        let mut ok = self.mask & !trig;
+        if !last && let Some(&b1) = hay.last() {
+            // Its determined limit is the end: the last byte is outside its alphabet (and not a
+            // `peek` byte), or it is a one-byte trailing run (the byte before is outside the
+            // alphabet) that cannot start a match.
+            let get = |t: &[u64; 256], b: u8| t.get(usize::from(b)).copied().unwrap_or(u64::MAX);
+            let before = l.checked_sub(2).and_then(|j| hay.get(j)).map_or(0, |&b0| get(&self.alphabet, b0));
+            ok &= !get(&self.tail, b1) | !(get(&self.peek_or_starts, b1) | before);
+        }
+        ok
+    }
+}
+
+/// What lets a streaming step settle every literal-scanned detector at once, without calling
+/// each one, when no literal occurrence and no literal prefix can be near the end of the buffer
+/// (in prose, nearly every step): each detector's determined limit is then the buffer's end and
+/// its scan finds nothing, so its position becomes the end. This is exactly what the calls
+/// would compute (property-tested against them), in a few instructions instead of two calls
+/// per detector.
+#[derive(Debug)]
+struct QuietLiterals {
+    /// Indexes of the literal-scanned detectors (a bit each, below 64; see `mask`).
+    mask: u64,
+    /// Bytes some literal of one of them has before its last byte ([`ByteSet::inner`] of all).
+    inner: ByteSet,
+    /// Largest window among them.
+    window: usize,
+}
+
+impl QuietLiterals {
+    fn new(detectors: &[Detector]) -> Self {
+        let mut mask = 0u64;
+        let mut inner = [false; 256];
+        let mut window = 0;
+        for (i, d) in detectors.iter().enumerate() {
+            if let Scanner::Literal { inner: set, .. } = &d.scanner
+                && bit(i) != 0
+            {
+                mask |= bit(i);
+                window = window.max(d.window());
+                for (t, &s) in inner.iter_mut().zip(set.0.iter()) {
+                    *t |= s;
+                }
+            }
+        }
+        QuietLiterals { mask, inner: ByteSet(Box::new(inner)), window }
+    }
+
+    /// Whether the literal detector `i` is covered by the fast path.
+    #[inline]
+    fn covers(&self, i: usize) -> bool {
+        self.mask & bit(i) != 0
+    }
+
+    /// Whether every covered detector would find nothing and settle at the end of `hay`: no
+    /// occurrence starts at or after the lowest of their positions or the lowest of their
+    /// floors (`determined_limit` and `scan` look at no other), and (unless at the end of the
+    /// stream) the last byte ends no proper prefix of any of their literals.
+    fn applies(&self, hay: &[u8], occ: &[Occ], pos: &[usize], last: bool) -> bool {
+        if self.mask == 0 {
+            return false;
+        }
+        let mut low = hay.len().saturating_sub(self.window);
+        for (i, &p) in pos.iter().enumerate() {
+            if self.covers(i) {
+                low = low.min(p);
+            }
+        }
+        let no_occ = occ.last().is_none_or(|o| o.start < low);
+        no_occ && (last || !hay.last().is_some_and(|&b| self.inner.has(b)))
+    }
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -247,7 +421,9 @@ impl Engine {
         let literals = LiteralIndex::new(&entries).map_err(|e| internal("literals", e))?;
         let digit_detectors =
             detectors.iter().any(|d| matches!(d.scanner, Scanner::Run { trigger: crate::detect::Trigger::Digits(_), .. }));
-        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors })
+        let quiet = QuietLiterals::new(&detectors);
+        let quiet_runs = QuietRuns::new(&detectors);
+        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors, quiet, quiet_runs })
     }
 
     /// The default detector set (every built-in, redact both ways).
@@ -373,6 +549,9 @@ pub struct StreamRedactor {
     blocking: bool,
     blocked: bool,
     finished: bool,
+    /// Whether steps take the fast paths (always, but for the tests comparing them with the
+    /// calls they stand for).
+    fast: bool,
 }
 
 impl StreamRedactor {
@@ -397,6 +576,7 @@ impl StreamRedactor {
             blocking: false,
             blocked: false,
             finished: false,
+            fast: true,
         }
     }
 
@@ -504,12 +684,28 @@ impl StreamRedactor {
         // 1. Scan every detector up to its determined limit.
         engine.literals.collect(&self.buf.norm, self.occ_done, &mut self.occ);
         self.occ_done = hay_len;
-        if engine.digit_detectors {
+        // Detectors the fast paths settle at the end of the buffer (exactly what calling them
+        // would do; see `QuietLiterals` and `QuietRuns`).
+        let mut settled = 0;
+        if self.fast {
+            if engine.quiet.applies(&self.buf.norm, &self.occ, &self.pos, last) {
+                settled |= engine.quiet.mask;
+            }
+            settled |= engine.quiet_runs.settled(&self.buf.norm, &self.pos, last);
+        }
+        let runs = &engine.quiet_runs;
+        if engine.digit_detectors && (runs.digits_beyond || runs.digits & !settled != 0) {
+            // Only the digit-triggered detectors read these, and only when called.
             let from = self.pos.iter().copied().min().unwrap_or(hay_len);
             crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
         }
         let mut d_min = hay_len;
         for (i, (det, pos)) in engine.detectors.iter().zip(self.pos.iter_mut()).enumerate() {
+            if settled & bit(i) != 0 {
+                *pos = (*pos).max(hay_len);
+                d_min = d_min.min(*pos);
+                continue;
+            }
             let limit = if last { hay_len } else { det.determined_limit(i, &self.buf.norm, &self.occ) };
             let p = det.scan(i, &self.buf.norm, &self.occ, &self.dense, *pos, limit, &mut self.pending);
             *pos = p;
@@ -706,6 +902,100 @@ impl StreamRedactor {
         if let Some(s) = &mut self.suppress {
             s.start = s.start.saturating_sub(k);
             s.end_pos = s.end_pos.saturating_sub(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces that reach every branch of the fast paths: literals and their prefixes (`sk`,
+    /// `-----BEG`), bytes inside literals at the end of a push, occurrences that stay pending
+    /// (an unfinished PEM header), and plain prose.
+    const PIECES: &[&[u8]] = &[
+        b"word ",
+        b"hello",
+        b" ",
+        b"s",
+        b"sk",
+        b"sk-",
+        b"sk-proj-abcdefghijklmnopqrstuvwxyz012345 ",
+        b"sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
+        b"ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        b"AKIA",
+        b"AKIAIOSFODNN7EXAMPLE ",
+        b"aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        b"eyJ",
+        b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        b"-----BEG",
+        b"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n",
+        b"-----END RSA PRIVATE KEY-----\n",
+        b"xoxb-1234567890-abcdefghij",
+        b"glpat-",
+        b"john@example.com",
+        b"4242 4242 4242 4242",
+        b"-",
+        b"_",
+        b"\n",
+        b"1",
+        b"42",
+        b"7",
+        b".",
+        b",",
+        b":",
+        b"+",
+        b"(",
+        b"A",
+        b"DE89 3704 0044 0532 0130 00",
+        b"123-45-6789",
+        b"192.168.1.20",
+        b"2001:db8::8a2e:370:7334",
+        b"(415) 555-2671",
+        b"+44 20 7946 0958",
+        b"020 7946 0958,",
+        b"a.b@c",
+    ];
+
+    /// Built once: compiling an engine costs more than a case.
+    static ENGINES: std::sync::LazyLock<Vec<Arc<Engine>>> = std::sync::LazyLock::new(engines);
+
+    fn engines() -> Vec<Arc<Engine>> {
+        let mut custom = RedactConfig::default();
+        custom.keyword_lists.push(crate::config::KeywordList {
+            name: "codename".into(),
+            words: vec!["Project Falcon".into(), "sk".into()],
+            case_insensitive: true,
+            whole_word: false,
+            rule: Rule::default(),
+        });
+        custom.phone_regions = vec!["GB".into()];
+        [Engine::default_set(b"k"), Engine::new(&custom, b"k")].into_iter().filter_map(Result::ok).map(Arc::new).collect()
+    }
+
+    #[test]
+    fn both_engines_compile() {
+        assert_eq!(ENGINES.len(), 2);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Each push (and the finish) gives exactly what it gives without the fast paths:
+        /// the same bytes at the same time, the same detections and verdict.
+        #[test]
+        fn fast_paths_equal_the_calls(parts in prop::collection::vec(prop::sample::select(PIECES), 1..24)) {
+            for engine in ENGINES.iter().cloned() {
+                let mut fast = StreamRedactor::new(engine.clone(), Direction::Response);
+                let mut slow = StreamRedactor::new(engine, Direction::Response);
+                slow.fast = false;
+                for p in &parts {
+                    prop_assert_eq!(fast.push(p), slow.push(p));
+                    prop_assert_eq!(&fast.pos, &slow.pos);
+                }
+                prop_assert_eq!(fast.finish(), slow.finish());
+            }
         }
     }
 }

@@ -416,8 +416,8 @@ impl SseRedactor {
 
     /// Feed text to a stream; returns the text to emit now (None if the stream blocked).
     fn feed(&mut self, key: Key, text: &str, out: &mut SseOutput) -> Option<String> {
-        let engine = self.engine.clone();
-        let s = self.streams.entry(key).or_insert_with(|| StreamRedactor::new(engine, Direction::Response));
+        let engine = &self.engine;
+        let s = self.streams.entry(key).or_insert_with(|| StreamRedactor::new(engine.clone(), Direction::Response));
         let o = s.push(text.as_bytes());
         self.take(o, out)
     }
@@ -432,7 +432,8 @@ impl SseRedactor {
     /// (with the text before the match) for the caller to emit.
     fn take(&mut self, o: Output, out: &mut SseOutput) -> Option<String> {
         out.detections.extend(o.detections);
-        let txt = String::from_utf8_lossy(&o.bytes).into_owned();
+        // The bytes are the text's own (valid UTF-8 in, valid UTF-8 out): no copy.
+        let txt = String::from_utf8(o.bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         if let Some(b) = o.block {
             self.pending_block = Some((b, txt));
             return None;

@@ -101,7 +101,9 @@ pub fn scan<'a, V: Visit<'a>>(json: &'a [u8], v: &mut V) -> Result<(), ScanError
     // they must be UTF-8; anywhere else the grammar refuses them anyway) is cheaper than one per
     // string, and gives keys as `&str` without checking each again.
     let text = std::str::from_utf8(json).map_err(|e| ScanError { what: "invalid UTF-8", at: e.valid_up_to() })?;
-    let mut s = Scanner { b: json, text, i: 0, path: Vec::new() };
+    // Room for the paths of every provider event read (`choices`/0/`delta`/`tool_calls`/0/...)
+    // at once, instead of growing on the way down.
+    let mut s = Scanner { b: json, text, i: 0, path: Vec::with_capacity(8) };
     s.ws();
     s.value(v, 0)?;
     s.ws();
