@@ -301,3 +301,15 @@ proptest! {
         }
     }
 }
+
+/// Found by the `engine` fuzz target (CI, 2026-11-30): this input streamed two bytes at a time
+/// emitted a prefix the one-shot output does not have.
+#[test]
+fn fuzz_found_two_byte_split_equals_one_shot() {
+    let input: &[u8] = b"24224224442  2PL 44 E 42<224442  244 EY-----\nabc\n-----END RS4442  24 EY-24224224442  244.doe@example.com \x9f\x91\x9b\xdf\xcb\xcd\xcb\xca 4242 4TE KC242 42N7EXAMPL KE\xff";
+    let e = Arc::new(Engine::default_set(b"fuzz").unwrap());
+    let one = e.redact(Direction::Response, input);
+    let cuts: Vec<usize> = (2..input.len()).step_by(2).collect();
+    let s = streamed(&e, input, &cuts, &one);
+    assert_eq!(String::from_utf8_lossy(&s.bytes), String::from_utf8_lossy(&one.bytes));
+}

@@ -13,7 +13,7 @@
 //! | `jwt` | `eyJ…` `.` `…` `.` `…` (base64url segments ≤ 1024/4096/1024), or unsigned `eyJ…` `.` `eyJ…` | left boundary | 6149 |
 //! | `email` | `local@domain.tld` (TLD letters or punycode) | boundaries, no leading/trailing dot in local part | 576 |
 //! | `card` | 13-19 digits starting 1-6, 81, 82 or 97, spaces/dashes between | issuer lengths, Luhn, not inside a longer number or after an IBAN head | 37 |
-//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces or dashes | registry length, mod 97 | 64 |
+//! | `iban` | `CCdd` + 11-30 alphanumerics, optional single spaces or dashes | registry length, at least 8 digits, mod 97 | 64 |
 //! | `ssn` | `AAA-GG-SSSS` / `AAA GG SSSS` / `AAA.GG.SSSS` | area ≠ 000/666/9xx, group ≠ 00, serial ≠ 0000 | 11 |
 //! | `phone` | E.164 `+…`, `+CC …` grouped or one block, NANP `(415) 555-2671` / `4155552671`, trunk-0 national `020 7946 0958` / `(020) 7946-0958` / `02079460958` | national length per country code (libphonenumber), 10 NANP, 10-11 trunk-0; not inside a longer number | 63 |
 //! | `ipv6` | hex/colon groups, `%zone`, `/prefix` | parsed by `std::net::Ipv6Addr`, ≥2 groups, a digit | 66 |
@@ -218,7 +218,7 @@ pub const BUILTINS: &[Builtin] = &[
             peek: "",
             trigger: Trigger::Digits(40),
             min_len: 15,
-            min_triggers: 8,
+            min_triggers: validate::IBAN_MIN_DIGITS,
         }),
         validate: Some(validate::iban),
         canon: Canon::Alnum,
