@@ -83,6 +83,11 @@ fn principal_header(suffix: &str) -> String {
     name
 }
 
+/// The first value of header `name` (any case), as Envoy answers a single-header read.
+pub fn first<'a, K: AsRef<str>, V: AsRef<str>>(headers: &'a [(K, V)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
+}
+
 /// The request's header list after `plan`: removed and replaced names dropped (any case), set
 /// headers appended. The adapter writes it back in one host call instead of one per header,
 /// because each host call crosses the wasm boundary.
@@ -96,6 +101,14 @@ pub fn rewrite(request_headers: &[(String, String)], plan: &HeaderPlan) -> Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_answers_as_envoy_does_any_case_first_value() {
+        let h = [("Content-Encoding", "gzip"), ("x-a", "1"), ("x-A", "2")];
+        assert_eq!(first(&h, "content-encoding"), Some("gzip"));
+        assert_eq!(first(&h, "X-A"), Some("1"));
+        assert_eq!(first(&h, ":path"), None);
+    }
 
     #[test]
     fn plan_strips_principal_headers_in_any_case_and_sets_the_resolved_ones() {

@@ -29,7 +29,7 @@ pub struct RequestHead<'a> {
 
 impl<'a> RequestHead<'a> {
     fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|&(_, v)| v)
+        headers::first(self.headers, name)
     }
 }
 

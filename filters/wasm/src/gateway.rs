@@ -71,7 +71,7 @@ impl HttpContext for GatewayFilter {
         let b = match self.identity.take_kept_headers() {
             // As Envoy would answer a header read after identity's rewrite: the first value.
             Some(headers) => {
-                let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+                let get = |name: &str| cordon_core::headers::first(&headers, name);
                 let head = Head {
                     method: get(":method").unwrap_or(""),
                     path: get(":path").unwrap_or(""),
