@@ -8,7 +8,11 @@ Measured at the client, interleaved a, b, n, a, b, n, ...: time to first token (
 the gap between consecutive deltas, and each delta's transit time (from the fake upstream writing
 it to the client reading it; both in this process, on one monotonic clock). Transit isolates what
 streaming redaction adds per event (holdback included) from the request path, which TTFT also
-contains. Prints p50/p99 of each and what b and n add over a. Loopback only.
+contains. Prints p50/p99 of each and what b and n add over a, then where the request's time went
+inside Envoy, from Envoy's own access-log timestamps (µs after the request's first byte: the
+request fully read, the upstream request begun, the upstream response begun, the response head
+sent downstream), so the filter's share of TTFT can be told from the client's and the upstream's.
+Loopback only.
 
     .venv/bin/python bench/streaming/run.py [--streams 40] [--no-native]
 """
@@ -16,8 +20,10 @@ contains. Prints p50/p99 of each and what b and n add over a. Loopback only.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +35,26 @@ from tests.harness.sse import SSEStream  # noqa: E402
 
 DELTAS = 64
 GAP_S = 0.020
+# Envoy's timestamps per request (COMMON_DURATION, µs from the first byte received downstream).
+PHASES = [("DS_RX_END", "request read"), ("US_TX_BEG", "upstream sent"), ("US_RX_BEG", "upstream answered"),
+          ("DS_TX_BEG", "head sent")]
+
+
+def timed_listener(filters: list[dict], log: Path) -> dict:
+    """The bench's listener, with an access log of the request's phases inside Envoy."""
+    lst = E.listener("main", filters, "model")
+    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+    fmt = " ".join(f"%COMMON_DURATION(DS_RX_BEG:{p}:us)%" for p, _ in PHASES) + "\n"
+    hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(log), "log_format": {"text_format_source": {"inline_string": fmt}}}}]
+    return lst
+
+
+def phases(log: Path) -> list[float]:
+    """Median µs of each phase over the logged requests (lines with a missing point skipped)."""
+    rows = [[int(x) for x in line.split()] for line in log.read_text().splitlines() if line and "-" not in line]
+    return [statistics.median(r[i] for r in rows) for i in range(len(PHASES))] if rows else [float("nan")] * len(PHASES)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -61,13 +87,14 @@ def main() -> int:
     ap.add_argument("--no-native", action="store_true", help="skip n (needs scripts/build-dynamic.sh)")
     args = ap.parse_args()
     upstream = FakeUpstream()
-    plain = E.Envoy.start(E.bootstrap([E.listener("main", [], "model")], [E.cluster("model", upstream.port)]))
+    logs = Path(tempfile.mkdtemp(prefix="cordon-streaming-"))
     redact_cfg = {"policy": {"routes": [{"name": "all", "path_prefix": "/", "accept": [["api_key"]]}]}}
-    redacting = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.redact", redact_cfg)], "model")], [E.cluster("model", upstream.port)]))
-    envoys = {"a": plain, "b": redacting}
+    chains = {"a": [], "b": [E.wasm_filter("cordon.redact", redact_cfg)]}
     if not args.no_native:
-        envoys["n"] = E.Envoy.start(E.bootstrap([E.listener("main", [E.dynamic_filter("cordon.redact", redact_cfg)], "model")], [E.cluster("model", upstream.port)]),
-                                    env=E.dynamic_module_env())
+        chains["n"] = [E.dynamic_filter("cordon.redact", redact_cfg)]
+    envoys = {name: E.Envoy.start(E.bootstrap([timed_listener(filters, logs / f"{name}.log")], [E.cluster("model", upstream.port)]),
+                                  env=E.dynamic_module_env() if name == "n" else None)
+              for name, filters in chains.items()}
     labels = {"a": "a  envoy, no filter", "b": "b  cordon.redact (wasm)", "n": "n  cordon.redact (native)"}
     try:
         results = {name: ([], [], [], []) for name in envoys}
@@ -90,6 +117,15 @@ def main() -> int:
         for name in envoys:
             if name != "a":
                 print(f"{name + ' − a (added)':24}" + "".join(f"{x - y:15.3f}" for y, x in zip(stats["a"], stats[name])))
+        time.sleep(1.5)  # the access log is flushed every second
+        print(f"\ninside Envoy, median µs after the request's first byte ({', '.join(f'{label}: {p}' for p, label in PHASES)}):")
+        print(f"{'':24}" + "".join(f"{label:>20}" for _, label in PHASES))
+        inside = {name: phases(logs / f"{name}.log") for name in envoys}
+        for name in envoys:
+            print(f"{labels[name]:24}" + "".join(f"{x:20.0f}" for x in inside[name]))
+        for name in envoys:
+            if name != "a":
+                print(f"{name + ' − a (added)':24}" + "".join(f"{x - y:20.0f}" for y, x in zip(inside["a"], inside[name])))
         print("goals: added TTFT at p99 <= 0.1 ms (wasm, issue 10), <= 0.05 ms (native, issue 12);"
               " no event held longer than the holdback bound requires")
         return 0
@@ -97,6 +133,7 @@ def main() -> int:
         for env in envoys.values():
             env.cleanup()
         upstream.stop()
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 if __name__ == "__main__":
