@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What streaming redaction adds to a live token stream, through the real Envoy.
 
-(a) Envoy with no filter, (b) Envoy with `cordon.redact` (default detector set) from the wasm
+(a) Envoy with no filter, (h) Envoy's own buffer filter (holds each request until its body is
+complete, which redaction must do too: the floor for the request path), (b) Envoy with `cordon.redact` (default detector set) from the wasm
 module and (n) the same role from the native dynamic module (dist/libcordon_dynamic.so; skipped
 with --no-native), in front of the same fake upstream streaming 64 chat deltas 20 ms apart.
-Measured at the client, interleaved a, b, n, a, b, n, ...: time to first token (TTFT, from sending the request to the first content delta),
+Measured at the client, interleaved a, h, b, n, a, h, b, n, ...: time to first token (TTFT, from sending the request to the first content delta),
 the gap between consecutive deltas, and each delta's transit time (from the fake upstream writing
 it to the client reading it; both in this process, on one monotonic clock). Transit isolates what
 streaming redaction adds per event (holdback included) from the request path, which TTFT also
@@ -89,13 +90,17 @@ def main() -> int:
     upstream = FakeUpstream()
     logs = Path(tempfile.mkdtemp(prefix="cordon-streaming-"))
     redact_cfg = {"policy": {"routes": [{"name": "all", "path_prefix": "/", "accept": [["api_key"]]}]}}
-    chains = {"a": [], "b": [E.wasm_filter("cordon.redact", redact_cfg)]}
+    # h: Envoy's own buffer filter holds the request until its body is complete, as redaction
+    # must (it rewrites the prompt before the upstream sees it): what holding alone costs.
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
+    chains = {"a": [], "h": [buffer], "b": [E.wasm_filter("cordon.redact", redact_cfg)]}
     if not args.no_native:
         chains["n"] = [E.dynamic_filter("cordon.redact", redact_cfg)]
     envoys = {name: E.Envoy.start(E.bootstrap([timed_listener(filters, logs / f"{name}.log")], [E.cluster("model", upstream.port)]),
                                   env=E.dynamic_module_env() if name == "n" else None)
               for name, filters in chains.items()}
-    labels = {"a": "a  envoy, no filter", "b": "b  cordon.redact (wasm)", "n": "n  cordon.redact (native)"}
+    labels = {"a": "a  envoy, no filter", "h": "h  envoy buffer filter", "b": "b  cordon.redact (wasm)", "n": "n  cordon.redact (native)"}
     try:
         results = {name: ([], [], [], []) for name in envoys}
         for i in range(args.streams):
