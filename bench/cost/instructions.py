@@ -182,7 +182,7 @@ def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=No
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,nb,nr,nd,a-get,b-get,f-get")
+    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,nb,nr,ng,nd,ngd,a-get,b-get,f-get")
     ap.add_argument("--annotate", nargs="?", const="r", default="", help="variants to annotate (default r)")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")
