@@ -149,3 +149,22 @@ impl HttpFilter for GatewayFilter {
         self.identity.http_stream(s, id, event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_combined_status_is_what_envoy_would_do_with_two_filters() {
+        use DataStatus::{Continue, StopIterationAndBuffer as Hold, StopIterationNoBuffer as Stop};
+        // The request goes on only when both roles let it; a local reply is never buffered for.
+        for (a, b, both) in
+            [(Continue, Continue, Continue), (Continue, Hold, Hold), (Hold, Continue, Hold), (Hold, Stop, Stop), (Stop, Hold, Stop)]
+        {
+            assert_eq!(data_both(a, b), both, "{a:?} + {b:?}");
+        }
+        assert_eq!(headers_both(HeadersStatus::Continue, HeadersStatus::StopIteration), HeadersStatus::StopIteration);
+        assert_eq!(headers_both(HeadersStatus::StopIteration, HeadersStatus::Continue), HeadersStatus::StopIteration);
+        assert_eq!(headers_both(HeadersStatus::Continue, HeadersStatus::Continue), HeadersStatus::Continue);
+    }
+}
