@@ -19,6 +19,7 @@ cost into a fixed part per chunk and a part per content byte. Variants, measured
        before it in the same run
   n    cordon.redact as b, from the native dynamic module (dist/libcordon_dynamic.so,
        scripts/build-dynamic.sh; CORDON_DYNAMIC_MODULE overrides it): the same role without V8
+  ng   cordon.gateway as g, from the native dynamic module
 
 Checked in every stream, else the bench stops: HTTP 200, the content the client received equals
 what the upstream sent, [DONE] at the end, and the HTTP chunks Envoy forwarded (for a: one per
@@ -63,8 +64,9 @@ def start(variant: str, upstream_port: int, baseline: Path | None) -> cg.Callgri
         "g": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS})],
         "og": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS}, wasm=baseline or E.WASM)],
         "n": [E.dynamic_filter("cordon.redact", run.REDACT_CFG)],
+        "ng": [E.dynamic_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS})],
     }[variant]
-    env_vars = E.dynamic_module_env() if variant == "n" else {}
+    env_vars = E.dynamic_module_env() if variant in ("n", "ng") else {}
     env = cg.Callgrind(config=E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)]), concurrency=1,
                        env=env_vars)
     env.tag = f"chunk-{variant}"
@@ -81,7 +83,7 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
     env = start(variant, upstream.port, baseline)
     run.FLOOR_HEADERS.clear()
     run.REQUEST_HEADERS.clear()
-    if variant in ("g", "og"):
+    if variant in ("g", "og", "ng"):
         run.REQUEST_HEADERS["authorization"] = f"Bearer {ident.KEYS[ident.CALLER][0]}"
     if variant == "t":
         run.FLOOR_HEADERS["content-type"] = "text/plain; charset=utf-8"
@@ -109,7 +111,7 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="a,t,b,g", help="a,t,b,g,n and o,og (need --baseline-wasm); a is always measured")
+    ap.add_argument("--variants", default="a,t,b,g", help="a,t,b,g,n,ng and o,og (need --baseline-wasm); a is always measured")
     ap.add_argument("--deltas", type=int, default=300)
     ap.add_argument("--sizes", default="8,1024")
     ap.add_argument("--delay-ms", type=float, default=15.0, help="gap between upstream events (default 15 ms: valgrind is slow)")

@@ -25,6 +25,8 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
          redaction in the same context (g - fg is Cordon's own code in the full chain).
   nb, nr, nd  b, r and d built as the native dynamic module (dist/libcordon_dynamic.so,
          scripts/build-dynamic.sh): the same roles, policies and requests without V8.
+  ng, ngd  the native cordon.gateway (identity + redaction in one module filter): ng with
+         g's policy (compare with nr), ngd with d's rate and token limits (compare with nd).
 
 Kernel work (TCP on loopback, syscalls) is not counted: callgrind sees user space only, so the
 ratios are larger than CPU-time ratios; the added instructions (x - a) are what Cordon costs.
@@ -33,6 +35,7 @@ inclusive; default r): host-call implementations show by name, V8's generated co
 
 Usage: .venv/bin/python bench/cost/instructions.py [--requests N] [--variants a,b,r,d,c] [--annotate [b,e]]
        .venv/bin/python bench/cost/instructions.py --variants a,b,r,d,nb,nr,nd   # wasm against native
+       .venv/bin/python bench/cost/instructions.py --variants a,nr,ng,nd,ngd     # native chain against gateway
 """
 
 from __future__ import annotations
@@ -102,6 +105,9 @@ def config(variant: str, upstream_port: int, cp=None) -> dict:
         return E.bootstrap([E.listener("main", [E.wasm_filter("cordon.identity", {"policy": ident.POLICY}, ["CORDON_NODE_KEY"])], "model")],
                            [E.cluster("model", upstream_port), E.cluster("cordon_control_plane", cp.port, http2=True)],
                            extra={"bootstrap_extensions": [ext], "node": {"id": "bench-cost-node", "cluster": "bench"}})
+    if variant in ("ng", "ngd"):
+        pol = ident.POLICY_LIMITS if variant == "ngd" else ident.POLICY
+        return E.bootstrap([E.listener("main", [E.dynamic_filter("cordon.gateway", {"policy": pol})], "model")], [E.cluster("model", upstream_port)])
     if variant in ("nb", "nr", "nd"):
         pol = ident.POLICY_LIMITS if variant == "nd" else ident.POLICY
         filters = [E.dynamic_filter("cordon.identity", {"policy": pol})]
@@ -176,7 +182,7 @@ def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=No
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,nb,nr,nd,a-get,b-get,f-get")
+    ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,nb,nr,ng,nd,ngd,a-get,b-get,f-get")
     ap.add_argument("--annotate", nargs="?", const="r", default="", help="variants to annotate (default r)")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")

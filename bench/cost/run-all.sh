@@ -15,7 +15,7 @@ full=false
 section() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 section "CPU per request in instructions (callgrind): plain Envoy vs each chain (wasm and native), and the Wasm floor"
-if $full; then $py bench/cost/instructions.py; else $py bench/cost/instructions.py --requests 150 --variants a,b,f,r,g,d,e,nb,nr,nd; fi
+if $full; then $py bench/cost/instructions.py; else $py bench/cost/instructions.py --requests 150 --variants a,b,f,r,g,d,e,nb,nr,ng,nd,ngd; fi
 
 section "CPU per request, throughput and latency in time (wrk; wasm, native and Envoy's own filters)"
 if $full; then $py bench/identity/run.py; else $py bench/identity/run.py --quick --no-breakdown; fi

@@ -70,11 +70,13 @@ def test_loads_from_an_absolute_path_without_a_search_path(gateways, upstream, j
     assert requests.post(env.url() + "/v1/chat/completions", json=chat(), timeout=10).status_code == 401
 
 
-@pytest.fixture(scope="module")
-def faulty(gateways, upstream, jwt_keys):
+@pytest.fixture(scope="module", params=["cordon.identity", "cordon.gateway"])
+def faulty(request, gateways, upstream, jwt_keys):
+    """The fault-injecting module running identity alone, or the combined role (whose hooks run
+    identity's and redaction's in one filter: a panic in either is caught the same way)."""
     if not FAULTS_MODULE.exists():
         pytest.fail(f"{FAULTS_MODULE} is missing: build it with scripts/build-dynamic.sh --test-faults")
-    return start(gateways, upstream, [E.dynamic_filter("cordon.identity", {"policy": base_policy(jwt_keys)})], module=FAULTS_MODULE)
+    return start(gateways, upstream, [E.dynamic_filter(request.param, {"policy": base_policy(jwt_keys)})], module=FAULTS_MODULE)
 
 
 def test_a_panic_in_the_request_hook_fails_closed_and_envoy_carries_on(faulty, upstream):

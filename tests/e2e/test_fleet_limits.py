@@ -57,13 +57,10 @@ def policy(service: dict) -> dict:
 
 def start_envoy(started: list, upstream: FakeUpstream, rls_port: int, service: dict, build: str,
                 role: str = "cordon.identity") -> E.Envoy:
-    """`role` "cordon.gateway" is identity, limits and redaction in one filter: the wasm module's
-    combined role, the native module's identity and redact filters in a row."""
+    """`role` "cordon.gateway" is identity, limits and redaction in one filter, on both builds."""
     config = {"policy": policy(service)}
     if build == "dynamic":
-        filters = [E.dynamic_filter("cordon.identity", config)]
-        if role == "cordon.gateway":
-            filters.append(E.dynamic_filter("cordon.redact", config))
+        filters = [E.dynamic_filter(role, config)]
         env_vars = E.dynamic_module_env()
     else:
         filters = [E.wasm_filter(role, config)]

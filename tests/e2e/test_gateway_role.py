@@ -1,7 +1,8 @@
 """The combined role `cordon.gateway` (identity, limits and redaction in one HTTP context)
 behaves exactly as the two-filter chain: the whole redaction and limits suites run again here
 against it (their fixtures are overridden below, their tests imported unchanged), and one
-exchange through it is one audit record carrying both roles' facts."""
+exchange through it is one audit record carrying both roles' facts. On both builds: the wasm
+module's role and the native dynamic module's (`build`, from conftest)."""
 
 from __future__ import annotations
 
@@ -16,43 +17,41 @@ from tests.e2e.test_redaction import *  # noqa: F401,F403  (the redaction suite,
 from tests.harness import envoy as E
 
 
-def start_gateway(gateways, upstream, cfg: dict, concurrency: int = 1) -> E.Envoy:
+def start_gateway(gateways, upstream, cfg: dict, build: str, concurrency: int = 1) -> E.Envoy:
     """Envoy with the one combined role instead of cordon.identity + cordon.redact."""
-    env = E.Envoy.start(E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", cfg)], "model")], [E.cluster("model", upstream.port)]),
-                        concurrency=concurrency)
+    if build == "dynamic":
+        flt, env_vars = E.dynamic_filter("cordon.gateway", cfg), E.dynamic_module_env()
+    else:
+        flt, env_vars = E.wasm_filter("cordon.gateway", cfg), {}
+    env = E.Envoy.start(E.bootstrap([E.listener("main", [flt], "model")], [E.cluster("model", upstream.port)]),
+                        concurrency=concurrency, env=env_vars)
     gateways.running.append(env)
     return env
 
 
 @pytest.fixture(scope="module")
-def build():
-    """The combined role is a role of the wasm module: one build here."""
-    return "wasm"
+def redacting(gateways, upstream, build):
+    return start_gateway(gateways, upstream, {"policy": redaction_suite.POLICY}, build)
 
 
 @pytest.fixture(scope="module")
-def redacting(gateways, upstream):
-    return start_gateway(gateways, upstream, {"policy": redaction_suite.POLICY})
-
-
-@pytest.fixture(scope="module")
-def failing_open(gateways, upstream):
+def failing_open(gateways, upstream, build):
     """As the redaction suite's: `on_unscannable: pass` and a small JSON response cap."""
     policy = json.loads(json.dumps(redaction_suite.POLICY))
     policy["redaction"]["on_unscannable"] = "pass"
     policy["limits"] = {"max_response_body_bytes": 2048}
-    return start_gateway(gateways, upstream, {"policy": policy})
+    return start_gateway(gateways, upstream, {"policy": policy}, build)
 
 
 @pytest.fixture(scope="module")
-def limited(gateways, upstream):
+def limited(gateways, upstream, build):
     """Two workers sharing counters, the combined role."""
-    return start_gateway(gateways, upstream, {"policy": limits_suite.POLICY}, concurrency=2)
+    return start_gateway(gateways, upstream, {"policy": limits_suite.POLICY}, build, concurrency=2)
 
 
-def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_roles_facts(tmp_path):
+def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_roles_facts(tmp_path, build):
     from tests.e2e.test_audit import NODE, POLICY, chat, post, push, records
-    from tests.harness.control_plane import ControlPlane, node_key, policy_stream_extension
+    from tests.harness.control_plane import ControlPlane, native_control_plane, node_key, policy_stream_extension
     from tests.harness.fake_upstream import FakeUpstream
 
     cp = ControlPlane().start()
@@ -60,12 +59,20 @@ def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_ro
     env = None
     try:
         seed = node_key(cp, NODE)
-        ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"],
-                                      audit={"node_key_env": "CORDON_NODE_KEY", "linger_ms": 0})
-        cfg = E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", {}, ["CORDON_NODE_KEY"])], "model")],
-                          [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
-                          extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}})
-        env = E.Envoy.start(cfg, env={"CORDON_NODE_KEY": seed})
+        if build == "dynamic":
+            # The native module's process-wide control plane and audit shipper, set up by the
+            # role's own configuration.
+            section = {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE),
+                       "audit": {"node_key_env": "CORDON_NODE_KEY", "linger_ms": 0}}
+            cfg = E.bootstrap([E.listener("main", [E.dynamic_filter("cordon.gateway", section)], "model")], [E.cluster("model", up.port)])
+            env = E.Envoy.start(cfg, env={"CORDON_NODE_KEY": seed, **E.dynamic_module_env()})
+        else:
+            ext = policy_stream_extension("cordon_control_plane", [cp.trusted_key], E.WASM, ["CORDON_NODE_KEY"],
+                                          audit={"node_key_env": "CORDON_NODE_KEY", "linger_ms": 0})
+            cfg = E.bootstrap([E.listener("main", [E.wasm_filter("cordon.gateway", {}, ["CORDON_NODE_KEY"])], "model")],
+                              [E.cluster("model", up.port), E.cluster("cordon_control_plane", cp.port, http2=True)],
+                              extra={"bootstrap_extensions": [ext], "node": {"id": NODE, "cluster": "e2e"}})
+            env = E.Envoy.start(cfg, env={"CORDON_NODE_KEY": seed})
         key = push(cp, POLICY)
         assert post(env, key, chat("write to ada@example.org")).status_code == 200
         assert "ada@example.org" not in str(up.last().body)
@@ -88,12 +95,12 @@ def test_one_exchange_through_the_combined_role_is_one_audit_record_with_both_ro
 
 
 @pytest.fixture(scope="module")
-def limited_and_redacting(gateways, upstream):
+def limited_and_redacting(gateways, upstream, build):
     """The limits suite's policy (a token limit that makes identity rewrite the body to ask for
     usage) with the redaction suite's rules."""
     policy = json.loads(json.dumps(limits_suite.POLICY))
     policy["redaction"] = redaction_suite.POLICY["redaction"]
-    return start_gateway(gateways, upstream, {"policy": policy})
+    return start_gateway(gateways, upstream, {"policy": policy}, build)
 
 
 def test_a_prompt_rewritten_to_ask_for_usage_is_also_redacted(limited_and_redacting, upstream):

@@ -88,6 +88,20 @@ pub fn first<'a, K: AsRef<str>, V: AsRef<str>>(headers: &'a [(K, V)], name: &str
     headers.iter().find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
 }
 
+/// The first value of header `name` once `plan` is applied to `request_headers`, as
+/// [`rewrite`] leaves it: a set header answers its new value, a removed one nothing. For an
+/// adapter that applies the plan in place and hands the next role in the same context what it
+/// would read from the host, without reading it back.
+pub fn first_after<'a>(request_headers: &'a [(&'a str, &'a str)], plan: &'a HeaderPlan, name: &str) -> Option<&'a str> {
+    if let Some((_, v)) = plan.set.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        return Some(v);
+    }
+    if plan.remove.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    first(request_headers, name)
+}
+
 /// The request's header list after `plan`: removed and replaced names dropped (any case), set
 /// headers appended. The adapter writes it back in one host call instead of one per header,
 /// because each host call crosses the wasm boundary.
@@ -108,6 +122,20 @@ mod tests {
         assert_eq!(first(&h, "content-encoding"), Some("gzip"));
         assert_eq!(first(&h, "X-A"), Some("1"));
         assert_eq!(first(&h, ":path"), None);
+    }
+
+    #[test]
+    fn first_after_answers_what_the_rewritten_list_answers() {
+        let h = [(":path", "/v1/chat"), ("content-encoding", "gzip"), ("x-api-key", "k"), ("x-cordon-user", "root")];
+        let plan = HeaderPlan {
+            remove: vec!["x-api-key".into(), "content-encoding".into()],
+            set: vec![("x-cordon-user".into(), "ada".into()), ("authorization".into(), "Bearer up".into())],
+        };
+        let owned: Vec<(String, String)> = h.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let rewritten = rewrite(&owned, &plan);
+        for name in [":path", "content-encoding", "x-api-key", "x-cordon-user", "authorization", "accept"] {
+            assert_eq!(first_after(&h, &plan, name), first(&rewritten, name), "{name}");
+        }
     }
 
     #[test]

@@ -136,6 +136,13 @@ pub fn join_or_open(s: &Stream, role: Role, request_id: impl FnOnce() -> Option<
     open(s, role, &request_id().unwrap_or_default())
 }
 
+/// `role` joins the draft `key` the role before it opened in this same filter
+/// (`cordon.gateway`: known without a filter-state read).
+pub fn join(key: Option<u64>, role: Role) -> Option<u64> {
+    let key = key?;
+    (with_assembly(|a| a.join(key, role)) == Some(true)).then_some(key)
+}
+
 /// Writes into the draft `key`, if it is open.
 pub fn with(key: Option<u64>, f: impl FnOnce(&mut Draft)) {
     let Some(key) = key else { return };

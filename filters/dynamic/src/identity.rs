@@ -14,6 +14,7 @@ use cordon_core::pipeline::{self, BodyStage, ResponseStage};
 use cordon_core::ratelimit::Caller;
 use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
 use cordon_core::ratelimit::fleet::{FleetOutcome, RlsResponse};
+use cordon_core::ratelimit::usage::{Piece, SharedReading};
 use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,6 +72,21 @@ pub struct IdentityFilter {
     audit: Option<u64>,
     /// The fleet check in flight (the request waits for it).
     rls: Option<Reply>,
+    /// The next role in the same filter reads the request head and body from this role
+    /// (`cordon.gateway`), not from Envoy.
+    keep_request: bool,
+    /// The request head as this role left it (when `keep_request` and admitted).
+    kept_head: Option<KeptHead>,
+    /// The request body as this role read or rewrote it (when `keep_request` and read).
+    kept_body: Option<Vec<u8>>,
+}
+
+/// What the next role in the same filter reads of the request head, as this role left it
+/// (what Envoy would answer it after the header plan).
+pub struct KeptHead {
+    pub method: String,
+    pub path: String,
+    pub content_encoding: Option<String>,
 }
 
 /// What `request_headers` keeps of the header map once it is given back.
@@ -84,6 +100,8 @@ struct HeadRead {
     verdict: Option<HeadVerdict>,
     /// Bit `i`: the plan's `i`-th header is absent once its removals are done (an add will do).
     adds: u64,
+    /// The head as the plan leaves it, when kept for the next role (`keep_request`).
+    kept: Option<KeptHead>,
 }
 
 fn now() -> std::time::Duration {
@@ -95,7 +113,7 @@ fn now_ns() -> u64 {
 }
 
 impl IdentityFilter {
-    fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>) -> Self {
         let policy = shared.policy();
         Self {
             shared,
@@ -108,7 +126,70 @@ impl IdentityFilter {
             fault: None,
             audit: None,
             rls: None,
+            keep_request: false,
+            kept_head: None,
+            kept_body: None,
         }
+    }
+
+    /// The next role in this same filter reads the request head and body from this role,
+    /// which then keeps them (`cordon.gateway`).
+    pub fn keep_request(&mut self) {
+        self.keep_request = true;
+    }
+
+    /// The request head as this role left it, once (when kept and admitted).
+    pub fn take_kept_head(&mut self) -> Option<KeptHead> {
+        self.kept_head.take()
+    }
+
+    /// The request body as this role read or rewrote it, once (when kept and read).
+    pub fn take_kept_body(&mut self) -> Option<Vec<u8>> {
+        self.kept_body.take()
+    }
+
+    /// Whether this role answered the request itself (a local reply is on its way).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// This request's audit draft key, for the role after this one in the same filter.
+    pub fn audit_key(&self) -> Option<u64> {
+        self.audit
+    }
+
+    /// The usage reader for redaction to run in its pass over the response stream, when the
+    /// limits follow one (`cordon.gateway`: one framing and one scan per event).
+    pub fn shared_reader(&self) -> Option<SharedReading> {
+        if !self.watch_response {
+            return None;
+        }
+        self.exchange.as_ref().and_then(Exchange::shared_reader)
+    }
+
+    /// Whether this role reads the response body as it streams (token usage, a cut).
+    pub fn watches_response(&self) -> bool {
+        self.watch_response
+    }
+
+    /// A response body hook after redaction in the same filter (`cordon.gateway`), with what
+    /// redaction's pass read (`pieces`) and the body as redaction left it in Envoy, when it has
+    /// it: no second read from Envoy. What this role reads is what Envoy now passes on, the
+    /// bytes it held back included, as the filter after redaction in a chain would be given.
+    pub fn response_body_after(&mut self, s: &Stream, end_of_stream: bool, pieces: Option<&[Piece]>, body: Option<Vec<u8>>) -> DataStatus {
+        if !self.watch_response || self.refused {
+            return self.response_body(s, end_of_stream);
+        }
+        let chunk = body.unwrap_or_else(|| s.body(Direction::Response));
+        let step = self.exchange.as_mut().map_or(ChunkStep::Continue, |x| x.response_chunk_read(&chunk, pieces, end_of_stream));
+        if let ChunkStep::Replace(bytes) = step {
+            s.replace_body(Direction::Response, &bytes);
+        }
+        if end_of_stream {
+            self.watch_response = false;
+            self.finish_exchange();
+        }
+        DataStatus::Continue
     }
 
     fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
@@ -170,6 +251,9 @@ impl IdentityFilter {
                 if let Some(new) = rewritten {
                     s.replace_body(Direction::Request, &new);
                     s.set_header(HeaderKind::Request, "content-length", Some(&new.len().to_string()));
+                    if self.keep_request {
+                        self.kept_body = Some(new);
+                    }
                 }
                 let call = match (x.fleet_request(), policy.rate_limits().service()) {
                     (Some(req), Some(svc)) => Some(crate::fleet::start_check(s, svc, req)),
@@ -227,6 +311,7 @@ impl HttpFilter for IdentityFilter {
         let peer = if wants(CompiledPolicy::uses_mesh_identity) { s.attribute(Attribute::ConnectionUriSanPeerCertificate) } else { None };
         let cluster = if wants(CompiledPolicy::injects_credentials) { s.attribute(Attribute::XdsClusterName) } else { None };
         let shared = &self.shared;
+        let keep = self.keep_request;
         // The head is judged on the map as Envoy holds it (no copy); only what outlives the
         // borrow is copied out: the path, the request id when records are kept, the verdict.
         let read = s.with_headers(HeaderKind::Request, |headers| {
@@ -260,10 +345,26 @@ impl HttpFilter for IdentityFilter {
                         }
                     }
                 }
-                (verdict, adds)
+                // The head as the plan leaves it, for the next role in this filter (only what
+                // it reads).
+                let kept = match &verdict {
+                    HeadVerdict::Admit(admitted) if keep => {
+                        let after = |name: &str| cordon_core::headers::first_after(headers, &admitted.headers, name);
+                        Some(KeptHead {
+                            method: after(":method").unwrap_or_default().to_owned(),
+                            path: after(":path").unwrap_or_default().to_owned(),
+                            content_encoding: after("content-encoding").map(str::to_owned),
+                        })
+                    }
+                    _ => None,
+                };
+                (verdict, adds, kept)
             });
-            let (verdict, adds) = verdict.unzip();
-            HeadRead { fault, request_id, path: path.to_owned(), verdict, adds: adds.unwrap_or(0) }
+            let (verdict, adds, kept) = match verdict {
+                Some((v, a, k)) => (Some(v), a, k),
+                None => (None, 0, None),
+            };
+            HeadRead { fault, request_id, path: path.to_owned(), verdict, adds, kept }
         });
         self.fault = read.fault;
         // Opened before the policy check: a request refused at a cold start is on the record too.
@@ -306,6 +407,7 @@ impl HttpFilter for IdentityFilter {
                 s.set_header(HeaderKind::Request, name, Some(value));
             }
         }
+        self.kept_head = read.kept;
         let needs_body = admitted.body != BodyStage::None;
         self.admitted = Some(admitted);
         if !needs_body {
@@ -341,7 +443,12 @@ impl HttpFilter for IdentityFilter {
             return DataStatus::StopIterationAndBuffer;
         }
         let body = s.body(Direction::Request);
-        match self.judge_body(s, &policy, &body) {
+        let next = self.judge_body(s, &policy, &body);
+        if self.keep_request && self.kept_body.is_none() && !self.refused {
+            // Unchanged by this role (a rewritten body was kept by `judge_body`).
+            self.kept_body = Some(body);
+        }
+        match next {
             Next::Continue => DataStatus::Continue,
             Next::Stop => DataStatus::StopIterationNoBuffer,
             // Keep the body: Envoy sends it on when the verdict resumes the request.

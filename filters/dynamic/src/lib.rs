@@ -14,7 +14,8 @@
 //! * `audit_trail` (workers: one draft per request, shared by the roles through filter state)
 //!   and `audit_stream` (one shipper thread per process, fed by a channel) keep the audit trail.
 //! * `fleet` asks the rate-limit service for fleet-wide limits over Envoy's HTTP callouts.
-//! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role; `counters` is the rate limiter's compare-and-swap
+//! * `identity` is the `cordon.identity` role, `redact` the `cordon.redact` role, `gateway` the
+//!   `cordon.gateway` role (both in one filter, with hand-overs); `counters` is the rate limiter's compare-and-swap
 //!   store, one per process (the native equivalent of proxy-wasm shared data).
 //!
 //! The module runs unsandboxed in Envoy's address space: see `docs/dynamic-module.md` for the
@@ -28,6 +29,7 @@ mod audit_trail;
 mod counters;
 mod faults;
 mod fleet;
+mod gateway;
 mod identity;
 mod policy_stream;
 mod redact;
@@ -39,11 +41,16 @@ use abi::{ConfigHost, FilterFactory, LogLevel};
 pub const ROLE_IDENTITY: &str = "cordon.identity";
 /// Filter name of the streaming redaction role.
 pub const ROLE_REDACT: &str = "cordon.redact";
+/// Filter name of the combined role: identity (with limits) and redaction in one filter.
+pub const ROLE_GATEWAY: &str = "cordon.gateway";
 
 /// Builds one filter configuration; `None` makes Envoy reject the configuration.
 fn new_factory(host: &ConfigHost, name: &str, config: &[u8]) -> Option<Box<dyn FilterFactory>> {
-    if name != ROLE_IDENTITY && name != ROLE_REDACT {
-        abi::log(LogLevel::Critical, &format!("cordon: unknown filter_name '{name}'; expected '{ROLE_IDENTITY}' or '{ROLE_REDACT}'"));
+    if name != ROLE_IDENTITY && name != ROLE_REDACT && name != ROLE_GATEWAY {
+        abi::log(
+            LogLevel::Critical,
+            &format!("cordon: unknown filter_name '{name}'; expected '{ROLE_IDENTITY}', '{ROLE_REDACT}' or '{ROLE_GATEWAY}'"),
+        );
         return None;
     }
     let shared = match shared::Shared::configure(host, config, name) {
@@ -53,5 +60,9 @@ fn new_factory(host: &ConfigHost, name: &str, config: &[u8]) -> Option<Box<dyn F
             return None;
         }
     };
-    Some(if name == ROLE_REDACT { Box::new(redact::Factory::new(shared)) } else { Box::new(identity::Factory::new(shared)) })
+    Some(match name {
+        ROLE_REDACT => Box::new(redact::Factory::new(shared)),
+        ROLE_GATEWAY => Box::new(gateway::Factory::new(shared)),
+        _ => Box::new(identity::Factory::new(shared)),
+    })
 }

@@ -11,6 +11,7 @@ use crate::abi::{DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus
 use crate::shared::{Shared, send_refusal};
 use cordon_core::Refusal;
 use cordon_core::audit::assembly::Role;
+use cordon_core::ratelimit::usage::{Piece, SharedReading};
 use cordon_core::redaction::session::{BodyStep, Event, FORCED_REQUEST_HEADERS, Head, HeadStep, ResponseHead, Session};
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ impl Factory {
 
 impl FilterFactory for Factory {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(RedactFilter { shared: self.shared.clone(), session: None, audit: None })
+        Box::new(RedactFilter::new(self.shared.clone()))
     }
 }
 
@@ -36,6 +37,8 @@ pub struct RedactFilter {
     /// This request's audit draft (joined from the role before, or opened), when audit
     /// delivery is set up.
     audit: Option<u64>,
+    /// A local reply was sent.
+    refused: bool,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -43,7 +46,12 @@ fn log(level: LogLevel, msg: &str) {
 }
 
 impl RedactFilter {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, session: None, audit: None, refused: false }
+    }
+
     fn refuse(&mut self, s: &Stream, refusal: &Refusal) {
+        self.refused = true;
         crate::audit_trail::with(self.audit, |d| d.refused(refusal));
         self.shared.count(s, refusal.code());
         log(LogLevel::Info, &format!("redact: refused {} ({})", refusal.status(), refusal.code()));
@@ -115,15 +123,26 @@ impl RedactFilter {
     }
 }
 
-impl HttpFilter for RedactFilter {
-    fn request_headers(&mut self, s: &mut Stream, end_of_stream: bool) -> HeadersStatus {
-        self.audit = crate::audit_trail::join_or_open(s, Role::Redact, || s.header(HeaderKind::Request, "x-request-id"));
-        let method = s.header(HeaderKind::Request, ":method").unwrap_or_default();
-        let path = s.header(HeaderKind::Request, ":path").unwrap_or_default();
-        let encoding = s.header(HeaderKind::Request, "content-encoding");
-        let head = Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream };
+impl RedactFilter {
+    /// Joins the audit draft the role before it opened in this same filter (`cordon.gateway`:
+    /// no filter-state round trip).
+    pub fn adopt_audit(&mut self, key: Option<u64>) {
+        self.audit = crate::audit_trail::join(key, Role::Redact);
+    }
+
+    /// Whether this role answered the request itself (a local reply is on its way).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// The request head, read from Envoy by this role or handed over by the role before it in
+    /// the same filter.
+    pub fn request_head(&mut self, s: &Stream, head: &Head<'_>) -> HeadersStatus {
+        if self.audit.is_none() {
+            self.audit = crate::audit_trail::join_or_open(s, Role::Redact, || s.header(HeaderKind::Request, "x-request-id"));
+        }
         let policy = self.shared.policy();
-        let (mut session, step) = match Session::start(policy.as_deref(), &head) {
+        let (mut session, step) = match Session::start(policy.as_deref(), head) {
             Ok(started) => started,
             Err(refusal) => {
                 self.refuse(s, &refusal);
@@ -141,12 +160,64 @@ impl HttpFilter for RedactFilter {
         self.head_status(s, step, HeaderKind::Request)
     }
 
-    fn request_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
+    /// A request body hook; `body` is the whole body so far when the role before this one in
+    /// the same filter already holds it (read once from Envoy, not twice).
+    pub fn request_body_given(&mut self, s: &Stream, end_of_stream: bool, body: Option<Vec<u8>>) -> DataStatus {
         let Some(mut session) = self.session.take() else { return DataStatus::Continue };
-        let step = session.request_body(s.body_len(Direction::Request), end_of_stream, || s.body(Direction::Request));
+        let size = body.as_ref().map_or_else(|| s.body_len(Direction::Request), Vec::len);
+        let step = session.request_body(size, end_of_stream, || body.unwrap_or_else(|| s.body(Direction::Request)));
         self.session = Some(session);
         self.drain_events(s);
         self.body_status(s, step, Direction::Request)
+    }
+
+    /// Runs the limits' usage reader in this role's pass over the response stream.
+    pub fn share_reading(&mut self, reading: SharedReading) {
+        if let Some(session) = self.session.as_mut() {
+            session.share_reading(reading);
+        }
+    }
+
+    /// What the last response body hook emitted, as the shared reader read it.
+    pub fn shared_pieces(&self) -> Option<&[Piece]> {
+        self.session.as_ref().and_then(Session::shared_pieces)
+    }
+
+    /// The response-body step and, with `keep`, the body as Envoy now holds it when this step
+    /// read or wrote it: for the role that reads the body after redaction in the same filter,
+    /// without reading it from Envoy again.
+    pub fn response_body_kept(&mut self, s: &Stream, end_of_stream: bool, keep: bool) -> (DataStatus, Option<Vec<u8>>) {
+        let Some(mut session) = self.session.take() else { return (DataStatus::Continue, None) };
+        let mut read = None;
+        let step = session.response_body(s.body_len(Direction::Response), end_of_stream, || {
+            let body = s.body(Direction::Response);
+            if keep {
+                read = Some(body.clone());
+            }
+            body
+        });
+        self.session = Some(session);
+        self.drain_events(s);
+        // What was read is what Envoy holds only if it was not replaced.
+        let now = match &step {
+            BodyStep::Replace(body) if keep => Some(body.clone()),
+            BodyStep::Replace(_) => None,
+            _ => read,
+        };
+        (self.body_status(s, step, Direction::Response), now)
+    }
+}
+
+impl HttpFilter for RedactFilter {
+    fn request_headers(&mut self, s: &mut Stream, end_of_stream: bool) -> HeadersStatus {
+        let method = s.header(HeaderKind::Request, ":method").unwrap_or_default();
+        let path = s.header(HeaderKind::Request, ":path").unwrap_or_default();
+        let encoding = s.header(HeaderKind::Request, "content-encoding");
+        self.request_head(s, &Head { method: &method, path: &path, content_encoding: encoding.as_deref(), end_of_stream })
+    }
+
+    fn request_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
+        self.request_body_given(s, end_of_stream, None)
     }
 
     fn response_headers(&mut self, s: &Stream, end_of_stream: bool) -> HeadersStatus {
@@ -161,11 +232,7 @@ impl HttpFilter for RedactFilter {
     }
 
     fn response_body(&mut self, s: &Stream, end_of_stream: bool) -> DataStatus {
-        let Some(mut session) = self.session.take() else { return DataStatus::Continue };
-        let step = session.response_body(s.body_len(Direction::Response), end_of_stream, || s.body(Direction::Response));
-        self.session = Some(session);
-        self.drain_events(s);
-        self.body_status(s, step, Direction::Response)
+        self.response_body_kept(s, end_of_stream, false).0
     }
 
     fn complete(&mut self, s: &Stream) {

@@ -29,7 +29,7 @@ pub struct Shared {
     evictions: Option<usize>,
     /// `ratelimit_fail_open`: fleet-limited requests let through unmetered (`on_unavailable: allow`).
     fail_open: Option<usize>,
-    /// `redaction_<direction>_<detector>_<action>` counter ids (redact role only), defined up
+    /// `redaction_<direction>_<detector>_<action>` counter ids (redact and gateway roles), defined up
     /// front for every detector of the policy: Envoy lets a module define metrics only while
     /// the configuration is created.
     redactions: HashMap<String, usize>,
@@ -106,7 +106,7 @@ impl Shared {
         let evictions = host.define_counter("ratelimit_evictions");
         let fail_open = host.define_counter("ratelimit_fail_open");
         let mut redactions = HashMap::new();
-        if role == crate::ROLE_REDACT
+        if (role == crate::ROLE_REDACT || role == crate::ROLE_GATEWAY)
             && let Some(engine) = policy.as_ref().and_then(|p| p.redaction().engine().ok())
         {
             host.set_gauge("redaction_holdback_bound_bytes", engine.holdback_bound() as u64);
