@@ -229,3 +229,32 @@ pub fn send_refusal(stream: &Stream, refusal: &Refusal) {
     headers.extend(own.iter().map(|(k, v)| (*k, v.as_str())));
     stream.send_response(refusal.status(), &headers, &refusal.body(), refusal.code());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(team: &str) -> Policy {
+        let doc = serde_json::json!({
+            "identity": {"api_keys": [{"id": "k", "sha256": "00".repeat(32), "principal": {"user": "u", "team": team}}]},
+        });
+        Policy::from_json(doc.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_role_that_redacts_gets_an_engine_even_after_identity_compiled_the_same_policy_without_one() {
+        let p = policy("compile-order");
+        let identity = compile_shared(&p, false).unwrap();
+        assert!(identity.redaction().engine().is_err());
+        let redact = compile_shared(&p, true).unwrap();
+        assert!(redact.redaction().engine().is_ok());
+        // Equal documents share a live copy: identity may take the one with an engine.
+        assert!(Arc::ptr_eq(&compile_shared(&p, true).unwrap(), &redact));
+        let again = compile_shared(&p, false).unwrap();
+        assert!(Arc::ptr_eq(&again, &identity) || Arc::ptr_eq(&again, &redact));
+        // Another document is never served a copy of this one.
+        let other = compile_shared(&policy("another"), true).unwrap();
+        assert!(!Arc::ptr_eq(&other, &redact));
+        assert_ne!(other.digest(), redact.digest());
+    }
+}
