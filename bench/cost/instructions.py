@@ -27,6 +27,9 @@ Variants (the request and policy of bench/identity: a 400-byte chat POST with an
          scripts/build-dynamic.sh): the same roles, policies and requests without V8.
   ng, ngd  the native cordon.gateway (identity + redaction in one module filter): ng with
          g's policy (compare with nr), ngd with d's rate and token limits (compare with nd).
+  nf, nfr  the native floor: bench/native-floor, a dynamic module making the ABI calls nb's
+         identity role (nf) or nr's two roles (nfr) make, deciding nothing. nb - nf is
+         Cordon's own code natively; nf - a is what Envoy charges any dynamic module for that work.
 
 Kernel work (TCP on loopback, syscalls) is not counted: callgrind sees user space only, so the
 ratios are larger than CPU-time ratios; the added instructions (x - a) are what Cordon costs.
@@ -89,8 +92,29 @@ def floor_module() -> Path:
     return FLOOR
 
 
+NATIVE_FLOOR_NAME = "cordon_native_floor"
+
+
+def native_floor() -> Path:
+    """Builds bench/native-floor as Envoy loads it (`lib<name>.so`, same profile as the product)."""
+    subprocess.run(["cargo", "build", "--quiet", "--profile", "dynamic", "-p", "cordon-native-floor"], cwd=REPO, check=True)
+    lib = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "dynamic" / f"lib{NATIVE_FLOOR_NAME}.so"
+    subprocess.run([str(REPO / "scripts" / "check-dynamic-abi.sh"), str(lib), str(REAL_ENVOY)], check=True, capture_output=True)
+    return lib
+
+
+def native_floor_filter(role: str) -> dict:
+    flt = E.dynamic_filter(f"floor.{role}", None)
+    flt["typed_config"]["dynamic_module_config"]["name"] = NATIVE_FLOOR_NAME
+    flt["typed_config"]["filter_config"]["value"] = role
+    return flt
+
+
 def config(variant: str, upstream_port: int, cp=None) -> dict:
     variant = variant.removesuffix("-get")
+    if variant in ("nf", "nfr"):
+        flts = [native_floor_filter("identity")] + ([native_floor_filter("redact")] if variant == "nfr" else [])
+        return E.bootstrap([E.listener("main", flts, "model")], [E.cluster("model", upstream_port)])
     if variant in ("f", "fg"):
         # fg: the floor under the full chain in one context (compare with g).
         flt = E.wasm_filter("floor", "full" if variant == "fg" else {}, wasm=floor_module())
@@ -140,7 +164,21 @@ def total_ir(pattern: str) -> int:
     return total
 
 
-def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=None, env_vars=None) -> float:
+def abi_calls(pattern: str) -> dict[str, int]:
+    """Calls of each dynamic-module ABI function (Envoy's callbacks, the module's hooks) in the
+    dumps: how the native floor is checked to make the same calls as the role it stands for."""
+    calls: dict[str, int] = {}
+    for f in glob.glob(pattern):
+        callee = None
+        for line in Path(f).read_text(errors="replace").splitlines():
+            if line.startswith("cfn="):
+                callee = line[4:].split(" ", 1)[-1] if line[4:].startswith("(") else line[4:]
+            elif line.startswith("calls=") and callee and callee.startswith("envoy_dynamic_module_"):
+                calls[callee] = calls.get(callee, 0) + int(line[6:].split()[0])
+    return calls
+
+
+def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=None, env_vars=None, show_calls=False) -> float:
     env = Callgrind(config=config(variant, upstream_port, cp), concurrency=1, env=env_vars or {})
     env.tag = variant
     saved, E.ENVOY_BIN = E.ENVOY_BIN, REAL_ENVOY
@@ -170,6 +208,9 @@ def measure(variant: str, upstream_port: int, n: int, annotate: list[str], cp=No
         control(pid, "--dump")
         time.sleep(0.5)
         ir = total_ir(f"{OUT_DIR}/{variant}.{pid}*")
+        if show_calls:
+            for name, c in sorted(abi_calls(f"{OUT_DIR}/{variant}.{pid}*").items()):
+                print(f"    {c / n:6.2f}/request  {name}")
         if variant in annotate:
             files = sorted(glob.glob(f"{OUT_DIR}/{variant}.{pid}*"))
             out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=95", files[-1]], capture_output=True, text=True).stdout
@@ -183,6 +224,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--variants", default="a,b,r,g,d,e,c,f,nb,nr,ng,nd,ngd,a-get,b-get,f-get")
+    ap.add_argument("--abi-calls", action="store_true", help="print each dynamic-module ABI function's calls per request")
     ap.add_argument("--annotate", nargs="?", const="r", default="", help="variants to annotate (default r)")
     args = ap.parse_args()
     upstream = ident.start_envoy(ident.upstream_config(), "0-1")
@@ -194,7 +236,9 @@ def main() -> int:
             env_vars = {"CORDON_NODE_KEY": node_key(cp, "bench-cost-node")} if v == "e" else None
             if v.startswith("n"):
                 env_vars = E.dynamic_module_env()
-            per[v] = measure(v, upstream.port(), args.requests, [x for x in args.annotate.split(",") if x], cp, env_vars)
+            if v in ("nf", "nfr"):
+                env_vars = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(native_floor().parent)}
+            per[v] = measure(v, upstream.port(), args.requests, [x for x in args.annotate.split(",") if x], cp, env_vars, args.abi_calls)
             print(f"  {v}: {per[v]:>12,.0f} instructions/request", flush=True)
         if cp is not None:
             got = len(cp.ctl("audit", "query", "--node", "bench-cost-node", "--limit", "10000").get("entries", []))

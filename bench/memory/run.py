@@ -12,6 +12,8 @@ For each worker count (default 2 and 4) it starts, interleaved over rounds (a, b
      nothing (what any Wasm filter pays in V8 and per-worker VMs),
   r  the full wasm chain, `cordon.gateway` (identity and streaming redaction in one context),
   n  the full native chain, `cordon.identity` + `cordon.redact` from the dynamic module,
+  nf the native floor: bench/native-floor, a dynamic module making identity's ABI calls and
+     deciding nothing (what loading any dynamic module and running its filter costs),
 
 sends each the same warm-up (a few hundred allowed and refused requests over several
 connections, so every worker has served and compiled what it needs), waits for the memory to
@@ -61,7 +63,7 @@ def _identity_bench():
 _ID = _identity_bench()
 KEYS, POLICY, request_body = _ID.KEYS, _ID.POLICY, _ID.request_body
 
-VARIANTS = ["a", "b", "f", "g", "w", "r", "n"]
+VARIANTS = ["a", "b", "f", "g", "w", "r", "n", "nf"]
 FLOOR = REPO / "target" / "wasm32-wasip1" / "release" / "cordon_floor_module.wasm"
 NODE = "bench-memory-node"
 WARMUP_REQUESTS = 400
@@ -71,6 +73,8 @@ SETTLE_S = 1.0
 def config(variant: str, upstream_port: int, cp: ControlPlane | None) -> dict:
     if variant == "g":
         filters = [E.dynamic_filter("cordon.identity", {"control_plane": native_control_plane(cp, [cp.trusted_key], NODE)})]
+    elif variant == "nf":
+        filters = [native_floor_filter("identity")]
     elif variant == "w":
         flt = E.wasm_filter("floor", {}, wasm=FLOOR)
         flt["typed_config"]["config"]["vm_config"]["vm_id"] = "floor"
@@ -86,6 +90,12 @@ def config(variant: str, upstream_port: int, cp: ControlPlane | None) -> dict:
     return E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)])
 
 
+def native_floor_filter(role: str) -> dict:
+    from bench.cost.instructions import native_floor_filter as flt
+
+    return flt(role)
+
+
 def rss_kib(pid: int) -> dict[str, int]:
     """VmRSS and its parts (KiB): anonymous, file-backed, shared memory."""
     fields = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
@@ -97,6 +107,27 @@ def rss_kib(pid: int) -> dict[str, int]:
     if set(out) != set(fields.values()):
         raise RuntimeError(f"no VmRSS split for pid {pid}: {out}")
     return out
+
+
+def smaps_by_file(pid: int) -> dict[str, tuple[int, int]]:
+    """Resident KiB (total, anonymous) per mapped file ([heap], [stack:...], [anon] for the rest):
+    which library the file-backed pages and the relocated (private, written) pages belong to."""
+    out: dict[str, list[int]] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":"):
+            name = Path(head[5]).name if len(head) > 5 else "[anon]"
+        elif head[0] == "Rss:":
+            out.setdefault(name, [0, 0])[0] += int(head[1])
+        elif head[0] == "Anonymous:":
+            out.setdefault(name, [0, 0])[1] += int(head[1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+SMAPS = False
 
 
 def warm_up(url: str) -> dict[int, int]:
@@ -123,6 +154,10 @@ def warm_up(url: str) -> dict[int, int]:
 
 def measure(variant: str, workers: int, upstream_port: int, cp: ControlPlane | None, version: str) -> dict[str, int]:
     env = E.dynamic_module_env() if variant in ("f", "g", "n") else {}
+    if variant == "nf":
+        from bench.cost.instructions import native_floor
+
+        env = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(native_floor().parent)}
     envoy = E.Envoy.start(config(variant, upstream_port, cp), env=env, concurrency=workers)
     try:
         if variant == "g":
@@ -131,12 +166,20 @@ def measure(variant: str, workers: int, upstream_port: int, cp: ControlPlane | N
         # The filter refuses exactly the bad keys; the rest reach the (Python) upstream, which
         # may drop the odd one under this concurrency (503): memory is what is measured here.
         # The floor module decides nothing: it lets the bad keys through as plain Envoy does.
-        refused = 0 if variant in ("a", "w") else WARMUP_REQUESTS // 4
+        refused = 0 if variant in ("a", "w", "nf") else WARMUP_REQUESTS // 4
         passed = counts.get(200, 0) + counts.get(503, 0)
         if counts.get(401, 0) != refused or passed != WARMUP_REQUESTS - refused or counts.get(200, 0) < WARMUP_REQUESTS // 2:
             raise RuntimeError(f"{variant}: unexpected replies {counts}\n{envoy.log()[-3000:]}")
         time.sleep(SETTLE_S)
-        return rss_kib(envoy.proc.pid)
+        out = rss_kib(envoy.proc.pid)
+        if SMAPS:
+            top = sorted(smaps_by_file(envoy.proc.pid).items(), key=lambda kv: -kv[1][0])[:8]
+            print(f"  {variant} x{workers}: " + ", ".join(f"{k} {r / 1024:.1f} MiB (anon {a / 1024:.1f})" for k, (r, a) in top), flush=True)
+        # tcmalloc's own account (Envoy's admin /memory, bytes): live heap against what it holds.
+        mem = json.loads(envoy.admin_get("/memory"))
+        out["allocated"] = int(mem.get("allocated", 0)) // 1024
+        out["heap"] = int(mem.get("heap_size", 0)) // 1024
+        return out
     finally:
         envoy.cleanup()
 
@@ -147,13 +190,17 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="a is always measured")
     ap.add_argument("--no-control-plane", action="store_true", help="skip g (needs target/debug/cordon-control-plane)")
+    ap.add_argument("--smaps", action="store_true", help="also print each run's resident memory by mapped file")
     ap.add_argument("--out", type=Path, help="write the runs and summary as JSON")
     args = ap.parse_args()
+    global SMAPS
+    SMAPS = args.smaps
     chosen = set(args.variants.split(",")) | {"a"}
     if chosen - set(VARIANTS):
         raise SystemExit(f"unknown variants {sorted(chosen - set(VARIANTS))}; known: {VARIANTS}")
     variants = [v for v in VARIANTS if v in chosen and not (args.no_control_plane and v == "g")]
-    for path in (E.WASM, E.DYNAMIC_MODULE):
+    needed = ([E.WASM] if {"b", "r"} & set(variants) else []) + ([E.DYNAMIC_MODULE] if {"f", "g", "n"} & set(variants) else [])
+    for path in needed:
         if not path.exists():
             print(f"{path} is missing: scripts/build-wasm.sh and scripts/build-dynamic.sh", file=sys.stderr)
             return 2
@@ -179,7 +226,8 @@ def main() -> int:
 
     summary: dict = {}
     others = [v for v in variants if v != "a"]
-    for part, title in (("rss", "VmRSS"), ("anon", "RssAnon (heaps, V8 code and VM memory)"), ("file", "RssFile (mapped code: Envoy's binary, the module)")):
+    for part, title in (("rss", "VmRSS"), ("anon", "RssAnon (heaps, V8 code and VM memory)"), ("file", "RssFile (mapped code: Envoy's binary, the module)"),
+                        ("allocated", "tcmalloc allocated (live heap)"), ("heap", "tcmalloc heap_size (what the allocator holds)")):
         print(f"\n{title} of the whole Envoy process, medians over rounds (deltas paired per round against a)")
         print(f"{'workers':>7} " + " ".join(f"{v + ' MiB':>8}" for v in variants) + " " + " ".join(f"{v + '-a MiB':>8}" for v in others)
               + " " + " ".join(f"{v + '/a':>6}" for v in others))

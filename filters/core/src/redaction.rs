@@ -81,7 +81,14 @@ impl CompiledRedaction {
         Ok(Self { engine, on_unscannable: p.on_unscannable, missing_secret })
     }
 
-    /// The engine, or 503 when its pseudonymisation key is missing (never a guessable key).
+    /// No engine, for a role that never redacts (see `CompiledPolicy::compile_without_redaction`):
+    /// [`CompiledRedaction::engine`] answers 503, as for a missing key.
+    pub(crate) fn without_engine() -> Self {
+        Self { engine: None, on_unscannable: OnUnscannable::default(), missing_secret: None }
+    }
+
+    /// The engine, or 503 when its pseudonymisation key is missing (never a guessable key), or
+    /// when the policy was compiled for a role that never redacts.
     pub fn engine(&self) -> Result<&Arc<Engine>, Refusal> {
         self.engine.as_ref().ok_or(Refusal::RedactionUnavailable)
     }
@@ -131,6 +138,29 @@ mod tests {
     fn compile(json: &str, secrets: &dyn SecretSource) -> Result<CompiledRedaction, PolicyError> {
         let p: RedactionPolicy = serde_json::from_str(json).unwrap();
         CompiledRedaction::compile(Some(&p), secrets)
+    }
+
+    #[test]
+    fn a_role_that_never_redacts_builds_no_engine_and_fails_closed_if_asked_for_one() {
+        use crate::policy::{CompiledPolicy, Policy};
+        let secrets = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-provider-secret".to_string());
+        let doc = crate::testkit::policy_json();
+        assert!(doc.get("redaction").is_none());
+        let p = Policy::from_json(doc.to_string().as_bytes()).unwrap();
+        let full = CompiledPolicy::compile(&p, &secrets).unwrap();
+        let light = CompiledPolicy::compile_without_redaction(&p, &secrets).unwrap();
+        assert!(full.redaction().engine().is_ok());
+        assert_eq!(light.redaction().engine().err(), Some(Refusal::RedactionUnavailable));
+        assert_eq!(light.digest(), full.digest());
+        // A redaction section is still compiled, so an invalid one is refused by either role.
+        let mut with_section = doc.clone();
+        with_section["redaction"] = serde_json::json!({"rules": {"detectors": {"no_such_detector": {}}}});
+        let p = Policy::from_json(with_section.to_string().as_bytes()).unwrap();
+        assert!(CompiledPolicy::compile(&p, &secrets).is_err());
+        assert!(CompiledPolicy::compile_without_redaction(&p, &secrets).is_err());
+        with_section["redaction"] = serde_json::json!({"on_unscannable": "pass"});
+        let p = Policy::from_json(with_section.to_string().as_bytes()).unwrap();
+        assert!(CompiledPolicy::compile_without_redaction(&p, &secrets).unwrap().redaction().engine().is_ok());
     }
 
     #[test]

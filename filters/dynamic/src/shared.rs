@@ -9,9 +9,39 @@
 use crate::abi::{self, ConfigHost, LogLevel, Stream};
 use cordon_core::config::FilterConfig;
 use cordon_core::identity::jwt::TokenCache;
-use cordon_core::{CompiledPolicy, Refusal};
+use cordon_core::{CompiledPolicy, Policy, PolicyError, Refusal};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Static policies compiled in this process: the document, whether the copy has a redaction
+/// engine, the copy. The roles of one chain (`cordon.identity`, `cordon.redact`) and the
+/// listeners of one Envoy usually carry the same policy and share one compiled copy (its
+/// redaction engine is most of it, and building it twice also left twice its transient memory in
+/// Envoy's allocator). Weak: a copy goes when the last configuration using it is destroyed.
+type Compiled = Vec<(Policy, bool, Weak<CompiledPolicy>)>;
+static COMPILED: Mutex<Compiled> = Mutex::new(Vec::new());
+
+/// `policy` compiled for a role that redacts (`redacts`) or not, or a live copy already compiled
+/// from an equal document that serves it. A role that never redacts does not build the
+/// redaction engine of a policy without a `redaction` section
+/// (`CompiledPolicy::compile_without_redaction`). Secrets come from this process's environment,
+/// the same for every configuration, so an equal document compiles to an equal policy.
+fn compile_shared(policy: &Policy, redacts: bool) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    let mut cache = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|(_, _, weak)| weak.strong_count() > 0);
+    let serves = |doc: &Policy, engine: bool| doc == policy && (engine || !redacts);
+    if let Some(live) = cache.iter().find(|(doc, engine, _)| serves(doc, *engine)).and_then(|(_, _, weak)| weak.upgrade()) {
+        return Ok(live);
+    }
+    let compiled = Arc::new(if redacts {
+        CompiledPolicy::compile(policy, &secret)?
+    } else {
+        CompiledPolicy::compile_without_redaction(policy, &secret)?
+    });
+    let engine = redacts || policy.redaction.is_some();
+    cache.push((policy.clone(), engine, Arc::downgrade(&compiled)));
+    Ok(compiled)
+}
 
 pub struct Shared {
     /// The static policy, if the configuration has one. A policy pushed by the control plane
@@ -81,7 +111,8 @@ impl Shared {
                 None
             }
             Some(p) => {
-                let compiled = CompiledPolicy::compile(p, &secret).map_err(|e| format!("invalid policy: {e}"))?;
+                // Only the identity role works without a redaction engine.
+                let compiled = compile_shared(p, role != crate::ROLE_IDENTITY).map_err(|e| format!("invalid policy: {e}"))?;
                 for name in compiled.missing_secrets() {
                     abi::log(
                         LogLevel::Error,
@@ -94,7 +125,7 @@ impl Shared {
                     abi::log(LogLevel::Error, &format!("cordon: rate limits: could not create counters: {e}"));
                 }
                 abi::log(LogLevel::Info, &format!("{role} loaded static policy {}", compiled.digest().get(..16).unwrap_or_default()));
-                Some(Arc::new(compiled))
+                Some(compiled)
             }
         };
         let mut decisions = HashMap::new();
@@ -197,4 +228,33 @@ pub fn send_refusal(stream: &Stream, refusal: &Refusal) {
     let mut headers = vec![("content-type", "application/json"), ("x-cordon-error", refusal.code())];
     headers.extend(own.iter().map(|(k, v)| (*k, v.as_str())));
     stream.send_response(refusal.status(), &headers, &refusal.body(), refusal.code());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(team: &str) -> Policy {
+        let doc = serde_json::json!({
+            "identity": {"api_keys": [{"id": "k", "sha256": "00".repeat(32), "principal": {"user": "u", "team": team}}]},
+        });
+        Policy::from_json(doc.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_role_that_redacts_gets_an_engine_even_after_identity_compiled_the_same_policy_without_one() {
+        let p = policy("compile-order");
+        let identity = compile_shared(&p, false).unwrap();
+        assert!(identity.redaction().engine().is_err());
+        let redact = compile_shared(&p, true).unwrap();
+        assert!(redact.redaction().engine().is_ok());
+        // Equal documents share a live copy: identity may take the one with an engine.
+        assert!(Arc::ptr_eq(&compile_shared(&p, true).unwrap(), &redact));
+        let again = compile_shared(&p, false).unwrap();
+        assert!(Arc::ptr_eq(&again, &identity) || Arc::ptr_eq(&again, &redact));
+        // Another document is never served a copy of this one.
+        let other = compile_shared(&policy("another"), true).unwrap();
+        assert!(!Arc::ptr_eq(&other, &redact));
+        assert_ne!(other.digest(), redact.digest());
+    }
 }

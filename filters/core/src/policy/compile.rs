@@ -69,6 +69,22 @@ pub struct CompiledPolicy {
 impl CompiledPolicy {
     /// Validates and compiles `policy`, resolving provider credentials through `secrets`.
     pub fn compile(policy: &Policy, secrets: &dyn SecretSource) -> Result<Self, PolicyError> {
+        Self::compile_for(policy, secrets, true)
+    }
+
+    /// As [`CompiledPolicy::compile`], for a host role that never redacts (the native
+    /// `cordon.identity` on its own). A policy without a `redaction` section gets no redaction
+    /// engine: it would be the default detector set, which always compiles, so nothing is left
+    /// unvalidated, and building it costs the process about 1 MB of heap and a 4 MB peak while
+    /// its automata are built. With a `redaction` section the engine is built as usual (it
+    /// validates the section). `redaction().engine()` answers `redaction_unavailable` on a
+    /// policy compiled without one: a role that redacts fails closed, it is never handed an
+    /// engine that matches nothing.
+    pub fn compile_without_redaction(policy: &Policy, secrets: &dyn SecretSource) -> Result<Self, PolicyError> {
+        Self::compile_for(policy, secrets, false)
+    }
+
+    fn compile_for(policy: &Policy, secrets: &dyn SecretSource, redacts: bool) -> Result<Self, PolicyError> {
         let keys = compile_keys(&policy.identity.api_keys)?;
         let jwt = compile_providers(&policy.identity.jwt_providers)?;
         for (i, m) in policy.identity.spiffe.iter().enumerate() {
@@ -85,7 +101,10 @@ impl CompiledPolicy {
         if l.max_request_body_bytes == 0 || l.max_model_list_bytes == 0 || l.max_response_body_bytes == 0 {
             return Err(PolicyError::invalid("limits", "limits must be greater than zero"));
         }
-        let redaction = CompiledRedaction::compile(policy.redaction.as_ref(), secrets)?;
+        let redaction = match &policy.redaction {
+            None if !redacts => CompiledRedaction::without_engine(),
+            section => CompiledRedaction::compile(section.as_ref(), secrets)?,
+        };
         let rate_limits = crate::ratelimit::CompiledLimits::compile_with_service(
             &policy.rate_limits,
             policy.token_estimate.as_ref(),
