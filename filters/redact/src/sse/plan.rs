@@ -103,19 +103,66 @@ pub(super) struct Facts {
 
 /// Read `data` strictly as an event of `format`; `also` reads it in the same pass (its reading
 /// is sound only when this returns `Ok`: the scan then ran over the whole event).
+#[cfg(test)]
 pub(super) fn read<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V) -> Result<Facts, String> {
-    let mut r = Reader { format, data, facts: Facts::default(), err: None };
+    let mut facts = Facts::default();
+    read_into(format, data, also, &mut facts)?;
+    Ok(facts)
+}
+
+/// [`read`] into `facts`, which are cleared first (a redactor keeps one `Facts` for all its
+/// events, so their vectors are allocated once per stream, not per event).
+pub(super) fn read_into<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V, facts: &mut Facts) -> Result<(), String> {
+    facts.clear();
+    let mut r = Reader { format, data, facts, err: None };
     scan::scan(data, &mut (&mut r, also)).map_err(|e| e.to_string())?;
     match r.err {
         Some(e) => Err(e.to_owned()),
-        None => Ok(r.facts),
+        None => Ok(()),
     }
 }
 
-struct Reader<'d> {
+impl Facts {
+    /// Back to `Facts::default()`, keeping the vectors' capacity.
+    fn clear(&mut self) {
+        // Destructured so that a field added later cannot be forgotten here.
+        let Facts {
+            has_choices,
+            choices,
+            ty,
+            index,
+            content_index,
+            item_id,
+            delta,
+            text,
+            arguments,
+            full_texts,
+            block_text,
+            delta_ty,
+            partial_json,
+            seen,
+        } = self;
+        *has_choices = false;
+        choices.clear();
+        *ty = None;
+        *index = Index::Absent;
+        *content_index = Index::Absent;
+        *item_id = None;
+        delta.clear();
+        text.clear();
+        arguments.clear();
+        full_texts.clear();
+        *block_text = None;
+        *delta_ty = None;
+        partial_json.clear();
+        *seen = 0;
+    }
+}
+
+struct Reader<'d, 'f> {
     format: SseFormat,
     data: &'d [u8],
-    facts: Facts,
+    facts: &'f mut Facts,
     err: Option<&'static str>,
 }
 
@@ -172,11 +219,11 @@ fn string(k: &Kind) -> Option<Range<usize>> {
     }
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     /// The `type` and the index (named `index_key`) of a Responses or Anthropic event; false
     /// when `p` is neither.
     fn type_and_index(&mut self, p: &[P], kind: &Kind, index_key: &str) -> bool {
-        let (f, err) = (&mut self.facts, &mut self.err);
+        let (f, err) = (&mut *self.facts, &mut self.err);
         match p {
             [P::K("type")] => {
                 once(err, &mut f.seen, 1);
@@ -192,7 +239,7 @@ impl Reader<'_> {
     }
 
     fn chat(&mut self, p: &[P], kind: &Kind) {
-        let f = &mut self.facts;
+        let f = &mut *self.facts;
         let err = &mut self.err;
         match p {
             [P::K("choices")] => {
@@ -266,7 +313,7 @@ impl Reader<'_> {
         if self.type_and_index(p, kind, "output_index") {
             return;
         }
-        let f = &mut self.facts;
+        let f = &mut *self.facts;
         let err = &mut self.err;
         match p {
             [P::K("content_index")] => {
@@ -298,7 +345,7 @@ impl Reader<'_> {
         if self.type_and_index(p, kind, "index") {
             return;
         }
-        let f = &mut self.facts;
+        let f = &mut *self.facts;
         let err = &mut self.err;
         match p {
             [P::K("content_block")] => {
@@ -324,7 +371,7 @@ impl Reader<'_> {
     }
 }
 
-impl<'a> Visit<'a> for Reader<'_> {
+impl<'a> Visit<'a> for Reader<'_, '_> {
     fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
         if path.is_empty() {
             expect(&mut self.err, matches!(kind, Kind::Object), "an event's data is not a JSON object");
