@@ -188,6 +188,14 @@ fn view<'x>(path: &'x [Seg<'_>]) -> Option<([P<'x>; 7], usize)> {
     Some((a, path.len()))
 }
 
+/// The key of a path segment (`None` for an array index).
+fn name<'x>(s: &'x Seg<'_>) -> Option<&'x str> {
+    match s {
+        Seg::Key(k) => Some(k),
+        Seg::Idx(_) => None,
+    }
+}
+
 /// Marks a field seen; records an error if it was given twice (the event is then refused whole,
 /// so which copy the fields hold does not matter).
 fn once(err: &mut Option<&'static str>, seen: &mut u16, bit: u16) {
@@ -238,73 +246,84 @@ impl Reader<'_, '_> {
         true
     }
 
-    fn chat(&mut self, p: &[P], kind: &Kind) {
+    /// Chat paths are matched segment by segment on the scanner's own path (no copy of it):
+    /// every path outside `choices` is dropped at its first segment.
+    fn chat(&mut self, path: &[Seg<'_>], kind: &Kind) {
+        let [first, rest @ ..] = path else { return };
+        if name(first) != Some("choices") {
+            return;
+        }
         let f = &mut *self.facts;
         let err = &mut self.err;
-        match p {
-            [P::K("choices")] => {
-                once(err, &mut f.seen, 1);
-                f.has_choices = matches!(kind, Kind::Array);
-                expect(err, array_or_null(kind), "`choices` is not an array");
+        let [at, rest @ ..] = rest else {
+            // `choices`
+            once(err, &mut f.seen, 1);
+            f.has_choices = matches!(kind, Kind::Array);
+            expect(err, array_or_null(kind), "`choices` is not an array");
+            return;
+        };
+        if !matches!(at, Seg::Idx(_)) {
+            return;
+        }
+        let [field, rest @ ..] = rest else {
+            // `choices[i]`
+            if matches!(kind, Kind::Object) {
+                f.choices.push(Choice::default());
+            } else {
+                err.get_or_insert("a choice is not an object");
             }
-            [P::K("choices"), P::I] => {
-                if matches!(kind, Kind::Object) {
-                    f.choices.push(Choice::default());
-                } else {
-                    err.get_or_insert("a choice is not an object");
+            return;
+        };
+        let Some(c) = f.choices.last_mut() else { return };
+        match (name(field), rest) {
+            (Some("index"), []) => {
+                once(err, &mut c.seen, 1);
+                c.index = Index::of(self.data, kind);
+            }
+            (Some("finish_reason"), []) => {
+                once(err, &mut c.seen, 2);
+                c.finish = !matches!(kind, Kind::Null);
+            }
+            (Some("delta"), []) => {
+                once(err, &mut c.seen, 4);
+                expect(err, object_or_null(kind), "`delta` is not an object");
+            }
+            (Some("delta"), [sub, rest @ ..]) => match (name(sub), rest) {
+                (Some("content"), []) => {
+                    once(err, &mut c.seen, 8);
+                    c.content = string(kind);
                 }
-            }
-            [P::K("choices"), P::I, rest @ ..] => {
-                let Some(c) = f.choices.last_mut() else { return };
-                match rest {
-                    [P::K("index")] => {
-                        once(err, &mut c.seen, 1);
-                        c.index = Index::of(self.data, kind);
-                    }
-                    [P::K("finish_reason")] => {
-                        once(err, &mut c.seen, 2);
-                        c.finish = !matches!(kind, Kind::Null);
-                    }
-                    [P::K("delta")] => {
-                        once(err, &mut c.seen, 4);
-                        expect(err, object_or_null(kind), "`delta` is not an object");
-                    }
-                    [P::K("delta"), P::K("content")] => {
-                        once(err, &mut c.seen, 8);
-                        c.content = string(kind);
-                    }
-                    [P::K("delta"), P::K("tool_calls")] => {
-                        once(err, &mut c.seen, 16);
-                        expect(err, array_or_null(kind), "`tool_calls` is not an array");
-                    }
-                    [P::K("delta"), P::K("tool_calls"), P::I] => {
-                        if matches!(kind, Kind::Object) {
-                            c.tools.push(Tool::default());
-                        } else {
-                            err.get_or_insert("a tool call is not an object");
-                        }
-                    }
-                    [P::K("delta"), P::K("tool_calls"), P::I, rest @ ..] => {
-                        let Some(t) = c.tools.last_mut() else { return };
-                        match rest {
-                            [P::K("index")] => {
-                                once(err, &mut t.seen, 1);
-                                t.index = Index::of(self.data, kind);
-                            }
-                            [P::K("function")] => {
-                                once(err, &mut t.seen, 2);
-                                expect(err, object_or_null(kind), "`function` is not an object");
-                            }
-                            [P::K("function"), P::K("arguments")] => {
-                                once(err, &mut t.seen, 4);
-                                t.args = string(kind);
-                            }
-                            _ => {}
-                        }
-                    }
-                    _ => {}
+                (Some("tool_calls"), []) => {
+                    once(err, &mut c.seen, 16);
+                    expect(err, array_or_null(kind), "`tool_calls` is not an array");
                 }
-            }
+                (Some("tool_calls"), [Seg::Idx(_)]) => {
+                    if matches!(kind, Kind::Object) {
+                        c.tools.push(Tool::default());
+                    } else {
+                        err.get_or_insert("a tool call is not an object");
+                    }
+                }
+                (Some("tool_calls"), [Seg::Idx(_), field, rest @ ..]) => {
+                    let Some(t) = c.tools.last_mut() else { return };
+                    match (name(field), rest) {
+                        (Some("index"), []) => {
+                            once(err, &mut t.seen, 1);
+                            t.index = Index::of(self.data, kind);
+                        }
+                        (Some("function"), []) => {
+                            once(err, &mut t.seen, 2);
+                            expect(err, object_or_null(kind), "`function` is not an object");
+                        }
+                        (Some("function"), [arg]) if name(arg) == Some("arguments") => {
+                            once(err, &mut t.seen, 4);
+                            t.args = string(kind);
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -377,10 +396,14 @@ impl<'a> Visit<'a> for Reader<'_, '_> {
             expect(&mut self.err, matches!(kind, Kind::Object), "an event's data is not a JSON object");
             return;
         }
+        if self.format == SseFormat::OpenAiChat {
+            self.chat(path, kind);
+            return;
+        }
         let Some((a, n)) = view(path) else { return };
         let p = a.get(..n).unwrap_or_default();
         match self.format {
-            SseFormat::OpenAiChat => self.chat(p, kind),
+            SseFormat::OpenAiChat => {}
             SseFormat::OpenAiResponses => self.responses(p, kind),
             SseFormat::Anthropic => self.anthropic(p, kind),
         }
