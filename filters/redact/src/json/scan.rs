@@ -161,10 +161,19 @@ pub fn as_u64(raw: &[u8]) -> Option<u64> {
     if raw == b"-0" {
         return Some(0);
     }
-    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
+    if raw.is_empty() {
         return None;
     }
-    std::str::from_utf8(raw).ok()?.parse().ok()
+    // What `str::parse::<u64>` gives on ASCII digits (None on overflow), without its UTF-8
+    // check and sign handling: an index is read per choice of every streamed event.
+    let mut n = 0u64;
+    for &b in raw {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
 }
 
 /// Where the first `"`, `\\` or control character of `s` is. Eight bytes at a time (SWAR,
