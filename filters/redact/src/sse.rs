@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
-use crate::json::scan::{Visit, decode};
+use crate::json::scan::{Visit, decode_text};
 use crate::json::splice;
 
 mod plan;
@@ -667,7 +667,7 @@ impl SseRedactor {
         }
         let mut seen = tally.observer.visitor(data);
         let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps } = plan;
-        plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
+        let doc = plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
             reason,
             snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
         })?;
@@ -677,7 +677,7 @@ impl SseRedactor {
         ends.clear();
         whole_ranges.clear();
         reps.clear();
-        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode(data.get(r.clone()).unwrap_or_default()));
+        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode_text(doc.get(r.clone()).unwrap_or_default()));
         match self.format {
             SseFormat::OpenAiChat => {
                 if facts.has_choices && self.template.is_none() {
@@ -759,7 +759,7 @@ impl SseRedactor {
         }
         let mut changed = false;
         for (r, k) in feed_ranges.iter() {
-            let text = decode(data.get(r.clone()).unwrap_or_default());
+            let text = decode_text(doc.get(r.clone()).unwrap_or_default());
             let Some(mut txt) = self.feed(*k, &text, out) else {
                 // Block: emit what came before the match in this event, then the error.
                 let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
@@ -789,7 +789,7 @@ impl SseRedactor {
             reps.push((r.clone(), txt));
         }
         for r in whole_ranges.iter() {
-            let text = decode(data.get(r.clone()).unwrap_or_default());
+            let text = decode_text(doc.get(r.clone()).unwrap_or_default());
             let o = self.engine.redact(Direction::Response, text.as_bytes());
             if let Some(b) = o.block {
                 self.block(b, out);

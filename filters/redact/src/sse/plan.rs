@@ -111,14 +111,16 @@ pub(super) fn read<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &m
 }
 
 /// [`read`] into `facts`, which are cleared first (a redactor keeps one `Facts` for all its
-/// events, so their vectors are allocated once per stream, not per event).
-pub(super) fn read_into<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V, facts: &mut Facts) -> Result<(), String> {
+/// events, so their vectors are allocated once per stream, not per event); returns `data` as
+/// the text it was checked to be, to read the strings found without checking them again.
+pub(super) fn read_into<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V, facts: &mut Facts) -> Result<&'d str, String> {
     facts.clear();
+    let text = scan::utf8(data).map_err(|e| e.to_string())?;
     let mut r = Reader { format, data, facts, err: None };
-    scan::scan(data, &mut (&mut r, also)).map_err(|e| e.to_string())?;
+    scan::scan_text(text, &mut (&mut r, also)).map_err(|e| e.to_string())?;
     match r.err {
         Some(e) => Err(e.to_owned()),
-        None => Ok(()),
+        None => Ok(text),
     }
 }
 
