@@ -337,7 +337,14 @@ struct Plan {
     ends: Vec<Key>,
     whole: Vec<Range<usize>>,
     reps: Vec<(Range<usize>, String)>,
+    /// The last event's replacement strings, whose allocations the next one's texts reuse.
+    spare: Vec<String>,
 }
+
+/// Replacement strings longer than this are not kept for reuse (a whole text redacted once),
+/// nor more of them than this (an event with many choices).
+const SPARE_MAX: usize = 4096;
+const SPARE_COUNT: usize = 8;
 
 /// Stream key: which continuous text a delta belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -554,10 +561,14 @@ impl SseRedactor {
     }
 
     /// Feed text to a stream; returns the text to emit now (None if the stream blocked).
-    fn feed(&mut self, key: Key, text: &str, out: &mut SseOutput) -> Option<String> {
+    /// `room` is a spare string whose allocation the text reuses.
+    fn feed(&mut self, key: Key, text: &str, out: &mut SseOutput, room: Option<String>) -> Option<String> {
         let engine = &self.engine;
         let s = self.streams.entry(key).or_insert_with(|| StreamRedactor::new(engine.clone(), Direction::Response));
-        let o = s.push(text.as_bytes());
+        let mut bytes = room.map(String::into_bytes).unwrap_or_default();
+        bytes.clear();
+        let mut o = Output { bytes, ..Output::default() };
+        s.push_into(text.as_bytes(), &mut o);
         self.take(o, out)
     }
 
@@ -666,7 +677,7 @@ impl SseRedactor {
             return Ok(());
         }
         let mut seen = tally.observer.visitor(data);
-        let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps } = plan;
+        let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps, spare } = plan;
         let doc = plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
             reason,
             snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
@@ -676,7 +687,8 @@ impl SseRedactor {
         feed_ranges.clear();
         ends.clear();
         whole_ranges.clear();
-        reps.clear();
+        let room = SPARE_COUNT.saturating_sub(spare.len());
+        spare.extend(reps.drain(..).map(|(_, s)| s).filter(|s| s.capacity() <= SPARE_MAX).take(room));
         let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode_text(doc.get(r.clone()).unwrap_or_default()));
         match self.format {
             SseFormat::OpenAiChat => {
@@ -760,7 +772,7 @@ impl SseRedactor {
         let mut changed = false;
         for (r, k) in feed_ranges.iter() {
             let text = decode_text(doc.get(r.clone()).unwrap_or_default());
-            let Some(mut txt) = self.feed(*k, &text, out) else {
+            let Some(mut txt) = self.feed(*k, &text, out, spare.pop()) else {
                 // Block: emit what came before the match in this event, then the error.
                 let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
                 if !before.is_empty() {
