@@ -583,12 +583,18 @@ impl StreamRedactor {
     /// Feed the next chunk; returns what can be forwarded now.
     pub fn push(&mut self, chunk: &[u8]) -> Output {
         let mut out = Output::default();
+        self.push_into(chunk, &mut out);
+        out
+    }
+
+    /// [`Self::push`], appending to `out`: a caller feeding one piece per streamed event lends
+    /// the same room each time instead of allocating an output per event.
+    pub(crate) fn push_into(&mut self, chunk: &[u8], out: &mut Output) {
         if self.blocked || self.finished {
-            return out;
+            return;
         }
         self.normalizer.push(chunk, false, &mut self.buf);
-        self.step(false, &mut out);
-        out
+        self.step(false, out);
     }
 
     /// End of stream: flush everything held back.

@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
-use crate::json::scan::{Visit, decode};
+use crate::json::scan::{Visit, decode_text};
 use crate::json::splice;
 
 mod plan;
@@ -119,7 +119,18 @@ impl SseFramer {
     }
 
     fn scan(&mut self, last: bool) -> Result<Vec<SseEvent>, SseError> {
-        let mut events = Vec::new();
+        let mut spans = Vec::new();
+        let done = self.frame(last, &mut spans)?;
+        let events = spans.iter().map(|r| parse_event(self.buf.get(r.clone()).unwrap_or_default())).collect();
+        self.release(done);
+        Ok(events)
+    }
+
+    /// Frames the buffered bytes in place: pushes the range in the buffer of each complete event
+    /// to `spans` and returns how many leading bytes they take, to be given back with
+    /// [`Self::release`] once read (the redactor reads events where they lie instead of copying
+    /// each out). An event grown past the limit releases them and is an error.
+    fn frame(&mut self, last: bool, spans: &mut Vec<Range<usize>>) -> Result<usize, SseError> {
         let mut start = 0;
         let mut line_start = self.line_start;
         let mut i = self.scanned;
@@ -143,20 +154,28 @@ impl SseFramer {
             if i == line_start {
                 // Blank line: dispatch the event (if it has any line).
                 if line_start > start {
-                    events.push(parse_event(self.buf.get(start..next).unwrap_or_default()));
+                    spans.push(start..next);
                 }
                 start = next;
             }
             line_start = next;
             i = next;
         }
-        self.buf.drain(..start.min(self.buf.len()));
-        self.scanned = i.saturating_sub(start);
-        self.line_start = line_start.saturating_sub(start);
-        if self.buf.len() > self.max {
+        self.scanned = i;
+        self.line_start = line_start;
+        if self.buf.len().saturating_sub(start) > self.max {
+            self.release(start);
             return Err(SseError::EventTooLarge { limit: self.max });
         }
-        Ok(events)
+        Ok(start)
+    }
+
+    /// Drops the first `done` bytes (the events [`Self::frame`] returned, read).
+    fn release(&mut self, done: usize) {
+        let done = done.min(self.buf.len());
+        self.buf.drain(..done);
+        self.scanned = self.scanned.saturating_sub(done);
+        self.line_start = self.line_start.saturating_sub(done);
     }
 
     /// End of stream: any unterminated event is an error (empty remainder is fine).
@@ -179,52 +198,153 @@ impl SseFramer {
     }
 }
 
-fn split_lines(raw: &[u8]) -> Vec<&[u8]> {
-    let mut lines = Vec::new();
-    let mut rest = raw;
-    while let Some((line, tail)) = memchr::memchr2(b'\n', b'\r', rest).and_then(|p| rest.split_at_checked(p)) {
-        lines.push(line);
-        rest = match tail {
-            [b'\r', b'\n', t @ ..] | [_, t @ ..] => t,
-            [] => tail,
-        };
-    }
-    if !rest.is_empty() {
-        lines.push(rest);
-    }
-    lines
+/// The lines of a framed event as ranges into it, without their line endings (a last line
+/// without one included).
+fn lines(raw: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let rest = raw.get(at..).filter(|r| !r.is_empty())?;
+        let start = at;
+        match memchr::memchr2(b'\n', b'\r', rest) {
+            Some(p) => {
+                let ending = if rest.get(p..p + 2) == Some(b"\r\n") { 2 } else { 1 };
+                at += p + ending;
+                Some(start..start + p)
+            }
+            None => {
+                at = raw.len();
+                Some(start..raw.len())
+            }
+        }
+    })
 }
 
-fn parse_event(raw: &[u8]) -> SseEvent {
-    let mut other = Vec::new();
-    let mut data: Option<Vec<u8>> = None;
+/// Where an event's `data` lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DataAt {
+    /// No `data:` line.
+    None,
+    /// One `data:` line: its value, a range of the event.
+    One(Range<usize>),
+    /// Several, joined with `\n` into the caller's buffer.
+    Joined,
+}
+
+/// Reads the fields of the framed event `raw`: the ranges of its lines other than `data:` go to
+/// `other`, data of several lines is joined into `joined` (both cleared first); returns the
+/// range of the (last) `event:` field's value and where the data is.
+fn fields(raw: &[u8], other: &mut Vec<Range<usize>>, joined: &mut Vec<u8>) -> (Option<Range<usize>>, DataAt) {
+    other.clear();
+    let mut data = DataAt::None;
     let mut event = None;
-    for line in split_lines(raw) {
-        if line.is_empty() {
+    for line in lines(raw) {
+        let text = raw.get(line.clone()).unwrap_or_default();
+        if text.is_empty() {
             continue;
         }
-        let (field, value): (&[u8], &[u8]) = match line.iter().position(|&b| b == b':').and_then(|p| line.split_at_checked(p)) {
-            Some(([], _)) => (&[], &[]),
-            Some((field, [_, v @ ..])) => (field, v.strip_prefix(b" ").unwrap_or(v)),
-            _ => (line, &[]),
+        // The field's name and its value's range.
+        let (field, value): (&[u8], Range<usize>) = match memchr::memchr(b':', text) {
+            Some(0) => (&[], line.start..line.start),
+            Some(p) => {
+                let v = line.start + p + 1;
+                let v = if raw.get(v) == Some(&b' ') { v + 1 } else { v };
+                (text.get(..p).unwrap_or_default(), v.min(line.end)..line.end)
+            }
+            None => (text, line.end..line.end),
         };
         if field == b"data" {
-            match &mut data {
-                None => data = Some(value.to_vec()),
-                Some(d) => {
-                    d.push(b'\n');
-                    d.extend_from_slice(value);
+            match &data {
+                DataAt::None => data = DataAt::One(value),
+                DataAt::One(first) => {
+                    joined.clear();
+                    joined.extend_from_slice(raw.get(first.clone()).unwrap_or_default());
+                    joined.push(b'\n');
+                    joined.extend_from_slice(raw.get(value).unwrap_or_default());
+                    data = DataAt::Joined;
+                }
+                DataAt::Joined => {
+                    joined.push(b'\n');
+                    joined.extend_from_slice(raw.get(value).unwrap_or_default());
                 }
             }
             continue;
         }
         if field == b"event" {
-            event = Some(String::from_utf8_lossy(value).into_owned());
+            event = Some(value);
         }
-        other.push(line.to_vec());
+        other.push(line);
     }
-    SseEvent { raw: raw.to_vec(), other_lines: other, event, data }
+    (event, data)
 }
+
+fn parse_event(raw: &[u8]) -> SseEvent {
+    let (mut other, mut joined) = (Vec::new(), Vec::new());
+    let (event, data) = fields(raw, &mut other, &mut joined);
+    let at = |r: Range<usize>| raw.get(r).unwrap_or_default();
+    SseEvent {
+        raw: raw.to_vec(),
+        other_lines: other.into_iter().map(|l| at(l).to_vec()).collect(),
+        event: event.map(|e| String::from_utf8_lossy(at(e)).into_owned()),
+        data: match data {
+            DataAt::None => None,
+            DataAt::One(r) => Some(at(r).to_vec()),
+            DataAt::Joined => Some(joined),
+        },
+    }
+}
+
+/// A framed event read where it lies (in the framer's buffer): what [`SseEvent`] holds, without
+/// copying it out.
+struct Ev<'b> {
+    raw: &'b [u8],
+    /// Lines other than `data:`, ranges of `raw`.
+    other: &'b [Range<usize>],
+    event: Option<Cow<'b, str>>,
+    data: Option<&'b [u8]>,
+}
+
+impl<'b> Ev<'b> {
+    fn read(raw: &'b [u8], other: &'b mut Vec<Range<usize>>, joined: &'b mut Vec<u8>) -> Ev<'b> {
+        let (event, data) = fields(raw, other, joined);
+        let data = match data {
+            DataAt::None => None,
+            DataAt::One(r) => Some(raw.get(r).unwrap_or_default()),
+            DataAt::Joined => Some(joined.as_slice()),
+        };
+        Ev { raw, other: other.as_slice(), event: event.map(|e| String::from_utf8_lossy(raw.get(e).unwrap_or_default())), data }
+    }
+}
+
+/// What a redactor reuses from event to event, so that reading one allocates nothing once the
+/// stream has warmed up.
+#[derive(Debug, Default)]
+struct Room {
+    /// The events framed by one push, ranges of the framer's buffer.
+    spans: Vec<Range<usize>>,
+    /// The current event's lines other than `data:`.
+    other: Vec<Range<usize>>,
+    /// The current event's data when it has several lines.
+    joined: Vec<u8>,
+    plan: Plan,
+}
+
+/// One event's plan: what its scan found, which strings feed which stream, which streams end
+/// here, which strings are full texts to redact whole, and their replacements.
+#[derive(Debug, Default)]
+struct Plan {
+    facts: plan::Facts,
+    feed: Vec<(Range<usize>, Key)>,
+    ends: Vec<Key>,
+    whole: Vec<Range<usize>>,
+    reps: Vec<(Range<usize>, String)>,
+    /// The last event's replacement strings, whose allocations the next one's texts reuse.
+    spare: Vec<String>,
+}
+
+/// Replacement strings longer than this are not kept for reuse (a whole text redacted once),
+/// nor more of them than this (an event with many choices).
+const SPARE_MAX: usize = 4096;
+const SPARE_COUNT: usize = 8;
 
 /// Stream key: which continuous text a delta belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -289,11 +409,11 @@ struct Tally<'o, O> {
 
 impl<O: SseObserver> Tally<'_, O> {
     /// Emits `ev` as it came.
-    fn pass<'d>(&mut self, out: &mut SseOutput, ev: &'d SseEvent, read: Option<O::Visitor<'d>>) {
+    fn pass<'d>(&mut self, out: &mut SseOutput, ev: &Ev<'d>, read: Option<O::Visitor<'d>>) {
         self.close(out);
-        out.bytes.extend_from_slice(&ev.raw);
+        out.bytes.extend_from_slice(ev.raw);
         self.covered = out.bytes.len();
-        self.observer.passed(ev.raw.len(), ev.event.as_deref(), ev.data.as_deref(), read);
+        self.observer.passed(ev.raw.len(), ev.event.as_deref(), ev.data, read);
     }
 
     /// Reports the bytes written since the last passed event.
@@ -318,6 +438,7 @@ pub struct SseRedactor {
     item_ids: BTreeMap<u64, Value>,
     pending_block: Option<(Block, String)>,
     blocked: bool,
+    room: Room,
 }
 
 fn data_event(event: Option<&str>, v: &Value) -> Vec<u8> {
@@ -345,6 +466,7 @@ impl SseRedactor {
             item_ids: BTreeMap::new(),
             pending_block: None,
             blocked: false,
+            room: Room::default(),
         }
     }
 
@@ -371,13 +493,28 @@ impl SseRedactor {
             return Ok(out);
         }
         let mut tally = Tally { observer, covered: 0 };
-        let events = self.framer.push(chunk)?;
-        for ev in events {
-            self.event(ev, &mut out, &mut tally)?;
-            if self.blocked {
-                break;
+        self.framer.buf.extend_from_slice(chunk);
+        // The events are read where the framer holds them: its buffer and the room are lent to
+        // the pass over them and given back after it.
+        let mut framer = std::mem::take(&mut self.framer);
+        let mut room = std::mem::take(&mut self.room);
+        room.spans.clear();
+        let result = framer.frame(false, &mut room.spans).and_then(|done| {
+            let Room { spans, other, joined, plan } = &mut room;
+            let mut result = Ok(());
+            for span in spans.iter() {
+                let ev = Ev::read(framer.buf.get(span.clone()).unwrap_or_default(), other, joined);
+                result = self.event(&ev, plan, &mut out, &mut tally);
+                if result.is_err() || self.blocked {
+                    break;
+                }
             }
-        }
+            framer.release(done);
+            result
+        });
+        self.framer = framer;
+        self.room = room;
+        result?;
         tally.close(&out);
         Ok(out)
     }
@@ -389,12 +526,21 @@ impl SseRedactor {
             return Ok(out);
         }
         let mut tally = Tally { observer, covered: 0 };
-        for ev in self.framer.finish()? {
-            self.event(ev, &mut out, &mut tally)?;
-            if self.blocked {
-                tally.close(&out);
-                return Ok(out);
+        let events = self.framer.finish()?;
+        let mut room = std::mem::take(&mut self.room);
+        let Room { other, joined, plan, .. } = &mut room;
+        let mut result = Ok(());
+        for ev in events {
+            result = self.event(&Ev::read(&ev.raw, other, joined), plan, &mut out, &mut tally);
+            if result.is_err() || self.blocked {
+                break;
             }
+        }
+        self.room = room;
+        result?;
+        if self.blocked {
+            tally.close(&out);
+            return Ok(out);
         }
         let keys: Vec<Key> = self.streams.keys().copied().collect();
         for k in keys {
@@ -415,10 +561,14 @@ impl SseRedactor {
     }
 
     /// Feed text to a stream; returns the text to emit now (None if the stream blocked).
-    fn feed(&mut self, key: Key, text: &str, out: &mut SseOutput) -> Option<String> {
+    /// `room` is a spare string whose allocation the text reuses.
+    fn feed(&mut self, key: Key, text: &str, out: &mut SseOutput, room: Option<String>) -> Option<String> {
         let engine = &self.engine;
         let s = self.streams.entry(key).or_insert_with(|| StreamRedactor::new(engine.clone(), Direction::Response));
-        let o = s.push(text.as_bytes());
+        let mut bytes = room.map(String::into_bytes).unwrap_or_default();
+        bytes.clear();
+        let mut o = Output { bytes, ..Output::default() };
+        s.push_into(text.as_bytes(), &mut o);
         self.take(o, out)
     }
 
@@ -504,9 +654,15 @@ impl SseRedactor {
         }
     }
 
-    fn event<O: SseObserver>(&mut self, ev: SseEvent, out: &mut SseOutput, tally: &mut Tally<'_, O>) -> Result<(), SseError> {
-        let Some(data) = &ev.data else {
-            tally.pass(out, &ev, None);
+    fn event<'d, O: SseObserver>(
+        &mut self,
+        ev: &Ev<'d>,
+        plan: &mut Plan,
+        out: &mut SseOutput,
+        tally: &mut Tally<'_, O>,
+    ) -> Result<(), SseError> {
+        let Some(data) = ev.data else {
+            tally.pass(out, ev, None);
             return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
@@ -517,20 +673,23 @@ impl SseRedactor {
                     return Ok(());
                 }
             }
-            tally.pass(out, &ev, None);
+            tally.pass(out, ev, None);
             return Ok(());
         }
         let mut seen = tally.observer.visitor(data);
-        let facts = plan::read(self.format, data, &mut seen).map_err(|reason| SseError::BadJson {
+        let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps, spare } = plan;
+        let doc = plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
             reason,
             snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
         })?;
         // Plan: which strings feed which stream, which streams end here, which strings are full
         // texts to redact whole (OpenAI Responses `done`/`completed` events).
-        let mut feed_ranges: Vec<(Range<usize>, Key)> = Vec::new();
-        let mut ends: Vec<Key> = Vec::new();
-        let mut whole_ranges: Vec<Range<usize>> = Vec::new();
-        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode(data.get(r.clone()).unwrap_or_default()));
+        feed_ranges.clear();
+        ends.clear();
+        whole_ranges.clear();
+        let room = SPARE_COUNT.saturating_sub(spare.len());
+        spare.extend(reps.drain(..).map(|(_, s)| s).filter(|s| s.capacity() <= SPARE_MAX).take(room));
+        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode_text(doc.get(r.clone()).unwrap_or_default()));
         match self.format {
             SseFormat::OpenAiChat => {
                 if facts.has_choices && self.template.is_none() {
@@ -553,7 +712,7 @@ impl SseRedactor {
                                 ends.push(*k);
                             }
                         }
-                        for (_, k) in &feed_ranges {
+                        for (_, k) in feed_ranges.iter() {
                             if matches!(k, Key::Content(c) | Key::Tool(c, _) if *c == idx) && !ends.contains(k) {
                                 ends.push(*k);
                             }
@@ -607,19 +766,18 @@ impl SseRedactor {
         feed_ranges.sort_by_key(|(r, _)| r.start);
         whole_ranges.sort_by_key(|r| r.start);
         if feed_ranges.is_empty() && whole_ranges.is_empty() && ends.is_empty() {
-            tally.pass(out, &ev, Some(seen));
+            tally.pass(out, ev, Some(seen));
             return Ok(());
         }
-        let mut reps: Vec<(Range<usize>, String)> = Vec::new();
         let mut changed = false;
-        for (r, k) in &feed_ranges {
-            let text = decode(data.get(r.clone()).unwrap_or_default());
-            let Some(mut txt) = self.feed(*k, &text, out) else {
+        for (r, k) in feed_ranges.iter() {
+            let text = decode_text(doc.get(r.clone()).unwrap_or_default());
+            let Some(mut txt) = self.feed(*k, &text, out, spare.pop()) else {
                 // Block: emit what came before the match in this event, then the error.
                 let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
                 if !before.is_empty() {
                     reps.push((r.clone(), before));
-                    out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
+                    out.bytes.extend_from_slice(&rebuild(ev, &splice(data, reps)));
                 }
                 self.block(b, out);
                 return Ok(());
@@ -633,7 +791,7 @@ impl SseRedactor {
                             self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
                         txt.push_str(&before);
                         reps.push((r.clone(), txt));
-                        out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
+                        out.bytes.extend_from_slice(&rebuild(ev, &splice(data, reps)));
                         self.block(b, out);
                         return Ok(());
                     }
@@ -642,8 +800,8 @@ impl SseRedactor {
             changed |= txt != text;
             reps.push((r.clone(), txt));
         }
-        for r in &whole_ranges {
-            let text = decode(data.get(r.clone()).unwrap_or_default());
+        for r in whole_ranges.iter() {
+            let text = decode_text(doc.get(r.clone()).unwrap_or_default());
             let o = self.engine.redact(Direction::Response, text.as_bytes());
             if let Some(b) = o.block {
                 self.block(b, out);
@@ -656,7 +814,7 @@ impl SseRedactor {
             }
         }
         // Streams ending at this event without a delta in it: flush into synthesized events first.
-        for k in ends {
+        for &k in ends.iter() {
             if self.streams.contains_key(&k) {
                 self.flush(k, out);
                 if self.blocked {
@@ -666,19 +824,19 @@ impl SseRedactor {
         }
         if changed {
             reps.sort_by_key(|(r, _)| r.start);
-            out.bytes.extend_from_slice(&rebuild(&ev, &splice(data, &reps)));
+            out.bytes.extend_from_slice(&rebuild(ev, &splice(data, reps)));
         } else {
-            tally.pass(out, &ev, Some(seen));
+            tally.pass(out, ev, Some(seen));
         }
         Ok(())
     }
 }
 
 /// Re-serialize an event with new data: other lines kept, one `data:` line.
-fn rebuild(ev: &SseEvent, data: &[u8]) -> Vec<u8> {
+fn rebuild(ev: &Ev<'_>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 64);
-    for l in &ev.other_lines {
-        out.extend_from_slice(l);
+    for l in ev.other {
+        out.extend_from_slice(ev.raw.get(l.clone()).unwrap_or_default());
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");

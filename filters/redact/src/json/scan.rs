@@ -97,10 +97,21 @@ impl fmt::Display for ScanError {
 
 /// Check `json` strictly and report its values to `v`.
 pub fn scan<'a, V: Visit<'a>>(json: &'a [u8], v: &mut V) -> Result<(), ScanError> {
+    scan_text(utf8(json)?, v)
+}
+
+/// The document as text: the UTF-8 check [`scan`] starts with.
+pub fn utf8(json: &[u8]) -> Result<&str, ScanError> {
     // One UTF-8 check of the whole document (bytes >= 0x80 are legal only inside strings, where
     // they must be UTF-8; anywhere else the grammar refuses them anyway) is cheaper than one per
     // string, and gives keys as `&str` without checking each again.
-    let text = std::str::from_utf8(json).map_err(|e| ScanError { what: "invalid UTF-8", at: e.valid_up_to() })?;
+    std::str::from_utf8(json).map_err(|e| ScanError { what: "invalid UTF-8", at: e.valid_up_to() })
+}
+
+/// [`scan`] of a document already checked as UTF-8 ([`utf8`]): a caller that keeps the text
+/// reads the strings it was told of with [`decode_text`], without checking them again.
+pub fn scan_text<'a, V: Visit<'a>>(text: &'a str, v: &mut V) -> Result<(), ScanError> {
+    let json = text.as_bytes();
     // Room for the paths of every provider event read (`choices`/0/`delta`/`tool_calls`/0/...)
     // at once, instead of growing on the way down.
     let mut s = Scanner { b: json, text, i: 0, path: Vec::with_capacity(8) };
@@ -155,16 +166,34 @@ pub fn decode(raw: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`decode`] of a string value (`raw` with its quotes) cut from a checked document: borrowed,
+/// without a second UTF-8 check, when it holds no escapes.
+pub fn decode_text(raw: &str) -> Cow<'_, str> {
+    match raw.get(1..raw.len().saturating_sub(1)) {
+        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+        _ => decode(raw.as_bytes()),
+    }
+}
+
 /// A number's value when it is a non-negative integer that fits a `u64`, as `serde_json` reads
 /// it (`-0` is 0; `1.0`, `1e2` and `-1` are not).
 pub fn as_u64(raw: &[u8]) -> Option<u64> {
     if raw == b"-0" {
         return Some(0);
     }
-    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
+    if raw.is_empty() {
         return None;
     }
-    std::str::from_utf8(raw).ok()?.parse().ok()
+    // What `str::parse::<u64>` gives on ASCII digits (None on overflow), without its UTF-8
+    // check and sign handling: an index is read per choice of every streamed event.
+    let mut n = 0u64;
+    for &b in raw {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
 }
 
 /// Where the first `"`, `\\` or control character of `s` is. Eight bytes at a time (SWAR,

@@ -103,19 +103,68 @@ pub(super) struct Facts {
 
 /// Read `data` strictly as an event of `format`; `also` reads it in the same pass (its reading
 /// is sound only when this returns `Ok`: the scan then ran over the whole event).
+#[cfg(test)]
 pub(super) fn read<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V) -> Result<Facts, String> {
-    let mut r = Reader { format, data, facts: Facts::default(), err: None };
-    scan::scan(data, &mut (&mut r, also)).map_err(|e| e.to_string())?;
+    let mut facts = Facts::default();
+    read_into(format, data, also, &mut facts)?;
+    Ok(facts)
+}
+
+/// [`read`] into `facts`, which are cleared first (a redactor keeps one `Facts` for all its
+/// events, so their vectors are allocated once per stream, not per event); returns `data` as
+/// the text it was checked to be, to read the strings found without checking them again.
+pub(super) fn read_into<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], also: &mut V, facts: &mut Facts) -> Result<&'d str, String> {
+    facts.clear();
+    let text = scan::utf8(data).map_err(|e| e.to_string())?;
+    let mut r = Reader { format, data, facts, err: None };
+    scan::scan_text(text, &mut (&mut r, also)).map_err(|e| e.to_string())?;
     match r.err {
         Some(e) => Err(e.to_owned()),
-        None => Ok(r.facts),
+        None => Ok(text),
     }
 }
 
-struct Reader<'d> {
+impl Facts {
+    /// Back to `Facts::default()`, keeping the vectors' capacity.
+    fn clear(&mut self) {
+        // Destructured so that a field added later cannot be forgotten here.
+        let Facts {
+            has_choices,
+            choices,
+            ty,
+            index,
+            content_index,
+            item_id,
+            delta,
+            text,
+            arguments,
+            full_texts,
+            block_text,
+            delta_ty,
+            partial_json,
+            seen,
+        } = self;
+        *has_choices = false;
+        choices.clear();
+        *ty = None;
+        *index = Index::Absent;
+        *content_index = Index::Absent;
+        *item_id = None;
+        delta.clear();
+        text.clear();
+        arguments.clear();
+        full_texts.clear();
+        *block_text = None;
+        *delta_ty = None;
+        partial_json.clear();
+        *seen = 0;
+    }
+}
+
+struct Reader<'d, 'f> {
     format: SseFormat,
     data: &'d [u8],
-    facts: Facts,
+    facts: &'f mut Facts,
     err: Option<&'static str>,
 }
 
@@ -139,6 +188,14 @@ fn view<'x>(path: &'x [Seg<'_>]) -> Option<([P<'x>; 7], usize)> {
         };
     }
     Some((a, path.len()))
+}
+
+/// The key of a path segment (`None` for an array index).
+fn name<'x>(s: &'x Seg<'_>) -> Option<&'x str> {
+    match s {
+        Seg::Key(k) => Some(k),
+        Seg::Idx(_) => None,
+    }
 }
 
 /// Marks a field seen; records an error if it was given twice (the event is then refused whole,
@@ -172,11 +229,11 @@ fn string(k: &Kind) -> Option<Range<usize>> {
     }
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     /// The `type` and the index (named `index_key`) of a Responses or Anthropic event; false
     /// when `p` is neither.
     fn type_and_index(&mut self, p: &[P], kind: &Kind, index_key: &str) -> bool {
-        let (f, err) = (&mut self.facts, &mut self.err);
+        let (f, err) = (&mut *self.facts, &mut self.err);
         match p {
             [P::K("type")] => {
                 once(err, &mut f.seen, 1);
@@ -191,73 +248,84 @@ impl Reader<'_> {
         true
     }
 
-    fn chat(&mut self, p: &[P], kind: &Kind) {
-        let f = &mut self.facts;
+    /// Chat paths are matched segment by segment on the scanner's own path (no copy of it):
+    /// every path outside `choices` is dropped at its first segment.
+    fn chat(&mut self, path: &[Seg<'_>], kind: &Kind) {
+        let [first, rest @ ..] = path else { return };
+        if name(first) != Some("choices") {
+            return;
+        }
+        let f = &mut *self.facts;
         let err = &mut self.err;
-        match p {
-            [P::K("choices")] => {
-                once(err, &mut f.seen, 1);
-                f.has_choices = matches!(kind, Kind::Array);
-                expect(err, array_or_null(kind), "`choices` is not an array");
+        let [at, rest @ ..] = rest else {
+            // `choices`
+            once(err, &mut f.seen, 1);
+            f.has_choices = matches!(kind, Kind::Array);
+            expect(err, array_or_null(kind), "`choices` is not an array");
+            return;
+        };
+        if !matches!(at, Seg::Idx(_)) {
+            return;
+        }
+        let [field, rest @ ..] = rest else {
+            // `choices[i]`
+            if matches!(kind, Kind::Object) {
+                f.choices.push(Choice::default());
+            } else {
+                err.get_or_insert("a choice is not an object");
             }
-            [P::K("choices"), P::I] => {
-                if matches!(kind, Kind::Object) {
-                    f.choices.push(Choice::default());
-                } else {
-                    err.get_or_insert("a choice is not an object");
+            return;
+        };
+        let Some(c) = f.choices.last_mut() else { return };
+        match (name(field), rest) {
+            (Some("index"), []) => {
+                once(err, &mut c.seen, 1);
+                c.index = Index::of(self.data, kind);
+            }
+            (Some("finish_reason"), []) => {
+                once(err, &mut c.seen, 2);
+                c.finish = !matches!(kind, Kind::Null);
+            }
+            (Some("delta"), []) => {
+                once(err, &mut c.seen, 4);
+                expect(err, object_or_null(kind), "`delta` is not an object");
+            }
+            (Some("delta"), [sub, rest @ ..]) => match (name(sub), rest) {
+                (Some("content"), []) => {
+                    once(err, &mut c.seen, 8);
+                    c.content = string(kind);
                 }
-            }
-            [P::K("choices"), P::I, rest @ ..] => {
-                let Some(c) = f.choices.last_mut() else { return };
-                match rest {
-                    [P::K("index")] => {
-                        once(err, &mut c.seen, 1);
-                        c.index = Index::of(self.data, kind);
-                    }
-                    [P::K("finish_reason")] => {
-                        once(err, &mut c.seen, 2);
-                        c.finish = !matches!(kind, Kind::Null);
-                    }
-                    [P::K("delta")] => {
-                        once(err, &mut c.seen, 4);
-                        expect(err, object_or_null(kind), "`delta` is not an object");
-                    }
-                    [P::K("delta"), P::K("content")] => {
-                        once(err, &mut c.seen, 8);
-                        c.content = string(kind);
-                    }
-                    [P::K("delta"), P::K("tool_calls")] => {
-                        once(err, &mut c.seen, 16);
-                        expect(err, array_or_null(kind), "`tool_calls` is not an array");
-                    }
-                    [P::K("delta"), P::K("tool_calls"), P::I] => {
-                        if matches!(kind, Kind::Object) {
-                            c.tools.push(Tool::default());
-                        } else {
-                            err.get_or_insert("a tool call is not an object");
-                        }
-                    }
-                    [P::K("delta"), P::K("tool_calls"), P::I, rest @ ..] => {
-                        let Some(t) = c.tools.last_mut() else { return };
-                        match rest {
-                            [P::K("index")] => {
-                                once(err, &mut t.seen, 1);
-                                t.index = Index::of(self.data, kind);
-                            }
-                            [P::K("function")] => {
-                                once(err, &mut t.seen, 2);
-                                expect(err, object_or_null(kind), "`function` is not an object");
-                            }
-                            [P::K("function"), P::K("arguments")] => {
-                                once(err, &mut t.seen, 4);
-                                t.args = string(kind);
-                            }
-                            _ => {}
-                        }
-                    }
-                    _ => {}
+                (Some("tool_calls"), []) => {
+                    once(err, &mut c.seen, 16);
+                    expect(err, array_or_null(kind), "`tool_calls` is not an array");
                 }
-            }
+                (Some("tool_calls"), [Seg::Idx(_)]) => {
+                    if matches!(kind, Kind::Object) {
+                        c.tools.push(Tool::default());
+                    } else {
+                        err.get_or_insert("a tool call is not an object");
+                    }
+                }
+                (Some("tool_calls"), [Seg::Idx(_), field, rest @ ..]) => {
+                    let Some(t) = c.tools.last_mut() else { return };
+                    match (name(field), rest) {
+                        (Some("index"), []) => {
+                            once(err, &mut t.seen, 1);
+                            t.index = Index::of(self.data, kind);
+                        }
+                        (Some("function"), []) => {
+                            once(err, &mut t.seen, 2);
+                            expect(err, object_or_null(kind), "`function` is not an object");
+                        }
+                        (Some("function"), [arg]) if name(arg) == Some("arguments") => {
+                            once(err, &mut t.seen, 4);
+                            t.args = string(kind);
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -266,7 +334,7 @@ impl Reader<'_> {
         if self.type_and_index(p, kind, "output_index") {
             return;
         }
-        let f = &mut self.facts;
+        let f = &mut *self.facts;
         let err = &mut self.err;
         match p {
             [P::K("content_index")] => {
@@ -298,7 +366,7 @@ impl Reader<'_> {
         if self.type_and_index(p, kind, "index") {
             return;
         }
-        let f = &mut self.facts;
+        let f = &mut *self.facts;
         let err = &mut self.err;
         match p {
             [P::K("content_block")] => {
@@ -324,16 +392,20 @@ impl Reader<'_> {
     }
 }
 
-impl<'a> Visit<'a> for Reader<'_> {
+impl<'a> Visit<'a> for Reader<'_, '_> {
     fn value(&mut self, path: &[Seg<'a>], kind: &Kind) {
         if path.is_empty() {
             expect(&mut self.err, matches!(kind, Kind::Object), "an event's data is not a JSON object");
             return;
         }
+        if self.format == SseFormat::OpenAiChat {
+            self.chat(path, kind);
+            return;
+        }
         let Some((a, n)) = view(path) else { return };
         let p = a.get(..n).unwrap_or_default();
         match self.format {
-            SseFormat::OpenAiChat => self.chat(p, kind),
+            SseFormat::OpenAiChat => {}
             SseFormat::OpenAiResponses => self.responses(p, kind),
             SseFormat::Anthropic => self.anthropic(p, kind),
         }

@@ -231,3 +231,23 @@ proptest! {
         prop_assert_eq!(strings_of(&doc).unwrap(), want);
     }
 }
+
+proptest! {
+    /// A number reads as an index as `str::parse::<u64>` reads its digits (the reading before
+    /// the digits were folded by hand): overflow, signs, fractions and exponents included.
+    #[test]
+    fn as_u64_is_parse(raw in prop_oneof![
+        "-?(0|[1-9][0-9]{0,21})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+        Just("18446744073709551615".to_string()),
+        Just("18446744073709551616".to_string()),
+    ]) {
+        let parsed = if raw == "-0" {
+            Some(0)
+        } else if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            raw.parse::<u64>().ok()
+        } else {
+            None
+        };
+        prop_assert_eq!(as_u64(raw.as_bytes()), parsed);
+    }
+}
