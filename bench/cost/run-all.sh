@@ -29,6 +29,9 @@ if $full; then $py bench/chunk-cost/run.py; else $py bench/chunk-cost/run.py --q
 section "Time to first token and per-delta transit through streaming redaction"
 if $full; then $py bench/streaming/run.py --streams 60; else $py bench/streaming/run.py --streams 20; fi
 
+section "Latency added to one POST, by how long Envoy idled before it (cold caches against work)"
+if $full; then $py bench/latency/run.py; else $py bench/latency/run.py --requests 60; fi
+
 section "Memory: Envoy RSS by worker count, plain vs wasm vs the native module"
 if $full; then $py bench/memory/run.py; else $py bench/memory/run.py --rounds 1; fi
 
