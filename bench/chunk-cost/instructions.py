@@ -20,6 +20,8 @@ cost into a fixed part per chunk and a part per content byte. Variants, measured
   n    cordon.redact as b, from the native dynamic module (dist/libcordon_dynamic.so,
        scripts/build-dynamic.sh; CORDON_DYNAMIC_MODULE overrides it): the same role without V8
   ng   cordon.gateway as g, from the native dynamic module
+  nt   t from the native dynamic module: nt - a is what Envoy charges a dynamic module's body
+       hook per chunk by itself (the floor for any native filter that sees each chunk)
 
 Checked in every stream, else the bench stops: HTTP 200, the content the client received equals
 what the upstream sent, [DONE] at the end, and the HTTP chunks Envoy forwarded (for a: one per
@@ -64,9 +66,10 @@ def start(variant: str, upstream_port: int, baseline: Path | None) -> cg.Callgri
         "g": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS})],
         "og": [E.wasm_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS}, wasm=baseline or E.WASM)],
         "n": [E.dynamic_filter("cordon.redact", run.REDACT_CFG)],
+        "nt": [E.dynamic_filter("cordon.redact", run.REDACT_CFG)],
         "ng": [E.dynamic_filter("cordon.gateway", {"policy": ident.POLICY_LIMITS})],
     }[variant]
-    env_vars = E.dynamic_module_env() if variant in ("n", "ng") else {}
+    env_vars = E.dynamic_module_env() if variant in ("n", "nt", "ng") else {}
     env = cg.Callgrind(config=E.bootstrap([E.listener("main", filters, "model")], [E.cluster("model", upstream_port)]), concurrency=1,
                        env=env_vars)
     env.tag = f"chunk-{variant}"
@@ -85,7 +88,7 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
     run.REQUEST_HEADERS.clear()
     if variant in ("g", "og", "ng"):
         run.REQUEST_HEADERS["authorization"] = f"Bearer {ident.KEYS[ident.CALLER][0]}"
-    if variant == "t":
+    if variant in ("t", "nt"):
         run.FLOOR_HEADERS["content-type"] = "text/plain; charset=utf-8"
     try:
         conn = RawConnection("127.0.0.1", env.port())
@@ -96,7 +99,7 @@ def measure(variant: str, upstream: FakeUpstream, baseline: Path | None, n: int,
             for f in glob.glob(f"{cg.OUT_DIR}/{env.tag}.{pid}*"):
                 os.unlink(f)
             cg.control(pid, "--zero")
-            r = run.one_stream(env, conn, upstream, run.deltas(n, size), delay, check_deltas=variant in ("a", "t"))
+            r = run.one_stream(env, conn, upstream, run.deltas(n, size), delay, check_deltas=variant in ("a", "t", "nt"))
             cg.control(pid, "--dump")
             time.sleep(0.5)
             ir = cg.total_ir(f"{cg.OUT_DIR}/{env.tag}.{pid}*")
