@@ -14,40 +14,12 @@
 //! and the limits take those readings and the chunk as redaction left it instead of reading,
 //! framing and scanning it again; the outcome is the same (`Exchange::response_chunk_read`).
 
-use crate::abi::{CalloutEvent, ConfigHost, DataStatus, FilterFactory, HeadersStatus, HttpFilter, Stream};
+use crate::abi::{CalloutEvent, DataStatus, HeadersStatus, HttpFilter, Stream};
 use crate::identity::IdentityFilter;
 use crate::redact::RedactFilter;
 use crate::shared::Shared;
 use cordon_core::redaction::session::Head;
 use std::sync::Arc;
-
-/// The configuration's factory: one filter per stream, both roles sharing the configuration.
-pub struct Factory {
-    shared: Arc<Shared>,
-}
-
-impl Factory {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
-
-impl FilterFactory for Factory {
-    fn new_filter(&self) -> Box<dyn HttpFilter> {
-        let mut identity = IdentityFilter::new(self.shared.clone());
-        // Redaction reads the request's head and body from identity's copies, not from Envoy.
-        identity.keep_request();
-        Box::new(GatewayFilter { identity, redact: RedactFilter::new(self.shared.clone()), redact_started: false })
-    }
-
-    fn scheduled(&self, host: &ConfigHost, _event_id: u64) {
-        self.shared.settlements.flush(host);
-    }
-
-    fn callout_done(&self, _callout_id: u64, reply: Option<crate::abi::CalloutReply<'_>>) {
-        crate::fleet::Settlements::done(reply);
-    }
-}
 
 pub struct GatewayFilter {
     identity: IdentityFilter,
@@ -57,6 +29,14 @@ pub struct GatewayFilter {
 }
 
 impl GatewayFilter {
+    /// Both roles for one stream, sharing the configuration.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let mut identity = IdentityFilter::new(shared.clone());
+        // Redaction reads the request's head and body from identity's copies, not from Envoy.
+        identity.keep_request();
+        Self { identity, redact: RedactFilter::new(shared), redact_started: false }
+    }
+
     fn answered(&self) -> bool {
         self.identity.refused() || self.redact.refused()
     }

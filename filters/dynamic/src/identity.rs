@@ -2,9 +2,7 @@
 //! injection, model access, and rate and token limits, applied as `cordon-core` decides. The
 //! same steps as the wasm adapter's `identity.rs`, over the dynamic-module ABI.
 
-use crate::abi::{
-    Attribute, CalloutEvent, ConfigHost, DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream,
-};
+use crate::abi::{Attribute, CalloutEvent, DataStatus, Direction, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
 use crate::audit_trail;
 use crate::counters::ProcessStore;
 use crate::fleet::Reply;
@@ -18,31 +16,6 @@ use cordon_core::ratelimit::usage::{Piece, SharedReading};
 use cordon_core::{Admitted, CompiledPolicy, HeadVerdict, Refusal, RequestHead};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// The configuration's factory: one filter per stream, all sharing the configuration.
-pub struct Factory {
-    shared: Arc<Shared>,
-}
-
-impl Factory {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
-
-impl FilterFactory for Factory {
-    fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(IdentityFilter::new(self.shared.clone()))
-    }
-
-    fn scheduled(&self, host: &ConfigHost, _event_id: u64) {
-        self.shared.settlements.flush(host);
-    }
-
-    fn callout_done(&self, _callout_id: u64, reply: Option<crate::abi::CalloutReply<'_>>) {
-        crate::fleet::Settlements::done(reply);
-    }
-}
 
 /// What the request does once its body has been judged.
 #[derive(Clone, Copy, PartialEq, Eq)]

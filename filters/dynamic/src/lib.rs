@@ -35,7 +35,7 @@ mod policy_stream;
 mod redact;
 mod shared;
 
-use abi::{ConfigHost, FilterFactory, LogLevel};
+use abi::{ConfigHost, FilterFactory, HttpFilter, LogLevel};
 
 /// Filter name (`filter_name` in Envoy's config) of the identity and model-access role.
 pub const ROLE_IDENTITY: &str = "cordon.identity";
@@ -60,9 +60,43 @@ fn new_factory(host: &ConfigHost, name: &str, config: &[u8]) -> Option<Box<dyn F
             return None;
         }
     };
-    Some(match name {
-        ROLE_REDACT => Box::new(redact::Factory::new(shared)),
-        ROLE_GATEWAY => Box::new(gateway::Factory::new(shared)),
-        _ => Box::new(identity::Factory::new(shared)),
-    })
+    let role = match name {
+        ROLE_REDACT => Role::Redact,
+        ROLE_GATEWAY => Role::Gateway,
+        _ => Role::Identity,
+    };
+    Some(Box::new(RoleFactory { role, shared }))
+}
+
+/// The role a configuration's filters play.
+#[derive(Clone, Copy)]
+enum Role {
+    Identity,
+    Redact,
+    Gateway,
+}
+
+/// One filter configuration: a filter of its role per stream, all sharing the configuration.
+struct RoleFactory {
+    role: Role,
+    shared: std::sync::Arc<shared::Shared>,
+}
+
+impl FilterFactory for RoleFactory {
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        match self.role {
+            Role::Identity => Box::new(identity::IdentityFilter::new(self.shared.clone())),
+            Role::Redact => Box::new(redact::RedactFilter::new(self.shared.clone())),
+            Role::Gateway => Box::new(gateway::GatewayFilter::new(self.shared.clone())),
+        }
+    }
+
+    /// Fleet token settlements go out from the main thread; only roles with limits queue any.
+    fn scheduled(&self, host: &ConfigHost, _event_id: u64) {
+        self.shared.settlements.flush(host);
+    }
+
+    fn callout_done(&self, _callout_id: u64, reply: Option<abi::CalloutReply<'_>>) {
+        fleet::Settlements::done(reply);
+    }
 }

@@ -7,29 +7,13 @@
 //! body the session holds, that is the body so far; for a stream it lets flow, only the chunk
 //! (nothing is buffered), exactly the proxy-wasm semantics the session was written against.
 
-use crate::abi::{DataStatus, Direction, FilterFactory, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
+use crate::abi::{DataStatus, Direction, HeaderKind, HeadersStatus, HttpFilter, LogLevel, Stream};
 use crate::shared::{Shared, send_refusal};
 use cordon_core::Refusal;
 use cordon_core::audit::assembly::Role;
 use cordon_core::ratelimit::usage::{Piece, SharedReading};
 use cordon_core::redaction::session::{BodyStep, Event, FORCED_REQUEST_HEADERS, Head, HeadStep, ResponseHead, Session};
 use std::sync::Arc;
-
-pub struct Factory {
-    shared: Arc<Shared>,
-}
-
-impl Factory {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
-
-impl FilterFactory for Factory {
-    fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(RedactFilter::new(self.shared.clone()))
-    }
-}
 
 pub struct RedactFilter {
     shared: Arc<Shared>,
