@@ -39,7 +39,7 @@ use sha2::Sha256;
 
 use crate::config::{Action, ConfigError, Direction, RedactConfig, Rule};
 use crate::detect::builtin::{self, BUILTINS};
-use crate::detect::{ByteSet, Cand, Canon, Detector, LiteralIndex, Occ, Scanner};
+use crate::detect::{Anchored, ByteSet, Cand, Canon, Detector, LiteralIndex, Occ, Scanner};
 use crate::normalize::{Buffers, EXPANSION, MAX_IGNORABLE_RUN, Normalizer};
 
 /// Context bytes kept before the earliest scan position (look-behind; the phone validator reads
@@ -405,7 +405,7 @@ impl Engine {
         let pem_end = make(
             "private_key",
             "PRIVATE_KEY",
-            Scanner::literal(end_lits, false, Some(end_re), None, None),
+            Scanner::literal(end_lits, false, Some(Anchored::Regex(end_re)), None, None),
             end_max.unwrap_or(128),
             &Rule::default(),
         );

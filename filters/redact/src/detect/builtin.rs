@@ -21,7 +21,7 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::{ByteSet, Canon, Matcher, Scanner, Trigger, Validator, validate};
+use super::{Anchored, ByteSet, Canon, Matcher, Scanner, Trigger, Validator, validate};
 
 /// Specification of a built-in detector before configuration is applied.
 pub struct Builtin {
@@ -305,13 +305,13 @@ pub fn max_len(pattern: &str, unicode: bool) -> Result<(Option<usize>, bool), St
     Ok((p.maximum_len(), p.minimum_len() == Some(0)))
 }
 
-/// Build the scanner of a built-in.
+/// Build the scanner of a built-in. Patterns with a hand-written matcher are not compiled (the
+/// engine's build peak is what the allocator keeps; tests hold each matcher to its pattern).
 pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
-    let re = compile(b.pattern)?;
     Ok(match &b.kind {
         Kind::Email(spec) => run_scanner(spec, Matcher::Email),
         // Hand-written matchers for the hot digit patterns (the lazy DFA is not compiled in;
-        // PikeVM costs microseconds per candidate). Equivalence is tested against the regex.
+        // PikeVM costs microseconds per candidate).
         Kind::Run(spec) => run_scanner(
             spec,
             match b.name {
@@ -320,13 +320,14 @@ pub fn scanner(b: &Builtin) -> Result<Scanner, String> {
                 "ipv4" => Matcher::Ipv4,
                 "phone" => Matcher::Phone,
                 "iban" => Matcher::Iban,
-                "ipv6" => Matcher::Ipv6(re),
-                _ => Matcher::Regex(re),
+                "ipv6" => Matcher::Ipv6(compile(b.pattern)?),
+                _ => Matcher::Regex(compile(b.pattern)?),
             },
         ),
         Kind::Literal(lits, ci, left, right) => {
             let lits: Vec<Vec<u8>> =
                 lits.iter().map(|l| if *ci { l.to_ascii_lowercase().into_bytes() } else { l.as_bytes().to_vec() }).collect();
+            let re = if b.name == "jwt" { Anchored::Jwt } else { Anchored::Regex(compile(b.pattern)?) };
             Scanner::literal(lits, *ci, Some(re), left.map(|c| ByteSet::new(c, ALNUM)), right.map(|c| ByteSet::new(c, ALNUM)))
         }
     })

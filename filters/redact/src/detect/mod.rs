@@ -164,8 +164,8 @@ pub enum Scanner {
         longest: usize,
         /// Bytes a proper prefix of a literal can end with ([`ByteSet::inner`]).
         inner: ByteSet,
-        /// Anchored regex run at a literal occurrence; `None` = the literal is the match.
-        re: Option<Regex>,
+        /// Anchored matcher run at a literal occurrence; `None` = the literal is the match.
+        re: Option<Anchored>,
         /// If set, the byte before a match must not be in this set.
         left_boundary: Option<ByteSet>,
         /// If set, the byte after a match must not be in this set.
@@ -183,7 +183,7 @@ impl Scanner {
     pub fn literal(
         lits: Vec<Vec<u8>>,
         ci: bool,
-        re: Option<Regex>,
+        re: Option<Anchored>,
         left_boundary: Option<ByteSet>,
         right_boundary: Option<ByteSet>,
     ) -> Self {
@@ -436,7 +436,7 @@ impl Detector {
                             None => Some(m.end),
                             Some(re) => {
                                 let w = (s + self.window()).min(hay.len());
-                                hay.get(s..w).and_then(|x| re.find(x)).map(|x| s + x.end())
+                                hay.get(s..w).and_then(|x| re.find(x)).map(|e| s + e)
                             }
                         };
                         if let (Some(e), Some(set)) = (end, right_boundary)
@@ -523,6 +523,26 @@ impl Span {
     }
     fn end(&self) -> usize {
         self.end
+    }
+}
+
+/// Matches at the start of a slice (where a literal scanner found its literal).
+#[derive(Debug, Clone)]
+pub enum Anchored {
+    /// A regex starting with `\A`.
+    Regex(Regex),
+    /// Hand-written equivalent of the JWT pattern ([`jwt_at`]): as a regex its counted
+    /// repetitions unroll into 0.9 MB of automaton and a 3.3 MB build peak.
+    Jwt,
+}
+
+impl Anchored {
+    /// End of the match at the start of `x`.
+    pub fn find(&self, x: &[u8]) -> Option<usize> {
+        match self {
+            Anchored::Regex(re) => re.find(x).map(|m| m.end()),
+            Anchored::Jwt => jwt_at(x, 0),
+        }
     }
 }
 
@@ -629,6 +649,32 @@ pub fn card_at(h: &[u8], s: usize) -> Option<usize> {
         n += 1;
     }
     (n >= 13).then_some(i)
+}
+
+/// Anchored `eyJ[B]{4,1024}\.(?:[B]{4,4096}\.[B]{0,1024}|eyJ[B]{4,4093})` at `s`, where `B` is
+/// the base64url alphabet `[A-Za-z0-9_\-]`. `.` is not in `B`, so a segment before a dot must be
+/// the whole run of `B` there; the first alternative wins when it matches, and the last
+/// segment of either is greedy with nothing after it, so it takes its run up to its bound.
+pub fn jwt_at(h: &[u8], s: usize) -> Option<usize> {
+    let b64url = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-');
+    let run = |i: usize| h.get(i..).map_or(0, |t| t.iter().take_while(|b| b64url(b)).count());
+    let eyj = |i: usize| h.get(i..).is_some_and(|t| t.starts_with(b"eyJ"));
+    if !eyj(s) {
+        return None;
+    }
+    let head = run(s + 3);
+    if !(4..=1024).contains(&head) || h.get(s + 3 + head) != Some(&b'.') {
+        return None;
+    }
+    let second = s + 3 + head + 1;
+    let body = run(second);
+    if (4..=4096).contains(&body) && h.get(second + body) == Some(&b'.') {
+        let third = second + body + 1;
+        return Some(third + run(third).min(1024));
+    }
+    // Unsigned `header.payload`: the run after the dot starts with `eyJ` (all three in `B`).
+    let tail = body.checked_sub(3).filter(|&n| n >= 4 && eyj(second))?;
+    Some(second + 3 + tail.min(4093))
 }
 
 /// Anchored `[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}` at `s` (greedy, and nothing follows,

@@ -784,7 +784,7 @@ mod tests {
 #[cfg(test)]
 mod matcher_equivalence {
     use crate::detect::builtin::{BUILTINS, compile};
-    use crate::detect::{Matcher, card_at, iban_at, ipv4_at, phone_at, ssn_at};
+    use crate::detect::{Matcher, card_at, iban_at, ipv4_at, jwt_at, phone_at, ssn_at};
     use proptest::prelude::*;
 
     /// Pieces of phone numbers and near misses: dense enough that most strings hold a match.
@@ -829,6 +829,29 @@ mod matcher_equivalence {
 
     /// Pieces of IBANs, country codes, check digits and separators.
     const IBAN_PARTS: &[&str] = &["DE", "GB", "89", "3704", "0044", "WEST", "A", "Z", "0", "9", " ", "-", "  ", "a", "DE89", "GB82"];
+
+    /// Segment lengths at and around the JWT pattern's bounds.
+    const JWT_LENS: &[usize] = &[0, 1, 3, 4, 5, 6, 7, 8, 1023, 1024, 1025, 4089, 4090, 4091, 4092, 4093, 4094, 4095, 4096, 4097];
+
+    /// A JWT-like string: optional `eyJ`, three runs of base64url bytes of lengths around the
+    /// bounds, separators that are or are not dots, the second run optionally starting `eyJ`,
+    /// cut short anywhere (the scanner hands the matcher a window-long slice).
+    fn jwt_like() -> impl Strategy<Value = String> {
+        let len = || prop::sample::select(JWT_LENS);
+        // Weighted towards what matches: dots, an `eyJ` head, the whole string.
+        let sep = || prop::sample::select(&[".", ".", ".", "", " ", "..", "="][..]);
+        let head = prop::sample::select(&[true, true, true, false][..]);
+        let cut = prop_oneof![Just(1.0), 0.0..=1.0f64];
+        (head, len(), sep(), any::<bool>(), len(), sep(), len(), cut).prop_map(
+            |(head_eyj, a, s1, body_eyj, b, s2, c, cut)| {
+                let run = |n: usize, fill: &str| fill.repeat(n / fill.len() + 1)[..n].to_string();
+                let body = if body_eyj { format!("eyJ{}", run(b.saturating_sub(3), "Zz9_")) } else { run(b, "a-Q") };
+                let s = format!("{}{}{s1}{body}{s2}{} tail", if head_eyj { "eyJ" } else { "" }, run(a, "Ab1-"), run(c, "k_7"));
+                let keep = (s.len() as f64 * cut) as usize;
+                s[..keep].to_string()
+            },
+        )
+    }
 
     fn anchored(name: &str) -> regex::bytes::Regex {
         let b = BUILTINS.iter().find(|b| b.name == name).unwrap();
@@ -876,6 +899,18 @@ mod matcher_equivalence {
                 prop_assert_eq!(iban_at(h, st), want, "iban at {} in {:?}", st, s);
                 let want = unanchored.find_at(h, st).map(|m| (m.start(), m.end()));
                 prop_assert_eq!(Matcher::Iban.find_at(h, st), want, "iban from {} in {:?}", st, s);
+            }
+        }
+
+        /// The JWT matcher agrees with the JWT regex at every start, around every segment bound
+        /// and wherever the slice ends (the scanner hands it a window-long slice).
+        #[test]
+        fn jwt_matcher_equals_regex(s in jwt_like()) {
+            let h = s.as_bytes();
+            let re = anchored("jwt");
+            for st in 0..=h.len() {
+                let want = re.find(&h[st..]).map(|m| st + m.end());
+                prop_assert_eq!(jwt_at(h, st), want, "jwt at {} in a string of {} bytes", st, h.len());
             }
         }
 
