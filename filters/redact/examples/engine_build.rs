@@ -28,7 +28,11 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         COUNT.fetch_add(1, Relaxed);
-        let now = if new >= l.size() { LIVE.fetch_add(new - l.size(), Relaxed) + new - l.size() } else { LIVE.fetch_sub(l.size() - new, Relaxed) - (l.size() - new) };
+        let now = if new >= l.size() {
+            LIVE.fetch_add(new - l.size(), Relaxed) + new - l.size()
+        } else {
+            LIVE.fetch_sub(l.size() - new, Relaxed) - (l.size() - new)
+        };
         PEAK.fetch_max(now, Relaxed);
         unsafe { System.realloc(p, l, new) }
     }

@@ -842,15 +842,13 @@ mod matcher_equivalence {
         let sep = || prop::sample::select(&[".", ".", ".", "", " ", "..", "="][..]);
         let head = prop::sample::select(&[true, true, true, false][..]);
         let cut = prop_oneof![Just(1.0), 0.0..=1.0f64];
-        (head, len(), sep(), any::<bool>(), len(), sep(), len(), cut).prop_map(
-            |(head_eyj, a, s1, body_eyj, b, s2, c, cut)| {
-                let run = |n: usize, fill: &str| fill.repeat(n / fill.len() + 1)[..n].to_string();
-                let body = if body_eyj { format!("eyJ{}", run(b.saturating_sub(3), "Zz9_")) } else { run(b, "a-Q") };
-                let s = format!("{}{}{s1}{body}{s2}{} tail", if head_eyj { "eyJ" } else { "" }, run(a, "Ab1-"), run(c, "k_7"));
-                let keep = (s.len() as f64 * cut) as usize;
-                s[..keep].to_string()
-            },
-        )
+        (head, len(), sep(), any::<bool>(), len(), sep(), len(), cut).prop_map(|(head_eyj, a, s1, body_eyj, b, s2, c, cut)| {
+            let run = |n: usize, fill: &str| fill.repeat(n / fill.len() + 1)[..n].to_string();
+            let body = if body_eyj { format!("eyJ{}", run(b.saturating_sub(3), "Zz9_")) } else { run(b, "a-Q") };
+            let s = format!("{}{}{s1}{body}{s2}{} tail", if head_eyj { "eyJ" } else { "" }, run(a, "Ab1-"), run(c, "k_7"));
+            let keep = (s.len() as f64 * cut) as usize;
+            s[..keep].to_string()
+        })
     }
 
     fn anchored(name: &str) -> regex::bytes::Regex {
