@@ -16,6 +16,11 @@ sent downstream), so the filter's share of TTFT can be told from the client's an
 Loopback only.
 
     .venv/bin/python bench/streaming/run.py [--streams 40] [--no-native]
+
+p99 of time to first token needs many streams; short ones read it in minutes (TTFT does not
+depend on what follows the first delta):
+
+    .venv/bin/python bench/streaming/run.py --streams 1000 --deltas 4 --gap-ms 5
 """
 
 from __future__ import annotations
@@ -63,10 +68,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def one_stream(env: E.Envoy, upstream: FakeUpstream) -> tuple[float, list[float], list[float]]:
+def one_stream(env: E.Envoy, upstream: FakeUpstream, deltas: int, gap_s: float) -> tuple[float, list[float], list[float]]:
     # Ordinary prose with an e-mail address now and then, as real completions have.
-    words = [f"word{i} " if i % 16 else f"mail{i}@example.com " for i in range(DELTAS)]
-    upstream.push(Script(chunks=words, delay_s=GAP_S))
+    words = [f"word{i} " if i % 16 else f"mail{i}@example.com " for i in range(deltas)]
+    upstream.push(Script(chunks=words, delay_s=gap_s))
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "go"}], "stream": True}
     t0 = time.monotonic()
     times = []
@@ -76,8 +81,8 @@ def one_stream(env: E.Envoy, upstream: FakeUpstream) -> tuple[float, list[float]
                 doc = e.json()
                 if doc.get("choices") and doc["choices"][0]["delta"].get("content"):
                     times.append(e.t)
-    sent = upstream.sent_times[1:1 + DELTAS]  # event 0 is the role-only delta; then one per word
-    assert len(times) == len(sent) == DELTAS, (len(times), len(sent))  # nothing merged or lost
+    sent = upstream.sent_times[1:1 + deltas]  # event 0 is the role-only delta; then one per word
+    assert len(times) == len(sent) == deltas, (len(times), len(sent))  # nothing merged or lost
     transit = [(r - w) * 1000 for w, r in zip(sent, times)]
     return (times[0] - t0) * 1000, [(b - a) * 1000 for a, b in zip(times, times[1:])], transit
 
@@ -85,6 +90,8 @@ def one_stream(env: E.Envoy, upstream: FakeUpstream) -> tuple[float, list[float]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=40)
+    ap.add_argument("--deltas", type=int, default=DELTAS, help="content deltas per stream")
+    ap.add_argument("--gap-ms", type=float, default=GAP_S * 1000, help="the fake upstream's pause between deltas")
     ap.add_argument("--no-native", action="store_true", help="skip n (needs scripts/build-dynamic.sh)")
     args = ap.parse_args()
     upstream = FakeUpstream()
@@ -105,13 +112,13 @@ def main() -> int:
         results = {name: ([], [], [], []) for name in envoys}
         for i in range(args.streams):
             for name, env in envoys.items():
-                ttft, gaps, transit = one_stream(env, upstream)
+                ttft, gaps, transit = one_stream(env, upstream, args.deltas, args.gap_ms / 1000)
                 r = results[name]
                 r[0].append(ttft)
                 r[1].extend(gaps)
                 r[2].append(transit[0])
                 r[3].extend(transit)
-        print(f"{args.streams} streams per variant, {DELTAS} deltas {GAP_S * 1000:.0f} ms apart (fake upstream), interleaved")
+        print(f"{args.streams} streams per variant, {args.deltas} deltas {args.gap_ms:g} ms apart (fake upstream), interleaved")
         cols = ["TTFT", "gap", "transit1", "transit"]
         print(f"{'':24}" + "".join(f"{c + ' p50':>15}{c + ' p99':>15}" for c in cols) + "   (ms)")
         print(f"{'':24}(transit1: the first content delta; transit: every delta)")

@@ -339,6 +339,8 @@ struct Plan {
     reps: Vec<(Range<usize>, String)>,
     /// The last event's replacement strings, whose allocations the next one's texts reuse.
     spare: Vec<String>,
+    /// The last event read in full, for the next one that repeats it around another string.
+    repeat: plan::Repeat,
 }
 
 /// Replacement strings longer than this are not kept for reuse (a whole text redacted once),
@@ -380,6 +382,9 @@ pub struct SseOutput {
 /// framed and scanned once for both (the `cordon.gateway` role's token limits read the redacted
 /// stream this way). Every emitted byte is reported, in order, as a passed event or as written.
 pub trait SseObserver {
+    /// Its visitor reads values: every event must then be scanned in full (an event that repeats
+    /// the last one around another string is otherwise read by comparing bytes).
+    const READS: bool = true;
     /// What reads one event's data alongside redaction's scan.
     type Visitor<'d>: Visit<'d>;
     /// A visitor for one event's data.
@@ -394,6 +399,7 @@ pub trait SseObserver {
 
 /// Observes nothing: the redactor alone.
 impl SseObserver for () {
+    const READS: bool = false;
     type Visitor<'d> = ();
     fn visitor<'d>(&self, _data: &'d [u8]) -> Self::Visitor<'d> {}
     fn passed(&mut self, _raw_len: usize, _event: Option<&str>, _data: Option<&[u8]>, _read: Option<()>) {}
@@ -677,11 +683,21 @@ impl SseRedactor {
             return Ok(());
         }
         let mut seen = tally.observer.visitor(data);
-        let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps, spare } = plan;
-        let doc = plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
-            reason,
-            snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
-        })?;
+        let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps, spare, repeat } = plan;
+        let doc = match if O::READS { None } else { repeat.reread(data, facts) } {
+            Some(doc) => doc,
+            None => {
+                repeat.forget();
+                let doc = plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
+                    reason,
+                    snippet: String::from_utf8_lossy(data.get(..data.len().min(80)).unwrap_or_default()).into_owned(),
+                })?;
+                if !O::READS {
+                    repeat.remember(data, facts);
+                }
+                doc
+            }
+        };
         // Plan: which strings feed which stream, which streams end here, which strings are full
         // texts to redact whole (OpenAI Responses `done`/`completed` events).
         feed_ranges.clear();

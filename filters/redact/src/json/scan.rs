@@ -124,6 +124,16 @@ pub fn scan_text<'a, V: Visit<'a>>(text: &'a str, v: &mut V) -> Result<(), ScanE
     Ok(())
 }
 
+/// Whether `text` is exactly one JSON string, quotes included, as [`scan_text`] checks a string
+/// inside a document (control characters, escapes, surrogates).
+pub fn is_string(text: &str) -> bool {
+    if !text.starts_with('"') {
+        return false;
+    }
+    let mut s = Scanner { b: text.as_bytes(), text, i: 0, path: Vec::new() };
+    s.string().is_ok_and(|(raw, _)| raw.end == text.len())
+}
+
 /// The text of a string value the scanner accepted (`raw` with its quotes): borrowed when it
 /// holds no escapes.
 pub fn decode(raw: &[u8]) -> Cow<'_, str> {

@@ -124,7 +124,101 @@ pub(super) fn read_into<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], als
     }
 }
 
+/// The last event read in full, as the bytes around the last string its facts point into.
+///
+/// An event made of the same bytes around another valid JSON string has the same facts but
+/// for that string's range: a strict parser is in the same state on the same bytes, the facts
+/// depend on paths and kinds of values, never on a string's content, and a string value is
+/// followed by the same bytes whatever it holds. So such an event is read by comparing bytes
+/// and checking one string, instead of walking the document (streamed chat and Anthropic
+/// deltas differ from the previous event only in their text). Sound only for a pass that
+/// reads nothing else of the event: an observer's visitor would miss the values.
+#[derive(Debug, Default)]
+pub(super) struct Repeat {
+    /// The facts hold the last event read in full (or repeated), and these fields describe it.
+    armed: bool,
+    before: Vec<u8>,
+    after: Vec<u8>,
+    /// The string's range in that event.
+    var: Range<usize>,
+}
+
+impl Repeat {
+    /// `data`'s text when it repeats the last event around another string; `facts` then hold
+    /// its facts. `None`: read it in full (and [`Self::remember`] it).
+    pub(super) fn reread<'d>(&mut self, data: &'d [u8], facts: &mut Facts) -> Option<&'d str> {
+        if !self.armed || !data.starts_with(&self.before) || !data.ends_with(&self.after) {
+            return None;
+        }
+        let var = self.before.len()..data.len().checked_sub(self.after.len())?;
+        let text = std::str::from_utf8(data).ok()?;
+        if !scan::is_string(text.get(var.clone())?) {
+            return None;
+        }
+        let slot = facts.ranges_mut().find(|r| **r == self.var)?;
+        *slot = var.clone();
+        self.var = var;
+        Some(text)
+    }
+
+    /// Remembers an event [`read_into`] read in full into `facts`, when the last range its
+    /// facts hold is a string after every other one.
+    pub(super) fn remember(&mut self, data: &[u8], facts: &mut Facts) {
+        self.armed = false;
+        let Some(last) = facts.ranges_mut().max_by_key(|r| r.start).map(|r| r.clone()) else { return };
+        // Once among the facts, and after every other range.
+        let others_before = facts.ranges_mut().filter(|r| **r != last).all(|r| r.end <= last.start);
+        let once = facts.ranges_mut().filter(|r| **r == last).count() == 1;
+        let (Some(before), Some(after)) = (data.get(..last.start), data.get(last.end..)) else { return };
+        if !others_before || !once || data.get(last.start) != Some(&b'"') {
+            return;
+        }
+        self.before.clear();
+        self.before.extend_from_slice(before);
+        self.after.clear();
+        self.after.extend_from_slice(after);
+        self.var = last;
+        self.armed = true;
+    }
+
+    /// The facts no longer hold what was remembered.
+    pub(super) fn forget(&mut self) {
+        self.armed = false;
+    }
+}
+
 impl Facts {
+    /// Every range the facts hold.
+    fn ranges_mut(&mut self) -> impl Iterator<Item = &mut Range<usize>> {
+        // Destructured so that a field added later cannot be forgotten here.
+        let Facts {
+            has_choices: _,
+            choices,
+            ty,
+            index: _,
+            content_index: _,
+            item_id,
+            delta,
+            text,
+            arguments,
+            full_texts,
+            block_text,
+            delta_ty,
+            partial_json,
+            seen: _,
+        } = self;
+        let chat = choices.iter_mut().flat_map(|c| c.content.iter_mut().chain(c.tools.iter_mut().flat_map(|t| t.args.iter_mut())));
+        chat.chain(ty.iter_mut())
+            .chain(item_id.iter_mut())
+            .chain(delta.iter_mut())
+            .chain(text.iter_mut())
+            .chain(arguments.iter_mut())
+            .chain(full_texts.iter_mut())
+            .chain(block_text.iter_mut())
+            .chain(delta_ty.iter_mut())
+            .chain(partial_json.iter_mut())
+    }
+
     /// Back to `Facts::default()`, keeping the vectors' capacity.
     fn clear(&mut self) {
         // Destructured so that a field added later cannot be forgotten here.

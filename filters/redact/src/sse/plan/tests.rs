@@ -71,3 +71,44 @@ fn responses_and_anthropic_fields() {
     assert_eq!((text(doc, &f.ty), f.index, text(doc, &f.delta_ty)), (r#""content_block_delta""#, Index::Is(1), r#""text_delta""#));
     assert_eq!(&doc[f.delta[0].clone()], r#""a\nb""#);
 }
+
+#[test]
+fn repeat_reads_the_same_facts_around_another_string() {
+    let (a, b) = (
+        r#"{"choices":[{"index":3,"delta":{"content":"one"},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":3,"delta":{"content":"three"},"finish_reason":null}]}"#,
+    );
+    let mut facts = Facts::default();
+    read_into(SseFormat::OpenAiChat, a.as_bytes(), &mut (), &mut facts).unwrap();
+    let mut repeat = Repeat::default();
+    repeat.remember(a.as_bytes(), &mut facts);
+    assert_eq!(repeat.reread(b.as_bytes(), &mut facts), Some(b));
+    let full = chat(b).unwrap();
+    assert_eq!((text(b, &facts.choices[0].content), facts.choices[0].index), (text(b, &full.choices[0].content), Index::Is(3)));
+    assert_eq!(
+        repeat.reread(br#"{"choices":[{"index":3,"delta":{"content":"x"},"finish_reason":"stop"}]}"#, &mut facts),
+        None,
+        "other bytes after the string"
+    );
+    assert_eq!(
+        repeat.reread(br#"{"choices":[{"index":3,"delta":{"content":"x" ,"y":"z"},"finish_reason":null}]}"#, &mut facts),
+        None,
+        "more than one string"
+    );
+}
+
+#[test]
+fn repeat_is_not_armed_when_a_range_lies_around_the_last_one() {
+    // No provider event gives facts like these (their ranges are values at distinct paths, none
+    // inside another), but a later format could: the guard keeps the repeat path sound then.
+    let data = br#"{"item_id":{"x":"ab"}}"#;
+    let mut facts = Facts { item_id: Some(11..21), delta: Vec::from([16..20]), ..Facts::default() };
+    let mut repeat = Repeat::default();
+    repeat.remember(data, &mut facts);
+    assert_eq!(repeat.reread(br#"{"item_id":{"x":"abcd"}}"#, &mut facts), None);
+    // Nor when two facts hold the last range (only one would be moved).
+    let data = br#"{"delta":"ab"}"#;
+    let mut facts = Facts { delta: Vec::from([9..13]), text: Vec::from([9..13]), ..Facts::default() };
+    repeat.remember(data, &mut facts);
+    assert_eq!(repeat.reread(br#"{"delta":"abcd"}"#, &mut facts), None);
+}
