@@ -102,13 +102,13 @@ fn repeat_is_not_armed_when_a_range_lies_around_the_last_one() {
     // No provider event gives facts like these (their ranges are values at distinct paths, none
     // inside another), but a later format could: the guard keeps the repeat path sound then.
     let data = br#"{"item_id":{"x":"ab"}}"#;
-    let mut facts = Facts { item_id: Some(11..21), delta: Vec::from([16..20]), ..Facts::default() };
+    let mut facts = Facts { item_id: Some(11..21), delta: std::iter::once(16..20).collect(), ..Facts::default() };
     let mut repeat = Repeat::default();
     repeat.remember(data, &mut facts);
     assert_eq!(repeat.reread(br#"{"item_id":{"x":"abcd"}}"#, &mut facts), None);
     // Nor when two facts hold the last range (only one would be moved).
     let data = br#"{"delta":"ab"}"#;
-    let mut facts = Facts { delta: Vec::from([9..13]), text: Vec::from([9..13]), ..Facts::default() };
+    let mut facts = Facts { delta: std::iter::once(9..13).collect(), text: std::iter::once(9..13).collect(), ..Facts::default() };
     repeat.remember(data, &mut facts);
     assert_eq!(repeat.reread(br#"{"delta":"abcd"}"#, &mut facts), None);
 }
