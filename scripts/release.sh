@@ -37,7 +37,8 @@ if [ "$build" = 1 ]; then
   export CARGO_TARGET_DIR="$target"
   export RUSTFLAGS="--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$PWD=/cordon"
   say "module (wasm32-wasip1, profile wasm)"
-  cargo build --locked --quiet -p cordon-filter --target wasm32-wasip1 --profile wasm
+  # RUSTFLAGS replaces .cargo/config.toml's target flags: the module's are repeated here.
+  RUSTFLAGS="$RUSTFLAGS -C target-feature=+simd128" cargo build --locked --quiet -p cordon-filter --target wasm32-wasip1 --profile wasm
   mkdir -p dist
   cp "$target/wasm32-wasip1/wasm/cordon_filter.wasm" dist/cordon.wasm
   (cd dist && sha256sum cordon.wasm > cordon.wasm.sha256)

@@ -577,22 +577,39 @@ impl Stream<'_> {
         };
     }
 
-    fn body_of(&self, kind: BodyKind) -> Vec<u8> {
+    /// Appends the body `kind` to `out`: one allocation at its final size, no copy in between
+    /// (a streamed chunk is read on every hook; per-slice copies and the slice list were most
+    /// of what reading it cost).
+    fn append_body(&self, kind: BodyKind, out: &mut Vec<u8>) {
         // SAFETY: `ptr` is the running hook's filter pointer.
         let n = unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, kind as u32) };
         if n == 0 {
-            return Vec::new();
+            return;
         }
-        let mut chunks = vec![EnvoyBuffer::EMPTY; n];
-        // SAFETY: `chunks` has room for the `n` slices Envoy just reported.
-        if !unsafe { envoy_dynamic_module_callback_http_get_body_chunks(self.ptr, kind as u32, chunks.as_mut_ptr()) } {
-            return Vec::new();
+        // A chunk is one or a few slices: their list on the stack unless there are more.
+        let mut few = [EnvoyBuffer::EMPTY; 4];
+        let mut many = Vec::new();
+        let slices: &mut [EnvoyBuffer] = match few.get_mut(..n) {
+            Some(few) => few,
+            None => {
+                many.resize(n, EnvoyBuffer::EMPTY);
+                &mut many
+            }
+        };
+        // SAFETY: `slices` has room for the `n` slices Envoy just reported.
+        if !unsafe { envoy_dynamic_module_callback_http_get_body_chunks(self.ptr, kind as u32, slices.as_mut_ptr()) } {
+            return;
         }
-        let mut out = Vec::new();
-        for c in chunks {
+        out.reserve(slices.iter().map(|c| c.len).sum());
+        for c in slices.iter() {
             // SAFETY: each slice is valid until the hook returns; copied now.
-            out.extend_from_slice(&unsafe { c.to_vec() });
+            out.extend_from_slice(unsafe { c.as_slice() });
         }
+    }
+
+    fn body_of(&self, kind: BodyKind) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.append_body(kind, &mut out);
         out
     }
 
@@ -625,7 +642,7 @@ impl Stream<'_> {
             return self.body_of(direction.received());
         }
         let mut all = self.body_of(direction.buffered());
-        all.extend_from_slice(&self.body_of(direction.received()));
+        self.append_body(direction.received(), &mut all);
         all
     }
 
@@ -1116,10 +1133,10 @@ unsafe fn copy_chunks(ptr: *const EnvoyBuffer, len: usize) -> Vec<u8> {
     }
     // SAFETY: per the function's contract.
     let raw = unsafe { std::slice::from_raw_parts(ptr, len) };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raw.iter().map(|c| c.len).sum());
     for c in raw {
         // SAFETY: valid while the hook runs; copied now.
-        out.extend_from_slice(&unsafe { c.to_vec() });
+        out.extend_from_slice(unsafe { c.as_slice() });
     }
     out
 }
@@ -1698,6 +1715,19 @@ mod tests {
         with(|h| h.received_is_buffered = true);
         envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
         assert_eq!(*seen.borrow(), ["body 5 \"abcde\"", "body 2 \"de\""]);
+        envoy_dynamic_module_on_http_filter_destroy(module);
+    }
+
+    #[test]
+    fn a_body_in_more_slices_than_the_stack_list_holds_is_read_whole_and_in_order() {
+        let (module, seen) = probe(false);
+        with(|h| {
+            *h = Fake::default();
+            h.buffered = (b'a'..=b'f').map(|c| vec![c]).collect();
+            h.received = (b'g'..=b'm').map(|c| vec![c, c]).collect();
+        });
+        envoy_dynamic_module_on_http_filter_request_body(ENVOY, module, true);
+        assert_eq!(*seen.borrow(), ["body 20 \"abcdefgghhiijjkkllmm\""]);
         envoy_dynamic_module_on_http_filter_destroy(module);
     }
 
