@@ -98,6 +98,18 @@ def test_ratelimit_headers_count_down(limited, upstream):
     assert r.headers["x-ratelimit-reset-requests"].endswith("s")
 
 
+def test_ratelimit_headers_replace_the_providers_own(limited, upstream):
+    # Providers send x-ratelimit-* of their own (their limits on the shared upstream key): the
+    # client sees Cordon's figures for its own key, once, and every other header as sent.
+    upstream.push(Script(headers={"X-RateLimit-Remaining-Requests": "4999", "x-provider-id": "p1"}))
+    r = post(limited, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, ALICE)
+    assert r.status_code == 200
+    raw = r.raw.headers.getlist("x-ratelimit-remaining-requests")
+    assert len(raw) == 1 and raw[0] != "4999", raw
+    assert r.headers["x-provider-id"] == "p1"
+    assert r.json()["choices"][0]["message"]["content"]
+
+
 def test_a_stream_is_cut_at_the_token_budget_and_the_sdk_sees_an_error(limited, upstream):
     from openai import APIError, OpenAI
 
