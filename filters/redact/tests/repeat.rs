@@ -112,25 +112,19 @@ fn picks() -> impl Strategy<Value = Vec<(usize, usize, usize)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(800))]
 
-    /// Chat deltas: the repeat path's output and errors equal the full scan's.
+    /// Chat and Anthropic deltas: the repeat path's output and errors equal the full scan's.
     #[test]
-    fn chat_repeats_read_as_the_full_scan_reads(picks in picks(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+    fn repeats_read_as_the_full_scan_reads(
+        fmt in prop::sample::select(&[SseFormat::OpenAiChat, SseFormat::Anthropic][..]),
+        picks in picks(),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+    ) {
         let engine = Arc::new(Engine::default_set(b"k").unwrap());
-        let input = stream(SseFormat::OpenAiChat, &picks);
-        let fast = run(&engine, SseFormat::OpenAiChat, &input, &cuts, false).map_err(|e| e.to_string());
-        let full = run(&engine, SseFormat::OpenAiChat, &input, &cuts, true).map_err(|e| e.to_string());
-        prop_assert_eq!(fast, full, "{}", String::from_utf8_lossy(&input));
-    }
-
-    /// Anthropic deltas: the same.
-    #[test]
-    fn anthropic_repeats_read_as_the_full_scan_reads(picks in picks(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
-        let engine = Arc::new(Engine::default_set(b"k").unwrap());
-        let input = stream(SseFormat::Anthropic, &picks);
-        let fast = run(&engine, SseFormat::Anthropic, &input, &cuts, false).map_err(|e| e.to_string());
-        let full = run(&engine, SseFormat::Anthropic, &input, &cuts, true).map_err(|e| e.to_string());
+        let input = stream(fmt, &picks);
+        let fast = run(&engine, fmt, &input, &cuts, false).map_err(|e| e.to_string());
+        let full = run(&engine, fmt, &input, &cuts, true).map_err(|e| e.to_string());
         prop_assert_eq!(fast, full, "{}", String::from_utf8_lossy(&input));
     }
 }
