@@ -8,8 +8,7 @@ use crate::policy::UpstreamSecret;
 /// Prefix of the headers that carry the resolved principal upstream.
 pub const PRINCIPAL_HEADER_PREFIX: &str = "x-cordon-";
 
-/// Header changes to apply to a header map: the request's before it goes upstream, the
-/// response's when limits report what is left.
+/// Header changes to apply to the request before it goes upstream.
 #[derive(PartialEq, Eq, Default)]
 pub struct HeaderPlan {
     /// Headers to remove (lower-case names).
@@ -103,12 +102,12 @@ pub fn first_after<'a>(request_headers: &'a [(&'a str, &'a str)], plan: &'a Head
     first(request_headers, name)
 }
 
-/// A header list after `plan`: removed and replaced names dropped (any case), set headers
-/// appended. The adapter writes it back in one host call instead of one per header, because
-/// each host call crosses the wasm boundary.
-pub fn rewrite(headers: &[(String, String)], plan: &HeaderPlan) -> Vec<(String, String)> {
+/// The request's header list after `plan`: removed and replaced names dropped (any case), set
+/// headers appended. The adapter writes it back in one host call instead of one per header,
+/// because each host call crosses the wasm boundary.
+pub fn rewrite(request_headers: &[(String, String)], plan: &HeaderPlan) -> Vec<(String, String)> {
     let dropped = |name: &str| plan.remove.iter().chain(plan.set.iter().map(|(k, _)| k)).any(|r| r.eq_ignore_ascii_case(name));
-    let mut out: Vec<(String, String)> = headers.iter().filter(|(k, _)| !dropped(k)).cloned().collect();
+    let mut out: Vec<(String, String)> = request_headers.iter().filter(|(k, _)| !dropped(k)).cloned().collect();
     out.extend(plan.set.iter().cloned());
     out
 }

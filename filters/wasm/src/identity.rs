@@ -7,7 +7,6 @@
 
 use crate::host::Shared;
 use crate::shared_counters::SharedData;
-use cordon_core::headers::{self, HeaderPlan};
 use cordon_core::pipeline::{self, BodyStage, ResponseStage};
 use cordon_core::ratelimit::Caller;
 use cordon_core::ratelimit::exchange::{ChunkStep, Exchange};
@@ -280,22 +279,18 @@ impl HttpContext for IdentityFilter {
         if self.refused {
             return Action::Continue;
         }
-        let mut status = None;
         if let Some(mut x) = self.exchange.take() {
-            // The limits' headers (six with token limits) and the length removal are written
-            // back with the map in one host call, instead of one call per header.
-            let map = self.get_http_response_headers();
-            status = headers::first(&map, ":status").map(str::to_owned);
-            let code = status.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-            crate::audit_trail::with(self.audit, |d| d.status(code));
-            self.watch_response = x.response_head(code, headers::first(&map, "content-type")) && !end_of_stream;
-            let plan = HeaderPlan {
-                remove: if x.rewrites_stream() { vec!["content-length".to_owned()] } else { Vec::new() },
-                set: x.response_headers(),
-            };
+            let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            crate::audit_trail::with(self.audit, |d| d.status(status));
+            let content_type = self.get_http_response_header("content-type");
+            self.watch_response = x.response_head(status, content_type.as_deref()) && !end_of_stream;
+            let rewrites = x.rewrites_stream();
+            for (name, value) in x.response_headers() {
+                self.set_http_response_header(&name, Some(&value));
+            }
             self.exchange = Some(x);
-            if plan != HeaderPlan::default() {
-                self.set_http_response_headers(headers::rewrite(&map, &plan).iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+            if rewrites {
+                self.set_http_response_header("content-length", None);
             }
             if !self.watch_response {
                 self.finish_exchange();
@@ -304,8 +299,7 @@ impl HttpContext for IdentityFilter {
         if end_of_stream || !self.filters_model_list() {
             return Action::Continue;
         }
-        let status = status.or_else(|| self.get_http_response_header(":status"));
-        if status.as_deref() != Some("200") {
+        if self.get_http_response_header(":status").as_deref() != Some("200") {
             // Errors from upstream carry no model list; pass them through as they are.
             self.admitted = None;
             return Action::Continue;
