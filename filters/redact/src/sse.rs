@@ -848,15 +848,20 @@ impl SseRedactor {
     }
 }
 
-/// Re-serialize an event with new data: other lines kept, one `data:` line.
+/// Re-serialize an event with new data: other lines kept, then one `data:` line per line of the
+/// data (an event's `data:` lines were joined with `\n`; a line without its field name would be
+/// dropped by the client, and the JSON with it).
 fn rebuild(ev: &Ev<'_>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 64);
     for l in ev.other {
         out.extend_from_slice(ev.raw.get(l.clone()).unwrap_or_default());
         out.push(b'\n');
     }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\n\n");
+    for line in data.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
     out
 }

@@ -376,3 +376,18 @@ fn every_single_split_point_of_a_small_stream() {
         }
     }
 }
+
+/// An event whose JSON spans several `data:` lines (SSE joins them with `\n`) and is rewritten
+/// goes out as lines a client joins back into the same JSON: every line keeps its `data:`.
+#[test]
+fn a_rewritten_multiline_event_keeps_a_data_field_per_line() {
+    let input = "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"mail john.doe@example.com now\"}}]}\n\ndata: [DONE]\n\n";
+    let out = run(SseFormat::OpenAiChat, input.as_bytes(), &[]).unwrap();
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(!text.contains("john.doe"), "{text}");
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        assert!(line.starts_with("data:"), "a line without a field name is dropped by clients: {line:?} in {text:?}");
+    }
+    let evs = events(&out);
+    assert_eq!(evs[0].1["choices"][0]["delta"]["content"].as_str().map(|s| s.contains("[EMAIL]")), Some(true), "{text}");
+}
