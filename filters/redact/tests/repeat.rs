@@ -57,6 +57,10 @@ const VALUES: &[&str] = &[
     r#"{"a":"b"}"#,
     r#""AKIA""#,
     r#""IOSFODNN7EXAMPLE ""#,
+    "\"é日本 \"",
+    "\"😀 john.doe@exämple.com\"",
+    r#""response.output_text.delta""#,
+    r#""content_block_delta""#,
 ];
 
 /// What follows a chat delta's content: the usual tail, a finish, an extra field after the text.
@@ -84,40 +88,66 @@ const ANTHROPIC_HEADS: &[&str] = &[
 
 const ANTHROPIC_TAILS: &[&str] = &[r#"}}"#, r#"},"x":1}"#, r#"} }"#, r#"}"#];
 
-/// A stream of events, each a head, a value and a tail picked by index (so that consecutive
-/// events mostly repeat each other), in SSE framing, ended as the format ends a stream.
-fn stream(fmt: SseFormat, picks: &[(usize, usize, usize)]) -> Vec<u8> {
-    let (heads, tails) = match fmt {
-        SseFormat::Anthropic => (ANTHROPIC_HEADS, ANTHROPIC_TAILS),
-        _ => (CHAT_HEADS, CHAT_TAILS),
+/// Responses events: the delta last, or `type` last (a string that decides what the event is).
+const RESPONSES_HEADS: &[&str] = &[
+    r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"#,
+    r#"{"item_id":"msg_1","output_index":0,"delta":"d","type":"#,
+    r#"{"type":"response.output_text.done","output_index":0,"text":"#,
+];
+
+const RESPONSES_TAILS: &[&str] = &[r#"}"#, r#","sequence_number":5}"#, r#","item_id":"msg_2"}"#, r#" }"#];
+
+/// How an event is dressed: plainly, after a comment, with an `id:` line, with its JSON over two
+/// `data:` lines, or after an event without data.
+fn dress(dressing: usize, event: &str, json: &str) -> String {
+    let name = if event.is_empty() { String::new() } else { format!("event: {event}\n") };
+    match dressing % 5 {
+        1 => format!(": keep-alive\n\n{name}data: {json}\n\n"),
+        2 => format!("{name}id: 7\ndata: {json}\n\n"),
+        3 => match json.split_once(',') {
+            Some((a, b)) => format!("{name}data: {a},\ndata: {b}\n\n"),
+            None => format!("{name}data: {json}\n\n"),
+        },
+        4 => format!("event: ping\n\n{name}data: {json}\n\n"),
+        _ => format!("{name}data: {json}\n\n"),
+    }
+}
+
+/// A stream of events, each a head, a value, a tail and a dressing picked by index (so that
+/// consecutive events mostly repeat each other), ended as the format ends a stream.
+fn stream(fmt: SseFormat, picks: &[(usize, usize, usize, usize)]) -> Vec<u8> {
+    let (heads, tails, event) = match fmt {
+        SseFormat::Anthropic => (ANTHROPIC_HEADS, ANTHROPIC_TAILS, "content_block_delta"),
+        SseFormat::OpenAiResponses => (RESPONSES_HEADS, RESPONSES_TAILS, "response.output_text.delta"),
+        SseFormat::OpenAiChat => (CHAT_HEADS, CHAT_TAILS, ""),
     };
     let mut s = String::new();
-    for &(h, v, t) in picks {
-        if fmt == SseFormat::Anthropic {
-            s.push_str("event: content_block_delta\n");
-        }
-        s.push_str(&format!("data: {}{}{}\n\n", heads[h % heads.len()], VALUES[v % VALUES.len()], tails[t % tails.len()]));
+    for &(h, v, t, d) in picks {
+        let json = format!("{}{}{}", heads[h % heads.len()], VALUES[v % VALUES.len()], tails[t % tails.len()]);
+        s.push_str(&dress(d, event, &json));
     }
     s.push_str(match fmt {
         SseFormat::Anthropic => "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-        _ => "data: [DONE]\n\n",
+        SseFormat::OpenAiResponses => "",
+        SseFormat::OpenAiChat => "data: [DONE]\n\n",
     });
     s.into_bytes()
 }
 
 /// Mostly the same head and tail, now and then another; values vary freely.
-fn picks() -> impl Strategy<Value = Vec<(usize, usize, usize)>> {
+fn picks() -> impl Strategy<Value = Vec<(usize, usize, usize, usize)>> {
     let rare = || prop_oneof![6 => Just(0usize), 1 => 0..8usize];
-    prop::collection::vec((rare(), any::<usize>(), rare()), 0..12)
+    prop::collection::vec((rare(), any::<usize>(), rare(), rare()), 0..12)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(800))]
+    #![proptest_config(ProptestConfig::with_cases(1200))]
 
-    /// Chat and Anthropic deltas: the repeat path's output and errors equal the full scan's.
+    /// Chat, Anthropic and Responses events: the repeat path's output and errors equal the full
+    /// scan's.
     #[test]
     fn repeats_read_as_the_full_scan_reads(
-        fmt in prop::sample::select(&[SseFormat::OpenAiChat, SseFormat::Anthropic][..]),
+        fmt in prop::sample::select(&[SseFormat::OpenAiChat, SseFormat::Anthropic, SseFormat::OpenAiResponses][..]),
         picks in picks(),
         cuts in prop::collection::vec(any::<usize>(), 0..6),
     ) {

@@ -124,6 +124,9 @@ pub(super) fn read_into<'d, V: Visit<'d>>(format: SseFormat, data: &'d [u8], als
     }
 }
 
+/// Events longer than this are not remembered (nor their bytes kept for the stream's life).
+const REPEAT_MAX: usize = 16 * 1024;
+
 /// The last event read in full, as the bytes around the last string its facts point into.
 ///
 /// An event made of the same bytes around another valid JSON string has the same facts but
@@ -165,6 +168,10 @@ impl Repeat {
     /// facts hold is a string after every other one.
     pub(super) fn remember(&mut self, data: &[u8], facts: &mut Facts) {
         self.armed = false;
+        if data.len() > REPEAT_MAX {
+            // Deltas are small; a large event (a whole text at the end) is not worth keeping.
+            return;
+        }
         let Some(last) = facts.ranges_mut().max_by_key(|r| r.start).map(|r| r.clone()) else { return };
         // Once among the facts, and after every other range.
         let others_before = facts.ranges_mut().filter(|r| **r != last).all(|r| r.end <= last.start);
@@ -207,7 +214,9 @@ impl Facts {
             partial_json,
             seen: _,
         } = self;
-        let chat = choices.iter_mut().flat_map(|c| c.content.iter_mut().chain(c.tools.iter_mut().flat_map(|t| t.args.iter_mut())));
+        let chat = choices.iter_mut().flat_map(|Choice { index: _, content, tools, finish: _, seen: _ }| {
+            content.iter_mut().chain(tools.iter_mut().flat_map(|Tool { index: _, args, seen: _ }| args.iter_mut()))
+        });
         chat.chain(ty.iter_mut())
             .chain(item_id.iter_mut())
             .chain(delta.iter_mut())
@@ -255,6 +264,8 @@ impl Facts {
     }
 }
 
+/// Reads facts from paths and kinds of values only, never from a string's content or its
+/// escapes: [`Repeat`] relies on it (a string's content is read later, through its range).
 struct Reader<'d, 'f> {
     format: SseFormat,
     data: &'d [u8],
