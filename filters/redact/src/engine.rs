@@ -112,11 +112,12 @@ fn bit(i: usize) -> u64 {
 }
 
 /// What lets a streaming step settle run-scanned detectors without calling them: those with no
-/// trigger byte in the bytes they have not scanned yet and a trailing run that can start no
-/// match. Their determined limit is then the buffer's end and their scan finds no trigger, so
-/// their position becomes the end, exactly as the calls would compute (property-tested against
-/// them). Per byte value, a mask of the detectors (bit `i` for detector `i`, below 64) whose
-/// set holds it.
+/// trigger byte in the bytes they have not scanned yet and a trailing run that holds no byte a
+/// match can start with (prose ends in a letter run, or in separators such as `  ` or ` - `).
+/// Their determined limit is then the buffer's end and their scan finds no trigger, so their
+/// position becomes the end, exactly as the calls would compute (property-tested against them).
+/// Per byte value, a mask of the detectors (bit `i` for detector `i`, below 64) whose set holds
+/// it.
 #[derive(Debug)]
 struct QuietRuns {
     /// The run-scanned detectors.
@@ -129,15 +130,18 @@ struct QuietRuns {
     tail: Box<[u64; 256]>,
     /// `alphabet` only.
     alphabet: Box<[u64; 256]>,
-    /// `peek` or `starts`: a last byte in the alphabet but in neither is a one-byte run that
-    /// starts no match.
-    peek_or_starts: Box<[u64; 256]>,
+    /// `starts`: a trailing run without one starts no match.
+    starts: Box<[u64; 256]>,
     /// The trigger (a byte, or any ASCII digit).
     trigger: Box<[u64; 256]>,
 }
 
 /// Unscanned bytes beyond which the fast path gives way to the calls (a detector far behind).
 const QUIET_SPAN: usize = 256;
+
+/// Trailing-run bytes the fast path reads before it gives way to the calls (a long run of
+/// separators or digits is rare in prose, and the calls bound it by the window).
+const QUIET_TAIL: usize = 32;
 
 impl QuietRuns {
     fn new(detectors: &[Detector]) -> Self {
@@ -147,7 +151,7 @@ impl QuietRuns {
             digits_beyond: false,
             tail: Box::new([0; 256]),
             alphabet: Box::new([0; 256]),
-            peek_or_starts: Box::new([0; 256]),
+            starts: Box::new([0; 256]),
             trigger: Box::new([0; 256]),
         };
         for (i, d) in detectors.iter().enumerate() {
@@ -169,7 +173,7 @@ impl QuietRuns {
                     crate::detect::Trigger::Digits(_) => v.is_ascii_digit(),
                     crate::detect::Trigger::Byte(x) => v == *x,
                 };
-                for (table, on) in [(&mut q.tail, a || p), (&mut q.alphabet, a), (&mut q.peek_or_starts, p || s), (&mut q.trigger, t)] {
+                for (table, on) in [(&mut q.tail, a || p), (&mut q.alphabet, a), (&mut q.starts, s), (&mut q.trigger, t)] {
                     if let Some(e) = table.get_mut(k)
                         && on
                     {
@@ -202,13 +206,23 @@ impl QuietRuns {
             trig |= self.trigger.get(usize::from(b)).copied().unwrap_or(u64::MAX);
         }
         let mut ok = self.mask & !trig;
-        if !last && let Some(&b1) = hay.last() {
-            // Its determined limit is the end: the last byte is outside its alphabet (and not a
-            // `peek` byte), or it is a one-byte trailing run (the byte before is outside the
-            // alphabet) that cannot start a match.
+        if !last && let Some((&b1, rest)) = hay.split_last() {
+            // Its determined limit is the end when its trailing run holds no `starts` byte: the
+            // run `determined_limit` reads is the alphabet run before a last `peek` byte, or
+            // ending with the last byte. Reading the last byte as part of every run it can be in
+            // reads at least the bytes the calls read, so a detector it settles, they settle.
             let get = |t: &[u64; 256], b: u8| t.get(usize::from(b)).copied().unwrap_or(u64::MAX);
-            let before = l.checked_sub(2).and_then(|j| hay.get(j)).map_or(0, |&b0| get(&self.alphabet, b0));
-            ok &= !get(&self.tail, b1) | !(get(&self.peek_or_starts, b1) | before);
+            let mut alive = ok & get(&self.tail, b1);
+            let mut found = alive & get(&self.starts, b1);
+            for &b in rest.iter().rev().take(QUIET_TAIL) {
+                alive &= get(&self.alphabet, b) & !found;
+                if alive == 0 {
+                    break;
+                }
+                found |= alive & get(&self.starts, b);
+            }
+            // Still in a run after `QUIET_TAIL` bytes (or at the buffer's start): the calls decide.
+            ok &= !(alive | found);
         }
         ok
     }
@@ -964,6 +978,15 @@ mod tests {
         b"+44 20 7946 0958",
         b"020 7946 0958,",
         b"a.b@c",
+        // Trailing runs of several bytes in the run detectors' alphabets, with and without a
+        // byte a match starts with.
+        b"answer  ",
+        b" - ",
+        b"  (",
+        b"4 ",
+        b"07 -.",
+        b") ",
+        b"AB ",
     ];
 
     /// Built once: compiling an engine costs more than a case.

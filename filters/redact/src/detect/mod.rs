@@ -1184,13 +1184,89 @@ struct LiteralSet {
     search: LiteralSearch,
     pats: Vec<Vec<u8>>,
     owners: Vec<Vec<usize>>,
+    /// The short-span search, when every literal has two bytes or more.
+    short: Option<ShortSearch>,
+    /// Whether the literals match in either ASCII case.
+    ci: bool,
+}
+
+/// The search for a short span (what one streaming step adds: a few bytes and the literals'
+/// overlap with the previous step). Teddy and the automaton pay a start-up cost per call that
+/// is most of a step's literal search; testing each position's first two bytes against a
+/// table costs a few instructions a byte.
+#[derive(Debug)]
+struct ShortSearch {
+    /// A bit per byte pair that begins some literal (in both ASCII cases for a
+    /// case-insensitive set).
+    pairs: Box<[u64; 1024]>,
+    /// Literal indexes by first byte (under both cases for a case-insensitive set).
+    by_first: Box<[Vec<u32>; 256]>,
+}
+
+/// Spans up to this length take the short-span search.
+const SHORT_SPAN: usize = 64;
+
+impl ShortSearch {
+    fn new(pats: &[Vec<u8>], ci: bool) -> Option<Self> {
+        let mut pairs = Box::new([0u64; 1024]);
+        let mut by_first: Box<[Vec<u32>; 256]> = Box::new(std::array::from_fn(|_| Vec::new()));
+        for (i, p) in pats.iter().enumerate() {
+            let [a, b, ..] = p.as_slice() else { return None };
+            let cases = |x: u8| if ci { [x.to_ascii_lowercase(), x.to_ascii_uppercase()] } else { [x, x] };
+            for x in cases(*a) {
+                for y in cases(*b) {
+                    let k = usize::from(x) << 8 | usize::from(y);
+                    if let Some(w) = pairs.get_mut(k >> 6) {
+                        *w |= 1 << (k & 63);
+                    }
+                }
+                let v = by_first.get_mut(usize::from(x))?;
+                if v.last() != Some(&(i as u32)) {
+                    v.push(i as u32);
+                }
+            }
+        }
+        Some(ShortSearch { pairs, by_first })
+    }
+
+    /// Calls `found(start, literal index)` for every literal occurring at a start in
+    /// `from..`, in order of start.
+    fn find(&self, hay: &[u8], from: usize, pats: &[Vec<u8>], ci: bool, mut found: impl FnMut(usize, usize)) {
+        for (j, w) in hay.get(from..).unwrap_or_default().windows(2).enumerate() {
+            let &[a, b] = w else { continue };
+            let k = usize::from(a) << 8 | usize::from(b);
+            if self.pairs.get(k >> 6).is_none_or(|x| x >> (k & 63) & 1 == 0) {
+                continue;
+            }
+            let st = from + j;
+            let tail = hay.get(st..).unwrap_or_default();
+            for &i in self.by_first.get(usize::from(a)).into_iter().flatten() {
+                let Some(p) = pats.get(i as usize) else { continue };
+                let hit = match tail.get(..p.len()) {
+                    Some(t) if ci => t.eq_ignore_ascii_case(p),
+                    Some(t) => t == p.as_slice(),
+                    None => false,
+                };
+                if hit {
+                    found(st, i as usize);
+                }
+            }
+        }
+    }
 }
 
 /// One search pass finds the literals of every literal-scanned detector at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LiteralIndex {
     sets: Vec<LiteralSet>,
     maxlit: usize,
+    /// Bytes some literal has before its last byte, in both ASCII cases ([`ByteSet::inner`] of
+    /// every literal): an occurrence that began before the previous call's end holds that
+    /// end's last byte at such a position.
+    inner: ByteSet,
+    /// Spans up to this length take the short-span search ([`SHORT_SPAN`]; the tests move it
+    /// to compare the searches).
+    short_span: usize,
 }
 
 impl LiteralIndex {
@@ -1202,6 +1278,7 @@ impl LiteralIndex {
     fn build(entries: &[(usize, &[Vec<u8>], bool)], allow_packed: bool) -> Result<Self, String> {
         let mut sets = Vec::new();
         let mut maxlit = 0;
+        let mut inner = [false; 256];
         for ci in [false, true] {
             let mut pats: Vec<Vec<u8>> = Vec::new();
             let mut owners: Vec<Vec<usize>> = Vec::new();
@@ -1247,15 +1324,24 @@ impl LiteralIndex {
                         .map_err(|e| e.to_string())?,
                 ),
             };
-            sets.push(LiteralSet { search, pats, owners });
+            let inner_here = ByteSet::inner(&pats, true);
+            for (t, &b) in inner.iter_mut().zip(inner_here.0.iter()) {
+                *t |= b;
+            }
+            let short = ShortSearch::new(&pats, ci);
+            sets.push(LiteralSet { search, pats, owners, short, ci });
         }
-        Ok(LiteralIndex { sets, maxlit })
+        Ok(LiteralIndex { sets, maxlit, inner: ByteSet(Box::new(inner)), short_span: SHORT_SPAN })
     }
 
     /// Append the occurrences that end after `done` (the buffer length at the previous call),
     /// keeping `occ` sorted by start, then longest first.
     pub fn collect(&self, hay: &[u8], done: usize, occ: &mut Vec<Occ>) {
-        let from = done.saturating_sub(self.maxlit.saturating_sub(1));
+        // An occurrence ending after `done` that started before it has `hay[..done]` end with a
+        // proper prefix of its literal; if the last byte there is in no literal but as its last
+        // byte (prose: a space, mostly), every occurrence still to find starts at `done`.
+        let straddles = done.checked_sub(1).and_then(|i| hay.get(i)).is_some_and(|&b| self.inner.has(b));
+        let from = if straddles { done.saturating_sub(self.maxlit.saturating_sub(1)) } else { done };
         let first_new = occ.len();
         for set in &self.sets {
             let mut push = |start: usize, end: usize, pat: usize| {
@@ -1265,6 +1351,16 @@ impl LiteralIndex {
                     }
                 }
             };
+            if let Some(short) = &set.short
+                && hay.len().saturating_sub(from) <= self.short_span
+            {
+                short.find(hay, from, &set.pats, set.ci, |st, i| {
+                    if let Some(p) = set.pats.get(i) {
+                        push(st, st + p.len(), i);
+                    }
+                });
+                continue;
+            }
             match &set.search {
                 LiteralSearch::Packed { searcher, by_first } => {
                     // Every start position with some literal, and every literal there: the
@@ -1422,27 +1518,51 @@ mod tests {
             }
         }
 
-        /// The Teddy path finds exactly the overlapping occurrences the automaton finds, also
-        /// when collected incrementally.
+        /// The Teddy path, the short-span search and the automaton find exactly the same
+        /// overlapping occurrences (case-insensitive ones too), also when collected
+        /// incrementally.
         #[test]
-        fn packed_and_automaton_find_the_same(parts in prop::collection::vec(prop::sample::select(
-            &["sk-", "ant-", "aws_", "secret", "_access", "AKIA", "eyJ", "-----BEGIN ", "xoxb-", "x", " ", "s", "k"][..]), 0..30),
+        fn packed_short_and_automaton_find_the_same(parts in prop::collection::vec(prop::sample::select(
+            &["sk-", "ant-", "aws_", "secret", "_access", "AKIA", "eyJ", "-----BEGIN ", "xoxb-", "x", " ", "s", "k", "S",
+              "PROJECT", "Falcon", "fal"][..]), 0..30),
             cut in any::<usize>()) {
             let hay = parts.concat().into_bytes();
             let lits: Vec<Vec<u8>> = LITS.iter().map(|l| l.as_bytes().to_vec()).collect();
-            let entries = [(0, &lits[..3], false), (1, &lits[3..], false)];
+            let ci: Vec<Vec<u8>> = ["project", "sk", "FALCON"].iter().map(|l| l.as_bytes().to_vec()).collect();
+            let entries = [(0, &lits[..3], false), (1, &lits[3..], false), (2, &ci[..], true)];
             let cut = cut % (hay.len() + 1);
             let mut found = Vec::new();
-            for allow_packed in [true, false] {
-                let idx = LiteralIndex::build(&entries, allow_packed).unwrap();
+            for (allow_packed, short_span) in [(true, 0), (false, 0), (true, usize::MAX), (false, SHORT_SPAN)] {
+                let mut idx = LiteralIndex::build(&entries, allow_packed).unwrap();
+                idx.short_span = short_span;
                 let mut occ = Vec::new();
                 idx.collect(&hay[..cut], 0, &mut occ);
                 idx.collect(&hay, cut, &mut occ);
                 found.push(occ);
             }
+            // All at once, by the automaton.
+            let mut occ = Vec::new();
+            LiteralIndex::build(&entries, false).unwrap().collect(&hay, 0, &mut occ);
+            found.push(occ);
             let packed = matches!(LiteralIndex::build(&entries, true).unwrap().sets[0].search, LiteralSearch::Packed { .. });
             prop_assert!(packed || !cfg!(target_arch = "x86_64"), "Teddy is used on x86_64");
-            prop_assert_eq!(&found[0], &found[1]);
+            prop_assert!(found[0].iter().any(|o| o.det == 2) || !hay.windows(2).any(|w| w.eq_ignore_ascii_case(b"sk")));
+            for f in &found[1..] {
+                prop_assert_eq!(&found[0], f);
+            }
+        }
+
+        /// A literal of one byte leaves its set to the other searches (the pair table needs
+        /// two).
+        #[test]
+        fn a_one_byte_literal_is_still_found(parts in prop::collection::vec(prop::sample::select(&["a", "b", "ab", " "][..]), 0..20)) {
+            let hay = parts.concat().into_bytes();
+            let lits = [b"a".to_vec(), b"ab".to_vec()];
+            let idx = LiteralIndex::build(&[(0, &lits[..], false)], true).unwrap();
+            prop_assert!(idx.sets[0].short.is_none());
+            let mut occ = Vec::new();
+            idx.collect(&hay, 0, &mut occ);
+            prop_assert_eq!(occ.iter().filter(|o| o.end - o.start == 1).count(), hay.iter().filter(|&&b| b == b'a').count());
         }
     }
 }
