@@ -638,12 +638,17 @@ impl Stream<'_> {
 
     /// The body so far: what Envoy buffered for us, then this hook's chunk.
     pub fn body(&self, direction: Direction) -> Vec<u8> {
-        if self.received_is_buffered(direction) {
-            return self.body_of(direction.received());
-        }
-        let mut all = self.body_of(direction.buffered());
-        self.append_body(direction.received(), &mut all);
+        let mut all = Vec::new();
+        self.append_body_so_far(direction, &mut all);
         all
+    }
+
+    /// [`Self::body`], appended to `out` (a caller's room kept from chunk to chunk).
+    pub fn append_body_so_far(&self, direction: Direction, out: &mut Vec<u8>) {
+        if !self.received_is_buffered(direction) {
+            self.append_body(direction.buffered(), out);
+        }
+        self.append_body(direction.received(), out);
     }
 
     /// Only this hook's chunk.

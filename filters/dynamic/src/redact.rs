@@ -173,12 +173,11 @@ impl RedactFilter {
     pub fn response_body_kept(&mut self, s: &Stream, end_of_stream: bool, keep: bool) -> (DataStatus, Option<Vec<u8>>) {
         let Some(mut session) = self.session.take() else { return (DataStatus::Continue, None) };
         let mut read = None;
-        let step = session.response_body(s.body_len(Direction::Response), end_of_stream, || {
-            let body = s.body(Direction::Response);
+        let step = session.response_body(s.body_len(Direction::Response), end_of_stream, |body| {
+            s.append_body_so_far(Direction::Response, body);
             if keep {
                 read = Some(body.clone());
             }
-            body
         });
         self.session = Some(session);
         self.drain_events(s);

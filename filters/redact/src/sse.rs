@@ -495,8 +495,18 @@ impl SseRedactor {
     /// this returns `Ok`).
     pub fn push_observed<O: SseObserver>(&mut self, chunk: &[u8], observer: &mut O) -> Result<SseOutput, SseError> {
         let mut out = SseOutput::default();
+        self.push_observed_into(chunk, observer, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::push_observed`], writing into `out` (emptied first): a caller that keeps `out`
+    /// between chunks keeps its room, so a stream allocates no output per chunk.
+    pub fn push_observed_into<O: SseObserver>(&mut self, chunk: &[u8], observer: &mut O, out: &mut SseOutput) -> Result<(), SseError> {
+        out.bytes.clear();
+        out.detections.clear();
+        out.block = None;
         if self.blocked {
-            return Ok(out);
+            return Ok(());
         }
         let mut tally = Tally { observer, covered: 0 };
         self.framer.buf.extend_from_slice(chunk);
@@ -510,7 +520,7 @@ impl SseRedactor {
             let mut result = Ok(());
             for span in spans.iter() {
                 let ev = Ev::read(framer.buf.get(span.clone()).unwrap_or_default(), other, joined);
-                result = self.event(&ev, plan, &mut out, &mut tally);
+                result = self.event(&ev, plan, out, &mut tally);
                 if result.is_err() || self.blocked {
                     break;
                 }
@@ -521,8 +531,8 @@ impl SseRedactor {
         self.framer = framer;
         self.room = room;
         result?;
-        tally.close(&out);
-        Ok(out)
+        tally.close(out);
+        Ok(())
     }
 
     /// [`Self::finish`], telling `observer` what was emitted.

@@ -161,12 +161,12 @@ impl RedactFilter {
     pub fn response_body(&mut self, body_size: usize, end_of_stream: bool, keep: bool) -> (Action, usize, Option<Vec<u8>>) {
         let Some(mut session) = self.session.take() else { return (Action::Continue, body_size, None) };
         let mut read = None;
-        let step = session.response_body(body_size, end_of_stream, || {
-            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+        let step = session.response_body(body_size, end_of_stream, |room| {
+            // The host hands the body over in memory it allocated for it: taken as the room.
+            *room = self.get_http_response_body(0, body_size).unwrap_or_default();
             if keep {
-                read = Some(body.clone());
+                read = Some(room.clone());
             }
-            body
         });
         self.session = Some(session);
         self.drain_events();

@@ -16,7 +16,7 @@ use crate::ratelimit::usage::{Piece, SharedReading};
 use crate::refusal::Refusal;
 use cordon_audit::Hash;
 use cordon_audit::digest::ContentKey;
-use cordon_redact::{Detection, Direction, Engine, JsonVerdict, SseFormat, SseRedactor};
+use cordon_redact::{Detection, Direction, Engine, JsonVerdict, SseFormat, SseOutput, SseRedactor};
 use digests::ContentDigests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,6 +138,16 @@ pub struct Session {
     digests: Option<ContentDigests>,
     /// The limits' usage reader, run in this session's pass over a stream (combined role).
     shared: Option<SharedReading>,
+    /// Room a stream's chunks are read into and redacted into, kept from chunk to chunk so
+    /// that a chunk that passes unchanged allocates nothing.
+    room: ChunkRoom,
+}
+
+/// See [`Session::room`].
+#[derive(Default)]
+struct ChunkRoom {
+    chunk: Vec<u8>,
+    out: SseOutput,
 }
 
 impl Session {
@@ -163,6 +173,7 @@ impl Session {
             request_read: (!head.end_of_stream).then_some(false),
             digests: None,
             shared: None,
+            room: ChunkRoom::default(),
         };
         if head.end_of_stream || !head.method.eq_ignore_ascii_case("POST") {
             return Ok((session, HeadStep::Continue));
@@ -307,8 +318,9 @@ impl Session {
     }
 
     /// A response body hook: for a stream, `size` bytes of this chunk; for JSON, `size` bytes
-    /// buffered so far. `read` returns those bytes (called only when they are scanned).
-    pub fn response_body(&mut self, size: usize, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
+    /// buffered so far. `read` appends those bytes to the (empty) vector it is given, called
+    /// only when they are scanned: the session lends the same room chunk after chunk.
+    pub fn response_body(&mut self, size: usize, end_of_stream: bool, read: impl FnOnce(&mut Vec<u8>)) -> BodyStep {
         if let Some(shared) = self.shared.as_mut() {
             shared.begin();
         }
@@ -329,17 +341,22 @@ impl Session {
                     return BodyStep::Hold;
                 }
                 self.response = Response::Pass;
-                self.json_response(&read())
+                let mut body = Vec::new();
+                read(&mut body);
+                self.json_response(&body)
             }
         }
     }
 
-    fn stream_chunk(&mut self, mut redactor: Box<SseRedactor>, end_of_stream: bool, read: impl FnOnce() -> Vec<u8>) -> BodyStep {
-        let chunk = read();
+    fn stream_chunk(&mut self, mut redactor: Box<SseRedactor>, end_of_stream: bool, read: impl FnOnce(&mut Vec<u8>)) -> BodyStep {
+        let ChunkRoom { mut chunk, mut out } = std::mem::take(&mut self.room);
+        chunk.clear();
+        read(&mut chunk);
         let mut result = match self.shared.as_mut() {
-            Some(r) => redactor.push_observed(&chunk, r),
-            None => redactor.push(&chunk),
-        };
+            Some(r) => redactor.push_observed_into(&chunk, r, &mut out),
+            None => redactor.push_observed_into(&chunk, &mut (), &mut out),
+        }
+        .map(|()| out);
         if end_of_stream && let Ok(out) = &mut result {
             let tail = match self.shared.as_mut() {
                 Some(r) => redactor.finish_observed(r),
@@ -365,8 +382,15 @@ impl Session {
                 }
                 self.response = Response::Stream(redactor);
                 self.digest(Direction::Response, &out.bytes, end_of_stream);
-                // Most chunks are whole events that pass unchanged: no copy back into the host.
-                if out.bytes == chunk { BodyStep::Continue } else { BodyStep::Replace(out.bytes) }
+                // Most chunks are whole events that pass unchanged: no copy back into the host,
+                // and the room is kept for the next chunk.
+                if out.bytes == chunk {
+                    self.room = ChunkRoom { chunk, out };
+                    BodyStep::Continue
+                } else {
+                    self.room.chunk = chunk;
+                    BodyStep::Replace(out.bytes)
+                }
             }
             Err(e) => match self.unscannable(Direction::Response, &e.to_string()) {
                 Some(refusal) => self.end_stream(Vec::new(), refusal),

@@ -160,18 +160,18 @@ fn on_unscannable_pass_forwards_unscanned_counts_it_and_marks_the_request_failed
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     assert_eq!(s.response_head(&sse_head()), HeadStep::ContinueUnsized);
     let ok = sse("hi ");
-    assert!(matches!(s.response_body(ok.len(), false, || ok.clone()), BodyStep::Continue | BodyStep::Replace(_)));
+    assert!(matches!(s.response_body(ok.len(), false, |b| b.extend_from_slice(&ok)), BodyStep::Continue | BodyStep::Replace(_)));
     let bad = b"data: {not json}\n\n".to_vec();
-    assert_eq!(s.response_body(bad.len(), false, || bad.clone()), BodyStep::Continue);
+    assert_eq!(s.response_body(bad.len(), false, |b| b.extend_from_slice(&bad)), BodyStep::Continue);
     let later = sse("more");
-    assert_eq!(s.response_body(later.len(), true, || panic!("raw from here on")), BodyStep::Continue);
+    assert_eq!(s.response_body(later.len(), true, |_| panic!("raw from here on")), BodyStep::Continue);
     assert_eq!(s.failed_open().len(), 1);
     assert_eq!(s.failed_open()[0].direction, Direction::Response);
 
     // A malformed JSON response passes unscanned too.
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     assert_eq!(s.response_head(&json_head()), HeadStep::HoldUnsized);
-    assert_eq!(s.response_body(3, true, || b"{no".to_vec()), BodyStep::Continue);
+    assert_eq!(s.response_body(3, true, |b| b.extend_from_slice(b"{no")), BodyStep::Continue);
     assert_eq!(s.failed_open().len(), 1);
 }
 
@@ -181,7 +181,7 @@ fn only_sse_and_json_responses_are_scanned() {
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     let plain = ResponseHead { content_type: Some("text/plain"), content_encoding: None, end_of_stream: false };
     assert_eq!(s.response_head(&plain), HeadStep::Continue);
-    assert_eq!(s.response_body(10, true, || panic!("not read")), BodyStep::Continue);
+    assert_eq!(s.response_body(10, true, |_| panic!("not read")), BodyStep::Continue);
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     let none = ResponseHead { content_type: None, content_encoding: None, end_of_stream: false };
     assert_eq!(s.response_head(&none), HeadStep::Continue);
@@ -198,7 +198,7 @@ fn a_stream_is_redacted_across_chunks_with_a_value_split_between_them() {
     let mut out = String::new();
     for (i, piece) in ["write to john.d", "oe@example.com now"].iter().enumerate() {
         let chunk = sse(piece);
-        match s.response_body(chunk.len(), i == 1, || chunk.clone()) {
+        match s.response_body(chunk.len(), i == 1, |b| b.extend_from_slice(&chunk)) {
             BodyStep::Replace(b) => out.push_str(&String::from_utf8(b).unwrap()),
             BodyStep::Continue => out.push_str(&String::from_utf8(chunk).unwrap()),
             other => panic!("{other:?}"),
@@ -209,16 +209,46 @@ fn a_stream_is_redacted_across_chunks_with_a_value_split_between_them() {
 }
 
 #[test]
+fn chunks_that_pass_and_chunks_that_are_redacted_alternate_without_leaking_into_each_other() {
+    // The session keeps one room for the chunk it reads and the output it writes: a chunk that
+    // passes unchanged must not carry the previous chunk's bytes, nor a replaced one lose its own.
+    let p = blocking();
+    let (mut s, _) = start(&p, &post("/v1/chat/completions"));
+    s.response_head(&sse_head());
+    let pieces = ["hello ", "mail john.doe@example.com ", "plain words ", "and jane@example.org ", "bye "];
+    let mut out = String::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let chunk = sse(piece);
+        let got = match s.response_body(chunk.len(), i + 1 == pieces.len(), |b| {
+            assert!(b.is_empty(), "the room is empty when lent");
+            b.extend_from_slice(&chunk);
+        }) {
+            BodyStep::Replace(b) => String::from_utf8(b).unwrap(),
+            BodyStep::Continue => String::from_utf8(chunk).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        out.push_str(&got);
+    }
+    let content: String = out
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(content, "hello mail [EMAIL] plain words and [EMAIL] bye ", "{out}");
+}
+
+#[test]
 fn a_broken_stream_is_ended_with_an_error_event_in_the_provider_format() {
     let p = blocking();
     let (mut s, _) = start(&p, &post("/v1/messages"));
     assert_eq!(s.response_head(&sse_head()), HeadStep::ContinueUnsized);
     let bad = b"event: message_start\ndata: {oops}\n\n".to_vec();
-    let end = text(&s.response_body(bad.len(), false, || bad.clone()));
+    let end = text(&s.response_body(bad.len(), false, |b| b.extend_from_slice(&bad)));
     assert!(end.starts_with("event: error\ndata: {\"type\":\"error\""), "{end}");
     assert!(matches!(&events(&mut s)[..], [Event::StreamEnded(Refusal::UnscannableResponse(_))]));
     // Whatever the upstream still sends is dropped.
-    assert_eq!(s.response_body(5, true, || panic!("not read")), BodyStep::Replace(Vec::new()));
+    assert_eq!(s.response_body(5, true, |_| panic!("not read")), BodyStep::Replace(Vec::new()));
 }
 
 #[test]
@@ -227,7 +257,7 @@ fn a_block_rule_in_a_stream_ends_it_after_the_settled_text() {
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     s.response_head(&sse_head());
     let chunk = sse("hello there john.doe@example.com and more");
-    let end = text(&s.response_body(chunk.len(), false, || chunk.clone()));
+    let end = text(&s.response_body(chunk.len(), false, |b| b.extend_from_slice(&chunk)));
     assert!(!end.contains("john.doe"));
     assert!(end.contains("response_blocked"), "{end}");
     assert!(events(&mut s).iter().any(|e| matches!(e, Event::StreamEnded(Refusal::ResponseBlocked { .. }))));
@@ -239,7 +269,7 @@ fn an_unknown_path_streams_in_the_openai_chat_format() {
     let (mut s, _) = start(&p, &post("/v1/custom/generate"));
     s.response_head(&sse_head());
     let chunk = sse("john.doe@example.com ");
-    let out = match s.response_body(chunk.len(), true, || chunk.clone()) {
+    let out = match s.response_body(chunk.len(), true, |b| b.extend_from_slice(&chunk)) {
         BodyStep::Replace(b) => String::from_utf8(b).unwrap(),
         other => panic!("{other:?}"),
     };
@@ -252,8 +282,8 @@ fn a_json_response_is_held_whole_and_redacted() {
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     assert_eq!(s.response_head(&json_head()), HeadStep::HoldUnsized);
     let body = json!({"choices": [{"message": {"role": "assistant", "content": "mail john.doe@example.com"}}]}).to_string().into_bytes();
-    assert_eq!(s.response_body(10, false, || panic!("read only at the end")), BodyStep::Hold);
-    let out = text(&s.response_body(body.len(), true, || body.clone()));
+    assert_eq!(s.response_body(10, false, |_| panic!("read only at the end")), BodyStep::Hold);
+    let out = text(&s.response_body(body.len(), true, |b| b.extend_from_slice(&body)));
     assert!(out.contains("[EMAIL]") && !out.contains("john.doe"));
 }
 
@@ -263,8 +293,8 @@ fn an_oversized_json_response_is_a_clear_error_even_when_unscannable_bodies_pass
         let p = policy(redaction, json!({"max_response_body_bytes": 64}));
         let (mut s, _) = start(&p, &post("/v1/chat/completions"));
         s.response_head(&json_head());
-        assert_eq!(s.response_body(64, false, || panic!("not yet")), BodyStep::Hold);
-        let step = s.response_body(65, false, || panic!("never read: refused on size"));
+        assert_eq!(s.response_body(64, false, |_| panic!("not yet")), BodyStep::Hold);
+        let step = s.response_body(65, false, |_| panic!("never read: refused on size"));
         assert_eq!(step, BodyStep::Refuse(Refusal::ResponseTooLarge { limit: 64 }));
         assert_eq!(Refusal::ResponseTooLarge { limit: 64 }.code(), "response_too_large");
         assert!(s.failed_open().is_empty(), "a size refusal is not a fail-open path");
@@ -280,7 +310,7 @@ fn a_compressed_response_is_refused_by_default() {
     let p = passing();
     let (mut s, _) = start(&p, &post("/v1/chat/completions"));
     assert_eq!(s.response_head(&gz), HeadStep::Continue);
-    assert_eq!(s.response_body(10, true, || panic!("not read")), BodyStep::Continue);
+    assert_eq!(s.response_body(10, true, |_| panic!("not read")), BodyStep::Continue);
     assert_eq!(s.failed_open().len(), 1);
 }
 
@@ -291,7 +321,7 @@ fn our_own_refusal_flows_back_unscanned() {
     assert!(matches!(s.request_body(3, true, || b"{no".to_vec()), BodyStep::Refuse(_)));
     // The local reply is JSON; it must not be held or rewritten.
     assert_eq!(s.response_head(&json_head()), HeadStep::Continue);
-    assert_eq!(s.response_body(100, true, || panic!("not read")), BodyStep::Continue);
+    assert_eq!(s.response_body(100, true, |_| panic!("not read")), BodyStep::Continue);
 }
 
 mod content_digests {
@@ -318,7 +348,7 @@ mod content_digests {
         let sent = text(&s.request_body(body.len(), true, || body.clone())).into_bytes();
         let resp = br#"{"choices":[]}"#.to_vec();
         assert_eq!(s.response_head(&json_head()), HeadStep::HoldUnsized);
-        assert_eq!(s.response_body(resp.len(), true, || resp.clone()), BodyStep::Continue);
+        assert_eq!(s.response_body(resp.len(), true, |b| b.extend_from_slice(&resp)), BodyStep::Continue);
         let (req, res) = s.content_digests();
         assert_eq!(req, Some(key().digest(D::Request, &sent)));
         assert_ne!(req, Some(key().digest(D::Request, &body)), "the original prompt never left");
@@ -337,7 +367,7 @@ mod content_digests {
             assert_eq!(s.response_head(&sse_head()), HeadStep::ContinueUnsized);
             let mut passed = Vec::new();
             for (i, part) in [&whole[..split], &whole[split..]].into_iter().enumerate() {
-                match s.response_body(part.len(), i == 1, || part.to_vec()) {
+                match s.response_body(part.len(), i == 1, |b| b.extend_from_slice(part)) {
                     BodyStep::Continue => passed.extend_from_slice(part),
                     BodyStep::Replace(b) => passed.extend_from_slice(&b),
                     other => panic!("{other:?}"),
@@ -360,8 +390,8 @@ mod content_digests {
         s.request_body(body.len(), true, || body.clone());
         s.response_head(&sse_head());
         let chunk = sse("card 4111111111111111 done");
-        let got = text(&s.response_body(chunk.len(), false, || chunk.clone())).into_bytes();
-        assert_eq!(s.response_body(5, true, || b"later".to_vec()), BodyStep::Replace(Vec::new()));
+        let got = text(&s.response_body(chunk.len(), false, |b| b.extend_from_slice(&chunk))).into_bytes();
+        assert_eq!(s.response_body(5, true, |b| b.extend_from_slice(b"later")), BodyStep::Replace(Vec::new()));
         let (req, res) = s.content_digests();
         assert_eq!(req, Some(key().digest(D::Request, &body)));
         assert_eq!(res, Some(key().digest(D::Response, &got)), "the error event is part of what the app got");
@@ -402,7 +432,7 @@ mod content_digests {
         s.response_head(&sse_head());
         let first = sse("hello there");
         // Redaction may hold back the tail it has not settled: only what it passed on counts.
-        let passed = match s.response_body(first.len(), false, || first.clone()) {
+        let passed = match s.response_body(first.len(), false, |b| b.extend_from_slice(&first)) {
             BodyStep::Continue => first.clone(),
             BodyStep::Replace(b) => b,
             other => panic!("{other:?}"),
