@@ -102,6 +102,8 @@ pub struct Engine {
     quiet: QuietLiterals,
     /// The run-scanned detectors' shared fast path ([`QuietRuns`]).
     quiet_runs: QuietRuns,
+    /// A bit for every detector (none when there are more than 64: those are always called).
+    every: u64,
 }
 
 /// The bit of detector `i` in a `u64` mask of detectors (none from 64 on: those are always
@@ -122,6 +124,8 @@ fn bit(i: usize) -> u64 {
 struct QuietRuns {
     /// The run-scanned detectors.
     mask: u64,
+    /// Their indexes (the step reads their positions without testing every detector's bit).
+    members: Box<[usize]>,
     /// Those triggered by digits (they need the dense digit ranges when called).
     digits: u64,
     /// A digit-triggered detector has no bit (index 64 or more): the ranges are always needed.
@@ -147,6 +151,7 @@ impl QuietRuns {
     fn new(detectors: &[Detector]) -> Self {
         let mut q = QuietRuns {
             mask: 0,
+            members: Box::new([]),
             digits: 0,
             digits_beyond: false,
             tail: Box::new([0; 256]),
@@ -154,6 +159,7 @@ impl QuietRuns {
             starts: Box::new([0; 256]),
             trigger: Box::new([0; 256]),
         };
+        let mut members = Vec::new();
         for (i, d) in detectors.iter().enumerate() {
             let Scanner::Run { alphabet, starts, peek, trigger, .. } = &d.scanner else { continue };
             let is_digits = matches!(trigger, crate::detect::Trigger::Digits(_));
@@ -163,6 +169,7 @@ impl QuietRuns {
                 continue;
             }
             q.mask |= b;
+            members.push(i);
             if is_digits {
                 q.digits |= b;
             }
@@ -182,6 +189,7 @@ impl QuietRuns {
                 }
             }
         }
+        q.members = members.into_boxed_slice();
         q
     }
 
@@ -191,12 +199,7 @@ impl QuietRuns {
             return 0;
         }
         let l = hay.len();
-        let mut low = l;
-        for (i, &p) in pos.iter().enumerate() {
-            if self.mask & bit(i) != 0 {
-                low = low.min(p);
-            }
-        }
+        let low = self.members.iter().fold(l, |low, &i| pos.get(i).map_or(0, |&p| low.min(p)));
         if l - low.min(l) > QUIET_SPAN {
             return 0;
         }
@@ -238,6 +241,8 @@ impl QuietRuns {
 struct QuietLiterals {
     /// Indexes of the literal-scanned detectors (a bit each, below 64; see `mask`).
     mask: u64,
+    /// Those indexes, listed.
+    members: Box<[usize]>,
     /// Bytes some literal of one of them has before its last byte ([`ByteSet::inner`] of all).
     inner: ByteSet,
     /// Largest window among them.
@@ -247,6 +252,7 @@ struct QuietLiterals {
 impl QuietLiterals {
     fn new(detectors: &[Detector]) -> Self {
         let mut mask = 0u64;
+        let mut members = Vec::new();
         let mut inner = [false; 256];
         let mut window = 0;
         for (i, d) in detectors.iter().enumerate() {
@@ -254,19 +260,14 @@ impl QuietLiterals {
                 && bit(i) != 0
             {
                 mask |= bit(i);
+                members.push(i);
                 window = window.max(d.window());
                 for (t, &s) in inner.iter_mut().zip(set.0.iter()) {
                     *t |= s;
                 }
             }
         }
-        QuietLiterals { mask, inner: ByteSet(Box::new(inner)), window }
-    }
-
-    /// Whether the literal detector `i` is covered by the fast path.
-    #[inline]
-    fn covers(&self, i: usize) -> bool {
-        self.mask & bit(i) != 0
+        QuietLiterals { mask, members: members.into_boxed_slice(), inner: ByteSet(Box::new(inner)), window }
     }
 
     /// Whether every covered detector would find nothing and settle at the end of `hay`: no
@@ -277,12 +278,7 @@ impl QuietLiterals {
         if self.mask == 0 {
             return false;
         }
-        let mut low = hay.len().saturating_sub(self.window);
-        for (i, &p) in pos.iter().enumerate() {
-            if self.covers(i) {
-                low = low.min(p);
-            }
-        }
+        let low = self.members.iter().fold(hay.len().saturating_sub(self.window), |low, &i| pos.get(i).map_or(0, |&p| low.min(p)));
         let no_occ = occ.last().is_none_or(|o| o.start < low);
         no_occ && (last || !hay.last().is_some_and(|&b| self.inner.has(b)))
     }
@@ -437,7 +433,11 @@ impl Engine {
             detectors.iter().any(|d| matches!(d.scanner, Scanner::Run { trigger: crate::detect::Trigger::Digits(_), .. }));
         let quiet = QuietLiterals::new(&detectors);
         let quiet_runs = QuietRuns::new(&detectors);
-        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors, quiet, quiet_runs })
+        let every = match detectors.len() {
+            0 | 65.. => 0,
+            n => u64::MAX >> (64 - n),
+        };
+        Ok(Engine { detectors, pem, pem_end, window, mac, literals, digit_detectors, quiet, quiet_runs, every })
     }
 
     /// The default detector set (every built-in, redact both ways).
@@ -715,30 +715,42 @@ impl StreamRedactor {
             }
             settled |= engine.quiet_runs.settled(&self.buf.norm, &self.pos, last);
         }
+        let mut d_min = hay_len;
+        if settled == engine.every && engine.every != 0 {
+            // Every detector settled at the end (prose, nearly every step): no position is
+            // beyond the buffer, so each becomes its end.
+            self.pos.fill(hay_len);
+        } else {
+            self.scan_unsettled(&engine, settled, last, &mut d_min);
+        }
+        // 2. Resolve candidates that start before every detector's limit.
+        self.resolve(&engine, d_min, last, out);
+        // 3. Emit.
+        self.emit(&engine, d_min, last, out);
+        // 4. Trim (`d_min` is the lowest position).
+        self.trim(d_min);
+    }
+
+    /// Calls the detectors the fast paths did not settle; lowers `d_min` to the lowest position.
+    fn scan_unsettled(&mut self, engine: &Engine, settled: u64, last: bool, d_min: &mut usize) {
+        let hay_len = self.buf.norm.len();
         let runs = &engine.quiet_runs;
         if engine.digit_detectors && (runs.digits_beyond || runs.digits & !settled != 0) {
             // Only the digit-triggered detectors read these, and only when called.
             let from = self.pos.iter().copied().min().unwrap_or(hay_len);
             crate::detect::dense_digit_ranges(&self.buf.norm, from, &mut self.dense);
         }
-        let mut d_min = hay_len;
         for (i, (det, pos)) in engine.detectors.iter().zip(self.pos.iter_mut()).enumerate() {
             if settled & bit(i) != 0 {
                 *pos = (*pos).max(hay_len);
-                d_min = d_min.min(*pos);
+                *d_min = (*d_min).min(*pos);
                 continue;
             }
             let limit = if last { hay_len } else { det.determined_limit(i, &self.buf.norm, &self.occ) };
             let p = det.scan(i, &self.buf.norm, &self.occ, &self.dense, *pos, limit, &mut self.pending);
             *pos = p;
-            d_min = d_min.min(p);
+            *d_min = (*d_min).min(p);
         }
-        // 2. Resolve candidates that start before every detector's limit.
-        self.resolve(&engine, d_min, last, out);
-        // 3. Emit.
-        self.emit(&engine, d_min, last, out);
-        // 4. Trim.
-        self.trim();
     }
 
     fn resolve(&mut self, engine: &Engine, d_min: usize, last: bool, out: &mut Output) {
@@ -884,11 +896,8 @@ impl StreamRedactor {
         }
     }
 
-    fn trim(&mut self) {
-        let mut k = self.norm_emitted;
-        for &p in &self.pos {
-            k = k.min(p);
-        }
+    fn trim(&mut self, low_pos: usize) {
+        let mut k = self.norm_emitted.min(low_pos);
         if let Some(s) = &self.suppress {
             k = k.min(s.end_pos);
         }
