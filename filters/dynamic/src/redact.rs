@@ -44,7 +44,7 @@ impl RedactFilter {
 
     /// Counts and logs what the session reported (detector names and reasons, never content).
     fn drain_events(&mut self, s: &Stream) {
-        let Some(session) = self.session.as_mut() else { return };
+        let Some(session) = self.session.as_mut().filter(|s| s.has_events()) else { return };
         let events: Vec<Event> = session.drain_events().collect();
         for event in events {
             match event {

@@ -155,6 +155,12 @@ impl Normalizer {
     }
 
     fn push_inner(&mut self, input: &[u8], last: bool, buf: &mut Buffers) {
+        if input.is_ascii() {
+            // No lead byte of anything folded or dropped, and no character cut at the end:
+            // what the loop below does with it, without its searches (most deltas).
+            self.copy(input, buf);
+            return;
+        }
         let keep = if last { 0 } else { incomplete_suffix_len(input) };
         let (mut body, tail) = split(input, input.len().saturating_sub(keep));
         self.pending.extend_from_slice(tail);

@@ -40,7 +40,7 @@ impl RedactFilter {
 
     /// Counts and logs what the session reported (detector names and reasons, never content).
     fn drain_events(&mut self) {
-        let Some(session) = self.session.as_mut() else { return };
+        let Some(session) = self.session.as_mut().filter(|s| s.has_events()) else { return };
         for event in session.drain_events() {
             match event {
                 Event::Detected { direction, detector, action } => self.shared.count_redaction(direction.as_str(), &detector, action),

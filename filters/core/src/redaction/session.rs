@@ -486,6 +486,11 @@ impl Session {
         self.events.drain(..)
     }
 
+    /// Whether there are events to drain (most stream chunks have none).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Outcome counts so far (direction, detector, action) → matches: for the audit record.
     pub fn outcomes(&self) -> &BTreeMap<(Direction, Arc<str>, &'static str), u64> {
         &self.outcomes
