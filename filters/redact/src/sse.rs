@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
-use crate::json::scan::{Visit, decode_text};
+use crate::json::scan::{Visit, decode};
 use crate::json::splice;
 
 mod plan;
@@ -712,7 +712,9 @@ impl SseRedactor {
         }
         let mut seen = tally.observer.visitor(data);
         let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps, spare, repeat } = plan;
-        let doc = match if O::READS { None } else { repeat.reread(data, facts) } {
+        // The event's bytes, valid UTF-8 (checked by the strict read, or around the one string
+        // the repeat check validated); its strings are decoded from them by range.
+        let doc: &[u8] = match if O::READS { None } else { repeat.reread(data, facts) } {
             Some(doc) => doc,
             None => {
                 repeat.forget();
@@ -723,7 +725,7 @@ impl SseRedactor {
                 if !O::READS {
                     repeat.remember(data, facts);
                 }
-                doc
+                doc.as_bytes()
             }
         };
         // Plan: which strings feed which stream, which streams end here, which strings are full
@@ -733,7 +735,7 @@ impl SseRedactor {
         whole_ranges.clear();
         let room = SPARE_COUNT.saturating_sub(spare.len());
         spare.extend(reps.drain(..).map(|(_, s)| s).filter(|s| s.capacity() <= SPARE_MAX).take(room));
-        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode_text(doc.get(r.clone()).unwrap_or_default()));
+        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode(doc.get(r.clone()).unwrap_or_default()));
         match self.format {
             SseFormat::OpenAiChat => {
                 if facts.has_choices && self.template.is_none() {
@@ -815,7 +817,7 @@ impl SseRedactor {
         }
         let mut changed = false;
         for (r, k) in feed_ranges.iter() {
-            let text = decode_text(doc.get(r.clone()).unwrap_or_default());
+            let text = decode(doc.get(r.clone()).unwrap_or_default());
             let Some(mut txt) = self.feed(*k, &text, out, spare.pop()) else {
                 // Block: emit what came before the match in this event, then the error.
                 let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
@@ -845,7 +847,7 @@ impl SseRedactor {
             reps.push((r.clone(), txt));
         }
         for r in whole_ranges.iter() {
-            let text = decode_text(doc.get(r.clone()).unwrap_or_default());
+            let text = decode(doc.get(r.clone()).unwrap_or_default());
             let o = self.engine.redact(Direction::Response, text.as_bytes());
             if let Some(b) = o.block {
                 self.block(b, out);

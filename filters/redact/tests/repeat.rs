@@ -61,6 +61,9 @@ const VALUES: &[&str] = &[
     "\"😀 john.doe@exämple.com\"",
     r#""response.output_text.delta""#,
     r#""content_block_delta""#,
+    // `<FF>` and `<C3>` stand for bytes that are not UTF-8 here (see `stream`).
+    r#""raw <FF> byte""#,
+    r#""cut <C3>""#,
 ];
 
 /// What follows a chat delta's content: the usual tail, a finish, an extra field after the text.
@@ -131,7 +134,14 @@ fn stream(fmt: SseFormat, picks: &[(usize, usize, usize, usize)]) -> Vec<u8> {
         SseFormat::OpenAiResponses => "",
         SseFormat::OpenAiChat => "data: [DONE]\n\n",
     });
-    s.into_bytes()
+    let mut b = s.into_bytes();
+    // Bytes a `&str` cannot hold: the event around a repeated string must still be UTF-8.
+    for (mark, byte) in [(b"<FF>", 0xFFu8), (b"<C3>", 0xC3)] {
+        while let Some(i) = b.windows(4).position(|w| w == mark) {
+            b.splice(i..i + 4, [byte]);
+        }
+    }
+    b
 }
 
 /// Mostly the same head and tail, now and then another; values vary freely.
