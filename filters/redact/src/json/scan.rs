@@ -139,7 +139,9 @@ pub fn is_string(text: &str) -> bool {
 pub fn decode(raw: &[u8]) -> Cow<'_, str> {
     let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
     if !inner.contains(&b'\\') {
-        return String::from_utf8_lossy(inner);
+        // The scanner accepted it, so it is UTF-8: the plain check is the fast one (the lossy
+        // conversion walks it in chunks).
+        return std::str::from_utf8(inner).map_or_else(|_| String::from_utf8_lossy(inner), Cow::Borrowed);
     }
     let mut out = String::with_capacity(inner.len());
     let mut i = 0;
