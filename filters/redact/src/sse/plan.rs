@@ -144,8 +144,6 @@ pub(super) struct Repeat {
     after: Vec<u8>,
     /// The string's range in that event.
     var: Range<usize>,
-    /// Where that range is among [`Facts::ranges_mut`].
-    slot: usize,
 }
 
 impl Repeat {
@@ -161,7 +159,7 @@ impl Repeat {
         if !scan::is_string(std::str::from_utf8(data.get(var.clone())?).ok()?) {
             return None;
         }
-        let slot = facts.ranges_mut().nth(self.slot).filter(|r| **r == self.var)?;
+        let slot = facts.ranges_mut().find(|r| **r == self.var)?;
         *slot = var.clone();
         self.var = var;
         Some(data)
@@ -175,7 +173,7 @@ impl Repeat {
             // Deltas are small; a large event (a whole text at the end) is not worth keeping.
             return;
         }
-        let Some((slot, last)) = facts.ranges_mut().enumerate().max_by_key(|(_, r)| r.start).map(|(k, r)| (k, r.clone())) else { return };
+        let Some(last) = facts.ranges_mut().max_by_key(|r| r.start).map(|r| r.clone()) else { return };
         // Once among the facts, and after every other range.
         let others_before = facts.ranges_mut().filter(|r| **r != last).all(|r| r.end <= last.start);
         let once = facts.ranges_mut().filter(|r| **r == last).count() == 1;
@@ -188,7 +186,6 @@ impl Repeat {
         self.after.clear();
         self.after.extend_from_slice(after);
         self.var = last;
-        self.slot = slot;
         self.armed = true;
     }
 
