@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 pub struct RedactFilter {
     shared: Arc<Shared>,
-    session: Option<Session>,
+    /// Boxed: each hook lends it out by moving a pointer, not the whole session.
+    session: Option<Box<Session>>,
     /// This request's audit draft (joined from the role before, or opened), when audit
     /// delivery is set up.
     audit: Option<u64>,
@@ -136,7 +137,7 @@ impl RedactFilter {
         if let Some(key) = crate::audit_trail::content_key(self.audit) {
             session.digest_content(key);
         }
-        self.session = Some(session);
+        self.session = Some(Box::new(session));
         for (name, value) in FORCED_REQUEST_HEADERS {
             s.set_header(HeaderKind::Request, name, Some(value));
         }
@@ -164,7 +165,7 @@ impl RedactFilter {
 
     /// What the last response body hook emitted, as the shared reader read it.
     pub fn shared_pieces(&self) -> Option<&[Piece]> {
-        self.session.as_ref().and_then(Session::shared_pieces)
+        self.session.as_deref().and_then(Session::shared_pieces)
     }
 
     /// The response-body step and, with `keep`, the body as Envoy now holds it when this step

@@ -462,7 +462,8 @@ pub struct SseRedactor {
     item_ids: BTreeMap<u64, Value>,
     pending_block: Option<(Block, String)>,
     blocked: bool,
-    room: Room,
+    /// Lent to each push (boxed: lending moves a pointer, not the plan's many fields).
+    room: Option<Box<Room>>,
 }
 
 fn data_event(event: Option<&str>, v: &Value) -> Vec<u8> {
@@ -490,7 +491,7 @@ impl SseRedactor {
             item_ids: BTreeMap::new(),
             pending_block: None,
             blocked: false,
-            room: Room::default(),
+            room: None,
         }
     }
 
@@ -531,10 +532,10 @@ impl SseRedactor {
         // The events are read where the framer holds them: its buffer and the room are lent to
         // the pass over them and given back after it.
         let mut framer = std::mem::take(&mut self.framer);
-        let mut room = std::mem::take(&mut self.room);
+        let mut room = self.room.take().unwrap_or_default();
         room.spans.clear();
         let result = framer.frame(false, &mut room.spans).and_then(|done| {
-            let Room { spans, other, joined, plan } = &mut room;
+            let Room { spans, other, joined, plan } = &mut *room;
             let mut result = Ok(());
             for span in spans.iter() {
                 let ev = Ev::read(framer.buf.get(span.clone()).unwrap_or_default(), other, joined);
@@ -547,7 +548,7 @@ impl SseRedactor {
             result
         });
         self.framer = framer;
-        self.room = room;
+        self.room = Some(room);
         result?;
         tally.close(out);
         Ok(())
@@ -561,8 +562,8 @@ impl SseRedactor {
         }
         let mut tally = Tally { observer, covered: 0 };
         let events = self.framer.finish()?;
-        let mut room = std::mem::take(&mut self.room);
-        let Room { other, joined, plan, .. } = &mut room;
+        let mut room = self.room.take().unwrap_or_default();
+        let Room { other, joined, plan, .. } = &mut *room;
         let mut result = Ok(());
         for ev in events {
             result = self.event(&Ev::read(&ev.raw, other, joined), plan, &mut out, &mut tally);
@@ -570,7 +571,7 @@ impl SseRedactor {
                 break;
             }
         }
-        self.room = room;
+        self.room = Some(room);
         result?;
         if self.blocked {
             tally.close(&out);

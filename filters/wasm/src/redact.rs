@@ -13,7 +13,8 @@ use std::rc::Rc;
 
 pub struct RedactFilter {
     shared: Rc<Shared>,
-    session: Option<Session>,
+    /// Boxed: each hook lends it out by moving a pointer, not the whole session.
+    session: Option<Box<Session>>,
     /// This request's audit draft, shared with the roles before this one.
     audit: Option<u64>,
     /// A local reply was sent.
@@ -114,7 +115,7 @@ impl RedactFilter {
         if let Some(key) = crate::audit_trail::content_key(self.audit) {
             session.digest_content(&key);
         }
-        self.session = Some(session);
+        self.session = Some(Box::new(session));
         for (name, value) in FORCED_REQUEST_HEADERS {
             self.set_http_request_header(name, Some(value));
         }
@@ -151,7 +152,7 @@ impl RedactFilter {
 
     /// What the last response body hook emitted, as the shared reader read it.
     pub fn shared_pieces(&self) -> Option<&[Piece]> {
-        self.session.as_ref().and_then(Session::shared_pieces)
+        self.session.as_deref().and_then(Session::shared_pieces)
     }
 
     /// The response-body step, the body's size after it (changed when redaction replaced it),

@@ -139,8 +139,8 @@ pub struct Session {
     /// The limits' usage reader, run in this session's pass over a stream (combined role).
     shared: Option<SharedReading>,
     /// Room a stream's chunks are read into and redacted into, kept from chunk to chunk so
-    /// that a chunk that passes unchanged allocates nothing.
-    room: ChunkRoom,
+    /// that a chunk that passes unchanged allocates nothing (boxed: lent by moving a pointer).
+    room: Option<Box<ChunkRoom>>,
 }
 
 /// See [`Session::room`].
@@ -173,7 +173,7 @@ impl Session {
             request_read: (!head.end_of_stream).then_some(false),
             digests: None,
             shared: None,
-            room: ChunkRoom::default(),
+            room: None,
         };
         if head.end_of_stream || !head.method.eq_ignore_ascii_case("POST") {
             return Ok((session, HeadStep::Continue));
@@ -349,14 +349,15 @@ impl Session {
     }
 
     fn stream_chunk(&mut self, mut redactor: Box<SseRedactor>, end_of_stream: bool, read: impl FnOnce(&mut Vec<u8>)) -> BodyStep {
-        let ChunkRoom { mut chunk, mut out } = std::mem::take(&mut self.room);
-        chunk.clear();
-        read(&mut chunk);
+        let mut room = self.room.take().unwrap_or_default();
+        room.chunk.clear();
+        read(&mut room.chunk);
+        let ChunkRoom { chunk, out } = &mut *room;
         let mut result = match self.shared.as_mut() {
-            Some(r) => redactor.push_observed_into(&chunk, r, &mut out),
-            None => redactor.push_observed_into(&chunk, &mut (), &mut out),
+            Some(r) => redactor.push_observed_into(chunk, r, out),
+            None => redactor.push_observed_into(chunk, &mut (), out),
         }
-        .map(|()| out);
+        .map(|()| std::mem::take(out));
         if end_of_stream && let Ok(out) = &mut result {
             let tail = match self.shared.as_mut() {
                 Some(r) => redactor.finish_observed(r),
@@ -384,11 +385,12 @@ impl Session {
                 self.digest(Direction::Response, &out.bytes, end_of_stream);
                 // Most chunks are whole events that pass unchanged: no copy back into the host,
                 // and the room is kept for the next chunk.
-                if out.bytes == chunk {
-                    self.room = ChunkRoom { chunk, out };
+                if out.bytes == room.chunk {
+                    room.out = out;
+                    self.room = Some(room);
                     BodyStep::Continue
                 } else {
-                    self.room.chunk = chunk;
+                    self.room = Some(room);
                     BodyStep::Replace(out.bytes)
                 }
             }
