@@ -492,6 +492,18 @@ pub struct Stream<'a> {
     ptr: *mut c_void,
     /// Shared with every hook of the stream, nested ones included.
     replied: &'a Cell<bool>,
+    /// The body's shape, read once per hook for both its length and its read (a hook is one
+    /// `Stream`); forgotten when the hook changes the body.
+    shape: Cell<Option<(Direction, BodyShape)>>,
+}
+
+/// What the body so far is made of, in bytes.
+#[derive(Clone, Copy, Debug)]
+struct BodyShape {
+    /// What Envoy buffered for us (0 when this hook's chunk *is* that buffer).
+    buffered: usize,
+    /// This hook's chunk.
+    received: usize,
 }
 
 fn utf8(bytes: Vec<u8>) -> String {
@@ -630,10 +642,23 @@ impl Stream<'_> {
         }
     }
 
+    fn shape(&self, direction: Direction) -> BodyShape {
+        if let Some((d, shape)) = self.shape.get()
+            && d == direction
+        {
+            return shape;
+        }
+        let received = self.body_size(direction.received());
+        let buffered = if self.received_is_buffered(direction) { 0 } else { self.body_size(direction.buffered()) };
+        let shape = BodyShape { buffered, received };
+        self.shape.set(Some((direction, shape)));
+        shape
+    }
+
     /// Bytes of the body so far: what Envoy buffered for us plus this hook's chunk.
     pub fn body_len(&self, direction: Direction) -> usize {
-        let received = self.body_size(direction.received());
-        if self.received_is_buffered(direction) { received } else { self.body_size(direction.buffered()).saturating_add(received) }
+        let shape = self.shape(direction);
+        shape.buffered.saturating_add(shape.received)
     }
 
     /// The body so far: what Envoy buffered for us, then this hook's chunk.
@@ -645,10 +670,13 @@ impl Stream<'_> {
 
     /// [`Self::body`], appended to `out` (a caller's room kept from chunk to chunk).
     pub fn append_body_so_far(&self, direction: Direction, out: &mut Vec<u8>) {
-        if !self.received_is_buffered(direction) {
+        let shape = self.shape(direction);
+        if shape.buffered > 0 {
             self.append_body(direction.buffered(), out);
         }
-        self.append_body(direction.received(), out);
+        if shape.received > 0 {
+            self.append_body(direction.received(), out);
+        }
     }
 
     /// Only this hook's chunk.
@@ -659,9 +687,11 @@ impl Stream<'_> {
     /// Replaces the whole body so far (buffered and this chunk) with `bytes`. Envoy moves this
     /// hook's chunk behind its buffer when the hook continues, so the new bytes go there.
     pub fn replace_body(&self, direction: Direction, bytes: &[u8]) {
+        let received_is_buffered = self.received_is_buffered(direction);
+        self.shape.set(None);
         // SAFETY: plain operations on the running hook's filter; `bytes` valid for the call.
         unsafe {
-            if !self.received_is_buffered(direction) {
+            if !received_is_buffered {
                 envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.buffered() as u32, usize::MAX);
             }
             envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.received() as u32, usize::MAX);
@@ -671,6 +701,7 @@ impl Stream<'_> {
 
     /// Replaces only this hook's chunk (streamed responses).
     pub fn replace_chunk(&self, direction: Direction, bytes: &[u8]) {
+        self.shape.set(None);
         // SAFETY: as in `replace_body`.
         unsafe {
             envoy_dynamic_module_callback_http_drain_body(self.ptr, direction.received() as u32, usize::MAX);
@@ -901,7 +932,7 @@ fn resumable_hook<T: Copy>(
         log(LogLevel::Debug, "cordon: hook re-entered during a local reply; passing it");
         return passive;
     };
-    let mut stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
+    let mut stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied, shape: Cell::new(None) };
     let outcome = guarded(|| f(filter.as_mut(), &mut stream));
     drop(filter);
     match outcome {
@@ -945,7 +976,7 @@ fn run_callout(filter_envoy_ptr: *mut c_void, slot: &FilterBox, id: u64, event: 
         slot.deferred.borrow_mut().push((id, event));
         return false;
     };
-    let stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied };
+    let stream = Stream { ptr: filter_envoy_ptr, replied: &slot.replied, shape: Cell::new(None) };
     let outcome = guarded(|| filter.http_stream(&stream, id, event));
     drop(filter);
     outcome.unwrap_or_else(|| {
