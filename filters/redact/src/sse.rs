@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::config::Direction;
 use crate::engine::{Block, Detection, Engine, Output, StreamRedactor};
-use crate::json::scan::{Visit, decode};
+use crate::json::scan::{Visit, decode, decode_text};
 use crate::json::splice;
 
 mod plan;
@@ -330,6 +330,25 @@ impl<'b> Ev<'b> {
             DataAt::Joined => Some(joined.as_slice()),
         };
         Ev { raw, other: other.as_slice(), event: event.map(|e| String::from_utf8_lossy(raw.get(e).unwrap_or_default())), data }
+    }
+}
+
+/// What of an event's bytes was checked as UTF-8 (see [`SseRedactor::event`]).
+enum Checked<'d> {
+    /// All of it, as this text.
+    Whole(&'d str),
+    /// One string value (its range, quotes included, and its text).
+    One(Range<usize>, &'d str),
+}
+
+impl Checked<'_> {
+    /// The text of the string value at `r` in `doc`, checked as UTF-8 only if it was not yet.
+    fn text<'a>(&'a self, doc: &'a [u8], r: &Range<usize>) -> Cow<'a, str> {
+        match self {
+            Checked::Whole(t) => decode_text(t.get(r.clone()).unwrap_or_default()),
+            Checked::One(var, t) if var == r => decode_text(t),
+            Checked::One(..) => decode(doc.get(r.clone()).unwrap_or_default()),
+        }
     }
 }
 
@@ -713,10 +732,11 @@ impl SseRedactor {
         }
         let mut seen = tally.observer.visitor(data);
         let Plan { facts, feed: feed_ranges, ends, whole: whole_ranges, reps, spare, repeat } = plan;
-        // The event's bytes, valid UTF-8 (checked by the strict read, or around the one string
-        // the repeat check validated); its strings are decoded from them by range.
-        let doc: &[u8] = match if O::READS { None } else { repeat.reread(data, facts) } {
-            Some(doc) => doc,
+        // The event's bytes, valid UTF-8, and what was checked as such: the whole event (the
+        // strict read), or its one new string (the repeat check; the bytes around it were
+        // checked with the event read in full). Checked text is decoded without a second check.
+        let (doc, checked): (&[u8], Checked<'_>) = match if O::READS { None } else { repeat.reread(data, facts) } {
+            Some((doc, var, string)) => (doc, Checked::One(var, string)),
             None => {
                 repeat.forget();
                 let doc = plan::read_into(self.format, data, &mut seen, facts).map_err(|reason| SseError::BadJson {
@@ -726,9 +746,10 @@ impl SseRedactor {
                 if !O::READS {
                     repeat.remember(data, facts);
                 }
-                doc.as_bytes()
+                (doc.as_bytes(), Checked::Whole(doc))
             }
         };
+        let text_at = |r: &Range<usize>| checked.text(doc, r);
         // Plan: which strings feed which stream, which streams end here, which strings are full
         // texts to redact whole (OpenAI Responses `done`/`completed` events).
         feed_ranges.clear();
@@ -736,7 +757,7 @@ impl SseRedactor {
         whole_ranges.clear();
         let room = SPARE_COUNT.saturating_sub(spare.len());
         spare.extend(reps.drain(..).map(|(_, s)| s).filter(|s| s.capacity() <= SPARE_MAX).take(room));
-        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), |r| decode(doc.get(r.clone()).unwrap_or_default()));
+        let name = |r: &Option<Range<usize>>| r.as_ref().map_or(Cow::Borrowed(""), text_at);
         match self.format {
             SseFormat::OpenAiChat => {
                 if facts.has_choices && self.template.is_none() {
@@ -818,7 +839,7 @@ impl SseRedactor {
         }
         let mut changed = false;
         for (r, k) in feed_ranges.iter() {
-            let text = decode(doc.get(r.clone()).unwrap_or_default());
+            let text = text_at(r);
             let Some(mut txt) = self.feed(*k, &text, out, spare.pop()) else {
                 // Block: emit what came before the match in this event, then the error.
                 let (b, before) = self.pending_block.take().unwrap_or_else(|| (Block { detector: Arc::from("unknown") }, String::new()));
@@ -848,7 +869,7 @@ impl SseRedactor {
             reps.push((r.clone(), txt));
         }
         for r in whole_ranges.iter() {
-            let text = decode(doc.get(r.clone()).unwrap_or_default());
+            let text = text_at(r);
             let o = self.engine.redact(Direction::Response, text.as_bytes());
             if let Some(b) = o.block {
                 self.block(b, out);

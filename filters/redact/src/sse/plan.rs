@@ -147,22 +147,24 @@ pub(super) struct Repeat {
 }
 
 impl Repeat {
-    /// `data`'s text when it repeats the last event around another string; `facts` then hold
-    /// its facts. `None`: read it in full (and [`Self::remember`] it).
-    pub(super) fn reread<'d>(&mut self, data: &'d [u8], facts: &mut Facts) -> Option<&'d [u8]> {
+    /// `data`, and the range and checked text of its one new string, when it repeats the last
+    /// event around another string; `facts` then hold its facts. `None`: read it in full (and
+    /// [`Self::remember`] it).
+    pub(super) fn reread<'d>(&mut self, data: &'d [u8], facts: &mut Facts) -> Option<(&'d [u8], Range<usize>, &'d str)> {
         if !self.armed || !data.starts_with(&self.before) || !data.ends_with(&self.after) {
             return None;
         }
         let var = self.before.len()..data.len().checked_sub(self.after.len())?;
         // The bytes around it were valid UTF-8 in the event read in full, and they end before
         // and start after an ASCII quote: the event is valid UTF-8 when the string is.
-        if !scan::is_string(std::str::from_utf8(data.get(var.clone())?).ok()?) {
+        let string = std::str::from_utf8(data.get(var.clone())?).ok()?;
+        if !scan::is_string(string) {
             return None;
         }
         let slot = facts.ranges_mut().find(|r| **r == self.var)?;
         *slot = var.clone();
-        self.var = var;
-        Some(data)
+        self.var = var.clone();
+        Some((data, var, string))
     }
 
     /// Remembers an event [`read_into`] read in full into `facts`, when the last range its
